@@ -1,0 +1,126 @@
+"""What every command module shares: the session it acts for, table entries, argument parsing.
+
+A command handler takes the session and the request's arguments and returns either a
+reply value (see :mod:`stashd.resp`) or a :class:`Deferred`: an operation for the store
+plus the function that turns the operation's result into the reply. Handlers parse and
+validate everything before building the operation, so a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from stashd.errors import NotInteger, SyntaxErr
+from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
+
+if TYPE_CHECKING:
+    from stashd.service import MemoryService
+    from stashd.tenancy import Keyring, Principal
+
+Reply = Any
+Finish = Callable[[Any], Reply]
+
+
+class Deferred:
+    """An operation to run on the store, and how its result becomes the reply."""
+
+    __slots__ = ("finish", "op")
+
+    def __init__(self, op: Op, finish: Finish | None = None) -> None:
+        self.op = op
+        self.finish = finish
+
+
+Handler = Callable[["Session", list[bytes]], Reply]
+
+# Flags, as COMMAND INFO reports them.
+WRITE: Final = "write"
+READONLY: Final = "readonly"
+FAST: Final = "fast"
+NOAUTH: Final = "no_auth"  # allowed before AUTH in strict mode
+LOADING: Final = "loading"
+STALE: Final = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One row of the command table, with what COMMAND INFO and COMMAND DOCS report."""
+
+    name: str
+    handler: Handler
+    arity: int  # Redis convention: n exact, -n at least n (the name counts)
+    flags: tuple[str, ...]
+    group: str
+    summary: str
+    syntax: str = ""
+    since: str = "1.0.0"
+    first_key: int = 0
+    last_key: int = 0
+    key_step: int = 0
+
+
+_client_ids = itertools.count(1)
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """The state of one connection: who it is, which protocol, what it is called."""
+
+    service: MemoryService
+    keyring: Keyring
+    principal: Principal | None
+    peer: str = ""
+    local: str = ""
+    proto: int = 2
+    client_id: int = field(default_factory=lambda: next(_client_ids))
+    name: bytes | None = None
+    lib_name: bytes | None = None
+    lib_ver: bytes | None = None
+    created: float = field(default_factory=time.monotonic)
+    close_after_reply: bool = False
+    last_command: str = ""
+
+    def require(self) -> Principal:
+        """The principal; commands that reach data run only once one is set."""
+        principal = self.principal
+        assert principal is not None, "dispatch checks authentication first"
+        return principal
+
+
+def int_arg(raw: bytes) -> int:
+    """A signed 64-bit integer argument, read as strictly as Redis does."""
+    return parse_int64(raw)
+
+
+def positive_int(raw: bytes, error: Exception) -> int:
+    """An integer argument that must be above zero, with the command's own error."""
+    value = parse_int64(raw)
+    if value <= 0:
+        raise error
+    return value
+
+
+def upper(raw: bytes) -> bytes:
+    """An option keyword, compared case-insensitively as Redis does."""
+    return raw.upper()
+
+
+def checked_ms(value: int, unit_ms: int, error: Exception) -> int:
+    """Seconds or milliseconds as ms, refusing values whose ms form leaves 64 bits."""
+    if unit_ms != 1 and not INT64_MIN // unit_ms <= value <= INT64_MAX // unit_ms:
+        raise error
+    return value * unit_ms
+
+
+def syntax_error() -> SyntaxErr:
+    """Redis's generic error for options that do not parse."""
+    return SyntaxErr()
+
+
+def not_integer() -> NotInteger:
+    """Redis's error for an argument that must be an integer."""
+    return NotInteger()

@@ -1,0 +1,236 @@
+"""Server commands: COMMAND, INFO, DBSIZE, FLUSHDB/FLUSHALL, TIME, CONFIG GET."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from typing import Final
+
+from stashd import __version__
+from stashd import commands as registry
+from stashd.commands.base import (
+    FAST,
+    LOADING,
+    READONLY,
+    STALE,
+    WRITE,
+    Command,
+    Deferred,
+    Reply,
+    Session,
+)
+from stashd.commands.connection import REDIS_COMPAT_VERSION
+from stashd.errors import SyntaxErr, UnknownSubcommand, WrongArity
+from stashd.glob import compile_glob
+from stashd.resp import OK, Verbatim
+
+_STARTED: Final = time.monotonic()
+
+
+def dbsize(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """DBSIZE: keys in the caller's namespace."""
+    return Deferred(s.service.count(s.require()))
+
+
+def _ok(_: object) -> Reply:
+    return OK
+
+
+def flush(s: Session, args: list[bytes]) -> Reply:
+    """FLUSHDB / FLUSHALL [ASYNC|SYNC]: the caller's namespace only."""
+    if len(args) > 2 or (len(args) == 2 and args[1].upper() not in (b"ASYNC", b"SYNC")):
+        raise SyntaxErr
+    return Deferred(s.service.flush(s.require()), _ok)
+
+
+def time_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """TIME: [unix seconds, microseconds]."""
+    now = time.time_ns() // 1000
+    return [b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)]
+
+
+# A small, safe set of settings that GUI tools ask for; none can be changed at runtime.
+_CONFIG: Final = {
+    b"databases": b"1",
+    b"maxmemory": b"0",
+    b"maxmemory-policy": b"noeviction",
+    b"save": b"",
+    b"appendonly": b"no",
+    b"timeout": b"0",
+    b"maxclients": b"10000",
+    b"proto-max-bulk-len": b"536870912",
+}
+
+
+def config(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """CONFIG GET parameter [parameter ...]."""
+    sub = args[1].upper()
+    if sub != b"GET":
+        raise UnknownSubcommand(args[1].decode("utf-8", "replace"), "CONFIG")
+    if len(args) < 3:
+        raise WrongArity("config|get")
+    found: dict[bytes, bytes] = {}
+    for pattern in args[2:]:
+        match = compile_glob(pattern.lower()).match
+        for name, value in _CONFIG.items():
+            if match(name):
+                found[name] = value
+    return found
+
+
+def info(s: Session, args: list[bytes]) -> Reply:
+    """INFO [section ...]: Redis-style text; the keyspace line counts the caller's namespace."""
+    wanted = {a.decode("utf-8", "replace").lower() for a in args[1:]}
+
+    def render(keys: int) -> Reply:
+        sections = {
+            "server": [
+                f"redis_version:{REDIS_COMPAT_VERSION}",
+                f"stash_version:{__version__}",
+                "redis_mode:standalone",
+                f"os:{platform.system()} {platform.release()} {platform.machine()}",
+                f"process_id:{os.getpid()}",
+                f"python_version:{platform.python_version()}",
+                f"uptime_in_seconds:{int(time.monotonic() - _STARTED)}",
+            ],
+            "clients": [f"client_id:{s.client_id}"],
+            "memory": ["maxmemory:0", "maxmemory_policy:noeviction"],
+            "persistence": ["loading:0"],
+            "replication": ["role:master", "connected_slaves:0"],
+            "keyspace": [f"db0:keys={keys},expires={keys},avg_ttl=0"] if keys else [],
+        }
+        show = sections if not wanted or wanted & {"all", "everything", "default"} else {
+            k: v for k, v in sections.items() if k in wanted
+        }
+        text = "".join(
+            f"# {name.capitalize()}\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n"
+            for name, lines in show.items()
+        )
+        return Verbatim(text.rstrip("\r\n") + "\r\n")
+
+    if s.principal is None:
+        return render(0)
+    return Deferred(s.service.count(s.principal), render)
+
+
+# -- COMMAND --------------------------------------------------------------------------
+
+
+def _info_entry(cmd: Command) -> Reply:
+    return [
+        cmd.name.encode(),
+        cmd.arity,
+        set(cmd.flags),
+        cmd.first_key,
+        cmd.last_key,
+        cmd.key_step,
+        {f"@{cmd.group}", "@write" if WRITE in cmd.flags else "@read"},
+        [],
+        [],
+        [],
+    ]
+
+
+_TOKEN: Final = re.compile(r"\[|\]|\||\.\.\.|[^\s\[\]|]+")
+
+
+def _arguments(syntax: str) -> list[Reply]:
+    """COMMAND DOCS arguments from a syntax line, enough for redis-cli's hints."""
+    tokens = _TOKEN.findall(syntax)[1:]  # drop the command name
+    pos = 0
+
+    def parse_seq(stop: str | None) -> list[dict[bytes, Reply]]:
+        nonlocal pos
+        alternatives: list[list[dict[bytes, Reply]]] = [[]]
+        while pos < len(tokens) and tokens[pos] != stop:
+            tok = tokens[pos]
+            pos += 1
+            current = alternatives[-1]
+            if tok == "[":
+                inner = parse_seq("]")
+                pos += 1
+                for arg in inner:
+                    arg[b"flags"] = {*arg.get(b"flags", set()), "optional"}  # type: ignore[misc]
+                current.extend(inner)
+            elif tok == "|":
+                alternatives.append([])
+            elif tok == "...":
+                if current:
+                    current[-1][b"flags"] = {*current[-1].get(b"flags", set()), "multiple"}  # type: ignore[misc]
+            elif tok.isupper() or tok.replace("-", "").isupper():
+                current.append({b"name": tok.lower().encode(), b"type": b"pure-token",
+                                b"token": tok.encode()})
+            else:
+                kind = b"key" if tok in ("key", "newkey") else (
+                    b"integer" if tok in ("seconds", "milliseconds", "count", "increment",
+                                          "decrement", "index", "cursor", "version",
+                                          "protover")
+                    else b"unix-time" if tok.startswith("unix-time") else b"string"
+                )
+                current.append({b"name": tok.encode(), b"type": kind})
+        if len(alternatives) == 1:
+            return alternatives[0]
+        merged: list[dict[bytes, Reply]] = []
+        for alt in alternatives:
+            if len(alt) == 1:
+                merged.append(alt[0])
+            else:
+                merged.append({b"name": b"-".join(a[b"name"] for a in alt), b"type": b"block",
+                               b"arguments": alt})
+        return [{b"name": b"choice", b"type": b"oneof", b"arguments": merged}]
+
+    return parse_seq(None)  # type: ignore[return-value]
+
+
+def _docs_entry(cmd: Command) -> Reply:
+    doc: dict[bytes, Reply] = {
+        b"summary": cmd.summary.encode(),
+        b"since": cmd.since.encode(),
+        b"group": cmd.group.encode(),
+    }
+    if cmd.syntax:
+        doc[b"arguments"] = _arguments(cmd.syntax)
+    return doc
+
+
+def command(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """COMMAND [COUNT | DOCS [name ...] | INFO [name ...] | LIST]."""
+    table = registry.TABLE
+    if len(args) == 1:
+        return [_info_entry(c) for c in table.values()]
+    sub = args[1].upper()
+    names = [a.lower() for a in args[2:]]
+    if sub == b"COUNT" and len(args) == 2:
+        return len(table)
+    if sub == b"LIST":
+        return [c.name.encode() for c in table.values()]
+    if sub == b"INFO":
+        if not names:
+            return [_info_entry(c) for c in table.values()]
+        return [_info_entry(table[n]) if n in table else None for n in names]
+    if sub == b"DOCS":
+        chosen = [table[n] for n in names if n in table] if names else list(table.values())
+        return {c.name.encode(): _docs_entry(c) for c in chosen}
+    raise UnknownSubcommand(args[1].decode("utf-8", "replace"), "COMMAND")
+
+
+_S = (LOADING, STALE)
+
+COMMANDS: Final = (
+    Command("command", command, -1, _S, "server", "Describe the commands Stash serves.",
+            "COMMAND [COUNT | DOCS [name ...] | INFO [name ...] | LIST]", "2.8.13"),
+    Command("info", info, -1, _S, "server", "Server information and the namespace's size.",
+            "INFO [section ...]", "1.0.0"),
+    Command("dbsize", dbsize, 1, (READONLY, FAST), "server",
+            "How many keys the caller's namespace holds.", "DBSIZE", "1.0.0"),
+    Command("flushdb", flush, -1, (WRITE,), "server", "Empty the caller's namespace.",
+            "FLUSHDB [ASYNC | SYNC]", "1.0.0"),
+    Command("flushall", flush, -1, (WRITE,), "server",
+            "Empty the caller's namespace (never another's).", "FLUSHALL [ASYNC | SYNC]",
+            "1.0.0"),
+    Command("time", time_, 1, (FAST, *_S), "server", "The server's clock.", "TIME", "2.6.0"),
+    Command("config", config, -2, _S, "server", "Read a small set of settings.",
+            "CONFIG GET parameter [parameter ...]", "2.0.0"),
+)

@@ -1,0 +1,127 @@
+"""One frozen Config for the daemon, resolved once: flags > env (STASH_*) > .env > defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final
+
+from dotenv import dotenv_values
+
+BACKENDS: Final = ("memory",)
+LOG_FORMATS: Final = ("json", "console")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the setting and the value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting of a running daemon; see the README for each one's env twin."""
+
+    host: str = "127.0.0.1"
+    port: int = 6380
+    backend: str = "memory"
+    default_ttl: int = 3600  # seconds, for writes that name no TTL
+    max_ttl: int = 86400  # seconds; nothing lives longer
+    max_payload_bytes: int = 1024 * 1024
+    log_level: str = "info"
+    log_format: str = "console"
+    allow_open: bool = False  # serve open mode on a non-loopback address anyway
+
+    def __post_init__(self) -> None:
+        """Validate once, so the rest of the code can trust every field."""
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.default_ttl <= 0:
+            raise ConfigError(f"default_ttl must be positive, got {self.default_ttl}")
+        if self.max_ttl <= 0:
+            raise ConfigError(f"max_ttl must be positive, got {self.max_ttl}")
+        if self.default_ttl > self.max_ttl:
+            raise ConfigError(
+                f"default_ttl ({self.default_ttl}) must not exceed max_ttl ({self.max_ttl})"
+            )
+        if self.max_payload_bytes <= 0:
+            raise ConfigError(f"max_payload_bytes must be positive, got {self.max_payload_bytes}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
+
+    def check_exposure(self) -> None:
+        """Protected mode: open mode serves loopback only unless --allow-open says otherwise."""
+        if self.allow_open or is_loopback(self.host):
+            return
+        raise ConfigError(
+            f"refusing to listen on {self.host}: in open mode any client can read and write "
+            "without a registered key, so stashd serves only loopback addresses. "
+            "Pass --allow-open (STASH_ALLOW_OPEN=1) if this network is trusted."
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and every loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off", ""})
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:  # noqa: ANN401 - typed by the field
+    """Turn a string from env or .env into the field's type, naming the setting on error."""
+    if not isinstance(raw, str):
+        return raw
+    if kind in (bool, "bool"):
+        low = raw.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    if kind in (int, "int"):
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    return raw.strip()
+
+
+def load(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    dotenv_path: Path | None = None,
+) -> Config:
+    """Resolve a Config: flags (None means 'not given') over env over .env over defaults."""
+    env = os.environ if env is None else env
+    path = Path(".env") if dotenv_path is None else dotenv_path
+    dotenv = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    values: dict[str, Any] = {}
+    for field in fields(Config):
+        var = "STASH_" + field.name.upper()
+        raw: Any = None
+        if flags and flags.get(field.name) is not None:
+            raw = flags[field.name]
+        elif var in env:
+            raw = env[var]
+        elif var in dotenv:
+            raw = dotenv[var]
+        if raw is not None:
+            values[field.name] = _coerce(var, field.type, raw)
+    return Config(**values)

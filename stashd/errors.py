@@ -1,0 +1,177 @@
+"""Error classes that carry their exact wire text, Redis's own wherever Redis has one.
+
+The text after the first word is what clients match on (redis-py classifies errors by
+prefix and message), so these strings are part of the protocol and must not be reworded
+casually. Every class keeps the numbers it names as attributes, so the HTTP door and the
+Python client can report them without parsing the text.
+"""
+
+from __future__ import annotations
+
+
+class StashError(Exception):
+    """Base of every error Stash reports to a client; ``wire`` is the RESP error text."""
+
+    code = "ERR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def wire(self) -> str:
+        """The error line as sent after ``-`` on the wire."""
+        return f"{self.code} {self.message}"
+
+
+class CommandError(StashError):
+    """A request Redis would also refuse, answered with ``-ERR ...``."""
+
+
+class SyntaxErr(CommandError):
+    """Options that do not parse: Redis's generic ``ERR syntax error``."""
+
+    def __init__(self) -> None:
+        super().__init__("syntax error")
+
+
+class NotInteger(CommandError):
+    """An argument or stored value that must be a 64-bit integer and is not."""
+
+    def __init__(self) -> None:
+        super().__init__("value is not an integer or out of range")
+
+
+class IncrOverflow(CommandError):
+    """INCR and friends past the signed 64-bit range."""
+
+    def __init__(self) -> None:
+        super().__init__("increment or decrement would overflow")
+
+
+class WrongArity(CommandError):
+    """Wrong number of arguments, in Redis's exact words (redis-py's AUTH retry relies on it)."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(f"wrong number of arguments for '{command.lower()}' command")
+
+
+class UnknownCommand(CommandError):
+    """A command name not in the table, quoting it and its first arguments as Redis 7 does."""
+
+    def __init__(self, name: str, args: list[str]) -> None:
+        shown = "".join(f"'{a[:128]}' " for a in args[:20])
+        super().__init__(f"unknown command '{name[:128]}', with args beginning with: {shown}")
+
+
+class UnknownSubcommand(CommandError):
+    """A subcommand of a container command (CLIENT, COMMAND, CONFIG) that we do not know."""
+
+    def __init__(self, sub: str, command: str) -> None:
+        super().__init__(f"unknown subcommand '{sub[:128]}'. Try {command.upper()} HELP.")
+
+
+class NoSuchKey(CommandError):
+    """RENAME of a missing key."""
+
+    def __init__(self) -> None:
+        super().__init__("no such key")
+
+
+class ProtocolError(CommandError):
+    """Malformed framing; the connection that sent it is answered and closed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Protocol error: {detail}")
+
+
+class NoAuth(StashError):
+    """A command before AUTH in strict mode."""
+
+    code = "NOAUTH"
+
+    def __init__(self) -> None:
+        super().__init__("Authentication required.")
+
+
+class WrongPass(StashError):
+    """An unknown, revoked or malformed key: one byte-identical reply for all of them."""
+
+    code = "WRONGPASS"
+
+    def __init__(self) -> None:
+        super().__init__("invalid username-password pair or user is disabled.")
+
+
+class NoProto(StashError):
+    """HELLO with a protocol version other than 2 or 3."""
+
+    code = "NOPROTO"
+
+    def __init__(self) -> None:
+        super().__init__("unsupported protocol version")
+
+
+class TooLarge(StashError):
+    """A value over the caller's payload limit; nothing was stored."""
+
+    code = "TOOLARGE"
+
+    def __init__(self, limit: int, actual: int) -> None:
+        super().__init__(f"value is {actual} bytes, the limit is {limit} bytes")
+        self.limit = limit
+        self.actual = actual
+
+
+class BadTTL(StashError):
+    """A TTL above the caller's maximum; nothing was changed."""
+
+    code = "BADTTL"
+
+    def __init__(self, requested_seconds: int, max_seconds: int) -> None:
+        super().__init__(
+            f"ttl {requested_seconds} seconds exceeds the maximum of {max_seconds} seconds"
+        )
+        self.requested = requested_seconds
+        self.maximum = max_seconds
+
+
+class PersistRefused(CommandError):
+    """PERSIST (or GETEX PERSIST): every key in Stash expires, so it is refused."""
+
+    def __init__(self, max_seconds: int) -> None:
+        super().__init__(
+            "PERSIST is not supported: every key in Stash expires "
+            f"(maximum ttl {max_seconds} seconds)"
+        )
+        self.maximum = max_seconds
+
+
+class NotJSON(StashError):
+    """A value that had to be JSON and is not; the message gives the position, never the input."""
+
+    code = "NOTJSON"
+
+    def __init__(self, detail: str, what: str = "value") -> None:
+        super().__init__(f"{what} is not valid JSON: {detail}")
+
+
+class Conflict(StashError):
+    """UPDATE ... IFVERSION that does not match; nothing was changed."""
+
+    code = "CONFLICT"
+
+    def __init__(self, current: int, expected: int) -> None:
+        super().__init__(f"version is {current}, IFVERSION expected {expected}")
+        self.current = current
+        self.expected = expected
+
+
+class RateLimited(StashError):
+    """Too many commands for the caller's rate; the command was not executed."""
+
+    code = "RATELIMIT"
+
+    def __init__(self, retry_after_ms: int) -> None:
+        super().__init__(f"rate limit exceeded, retry after {retry_after_ms} ms")
+        self.retry_after_ms = retry_after_ms

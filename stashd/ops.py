@@ -1,0 +1,488 @@
+"""Atomic operations on one namespace: the data semantics every store runs the same way.
+
+An operation is built by the memory service (which has already applied the caller's
+limits and resolved relative TTLs) and run by a store against its :class:`View` inside
+one atomic unit. It reads, decides, and only then writes, so an operation that raises
+has changed nothing. Results are domain values (entries, counts); the command layer
+turns them into wire replies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+from stashd.errors import (
+    BadTTL,
+    Conflict,
+    IncrOverflow,
+    NoSuchKey,
+    NotInteger,
+    NotJSON,
+    TooLarge,
+)
+from stashd.glob import compile_glob
+from stashd.jsonmerge import merge_patch
+from stashd.store.base import Entry, View
+
+INT64_MAX: Final = 2**63 - 1
+INT64_MIN: Final = -(2**63)
+
+
+def ttl_seconds_up(ms: int) -> int:
+    """Milliseconds as whole seconds, rounded up, for error texts that speak in seconds."""
+    return -(-ms // 1000)
+
+
+class Op:
+    """Base of all operations: ``run`` is called by a store inside one atomic unit."""
+
+    __slots__ = ("key", "ns")
+    #: False for operations that only read, so a store may skip a write transaction.
+    writes: bool = True
+
+    def __init__(self, ns: str, key: bytes = b"") -> None:
+        self.ns = ns
+        self.key = key
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - each op has its own result
+        """Apply the operation; raise a StashError before writing anything to refuse it."""
+        raise NotImplementedError
+
+
+class Get(Op):
+    """The live entry under a key, or None (GET, RECALL, TTL, TYPE, STRLEN, EXISTS)."""
+
+    __slots__ = ()
+    writes = False
+
+    def run(self, view: View, now: int) -> Entry | None:
+        """Read one key."""
+        return view.get(self.ns, self.key, now)
+
+
+class GetMany(Op):
+    """Entries for several keys, None where missing (MGET, EXISTS)."""
+
+    __slots__ = ("keys",)
+    writes = False
+
+    def __init__(self, ns: str, keys: list[bytes]) -> None:
+        super().__init__(ns)
+        self.keys = keys
+
+    def run(self, view: View, now: int) -> list[Entry | None]:
+        """Read each key."""
+        return [view.get(self.ns, k, now) for k in self.keys]
+
+
+class Set(Op):
+    """SET and its relatives: conditional write, optional old value, TTL or KEEPTTL.
+
+    ``expires_at`` is absolute; with ``keep_ttl`` an existing key keeps its expiry and a
+    new one gets ``expires_at`` (the caller's default TTL). The result is
+    ``(written, old_entry)``.
+    """
+
+    __slots__ = ("cond", "expires_at", "keep_ttl", "value")
+
+    def __init__(
+        self,
+        ns: str,
+        key: bytes,
+        value: bytes,
+        expires_at: int,
+        *,
+        cond: bytes = b"",
+        keep_ttl: bool = False,
+    ) -> None:
+        super().__init__(ns, key)
+        self.value = value
+        self.expires_at = expires_at
+        self.cond = cond  # b"", b"NX" or b"XX"
+        self.keep_ttl = keep_ttl
+
+    def run(self, view: View, now: int) -> tuple[bool, Entry | None]:
+        """Write unless the NX/XX condition says no."""
+        old = view.get(self.ns, self.key, now)
+        if (self.cond == b"NX" and old is not None) or (self.cond == b"XX" and old is None):
+            return False, old
+        if old is None:
+            view.put(self.ns, self.key, Entry(self.value, self.expires_at, 1))
+        else:
+            expires = old.expires_at if self.keep_ttl else self.expires_at
+            view.put(self.ns, self.key, Entry(self.value, expires, old.version + 1))
+        return True, old
+
+
+class SetMany(Op):
+    """MSET: every pair written with one expiry, all or nothing."""
+
+    __slots__ = ("expires_at", "pairs")
+
+    def __init__(self, ns: str, pairs: list[tuple[bytes, bytes]], expires_at: int) -> None:
+        super().__init__(ns)
+        self.pairs = pairs
+        self.expires_at = expires_at
+
+    def run(self, view: View, now: int) -> None:
+        """Write each pair."""
+        for key, value in self.pairs:
+            old = view.get(self.ns, key, now)
+            version = 1 if old is None else old.version + 1
+            view.put(self.ns, key, Entry(value, self.expires_at, version))
+
+
+class Create(Op):
+    """STASH: store a value under a new id that no live key uses; the result is the id."""
+
+    __slots__ = ("expires_at", "make_id", "value")
+
+    #: Fresh 8-character ids collide only when a namespace is very full; after this many
+    #: tries the id falls back to a UUID, which does not collide.
+    TRIES: Final = 5
+
+    def __init__(
+        self,
+        ns: str,
+        value: bytes,
+        expires_at: int,
+        make_id: Callable[[int], bytes],
+    ) -> None:
+        super().__init__(ns)
+        self.value = value
+        self.expires_at = expires_at
+        self.make_id = make_id  # make_id(attempt) -> id; attempt TRIES gives a UUID
+
+    def run(self, view: View, now: int) -> bytes:
+        """Pick an unused id and write."""
+        for attempt in range(self.TRIES + 1):
+            key = self.make_id(attempt)
+            if view.get(self.ns, key, now) is None:
+                view.put(self.ns, key, Entry(self.value, self.expires_at, 1))
+                return key
+        msg = "could not find a free id"  # pragma: no cover - a UUID never collides
+        raise RuntimeError(msg)  # pragma: no cover
+
+
+class Delete(Op):
+    """DEL, UNLINK, FORGET: the result is how many live keys were removed."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, ns: str, keys: list[bytes]) -> None:
+        super().__init__(ns)
+        self.keys = keys
+
+    def run(self, view: View, now: int) -> int:
+        """Remove each key once."""
+        return sum(view.delete(self.ns, k, now) for k in self.keys)
+
+
+class GetDel(Op):
+    """GETDEL: the entry that was removed, or None."""
+
+    __slots__ = ()
+
+    def run(self, view: View, now: int) -> Entry | None:
+        """Read, then remove."""
+        old = view.get(self.ns, self.key, now)
+        if old is not None:
+            view.delete(self.ns, self.key, now)
+        return old
+
+
+class GetEx(Op):
+    """GETEX: the entry, with its expiry moved to ``expires_at`` (None: unchanged).
+
+    An ``expires_at`` in the past deletes the key after reading it, as Redis does.
+    """
+
+    __slots__ = ("expires_at",)
+
+    def __init__(self, ns: str, key: bytes, expires_at: int | None) -> None:
+        super().__init__(ns, key)
+        self.expires_at = expires_at
+
+    def run(self, view: View, now: int) -> Entry | None:
+        """Read and maybe change the expiry."""
+        old = view.get(self.ns, self.key, now)
+        if old is None or self.expires_at is None:
+            return old
+        if self.expires_at <= now:
+            view.delete(self.ns, self.key, now)
+        else:
+            view.put(self.ns, self.key, Entry(old.value, self.expires_at, old.version))
+        return old
+
+
+class Expire(Op):
+    """The EXPIRE family: result 1 when the expiry was set (or the key deleted), else 0.
+
+    ``cond`` is NX, XX, GT or LT. Every Stash key has an expiry, so NX never applies and
+    XX always does. A time not in the future deletes the key, as in Redis. The maximum
+    TTL is checked against the clock of this run, so nothing changes when it is refused.
+    """
+
+    __slots__ = ("cond", "max_ttl_ms", "when")
+
+    def __init__(self, ns: str, key: bytes, when: int, cond: bytes, max_ttl_ms: int) -> None:
+        super().__init__(ns, key)
+        self.when = when
+        self.cond = cond
+        self.max_ttl_ms = max_ttl_ms
+
+    def run(self, view: View, now: int) -> int:
+        """Change the expiry if the condition holds."""
+        old = view.get(self.ns, self.key, now)
+        if old is None:
+            return 0
+        cond = self.cond
+        if (
+            cond == b"NX"
+            or (cond == b"GT" and self.when <= old.expires_at)
+            or (cond == b"LT" and self.when >= old.expires_at)
+        ):
+            return 0
+        if self.when <= now:
+            view.delete(self.ns, self.key, now)
+            return 1
+        if self.when - now > self.max_ttl_ms:
+            raise BadTTL(ttl_seconds_up(self.when - now), self.max_ttl_ms // 1000)
+        view.put(self.ns, self.key, Entry(old.value, self.when, old.version))
+        return 1
+
+
+class IncrBy(Op):
+    """INCR/INCRBY/DECR/DECRBY: the new value; a new key starts at 0 with the default TTL."""
+
+    __slots__ = ("default_expires_at", "delta")
+
+    def __init__(self, ns: str, key: bytes, delta: int, default_expires_at: int) -> None:
+        super().__init__(ns, key)
+        self.delta = delta
+        self.default_expires_at = default_expires_at
+
+    def run(self, view: View, now: int) -> int:
+        """Add, refusing non-integers and 64-bit overflow."""
+        old = view.get(self.ns, self.key, now)
+        current = 0 if old is None else parse_int64(old.value)
+        result = current + self.delta
+        if not INT64_MIN <= result <= INT64_MAX:
+            raise IncrOverflow
+        value = b"%d" % result
+        if old is None:
+            view.put(self.ns, self.key, Entry(value, self.default_expires_at, 1))
+        else:
+            view.put(self.ns, self.key, Entry(value, old.expires_at, old.version + 1))
+        return result
+
+
+class Append(Op):
+    """APPEND: the new length; refused (nothing changed) when it would pass the payload limit."""
+
+    __slots__ = ("default_expires_at", "max_payload", "value")
+
+    def __init__(
+        self, ns: str, key: bytes, value: bytes, default_expires_at: int, max_payload: int
+    ) -> None:
+        super().__init__(ns, key)
+        self.value = value
+        self.default_expires_at = default_expires_at
+        self.max_payload = max_payload
+
+    def run(self, view: View, now: int) -> int:
+        """Concatenate."""
+        old = view.get(self.ns, self.key, now)
+        value = self.value if old is None else old.value + self.value
+        if len(value) > self.max_payload:
+            raise TooLarge(self.max_payload, len(value))
+        if old is None:
+            view.put(self.ns, self.key, Entry(value, self.default_expires_at, 1))
+        else:
+            view.put(self.ns, self.key, Entry(value, old.expires_at, old.version + 1))
+        return len(value)
+
+
+class Update(Op):
+    """UPDATE: replace (DATA) or merge-patch (MERGE) the JSON, extend the TTL, check version.
+
+    The result is the remaining TTL in ms afterwards, or None when the key is missing.
+    ``patch`` is already parsed JSON; the stored value must be JSON for a merge.
+    """
+
+    __slots__ = ("data", "extend_ms", "if_version", "max_payload", "max_ttl_ms", "patch")
+
+    def __init__(
+        self,
+        ns: str,
+        key: bytes,
+        *,
+        data: bytes | None,
+        patch: object,
+        has_patch: bool,
+        extend_ms: int,
+        if_version: int | None,
+        max_ttl_ms: int,
+        max_payload: int,
+    ) -> None:
+        super().__init__(ns, key)
+        self.data = data
+        self.patch = _NO_PATCH if not has_patch else patch
+        self.extend_ms = extend_ms
+        self.if_version = if_version
+        self.max_ttl_ms = max_ttl_ms
+        self.max_payload = max_payload
+
+    def run(self, view: View, now: int) -> int | None:
+        """Check, compute the new value and expiry, then write once."""
+        old = view.get(self.ns, self.key, now)
+        if old is None:
+            return None
+        if self.if_version is not None and old.version != self.if_version:
+            raise Conflict(old.version, self.if_version)
+        expires = old.expires_at
+        if self.extend_ms:
+            expires += self.extend_ms
+            if expires - now > self.max_ttl_ms:
+                raise BadTTL(ttl_seconds_up(expires - now), self.max_ttl_ms // 1000)
+        value = old.value
+        version = old.version
+        if self.data is not None:
+            value = self.data
+            version += 1
+        elif self.patch is not _NO_PATCH:
+            try:
+                current = json.loads(old.value)
+            except ValueError as exc:
+                raise NotJSON(json_error_position(exc), "stored value") from None
+            merged = merge_patch(current, self.patch)
+            value = dump_json(merged)
+            if len(value) > self.max_payload:
+                raise TooLarge(self.max_payload, len(value))
+            version += 1
+        view.put(self.ns, self.key, Entry(value, expires, version))
+        return expires - now
+
+
+class Rename(Op):
+    """RENAME: move an entry, with its TTL and version, over whatever the new name held."""
+
+    __slots__ = ("dst",)
+
+    def __init__(self, ns: str, key: bytes, dst: bytes) -> None:
+        super().__init__(ns, key)
+        self.dst = dst
+
+    def run(self, view: View, now: int) -> None:
+        """Move, refusing a missing source."""
+        old = view.get(self.ns, self.key, now)
+        if old is None:
+            raise NoSuchKey
+        if self.dst == self.key:
+            return
+        view.delete(self.ns, self.key, now)
+        view.put(self.ns, self.dst, old)
+
+
+class Scan(Op):
+    """SCAN/KEYS: one page of keys matching a glob; cursor 0 in the result means done.
+
+    ``count`` bounds the entries examined, as Redis's COUNT does, so a page may come back
+    short or empty before the end. ``kind`` filters by TYPE (every key is a string).
+    """
+
+    __slots__ = ("count", "cursor", "kind", "pattern")
+    writes = False
+
+    def __init__(
+        self, ns: str, cursor: int, count: int, pattern: bytes | None, kind: bytes | None
+    ) -> None:
+        super().__init__(ns)
+        self.cursor = cursor
+        self.count = count
+        self.pattern = pattern
+        self.kind = kind
+
+    def run(self, view: View, now: int) -> tuple[int, list[bytes]]:
+        """Read one page."""
+        nxt, items = view.scan(self.ns, self.cursor, self.count, now)
+        if self.kind is not None and self.kind.lower() != b"string":
+            return nxt, []
+        keys = [k for k, _ in items]
+        if self.pattern is not None and self.pattern != b"*":
+            match = compile_glob(self.pattern).match
+            keys = [k for k in keys if match(k)]
+        return nxt, keys
+
+
+class Count(Op):
+    """DBSIZE: live keys in the namespace."""
+
+    __slots__ = ()
+    writes = False
+
+    def run(self, view: View, now: int) -> int:
+        """Count."""
+        return view.count(self.ns, now)
+
+
+class Flush(Op):
+    """FLUSHDB/FLUSHALL: empty the caller's namespace, and only that."""
+
+    __slots__ = ()
+
+    def run(self, view: View, now: int) -> None:  # noqa: ARG002 - part of the Op signature
+        """Clear."""
+        view.clear(self.ns)
+
+
+class _NoPatch:
+    """Marks an UPDATE without MERGE (a JSON ``null`` patch is a real patch)."""
+
+
+_NO_PATCH: Final = _NoPatch()
+
+
+def parse_int64(raw: bytes) -> int:
+    """A stored or sent integer as Redis reads one: plain decimal, 64-bit, no spaces or '+'."""
+    if not raw or len(raw) > 20 or raw[0] in b" +" or raw[-1:] in (b" ", b"\n"):
+        raise NotInteger
+    try:
+        n = int(raw)
+    except ValueError:
+        raise NotInteger from None
+    if not INT64_MIN <= n <= INT64_MAX or (raw[0] == 48 and len(raw) > 1):  # leading 0
+        raise NotInteger
+    if raw[:2] == b"-0":
+        raise NotInteger
+    return n
+
+
+def dump_json(value: object) -> bytes:
+    """Compact UTF-8 JSON, the form Stash writes when it builds a document itself."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def load_json(raw: bytes, what: str = "value") -> Any:  # noqa: ANN401 - any JSON value
+    """Parse JSON sent by a client; the error names the position, never the input."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise NotJSON(json_error_position(exc), what) from None
+
+
+def _reject_constant(name: str) -> float:
+    """NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them."""
+    msg = f"{name} is not a JSON value"
+    raise ValueError(msg)
+
+
+def json_error_position(exc: ValueError) -> str:
+    """The decoder's message without the document: 'Expecting value at line 1 column 5'."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"invalid UTF-8 at byte {exc.start}"
+    return str(exc)

@@ -1,0 +1,456 @@
+"""The wire: a framing guard that vets requests before hiredis parses them, and reply encoding.
+
+hiredis.Reader is a *reply* parser: it would accept ``+OK`` or maps as requests, reserve
+memory for a ``*2000000000`` header at once, never limit ``$N`` and stay broken after one
+error. So :class:`RequestReader` walks the headers itself, checks every request is an
+array of bulk strings within the caller's caps, and only then hands the vetted bytes to
+hiredis, which slices out the arguments in C. Inline commands (``PING`` typed into nc)
+are split here, as Redis does.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import hiredis
+
+from stashd.errors import ProtocolError, StashError, TooLarge
+
+# Redis's own ceilings for authenticated clients: 1M arguments per request and 512 MiB
+# per bulk. Before AUTH in strict mode Redis allows 10 arguments of 16 KiB, which stops an
+# anonymous peer from making the server buffer anything sizeable.
+MAX_ARGS: Final = 1024 * 1024
+MAX_BULK: Final = 512 * 1024 * 1024
+PREAUTH_MAX_ARGS: Final = 10
+PREAUTH_MAX_BULK: Final = 16 * 1024
+# An inline request is one line typed by a person; Redis caps it at 64 KiB.
+MAX_INLINE: Final = 64 * 1024
+# Bounds what one connection can make us buffer for a single unfinished request.
+MAX_REQUEST_BYTES: Final = 1024 * 1024 * 1024
+
+# The fast path is for reads of small requests only; anything with this many arguments
+# (or a count that is not small) is vetted by the strict scan.
+FAST_MAX_ARGS: Final = 1000
+
+Request = list[bytes]
+
+
+# What only the strict scan may handle, found anywhere in a read by two literal-prefixed
+# regexes (cheap; an alternation under one character class costs several times more):
+# an aggregate header with four or more digits, which hiredis would allocate for before
+# its items arrive, and a line starting with a type that hiredis would turn into a plain
+# string (simple, verbatim) or that no request contains (map, set, push, attribute).
+# A bulk header needs no check here: a bulk wholly inside the read is already in memory,
+# and one that is not leaves the read unfinished, which sends it to the strict scan.
+_BIG_AGGREGATE: Final = re.compile(rb"\*-?\d{4}")
+_ODD_TYPE: Final = re.compile(rb"\n[+=%~>|]")
+
+
+class RequestReader:
+    """Turns bytes from one connection into requests, refusing what Redis would refuse.
+
+    :meth:`feed` returns every request completed by the new bytes, in order. An item is a
+    list of arguments, or a :class:`TooLarge` error for a request that carried a bulk over
+    the payload limit (its bytes were skipped, never buffered), or, last, a
+    :class:`ProtocolError` after which the connection must be answered and closed.
+
+    Two paths give the same answers. The strict scan walks every header in Python, which
+    costs microseconds a request. The fast path serves the common case, a read that holds
+    only whole requests: two regexes prove that no header in the read can make hiredis
+    reserve memory ahead of data and that no item is a non-bulk string, hiredis parses,
+    and a type check proves each request is a flat array of strings. A read that fails
+    any of that, or ends inside a request, is scanned strictly from its first byte (it
+    started at a request boundary), and the strict scan keeps the connection until it is
+    back at a boundary with nothing held. Like Redis, the fast path does not look at the
+    two bytes after a bulk; the strict scan requires them to be CRLF.
+    """
+
+    __slots__ = (
+        "_args_left",
+        "_buf",
+        "_hiredis",
+        "_oversize",
+        "_pos",
+        "_req_bytes",
+        "_skip",
+        "_start",
+        "_strict",
+        "max_args",
+        "max_bulk",
+        "max_payload",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_args: int = MAX_ARGS,
+        max_bulk: int = MAX_BULK,
+        max_payload: int = MAX_BULK,
+    ) -> None:
+        self.max_args = max_args
+        self.max_bulk = max_bulk
+        # A bulk over this (but within max_bulk) is skipped and answered with TOOLARGE
+        # instead of being buffered: the pre-read gate.
+        self.max_payload = max_payload
+        self._buf = bytearray()
+        self._hiredis = hiredis.Reader()
+        self._args_left = 0  # arguments still to come in the current multibulk request
+        self._start = -1  # offset of the current request in _buf, -1 between requests
+        self._pos = 0  # where scanning resumes inside an unfinished request
+        self._skip = 0  # bytes of an oversized bulk still to be dropped as they arrive
+        self._oversize: TooLarge | None = None
+        self._req_bytes = 0  # bytes the current request has declared so far
+        self._strict = False  # True while an unfinished request is held by the strict scan
+
+    def set_limits(self, *, max_args: int, max_bulk: int, max_payload: int) -> None:
+        """Change the caps, e.g. once a connection has authenticated."""
+        self.max_args = max_args
+        self.max_bulk = max_bulk
+        self.max_payload = max_payload
+
+    def feed(self, data: bytes) -> list[Request | StashError]:
+        """Take new bytes; return the requests (or per-request errors) they complete."""
+        if (
+            self._strict
+            or not data
+            or data[0] != 42  # '*'
+            or self.max_args < FAST_MAX_ARGS
+            or _BIG_AGGREGATE.search(data) is not None
+            or _ODD_TYPE.search(data) is not None
+        ):
+            return self._feed_strict(data)
+        reader = self._hiredis
+        reader.feed(data)
+        out: list[Request | StashError] = []
+        try:
+            item = reader.gets()
+            while item is not False:
+                if type(item) is not list:
+                    raise TypeError
+                for arg in item:
+                    if type(arg) is not bytes:
+                        raise TypeError
+                if item:
+                    out.append(item)
+                item = reader.gets()
+            if not reader.has_data():
+                return out
+        except (hiredis.ProtocolError, TypeError):
+            pass
+        # Something about this read needs the strict scan: start it over from the read's
+        # first byte, which was a request boundary, with a reader that holds nothing.
+        self._hiredis = hiredis.Reader()
+        return self._feed_strict(data)
+
+    def _feed_strict(self, data: bytes) -> list[Request | StashError]:
+        """Vet every header in Python; see the class docstring."""
+        if self._skip:
+            # Still dropping an oversized bulk: consume what we can without keeping it.
+            take = min(self._skip, len(data))
+            self._skip -= take
+            data = data[take:]
+            if not data:
+                return []
+        buf = self._buf
+        buf += data
+        out: list[Request | StashError] = []
+        size = len(buf)
+        # Resume inside an unfinished request, or start at the first unread byte.
+        pos = self._pos if self._start >= 0 else 0
+        feed_from = self._start if self._oversize is None else -1
+        while pos < size:
+            if self._start < 0:
+                if buf[pos] != 42:  # not '*': an inline command
+                    end = buf.find(b"\n", pos)
+                    if end < 0:
+                        if size - pos > MAX_INLINE:
+                            self._flush(buf, feed_from, pos, out)
+                            out.append(ProtocolError("too big inline request"))
+                            return self._fail(out)
+                        break
+                    self._flush(buf, feed_from, pos, out)
+                    feed_from = -1
+                    line = bytes(buf[pos:end]).rstrip(b"\r")
+                    pos = end + 1
+                    try:
+                        args = split_inline(line)
+                    except ProtocolError as exc:
+                        out.append(exc)
+                        return self._fail(out)
+                    if args:
+                        out.append(args)
+                    continue
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    if size - pos > MAX_INLINE:
+                        self._flush(buf, feed_from, pos, out)
+                        out.append(ProtocolError("too big mbulk count string"))
+                        return self._fail(out)
+                    break
+                try:
+                    count = int(buf[pos + 1 : end])
+                except ValueError:
+                    count = MAX_ARGS + 1
+                if count > self.max_args:
+                    self._flush(buf, feed_from, pos, out)
+                    out.append(ProtocolError("invalid multibulk length"))
+                    return self._fail(out)
+                if count <= 0:
+                    # Redis ignores empty multibulk requests ("*0" and "*-1").
+                    self._flush(buf, feed_from, pos, out)
+                    feed_from = -1
+                    pos = end + 2
+                    continue
+                if feed_from < 0:
+                    feed_from = pos
+                self._start = pos
+                self._args_left = count
+                self._req_bytes = end + 2 - pos
+                pos = end + 2
+            # Inside a multibulk request: one "$len\r\n<bytes>\r\n" per argument.
+            while self._args_left and pos < size:
+                if buf[pos] != 36:  # '$'
+                    self._flush(buf, feed_from, self._start, out)
+                    out.append(ProtocolError(f"expected '$', got '{chr(buf[pos])}'"))
+                    return self._fail(out)
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    if size - pos > 32:
+                        self._flush(buf, feed_from, self._start, out)
+                        out.append(ProtocolError("too big bulk count string"))
+                        return self._fail(out)
+                    break
+                try:
+                    length = int(buf[pos + 1 : end])
+                except ValueError:
+                    length = -1
+                if length < 0 or length > self.max_bulk:
+                    self._flush(buf, feed_from, self._start, out)
+                    out.append(ProtocolError("invalid bulk length"))
+                    return self._fail(out)
+                self._req_bytes += end + 2 - pos + length + 2
+                if self._req_bytes > MAX_REQUEST_BYTES:
+                    self._flush(buf, feed_from, self._start, out)
+                    out.append(ProtocolError("request exceeds the query buffer limit"))
+                    return self._fail(out)
+                if length > self.max_payload:
+                    # Pre-read gate: remember the refusal and drop this bulk's bytes as
+                    # they come; the rest of the request is vetted and dropped as well.
+                    if self._oversize is None:
+                        self._flush(buf, feed_from, self._start, out)
+                        feed_from = -1
+                        self._oversize = TooLarge(self.max_payload, length)
+                    have = size - (end + 2)
+                    need = length + 2
+                    self._args_left -= 1
+                    del buf[end + 2 : end + 2 + need]
+                    if have < need:
+                        self._skip = need - have
+                    size = len(buf)
+                    pos = end + 2
+                    if self._skip:
+                        break
+                    continue
+                stop = end + 2 + length
+                if stop + 2 > size:
+                    break
+                if buf[stop] != 13 or buf[stop + 1] != 10:
+                    self._flush(buf, feed_from, self._start, out)
+                    out.append(ProtocolError("bulk length does not match the data sent"))
+                    return self._fail(out)
+                pos = stop + 2
+                self._args_left -= 1
+            if self._args_left:
+                break  # wait for more bytes of this request
+            # The request is complete.
+            if self._oversize is not None:
+                out.append(self._oversize)
+                self._oversize = None
+                feed_from = -1
+            self._start = -1
+        if self._start >= 0:
+            # Keep only the unfinished request, rebased to offset 0.
+            self._flush(buf, feed_from, self._start, out)
+            self._pos = pos - self._start
+            del buf[: self._start]
+            self._start = 0
+        else:
+            self._flush(buf, feed_from, pos, out)
+            del buf[:pos]
+        # Back at a boundary with nothing held: the next read may take the fast path.
+        self._strict = bool(buf) or self._skip > 0 or self._oversize is not None
+        return out
+
+    def _flush(self, buf: bytearray, start: int, stop: int, out: list[Request | StashError]) -> None:
+        """Give the vetted requests in buf[start:stop] to hiredis and collect them."""
+        if start < 0 or stop <= start:
+            return
+        reader = self._hiredis
+        reader.feed(buf, start, stop - start)
+        item = reader.gets()
+        while item is not False:
+            out.append(item)
+            item = reader.gets()
+
+    def _fail(self, out: list[Request | StashError]) -> list[Request | StashError]:
+        # After a protocol error the connection is closed; drop everything it sent.
+        self._buf.clear()
+        self._start = -1
+        self._args_left = 0
+        self._skip = 0
+        self._oversize = None
+        return out
+
+
+_ESCAPES: Final = {
+    ord("n"): 10,
+    ord("r"): 13,
+    ord("t"): 9,
+    ord("b"): 8,
+    ord("a"): 7,
+}
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split an inline command line the way Redis's sdssplitargs does (quotes, escapes)."""
+    args: list[bytes] = []
+    i = 0
+    n = len(line)
+    while True:
+        while i < n and line[i] in b" \t\r\n\v\f":
+            i += 1
+        if i >= n:
+            return args
+        cur = bytearray()
+        in_dq = in_sq = False
+        while True:
+            if in_dq:
+                if i >= n:
+                    raise ProtocolError("unbalanced quotes in request")
+                c = line[i]
+                if (
+                    c == 92
+                    and i + 3 < n
+                    and line[i + 1] == ord("x")
+                    and line[i + 2] in _HEX
+                    and line[i + 3] in _HEX
+                ):
+                    cur.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 92 and i + 1 < n:
+                    i += 1
+                    cur.append(_ESCAPES.get(line[i], line[i]))
+                elif c == 34:
+                    if i + 1 < n and line[i + 1] not in b" \t\r\n\v\f":
+                        raise ProtocolError("unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            elif in_sq:
+                if i >= n:
+                    raise ProtocolError("unbalanced quotes in request")
+                c = line[i]
+                if c == 92 and i + 1 < n and line[i + 1] == 39:
+                    i += 1
+                    cur.append(39)
+                elif c == 39:
+                    if i + 1 < n and line[i + 1] not in b" \t\r\n\v\f":
+                        raise ProtocolError("unbalanced quotes in request")
+                    i += 1
+                    break
+                else:
+                    cur.append(c)
+            else:
+                if i >= n:
+                    break
+                c = line[i]
+                if c in b" \t\r\n\v\f":
+                    break
+                if c == 34:
+                    in_dq = True
+                elif c == 39:
+                    in_sq = True
+                else:
+                    cur.append(c)
+            i += 1
+        args.append(bytes(cur))
+
+
+# ---------------------------------------------------------------------------------------
+# Replies. Commands return plain Python values; the connection's protocol picks the bytes:
+#   bytes -> bulk string     str -> simple string    int -> integer     None -> null
+#   bool -> boolean (RESP2: 1/0)   float -> double (RESP2: bulk)   list/tuple -> array
+#   dict -> map (RESP2: flat array)   set/frozenset -> set (RESP2: array)
+#   StashError -> error      Verbatim -> verbatim text (RESP2: bulk)
+# ---------------------------------------------------------------------------------------
+
+Reply = object
+
+OK: Final = "OK"
+NULL2: Final = b"$-1\r\n"
+NULL3: Final = b"_\r\n"
+
+
+class Verbatim(str):
+    """Text that RESP3 sends as a verbatim string (INFO, CLIENT INFO), RESP2 as a bulk."""
+
+    __slots__ = ()
+
+
+def encode(value: Reply, proto: int, out: bytearray) -> None:
+    """Append the wire form of ``value`` for protocol 2 or 3 to ``out``."""
+    t = type(value)
+    if t is bytes:
+        out += b"$%d\r\n%b\r\n" % (len(value), value)  # type: ignore[arg-type]
+    elif t is int:
+        out += b":%d\r\n" % value  # type: ignore[str-bytes-safe]
+    elif value is None:
+        out += NULL3 if proto == 3 else NULL2
+    elif t is str:
+        out += b"+%b\r\n" % value.encode()  # type: ignore[attr-defined]
+    elif t is list or t is tuple:
+        out += b"*%d\r\n" % len(value)  # type: ignore[arg-type]
+        for item in value:  # type: ignore[attr-defined]
+            encode(item, proto, out)
+    elif t is dict:
+        items = value.items()  # type: ignore[attr-defined]
+        out += (b"%%%d\r\n" if proto == 3 else b"*%d\r\n") % (
+            len(items) if proto == 3 else 2 * len(items)
+        )
+        for k, v in items:
+            encode(k, proto, out)
+            encode(v, proto, out)
+    elif isinstance(value, StashError):
+        out += b"-%b\r\n" % _one_line(value.wire).encode()
+    elif t is bool:
+        if proto == 3:
+            out += b"#t\r\n" if value else b"#f\r\n"
+        else:
+            out += b":1\r\n" if value else b":0\r\n"
+    elif t is float:
+        text = repr(value).encode()
+        if proto == 3:
+            out += b",%b\r\n" % text
+        else:
+            out += b"$%d\r\n%b\r\n" % (len(text), text)
+    elif t is set or t is frozenset:
+        out += (b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(value)  # type: ignore[arg-type]
+        for item in value:  # type: ignore[attr-defined]
+            encode(item, proto, out)
+    elif t is Verbatim:
+        body = value.encode()  # type: ignore[attr-defined]
+        if proto == 3:
+            out += b"=%d\r\ntxt:%b\r\n" % (len(body) + 4, body)
+        else:
+            out += b"$%d\r\n%b\r\n" % (len(body), body)
+    else:  # pragma: no cover - a command returned a type we never produce
+        msg = f"cannot encode reply of type {t.__name__}"
+        raise TypeError(msg)
+
+
+def _one_line(text: str) -> str:
+    """Errors and simple strings must not contain CR or LF, or the stream desyncs."""
+    return text.replace("\r", " ").replace("\n", " ")

@@ -1,0 +1,188 @@
+"""The memory service: the rules that make Stash, applied once for every door.
+
+RESP commands, the HTTP API and the embedded client all come here to turn a caller's
+request into an atomic operation: the caller's namespace, payload limit, default and
+maximum TTL, JSON validation and id generation are decided here, never in a door and
+never in a store. Relative TTLs become absolute expiry times here, against the store's
+clock; checks that depend on the stored state (EXTEND past the maximum) travel inside
+the operation so they run atomically with it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from typing import Any, Final
+
+from stashd import ops
+from stashd.errors import BadTTL, PersistRefused, TooLarge
+from stashd.ops import load_json, ttl_seconds_up
+from stashd.store.base import Store
+from stashd.tenancy import Principal
+
+BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+ID_LENGTH: Final = 8
+
+
+def new_id(attempt: int) -> bytes:
+    """A fresh id: 8 base62 characters from ``secrets`` (~47.6 bits), a UUID as last resort."""
+    if attempt >= ops.Create.TRIES:
+        return uuid.uuid4().hex.encode()
+    return "".join(secrets.choice(BASE62) for _ in range(ID_LENGTH)).encode()
+
+
+class MemoryService:
+    """Builds the operation for each request, after the caller's limits are applied."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.clock = store.clock
+
+    # -- rules ---------------------------------------------------------------------
+    @staticmethod
+    def check_payload(p: Principal, value: bytes) -> None:
+        """Refuse a value over the caller's payload limit."""
+        if len(value) > p.limits.max_payload:
+            raise TooLarge(p.limits.max_payload, len(value))
+
+    def expiry(self, p: Principal, ttl_ms: int | None) -> int:
+        """Absolute expiry for a relative TTL (None: the caller's default), within the maximum."""
+        limits = p.limits
+        if ttl_ms is None:
+            ttl_ms = limits.default_ttl_ms
+        elif ttl_ms > limits.max_ttl_ms:
+            raise BadTTL(ttl_seconds_up(ttl_ms), limits.max_ttl_ms // 1000)
+        return self.clock() + ttl_ms
+
+    def expiry_at(self, p: Principal, at_ms: int) -> int:
+        """An absolute expiry (EXAT/PXAT), refused when it lies beyond the maximum TTL."""
+        left = at_ms - self.clock()
+        if left > p.limits.max_ttl_ms:
+            raise BadTTL(ttl_seconds_up(left), p.limits.max_ttl_ms // 1000)
+        return at_ms
+
+    @staticmethod
+    def refuse_persist(p: Principal) -> PersistRefused:
+        """The error for PERSIST: every key in Stash expires."""
+        return PersistRefused(p.limits.max_ttl_ms // 1000)
+
+    # -- strings and keys ----------------------------------------------------------
+    def get(self, p: Principal, key: bytes) -> ops.Get:
+        """GET and every read of one key."""
+        return ops.Get(p.namespace, key)
+
+    def get_many(self, p: Principal, keys: list[bytes]) -> ops.GetMany:
+        """MGET, EXISTS."""
+        return ops.GetMany(p.namespace, keys)
+
+    def set(
+        self,
+        p: Principal,
+        key: bytes,
+        value: bytes,
+        *,
+        expires_at: int | None = None,
+        cond: bytes = b"",
+        keep_ttl: bool = False,
+    ) -> ops.Set:
+        """SET family; ``expires_at`` None means the caller's default TTL."""
+        self.check_payload(p, value)
+        if expires_at is None:
+            expires_at = self.expiry(p, None)
+        return ops.Set(p.namespace, key, value, expires_at, cond=cond, keep_ttl=keep_ttl)
+
+    def set_many(self, p: Principal, pairs: list[tuple[bytes, bytes]]) -> ops.SetMany:
+        """MSET, all with the default TTL."""
+        for _, value in pairs:
+            self.check_payload(p, value)
+        return ops.SetMany(p.namespace, pairs, self.expiry(p, None))
+
+    def delete(self, p: Principal, keys: list[bytes]) -> ops.Delete:
+        """DEL, UNLINK, FORGET."""
+        return ops.Delete(p.namespace, keys)
+
+    def getdel(self, p: Principal, key: bytes) -> ops.GetDel:
+        """GETDEL."""
+        return ops.GetDel(p.namespace, key)
+
+    def getex(self, p: Principal, key: bytes, expires_at: int | None) -> ops.GetEx:
+        """GETEX; ``expires_at`` already checked by :meth:`expiry`/:meth:`expiry_at`."""
+        return ops.GetEx(p.namespace, key, expires_at)
+
+    def expire(self, p: Principal, key: bytes, when: int, cond: bytes = b"") -> ops.Expire:
+        """EXPIRE family with an absolute time; the maximum is checked when it runs."""
+        return ops.Expire(p.namespace, key, when, cond, p.limits.max_ttl_ms)
+
+    def incr(self, p: Principal, key: bytes, delta: int) -> ops.IncrBy:
+        """INCR family; a new counter gets the default TTL."""
+        return ops.IncrBy(p.namespace, key, delta, self.expiry(p, None))
+
+    def append(self, p: Principal, key: bytes, value: bytes) -> ops.Append:
+        """APPEND, within the payload limit."""
+        self.check_payload(p, value)
+        return ops.Append(
+            p.namespace, key, value, self.expiry(p, None), p.limits.max_payload
+        )
+
+    def rename(self, p: Principal, key: bytes, dst: bytes) -> ops.Rename:
+        """RENAME inside the caller's namespace."""
+        return ops.Rename(p.namespace, key, dst)
+
+    def scan(
+        self,
+        p: Principal,
+        cursor: int,
+        count: int = 10,
+        pattern: bytes | None = None,
+        kind: bytes | None = None,
+    ) -> ops.Scan:
+        """SCAN and KEYS."""
+        return ops.Scan(p.namespace, cursor, count, pattern, kind)
+
+    def count(self, p: Principal) -> ops.Count:
+        """DBSIZE."""
+        return ops.Count(p.namespace)
+
+    def flush(self, p: Principal) -> ops.Flush:
+        """FLUSHDB/FLUSHALL: the caller's namespace only."""
+        return ops.Flush(p.namespace)
+
+    # -- stash commands ------------------------------------------------------------
+    def stash(self, p: Principal, raw: bytes, ttl_ms: int | None = None) -> ops.Create:
+        """STASH: validate the JSON and store it under a new id."""
+        self.check_payload(p, raw)
+        load_json(raw)
+        return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), new_id)
+
+    def update(
+        self,
+        p: Principal,
+        key: bytes,
+        *,
+        data: bytes | None = None,
+        merge: bytes | None = None,
+        extend_seconds: int = 0,
+        if_version: int | None = None,
+    ) -> ops.Update:
+        """UPDATE: replace or merge-patch the JSON, extend the TTL, optionally on a version."""
+        patch: Any = None
+        if data is not None:
+            self.check_payload(p, data)
+            load_json(data)
+        if merge is not None:
+            self.check_payload(p, merge)
+            patch = load_json(merge, "merge patch")
+        extend_ms = extend_seconds * 1000
+        if extend_ms > p.limits.max_ttl_ms:
+            raise BadTTL(extend_seconds, p.limits.max_ttl_ms // 1000)
+        return ops.Update(
+            p.namespace,
+            key,
+            data=data,
+            patch=patch,
+            has_patch=merge is not None,
+            extend_ms=extend_ms,
+            if_version=if_version,
+            max_ttl_ms=p.limits.max_ttl_ms,
+            max_payload=p.limits.max_payload,
+        )

@@ -1,0 +1,112 @@
+"""The store interface: what every backend offers the operations in :mod:`stashd.ops`.
+
+A backend provides a :class:`View` (synchronous, namespace-scoped reads and writes of
+entries, expiry already applied) and runs operations against it atomically. Operations
+hold the semantics; a backend only decides where bytes live and how a batch of
+operations becomes one atomic unit (a dict on the loop thread, one SQLite transaction).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from stashd.errors import StashError
+    from stashd.ops import Op
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch: expiry times are absolute, so they survive restarts."""
+    return time.time_ns() // 1_000_000
+
+
+class Entry:
+    """One stored value: the bytes, the absolute expiry in ms, and the data version."""
+
+    __slots__ = ("expires_at", "value", "version")
+
+    def __init__(self, value: bytes, expires_at: int, version: int = 1) -> None:
+        self.value = value
+        self.expires_at = expires_at
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"Entry({len(self.value)} bytes, expires_at={self.expires_at}, v{self.version})"
+
+
+class View(Protocol):
+    """Synchronous access to entries; an expired entry is never returned or counted."""
+
+    def get(self, ns: str, key: bytes, now: int) -> Entry | None:
+        """The live entry under ``key``, or None."""
+        ...
+
+    def put(self, ns: str, key: bytes, entry: Entry) -> None:
+        """Insert or replace ``key``; a replaced key keeps its place in SCAN order."""
+        ...
+
+    def delete(self, ns: str, key: bytes, now: int) -> bool:
+        """Remove ``key``; True when a live entry was removed."""
+        ...
+
+    def scan(
+        self, ns: str, cursor: int, count: int, now: int
+    ) -> tuple[int, list[tuple[bytes, Entry]]]:
+        """About ``count`` live entries after ``cursor``; the next cursor is 0 at the end.
+
+        A key present for the whole of an iteration is returned at least once.
+        """
+        ...
+
+    def count(self, ns: str, now: int) -> int:
+        """How many live keys the namespace holds."""
+        ...
+
+    def clear(self, ns: str) -> None:
+        """Remove every key of the namespace."""
+        ...
+
+
+class Store(abc.ABC):
+    """A backend: runs operations atomically, one at a time or in batches."""
+
+    #: True when :meth:`run` is cheap enough to call on the event loop thread (no I/O).
+    inline: bool = False
+
+    def __init__(self, clock: Clock = wall_clock_ms) -> None:
+        self.clock = clock
+
+    @abc.abstractmethod
+    def run(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result type
+        """Run one operation synchronously and return its result (or raise its error)."""
+
+    @abc.abstractmethod
+    async def run_many(self, ops: list[Op]) -> list[Any]:
+        """Run a batch atomically; an operation's :class:`StashError` is its result."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
+        """Prepare the store inside the running loop (files, connections, timers)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what :meth:`open` took; pending work is finished first."""
+
+    def maintain(self) -> None:  # noqa: B027 - optional hook
+        """Do a bounded slice of background work (expiry sweeps); called periodically."""
+
+
+def run_each(view: View, ops: list[Op], now: int) -> list[Any]:
+    """Run operations in order on one view, turning each one's own error into its result."""
+    from stashd.errors import StashError  # noqa: PLC0415 - avoids an import cycle
+
+    results: list[Any | StashError] = []
+    for op in ops:
+        try:
+            results.append(op.run(view, now))
+        except StashError as exc:
+            results.append(exc)
+    return results
