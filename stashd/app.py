@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from stashd import log
-from stashd.config import Config
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
-from stashd.store.base import Store
 from stashd.store.memory import MemoryStore
 from stashd.tenancy import Limits, OpenKeyring
+
+if TYPE_CHECKING:
+    import socket
+
+    from stashd.config import Config
+    from stashd.store.base import Store
 
 logger = log.get("stashd.app")
 

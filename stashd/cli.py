@@ -82,7 +82,7 @@ def _serve(**flags: Any) -> None:  # noqa: ANN401
 @_serve_options
 @click.version_option(__version__, prog_name="stashd")
 def stashd_main(**flags: Any) -> None:  # noqa: ANN401
-    """Run the Stash daemon: RESP on 127.0.0.1:6380, every key expiring.
+    r"""Run the Stash daemon: RESP on 127.0.0.1:6380, every key expiring.
 
     \b
     Example:
@@ -95,7 +95,7 @@ def stashd_main(**flags: Any) -> None:  # noqa: ANN401
 @click.group(name="stash", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stash")
 def stash_main() -> None:
-    """Stash: working memory for AI agents, JSON that always expires.
+    r"""Stash: working memory for AI agents, JSON that always expires.
 
     \b
     Example:
@@ -106,7 +106,7 @@ def stash_main() -> None:
 @stash_main.command(name="serve")
 @_serve_options
 def serve(**flags: Any) -> None:  # noqa: ANN401
-    """Run the daemon (the same as ``stashd``).
+    r"""Run the daemon (the same as ``stashd``).
 
     \b
     Example:

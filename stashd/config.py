@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from dotenv import dotenv_values
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 BACKENDS: Final = ("memory",)
 LOG_FORMATS: Final = ("json", "console")
@@ -111,7 +113,9 @@ def load(
     """Resolve a Config: flags (None means 'not given') over env over .env over defaults."""
     env = os.environ if env is None else env
     path = Path(".env") if dotenv_path is None else dotenv_path
-    dotenv = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    dotenv = (
+        {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    )
     values: dict[str, Any] = {}
     for field in fields(Config):
         var = "STASH_" + field.name.upper()

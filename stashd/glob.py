@@ -1,4 +1,4 @@
-"""Redis glob patterns (KEYS, SCAN MATCH) compiled to regular expressions.
+r"""Redis glob patterns (KEYS, SCAN MATCH) compiled to regular expressions.
 
 Redis's stringmatchlen differs from fnmatch: ``[^a]`` negates, ``\\`` escapes anywhere,
 and an unclosed ``[`` matches literally. Patterns are compiled once and cached.

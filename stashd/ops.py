@@ -10,8 +10,7 @@ turns them into wire replies.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stashd.errors import (
     BadTTL,
@@ -26,6 +25,9 @@ from stashd.glob import compile_glob
 from stashd.jsonmerge import merge_patch
 from stashd.store.base import Entry, View
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 INT64_MAX: Final = 2**63 - 1
 INT64_MIN: Final = -(2**63)
 
@@ -38,13 +40,17 @@ def ttl_seconds_up(ms: int) -> int:
 class Op:
     """Base of all operations: ``run`` is called by a store inside one atomic unit."""
 
-    __slots__ = ("key", "ns")
+    __slots__ = ("key", "ns", "writes")
     #: False for operations that only read, so a store may skip a write transaction.
-    writes: bool = True
+    writes: bool
 
     def __init__(self, ns: str, key: bytes = b"") -> None:
         self.ns = ns
         self.key = key
+        self.writes = type(self).WRITES
+
+    #: Class default for :attr:`writes`.
+    WRITES: bool = True
 
     def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - each op has its own result
         """Apply the operation; raise a StashError before writing anything to refuse it."""
@@ -55,7 +61,7 @@ class Get(Op):
     """The live entry under a key, or None (GET, RECALL, TTL, TYPE, STRLEN, EXISTS)."""
 
     __slots__ = ()
-    writes = False
+    WRITES = False
 
     def run(self, view: View, now: int) -> Entry | None:
         """Read one key."""
@@ -66,7 +72,7 @@ class GetMany(Op):
     """Entries for several keys, None where missing (MGET, EXISTS)."""
 
     __slots__ = ("keys",)
-    writes = False
+    WRITES = False
 
     def __init__(self, ns: str, keys: list[bytes]) -> None:
         super().__init__(ns)
@@ -394,7 +400,7 @@ class Scan(Op):
     """
 
     __slots__ = ("count", "cursor", "kind", "pattern")
-    writes = False
+    WRITES = False
 
     def __init__(
         self, ns: str, cursor: int, count: int, pattern: bytes | None, kind: bytes | None
@@ -421,7 +427,7 @@ class Count(Op):
     """DBSIZE: live keys in the namespace."""
 
     __slots__ = ()
-    writes = False
+    WRITES = False
 
     def run(self, view: View, now: int) -> int:
         """Count."""
@@ -486,3 +492,36 @@ def json_error_position(exc: ValueError) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return f"invalid UTF-8 at byte {exc.start}"
     return str(exc)
+
+
+def snapshot(entry: Entry | None) -> tuple[bytes, int, int] | None:
+    """What WATCH remembers of a key: any change to value, TTL or version differs from it."""
+    return None if entry is None else (entry.value, entry.expires_at, entry.version)
+
+
+class Transaction(Op):
+    """MULTI/EXEC: WATCHed keys checked, then every queued operation, all in one atomic unit.
+
+    The result is None when a watched key changed (nothing ran), else one result per
+    operation, an operation's own error standing in its place as Redis does (no rollback:
+    operations refuse before writing, so a refused one changed nothing).
+    """
+
+    __slots__ = ("ops", "watched")
+
+    def __init__(
+        self, ops: list[Op], watched: list[tuple[str, bytes, tuple[bytes, int, int] | None]]
+    ) -> None:
+        super().__init__("")
+        self.ops = ops
+        self.watched = watched
+        self.writes = any(op.writes for op in ops)
+
+    def run(self, view: View, now: int) -> list[Any] | None:
+        """Check, then run each."""
+        from stashd.store.base import run_each  # noqa: PLC0415 - base imports ops lazily too
+
+        for ns, key, snap in self.watched:
+            if snapshot(view.get(ns, key, now)) != snap:
+                return None
+        return run_each(view, self.ops, now)

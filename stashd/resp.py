@@ -11,7 +11,7 @@ are split here, as Redis does.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Any, Final
 
 import hiredis
 
@@ -282,12 +282,14 @@ class RequestReader:
         self._strict = bool(buf) or self._skip > 0 or self._oversize is not None
         return out
 
-    def _flush(self, buf: bytearray, start: int, stop: int, out: list[Request | StashError]) -> None:
+    def _flush(
+        self, buf: bytearray, start: int, stop: int, out: list[Request | StashError]
+    ) -> None:
         """Give the vetted requests in buf[start:stop] to hiredis and collect them."""
         if start < 0 or stop <= start:
             return
         reader = self._hiredis
-        reader.feed(buf, start, stop - start)
+        reader.feed(buf, start, stop - start)  # type: ignore[arg-type] # takes any buffer
         item = reader.gets()
         while item is not False:
             out.append(item)
@@ -387,11 +389,20 @@ def split_inline(line: bytes) -> list[bytes]:
 #   StashError -> error      Verbatim -> verbatim text (RESP2: bulk)
 # ---------------------------------------------------------------------------------------
 
-Reply = object
+Reply = Any
 
 OK: Final = "OK"
 NULL2: Final = b"$-1\r\n"
 NULL3: Final = b"_\r\n"
+
+
+class _NullArray:
+    """The 'no result' of EXEC after a WATCHed key changed: ``*-1`` in RESP2, ``_`` in RESP3."""
+
+    __slots__ = ()
+
+
+NULL_ARRAY: Final = _NullArray()
 
 
 class Verbatim(str):
@@ -400,23 +411,23 @@ class Verbatim(str):
     __slots__ = ()
 
 
-def encode(value: Reply, proto: int, out: bytearray) -> None:
+def encode(value: Any, proto: int, out: bytearray) -> None:  # noqa: ANN401 - any reply
     """Append the wire form of ``value`` for protocol 2 or 3 to ``out``."""
     t = type(value)
     if t is bytes:
-        out += b"$%d\r\n%b\r\n" % (len(value), value)  # type: ignore[arg-type]
+        out += b"$%d\r\n%b\r\n" % (len(value), value)
     elif t is int:
-        out += b":%d\r\n" % value  # type: ignore[str-bytes-safe]
+        out += b":%d\r\n" % value
     elif value is None:
         out += NULL3 if proto == 3 else NULL2
     elif t is str:
-        out += b"+%b\r\n" % value.encode()  # type: ignore[attr-defined]
+        out += b"+%b\r\n" % value.encode()
     elif t is list or t is tuple:
-        out += b"*%d\r\n" % len(value)  # type: ignore[arg-type]
-        for item in value:  # type: ignore[attr-defined]
+        out += b"*%d\r\n" % len(value)
+        for item in value:
             encode(item, proto, out)
     elif t is dict:
-        items = value.items()  # type: ignore[attr-defined]
+        items = value.items()
         out += (b"%%%d\r\n" if proto == 3 else b"*%d\r\n") % (
             len(items) if proto == 3 else 2 * len(items)
         )
@@ -437,15 +448,17 @@ def encode(value: Reply, proto: int, out: bytearray) -> None:
         else:
             out += b"$%d\r\n%b\r\n" % (len(text), text)
     elif t is set or t is frozenset:
-        out += (b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(value)  # type: ignore[arg-type]
-        for item in value:  # type: ignore[attr-defined]
+        out += (b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(value)
+        for item in value:
             encode(item, proto, out)
     elif t is Verbatim:
-        body = value.encode()  # type: ignore[attr-defined]
+        body = value.encode()
         if proto == 3:
             out += b"=%d\r\ntxt:%b\r\n" % (len(body) + 4, body)
         else:
             out += b"$%d\r\n%b\r\n" % (len(body), body)
+    elif value is NULL_ARRAY:
+        out += NULL3 if proto == 3 else b"*-1\r\n"
     else:  # pragma: no cover - a command returned a type we never produce
         msg = f"cannot encode reply of type {t.__name__}"
         raise TypeError(msg)

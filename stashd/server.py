@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from stashd import log
 from stashd.commands import TABLE
 from stashd.commands.base import NOAUTH, WRITE, Deferred, Session
+from stashd.commands.transactions import CONTROL as TXN_CONTROL
 from stashd.errors import NoAuth, ProtocolError, StashError, UnknownCommand, WrongArity
-from stashd.ops import Op
 from stashd.resp import (
     MAX_ARGS,
     MAX_BULK,
@@ -28,11 +27,18 @@ from stashd.resp import (
     RequestReader,
     encode,
 )
-from stashd.service import MemoryService
-from stashd.store.base import Store
-from stashd.tenancy import Keyring
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from stashd.ops import Op
+    from stashd.service import MemoryService
+    from stashd.store.base import Store
+    from stashd.tenancy import Keyring
 
 logger = log.get("stashd.server")
+
+QUEUED: Final = "QUEUED"
 
 # Names that only arrive when a browser or HTTP client is tricked into talking to us;
 # Redis closes the connection on them, and so do we.
@@ -120,7 +126,7 @@ class Batcher:
     ) -> None:
         try:
             results = await self.store.run_many(ops)
-        except Exception as exc:  # noqa: BLE001 - every waiter must hear of the failure
+        except Exception as exc:
             logger.exception("batch_failed", operations=len(ops))
             error = StashError(f"store unavailable: {type(exc).__name__}")
             results = [error] * len(ops)
@@ -171,7 +177,7 @@ class Connection(asyncio.Protocol):
         self._apply_limits()
         ctx.connections.add(self)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
         """Forget the connection; a batch still in flight finishes without it."""
         self.ctx.connections.discard(self)
         self.transport = None
@@ -236,14 +242,25 @@ class Connection(asyncio.Protocol):
                     pending.clear()
                     break
                 replies.append(UnknownCommand(_text(args[0]), [_text(a) for a in args[1:]]))
+                if session.multi is not None:
+                    session.multi_dirty = True
                 continue
             arity = cmd.arity
             n = len(args)
             if (arity > 0 and n != arity) or n < -arity:
                 replies.append(WrongArity(cmd.name))
+                if session.multi is not None:
+                    session.multi_dirty = True
                 continue
             if session.principal is None and NOAUTH not in cmd.flags:
                 replies.append(NoAuth())
+                if session.multi is not None:
+                    session.multi_dirty = True
+                continue
+            if session.multi is not None and name not in TXN_CONTROL:
+                # Inside MULTI: checked now, run at EXEC.
+                session.multi.append(args)
+                replies.append(QUEUED)
                 continue
             session.last_command = cmd.name
             before = session.principal
@@ -277,7 +294,9 @@ class Connection(asyncio.Protocol):
             return
         self._send(replies, close)
 
-    def _wait_for(self, pending: list[tuple[int, Deferred, Any]], replies: list[Any], close: bool) -> None:
+    def _wait_for(
+        self, pending: list[tuple[int, Deferred, Any]], replies: list[Any], close: bool
+    ) -> None:
         """Hand the operations to the batcher; reply once they have committed."""
         batcher = self.ctx.batcher
         assert batcher is not None
@@ -352,7 +371,11 @@ def _log_write(name: str, op: Op, args: list[bytes], result: Any) -> None:  # no
     data = getattr(op, "data", None)
     if isinstance(data, bytes):
         fields["payload_bytes"] = len(data)
-    if isinstance(result, int) and not isinstance(result, bool) and name in ("forget", "del", "unlink"):
+    if (
+        isinstance(result, int)
+        and not isinstance(result, bool)
+        and name in ("forget", "del", "unlink")
+    ):
         fields["removed"] = result
     logger.info(event, **fields)
 

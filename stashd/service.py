@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stashd import ops
 from stashd.errors import BadTTL, PersistRefused, TooLarge
 from stashd.ops import load_json, ttl_seconds_up
-from stashd.store.base import Store
-from stashd.tenancy import Principal
+
+if TYPE_CHECKING:
+    from stashd.store.base import Store
+    from stashd.tenancy import Principal
 
 BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ID_LENGTH: Final = 8
@@ -120,9 +122,7 @@ class MemoryService:
     def append(self, p: Principal, key: bytes, value: bytes) -> ops.Append:
         """APPEND, within the payload limit."""
         self.check_payload(p, value)
-        return ops.Append(
-            p.namespace, key, value, self.expiry(p, None), p.limits.max_payload
-        )
+        return ops.Append(p.namespace, key, value, self.expiry(p, None), p.limits.max_payload)
 
     def rename(self, p: Principal, key: bytes, dst: bytes) -> ops.Rename:
         """RENAME inside the caller's namespace."""

@@ -5,7 +5,10 @@ Aliases are rows that share a handler (DEL and UNLINK), never copies of code.
 
 from __future__ import annotations
 
-from stashd.commands.base import Command
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stashd.commands.base import Command
 
 TABLE: dict[bytes, Command] = {}
 
@@ -18,9 +21,16 @@ def _register(commands: tuple[Command, ...]) -> None:
 
 def _load() -> None:
     """Import every family and register its rows (server.py reads TABLE at call time)."""
-    from stashd.commands import connection, keys, server, stash, strings  # noqa: PLC0415
+    from stashd.commands import (  # noqa: PLC0415 - families import this module
+        connection,
+        keys,
+        server,
+        stash,
+        strings,
+        transactions,
+    )
 
-    for module in (connection, strings, keys, stash, server):
+    for module in (connection, strings, keys, stash, transactions, server):
         _register(module.COMMANDS)
 
 

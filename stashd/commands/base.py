@@ -83,6 +83,11 @@ class Session:
     created: float = field(default_factory=time.monotonic)
     close_after_reply: bool = False
     last_command: str = ""
+    # MULTI state: queued requests (None outside MULTI), whether queueing saw an error,
+    # and what WATCH remembered of each key.
+    multi: list[list[bytes]] | None = None
+    multi_dirty: bool = False
+    watched: dict[bytes, tuple[bytes, int, int] | None] = field(default_factory=dict)
 
     def require(self) -> Principal:
         """The principal; commands that reach data run only once one is set."""

@@ -71,7 +71,9 @@ def hello(s: Session, args: list[bytes]) -> Reply:
             name = _client_name(args[i + 1])
             i += 2
         else:
-            raise CommandError(f"Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'")
+            raise CommandError(
+                f"Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'"
+            )
     if creds is not None:
         _authenticate(s, creds[0], creds[1])
     elif s.principal is None:
@@ -126,9 +128,7 @@ def select(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed hand
 
 def _client_name(raw: bytes) -> bytes:
     if any(c <= 32 or c > 126 for c in raw):
-        raise CommandError(
-            "Client names cannot contain spaces, newlines or special characters."
-        )
+        raise CommandError("Client names cannot contain spaces, newlines or special characters.")
     return raw
 
 
@@ -187,22 +187,59 @@ def client(s: Session, args: list[bytes]) -> Reply:
 _C = (FAST, NOAUTH, LOADING, STALE)
 
 COMMANDS: Final = (
-    Command("auth", auth, -2, _C, "connection",
-            "Authenticate; the key selects the connection's namespace.",
-            "AUTH [username] key", "1.0.0"),
-    Command("hello", hello, -1, _C, "connection",
-            "Pick the protocol (2 or 3), optionally authenticate and name the connection.",
-            "HELLO [protover [AUTH username key] [SETNAME clientname]]", "6.0.0"),
-    Command("ping", ping, -1, (FAST, STALE), "connection", "PONG, or the message.",
-            "PING [message]", "1.0.0"),
-    Command("echo", echo, 2, (FAST, STALE), "connection", "The message, back.",
-            "ECHO message", "1.0.0"),
+    Command(
+        "auth",
+        auth,
+        -2,
+        _C,
+        "connection",
+        "Authenticate; the key selects the connection's namespace.",
+        "AUTH [username] key",
+        "1.0.0",
+    ),
+    Command(
+        "hello",
+        hello,
+        -1,
+        _C,
+        "connection",
+        "Pick the protocol (2 or 3), optionally authenticate and name the connection.",
+        "HELLO [protover [AUTH username key] [SETNAME clientname]]",
+        "6.0.0",
+    ),
+    Command(
+        "ping",
+        ping,
+        -1,
+        (FAST, STALE),
+        "connection",
+        "PONG, or the message.",
+        "PING [message]",
+        "1.0.0",
+    ),
+    Command(
+        "echo", echo, 2, (FAST, STALE), "connection", "The message, back.", "ECHO message", "1.0.0"
+    ),
     Command("quit", quit_, -1, _C, "connection", "Close the connection.", "QUIT", "1.0.0"),
-    Command("reset", reset, 1, _C, "connection", "Reset the connection's state.",
-            "RESET", "6.2.0"),
-    Command("select", select, 2, (FAST, LOADING, STALE), "connection",
-            "Only database 0 exists.", "SELECT index", "1.0.0"),
-    Command("client", client, -2, (LOADING, STALE), "connection",
-            "Connection settings and information.", "CLIENT subcommand [argument ...]",
-            "2.4.0"),
+    Command("reset", reset, 1, _C, "connection", "Reset the connection's state.", "RESET", "6.2.0"),
+    Command(
+        "select",
+        select,
+        2,
+        (FAST, LOADING, STALE),
+        "connection",
+        "Only database 0 exists.",
+        "SELECT index",
+        "1.0.0",
+    ),
+    Command(
+        "client",
+        client,
+        -2,
+        (LOADING, STALE),
+        "connection",
+        "Connection settings and information.",
+        "CLIENT subcommand [argument ...]",
+        "2.4.0",
+    ),
 )

@@ -71,13 +71,8 @@ def config(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed hand
         raise UnknownSubcommand(args[1].decode("utf-8", "replace"), "CONFIG")
     if len(args) < 3:
         raise WrongArity("config|get")
-    found: dict[bytes, bytes] = {}
-    for pattern in args[2:]:
-        match = compile_glob(pattern.lower()).match
-        for name, value in _CONFIG.items():
-            if match(name):
-                found[name] = value
-    return found
+    matchers = [compile_glob(pattern.lower()).match for pattern in args[2:]]
+    return {name: value for name, value in _CONFIG.items() if any(m(name) for m in matchers)}
 
 
 def info(s: Session, args: list[bytes]) -> Reply:
@@ -101,9 +96,11 @@ def info(s: Session, args: list[bytes]) -> Reply:
             "replication": ["role:master", "connected_slaves:0"],
             "keyspace": [f"db0:keys={keys},expires={keys},avg_ttl=0"] if keys else [],
         }
-        show = sections if not wanted or wanted & {"all", "everything", "default"} else {
-            k: v for k, v in sections.items() if k in wanted
-        }
+        show = (
+            sections
+            if not wanted or wanted & {"all", "everything", "default"}
+            else {k: v for k, v in sections.items() if k in wanted}
+        )
         text = "".join(
             f"# {name.capitalize()}\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n"
             for name, lines in show.items()
@@ -152,22 +149,39 @@ def _arguments(syntax: str) -> list[Reply]:
                 inner = parse_seq("]")
                 pos += 1
                 for arg in inner:
-                    arg[b"flags"] = {*arg.get(b"flags", set()), "optional"}  # type: ignore[misc]
+                    arg[b"flags"] = {*arg.get(b"flags", set()), "optional"}
                 current.extend(inner)
             elif tok == "|":
                 alternatives.append([])
             elif tok == "...":
                 if current:
-                    current[-1][b"flags"] = {*current[-1].get(b"flags", set()), "multiple"}  # type: ignore[misc]
+                    current[-1][b"flags"] = {*current[-1].get(b"flags", set()), "multiple"}
             elif tok.isupper() or tok.replace("-", "").isupper():
-                current.append({b"name": tok.lower().encode(), b"type": b"pure-token",
-                                b"token": tok.encode()})
+                current.append(
+                    {b"name": tok.lower().encode(), b"type": b"pure-token", b"token": tok.encode()}
+                )
             else:
-                kind = b"key" if tok in ("key", "newkey") else (
-                    b"integer" if tok in ("seconds", "milliseconds", "count", "increment",
-                                          "decrement", "index", "cursor", "version",
-                                          "protover")
-                    else b"unix-time" if tok.startswith("unix-time") else b"string"
+                kind = (
+                    b"key"
+                    if tok in ("key", "newkey")
+                    else (
+                        b"integer"
+                        if tok
+                        in (
+                            "seconds",
+                            "milliseconds",
+                            "count",
+                            "increment",
+                            "decrement",
+                            "index",
+                            "cursor",
+                            "version",
+                            "protover",
+                        )
+                        else b"unix-time"
+                        if tok.startswith("unix-time")
+                        else b"string"
+                    )
                 )
                 current.append({b"name": tok.encode(), b"type": kind})
         if len(alternatives) == 1:
@@ -177,11 +191,16 @@ def _arguments(syntax: str) -> list[Reply]:
             if len(alt) == 1:
                 merged.append(alt[0])
             else:
-                merged.append({b"name": b"-".join(a[b"name"] for a in alt), b"type": b"block",
-                               b"arguments": alt})
+                merged.append(
+                    {
+                        b"name": b"-".join(a[b"name"] for a in alt),
+                        b"type": b"block",
+                        b"arguments": alt,
+                    }
+                )
         return [{b"name": b"choice", b"type": b"oneof", b"arguments": merged}]
 
-    return parse_seq(None)  # type: ignore[return-value]
+    return parse_seq(None)
 
 
 def _docs_entry(cmd: Command) -> Reply:
@@ -219,18 +238,65 @@ def command(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed han
 _S = (LOADING, STALE)
 
 COMMANDS: Final = (
-    Command("command", command, -1, _S, "server", "Describe the commands Stash serves.",
-            "COMMAND [COUNT | DOCS [name ...] | INFO [name ...] | LIST]", "2.8.13"),
-    Command("info", info, -1, _S, "server", "Server information and the namespace's size.",
-            "INFO [section ...]", "1.0.0"),
-    Command("dbsize", dbsize, 1, (READONLY, FAST), "server",
-            "How many keys the caller's namespace holds.", "DBSIZE", "1.0.0"),
-    Command("flushdb", flush, -1, (WRITE,), "server", "Empty the caller's namespace.",
-            "FLUSHDB [ASYNC | SYNC]", "1.0.0"),
-    Command("flushall", flush, -1, (WRITE,), "server",
-            "Empty the caller's namespace (never another's).", "FLUSHALL [ASYNC | SYNC]",
-            "1.0.0"),
+    Command(
+        "command",
+        command,
+        -1,
+        _S,
+        "server",
+        "Describe the commands Stash serves.",
+        "COMMAND [COUNT | DOCS [name ...] | INFO [name ...] | LIST]",
+        "2.8.13",
+    ),
+    Command(
+        "info",
+        info,
+        -1,
+        _S,
+        "server",
+        "Server information and the namespace's size.",
+        "INFO [section ...]",
+        "1.0.0",
+    ),
+    Command(
+        "dbsize",
+        dbsize,
+        1,
+        (READONLY, FAST),
+        "server",
+        "How many keys the caller's namespace holds.",
+        "DBSIZE",
+        "1.0.0",
+    ),
+    Command(
+        "flushdb",
+        flush,
+        -1,
+        (WRITE,),
+        "server",
+        "Empty the caller's namespace.",
+        "FLUSHDB [ASYNC | SYNC]",
+        "1.0.0",
+    ),
+    Command(
+        "flushall",
+        flush,
+        -1,
+        (WRITE,),
+        "server",
+        "Empty the caller's namespace (never another's).",
+        "FLUSHALL [ASYNC | SYNC]",
+        "1.0.0",
+    ),
     Command("time", time_, 1, (FAST, *_S), "server", "The server's clock.", "TIME", "2.6.0"),
-    Command("config", config, -2, _S, "server", "Read a small set of settings.",
-            "CONFIG GET parameter [parameter ...]", "2.0.0"),
+    Command(
+        "config",
+        config,
+        -2,
+        _S,
+        "server",
+        "Read a small set of settings.",
+        "CONFIG GET parameter [parameter ...]",
+        "2.0.0",
+    ),
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from stashd.commands.base import (
     FAST,
@@ -17,7 +17,9 @@ from stashd.commands.base import (
     int_arg,
 )
 from stashd.errors import CommandError, SyntaxErr
-from stashd.store.base import Entry
+
+if TYPE_CHECKING:
+    from stashd.store.base import Entry
 
 
 def rfc3339(ms: int) -> str:
@@ -120,16 +122,53 @@ def forget(s: Session, args: list[bytes]) -> Reply:
 
 
 COMMANDS: Final = (
-    Command("stash", stash, -2, (WRITE,), "stash",
-            "Store a JSON value under a new id; replies with the id.",
-            "STASH json [EX seconds | PX milliseconds]", "0.1.0"),
-    Command("recall", recall, -2, (READONLY, FAST), "stash",
-            "The JSON stored under an id, or nil; WITHMETA adds ttl, expiry and version.",
-            "RECALL id [WITHMETA]", "0.1.0", 1, 1, 1),
-    Command("update", update, -2, (WRITE,), "stash",
-            "Replace or merge-patch the JSON, extend the TTL, optionally only at a version.",
-            "UPDATE id [DATA json | MERGE json] [EXTEND seconds] [IFVERSION version]",
-            "0.1.0", 1, 1, 1),
-    Command("forget", forget, -2, (WRITE,), "stash", "Delete ids; replies how many.",
-            "FORGET id [id ...]", "0.1.0", 1, -1, 1),
+    Command(
+        "stash",
+        stash,
+        -2,
+        (WRITE,),
+        "stash",
+        "Store a JSON value under a new id; replies with the id.",
+        "STASH json [EX seconds | PX milliseconds]",
+        "0.1.0",
+    ),
+    Command(
+        "recall",
+        recall,
+        -2,
+        (READONLY, FAST),
+        "stash",
+        "The JSON stored under an id, or nil; WITHMETA adds ttl, expiry and version.",
+        "RECALL id [WITHMETA]",
+        "0.1.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "update",
+        update,
+        -2,
+        (WRITE,),
+        "stash",
+        "Replace or merge-patch the JSON, extend the TTL, optionally only at a version.",
+        "UPDATE id [DATA json | MERGE json] [EXTEND seconds] [IFVERSION version]",
+        "0.1.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "forget",
+        forget,
+        -2,
+        (WRITE,),
+        "stash",
+        "Delete ids; replies how many.",
+        "FORGET id [id ...]",
+        "0.1.0",
+        1,
+        -1,
+        1,
+    ),
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from stashd.commands.base import (
     FAST,
@@ -17,7 +17,9 @@ from stashd.commands.base import (
 )
 from stashd.errors import CommandError, SyntaxErr, WrongArity
 from stashd.resp import OK
-from stashd.store.base import Entry
+
+if TYPE_CHECKING:
+    from stashd.store.base import Entry
 
 
 def _invalid_expire(command: str) -> CommandError:
@@ -83,7 +85,9 @@ def set_(s: Session, args: list[bytes]) -> Reply:
         if amount <= 0:
             raise _invalid_expire("set")
         ms = checked_ms(amount, _EXPIRY_UNITS[unit], _invalid_expire("set"))
-        expires_at = service.expiry_at(p, ms) if unit in (b"EXAT", b"PXAT") else service.expiry(p, ms)
+        expires_at = (
+            service.expiry_at(p, ms) if unit in (b"EXAT", b"PXAT") else service.expiry(p, ms)
+        )
     op = service.set(p, args[1], args[2], expires_at=expires_at, cond=cond, keep_ttl=keep_ttl)
     return Deferred(op, _set_get_reply if want_old else _set_reply)
 
@@ -128,7 +132,9 @@ def getex(s: Session, args: list[bytes]) -> Reply:
         if amount <= 0:
             raise _invalid_expire("getex")
         ms = checked_ms(amount, _EXPIRY_UNITS[opt], _invalid_expire("getex"))
-        expires_at = service.expiry_at(p, ms) if opt in (b"EXAT", b"PXAT") else service.expiry(p, ms)
+        expires_at = (
+            service.expiry_at(p, ms) if opt in (b"EXAT", b"PXAT") else service.expiry(p, ms)
+        )
     return Deferred(service.getex(p, args[1], expires_at), _value)
 
 
@@ -211,31 +217,164 @@ COMMANDS: Final = (
         1,
         1,
     ),
-    Command("setnx", setnx, 3, _WF, "string", "Set a key only if it does not exist.",
-            "SETNX key value", "1.0.0", 1, 1, 1),
-    Command("setex", setex, 4, _W, "string", "Set a key with a TTL in seconds.",
-            "SETEX key seconds value", "2.0.0", 1, 1, 1),
-    Command("psetex", psetex, 4, _W, "string", "Set a key with a TTL in milliseconds.",
-            "PSETEX key milliseconds value", "2.6.0", 1, 1, 1),
-    Command("getex", getex, -2, _WF, "string", "Get a key's value and change its TTL.",
-            "GETEX key [EX seconds | PX milliseconds | EXAT unix-time-seconds | "
-            "PXAT unix-time-milliseconds]", "6.2.0", 1, 1, 1),
-    Command("getdel", getdel, 2, _WF, "string", "Get a key's value and delete the key.",
-            "GETDEL key", "6.2.0", 1, 1, 1),
-    Command("mget", mget, -2, _RF, "string", "Get the values of several keys.",
-            "MGET key [key ...]", "1.0.0", 1, -1, 1),
-    Command("mset", mset, -3, _W, "string", "Set several keys, each with the default TTL.",
-            "MSET key value [key value ...]", "1.0.1", 1, -1, 2),
-    Command("incr", incr, 2, _WF, "string", "Add one to an integer value.",
-            "INCR key", "1.0.0", 1, 1, 1),
-    Command("decr", decr, 2, _WF, "string", "Subtract one from an integer value.",
-            "DECR key", "1.0.0", 1, 1, 1),
-    Command("incrby", incrby, 3, _WF, "string", "Add to an integer value.",
-            "INCRBY key increment", "1.0.0", 1, 1, 1),
-    Command("decrby", decrby, 3, _WF, "string", "Subtract from an integer value.",
-            "DECRBY key decrement", "1.0.0", 1, 1, 1),
-    Command("append", append, 3, _WF, "string", "Append to a key's value.",
-            "APPEND key value", "2.0.0", 1, 1, 1),
-    Command("strlen", strlen, 2, _RF, "string", "Length of a key's value.",
-            "STRLEN key", "2.2.0", 1, 1, 1),
+    Command(
+        "setnx",
+        setnx,
+        3,
+        _WF,
+        "string",
+        "Set a key only if it does not exist.",
+        "SETNX key value",
+        "1.0.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "setex",
+        setex,
+        4,
+        _W,
+        "string",
+        "Set a key with a TTL in seconds.",
+        "SETEX key seconds value",
+        "2.0.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "psetex",
+        psetex,
+        4,
+        _W,
+        "string",
+        "Set a key with a TTL in milliseconds.",
+        "PSETEX key milliseconds value",
+        "2.6.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "getex",
+        getex,
+        -2,
+        _WF,
+        "string",
+        "Get a key's value and change its TTL.",
+        "GETEX key [EX seconds | PX milliseconds | EXAT unix-time-seconds | "
+        "PXAT unix-time-milliseconds]",
+        "6.2.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "getdel",
+        getdel,
+        2,
+        _WF,
+        "string",
+        "Get a key's value and delete the key.",
+        "GETDEL key",
+        "6.2.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "mget",
+        mget,
+        -2,
+        _RF,
+        "string",
+        "Get the values of several keys.",
+        "MGET key [key ...]",
+        "1.0.0",
+        1,
+        -1,
+        1,
+    ),
+    Command(
+        "mset",
+        mset,
+        -3,
+        _W,
+        "string",
+        "Set several keys, each with the default TTL.",
+        "MSET key value [key value ...]",
+        "1.0.1",
+        1,
+        -1,
+        2,
+    ),
+    Command(
+        "incr", incr, 2, _WF, "string", "Add one to an integer value.", "INCR key", "1.0.0", 1, 1, 1
+    ),
+    Command(
+        "decr",
+        decr,
+        2,
+        _WF,
+        "string",
+        "Subtract one from an integer value.",
+        "DECR key",
+        "1.0.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "incrby",
+        incrby,
+        3,
+        _WF,
+        "string",
+        "Add to an integer value.",
+        "INCRBY key increment",
+        "1.0.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "decrby",
+        decrby,
+        3,
+        _WF,
+        "string",
+        "Subtract from an integer value.",
+        "DECRBY key decrement",
+        "1.0.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "append",
+        append,
+        3,
+        _WF,
+        "string",
+        "Append to a key's value.",
+        "APPEND key value",
+        "2.0.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "strlen",
+        strlen,
+        2,
+        _RF,
+        "string",
+        "Length of a key's value.",
+        "STRLEN key",
+        "2.2.0",
+        1,
+        1,
+        1,
+    ),
 )

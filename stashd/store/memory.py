@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from stashd.ops import Op
 from stashd.store.base import Clock, Entry, Store, run_each, wall_clock_ms
+
+if TYPE_CHECKING:
+    from stashd.ops import Op
 
 # How many wheel entries one maintenance slice may examine: bounds the time a slice can
 # hold the loop (~50 us per 1000 on these machines) however much has expired at once.

@@ -1,0 +1,1 @@
+"""Backends: where entries live (memory; SQLite and Redis follow the same interface)."""
