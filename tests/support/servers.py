@@ -1,0 +1,131 @@
+"""Start real redis-server and stashd processes on free ports, and stop them cleanly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Block until the server on ``port`` answers PING, or fail with its output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stderr.read().decode() if proc.stderr else ""
+            msg = f"server exited with {proc.returncode}: {out}"
+            raise RuntimeError(msg)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    msg = f"server on port {port} did not answer PING within {timeout} s"
+    raise RuntimeError(msg)
+
+
+class RedisServer:
+    """A throwaway redis-server on a free port (never the one on 6379)."""
+
+    def __init__(self, *extra: str) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.skip("redis-server is not on PATH: Redis comparison tests cannot run")
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.TemporaryDirectory()
+
+    def __enter__(self) -> RedisServer:
+        assert self.binary is not None
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", self._dir.name, *self.extra]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_ping(self.port, self.proc)
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self._dir.cleanup()
+
+
+class StashDaemon:
+    """``python -m stashd`` on a free port, in an empty working directory."""
+
+    def __init__(
+        self,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.extra = extra
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("STASH_")}
+        self.env.update(env or {})
+        self._dir = tempfile.TemporaryDirectory()
+        self.cwd = cwd or Path(self._dir.name)
+        self.log_level = log_level
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr = ""
+
+    @property
+    def pid(self) -> int:
+        """The daemon's process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> StashDaemon:
+        args = [sys.executable, "-m", "stashd", "--host", self.host, "--port", str(self.port)]
+        args += ["--log-level", self.log_level, *self.extra]
+        self.proc = subprocess.Popen(
+            args, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        wait_for_ping(self.port, self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal the daemon, wait for it, and return its exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _, err = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        self.stderr = err.decode(errors="replace")
+        return self.proc.returncode
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        code = self.stop()
+        self._dir.cleanup()
+        if t is None:
+            assert code == 0, f"stashd exited with {code}: {self.stderr}"
