@@ -122,7 +122,13 @@ class RequestReader:
             return self._feed_strict(data)
         reader = self._hiredis
         reader.feed(data)
+        # hiredis cannot say whether it stopped at a request boundary (has_data() is
+        # False after a lone "*"), so a sentinel empty request follows the read: it comes
+        # back as a trailing [] only if hiredis was at a boundary; otherwise it lands
+        # inside the unfinished request and the read goes to the strict scan below.
+        reader.feed(b"*0\r\n")
         out: list[Request | StashError] = []
+        last: object = None
         try:
             item = reader.gets()
             while item is not False:
@@ -133,8 +139,9 @@ class RequestReader:
                         raise TypeError
                 if item:
                     out.append(item)
+                last = item
                 item = reader.gets()
-            if not reader.has_data():
+            if last == []:
                 return out
         except (hiredis.ProtocolError, TypeError):
             pass
