@@ -17,6 +17,8 @@ class Reply:
     def render(self) -> str:
         """Canonical one-line text, as the conformance cases write replies."""
         k, v = self.kind, self.value
+        if v is None and k in ("$", "*", "_", "=", "~", "%"):
+            return "(nil)"
         if k == "+":
             return f"+{v.decode()}"
         if k == "-":
@@ -25,8 +27,6 @@ class Reply:
             return f":{v}"
         if k in ("$", "="):
             return "$" + repr(v)[1:]
-        if k == "_" or (k in ("$", "*") and v is None):
-            return "(nil)"
         if k == ",":
             return f",{v}"
         if k == "#":
