@@ -76,7 +76,9 @@ def matches(expected: str, actual: str, saved: dict[str, str], actual_value: obj
         name, _, rest = expected[1:].partition(" ")
         if rest and not matches(rest, actual, saved, actual_value):
             return False
-        saved[name] = actual_value.decode() if isinstance(actual_value, bytes) else str(actual_value)
+        saved[name] = (
+            actual_value.decode() if isinstance(actual_value, bytes) else str(actual_value)
+        )
         return True
     if expected.startswith(":~"):
         low, _, high = expected[2:].partition("..")
@@ -95,7 +97,9 @@ def run_case(case: Case, port: int, target: str, proto: str) -> None:
     saved: dict[str, str] = {}
     try:
         for step in case.steps:
-            words = [saved.get(w[1:], w) if w.startswith("$") else w for w in shlex.split(step.command)]
+            words = [
+                saved.get(w[1:], w) if w.startswith("$") else w for w in shlex.split(step.command)
+            ]
             reply = client.call(*words)
             expected = step.expected(target, proto)
             if expected is None:

@@ -31,7 +31,9 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 @given(requests=st.lists(args, min_size=1, max_size=20), cuts=st.lists(st.integers(0, 10**6)))
 @settings(max_examples=300)
-def test_reader_yields_exactly_the_requests_sent(requests: list[list[bytes]], cuts: list[int]) -> None:
+def test_reader_yields_exactly_the_requests_sent(
+    requests: list[list[bytes]], cuts: list[int]
+) -> None:
     """However a valid stream is split into reads, the reader returns the requests sent."""
     data = b"".join(encode_request(r) for r in requests)
     reader = RequestReader()
@@ -69,7 +71,9 @@ fragments = st.one_of(
 
 
 @given(stream=st.lists(fragments, max_size=12), cuts=st.lists(st.integers(0, 10**6), max_size=8))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_random_streams_never_take_the_server_down(
     fuzz_daemon: StashDaemon, stream: list[bytes], cuts: list[int]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from stashd import ops
 from stashd.errors import BadTTL, Conflict, IncrOverflow, NotInteger, PersistRefused, TooLarge
 from stashd.jsonmerge import merge_patch
 from stashd.service import MemoryService
+from stashd.store.base import Entry
 from stashd.store.memory import MemoryStore
 from stashd.tenancy import Limits, Principal
 
@@ -40,7 +42,7 @@ def svc(clock: Clock) -> MemoryService:
     return MemoryService(MemoryStore(clock))
 
 
-def run(svc: MemoryService, op: ops.Op) -> object:
+def run(svc: MemoryService, op: ops.Op) -> Any:  # noqa: ANN401 - each op has its own result
     return svc.store.run(op)
 
 
@@ -72,8 +74,8 @@ def test_ttl_above_maximum_is_refused_and_changes_nothing(svc: MemoryService, cl
     with pytest.raises(BadTTL):
         run(svc, svc.update(ALICE, mid, extend_seconds=1000))
     entry = run(svc, svc.get(ALICE, mid))
-    assert isinstance(entry, object)
-    assert getattr(entry, "expires_at") == clock.now + 86_000_000
+    assert isinstance(entry, Entry)
+    assert entry.expires_at == clock.now + 86_000_000
     assert "PERSIST is not supported" in str(svc.refuse_persist(ALICE))
     assert isinstance(svc.refuse_persist(ALICE), PersistRefused)
 
@@ -97,14 +99,14 @@ def test_update_extend_merge_and_versions(svc: MemoryService, clock: Clock) -> N
     clock.now += 355_000  # 3245 s left
     assert run(svc, svc.update(ALICE, mid, extend_seconds=1800)) == 5_045_000
     run(svc, svc.expire(ALICE, mid, clock.now + 5_000_000))
-    assert getattr(run(svc, svc.get(ALICE, mid)), "version") == 1
+    assert run(svc, svc.get(ALICE, mid)).version == 1
     run(svc, svc.update(ALICE, mid, merge=b'{"n":null,"progress":0.5}'))
     entry = run(svc, svc.get(ALICE, mid))
-    assert getattr(entry, "value") == b'{"task":"summarize","progress":0.5}'
-    assert getattr(entry, "version") == 2
+    assert entry.value == b'{"task":"summarize","progress":0.5}'
+    assert entry.version == 2
     with pytest.raises(Conflict, match="version is 2, IFVERSION expected 1"):
         run(svc, svc.update(ALICE, mid, data=b"[]", if_version=1))
-    assert getattr(run(svc, svc.get(ALICE, mid)), "version") == 2
+    assert run(svc, svc.get(ALICE, mid)).version == 2
     assert run(svc, svc.update(ALICE, mid, data=b"[]", if_version=2)) is not None
     assert run(svc, svc.update(ALICE, b"missing", data=b"1")) is None
 
@@ -141,7 +143,9 @@ json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=5)
     target=st.dictionaries(st.text(max_size=3), json_scalars, max_size=5),
     patch=st.dictionaries(st.text(max_size=3), st.booleans() | st.integers(), max_size=5),
 )
-def test_merge_without_nulls_keeps_patch_members(target: dict[str, object], patch: dict[str, object]) -> None:
+def test_merge_without_nulls_keeps_patch_members(
+    target: dict[str, object], patch: dict[str, object]
+) -> None:
     """A null-free patch's members all appear in the result, and other members survive."""
     merged = merge_patch(target, patch)
     assert all(merged[k] == v for k, v in patch.items())
@@ -157,7 +161,7 @@ def test_counters_follow_redis(svc: MemoryService) -> None:
     run(svc, svc.set(ALICE, b"big", b"9223372036854775807"))
     with pytest.raises(IncrOverflow, match="increment or decrement would overflow"):
         run(svc, svc.incr(ALICE, b"big", 1))
-    assert getattr(run(svc, svc.get(ALICE, b"big")), "value") == b"9223372036854775807"
+    assert run(svc, svc.get(ALICE, b"big")).value == b"9223372036854775807"
 
 
 def test_id_collisions_retry_then_fall_back_to_uuid(svc: MemoryService, clock: Clock) -> None:
@@ -179,7 +183,7 @@ def test_namespaces_and_flush(svc: MemoryService) -> None:
     run(svc, svc.set(ALICE, b"k", b"a"))
     run(svc, svc.set(BOB, b"k", b"b"))
     run(svc, svc.flush(BOB))
-    assert getattr(run(svc, svc.get(ALICE, b"k")), "value") == b"a"
+    assert run(svc, svc.get(ALICE, b"k")).value == b"a"
     assert run(svc, svc.get(BOB, b"k")) is None
 
 
@@ -190,7 +194,9 @@ def test_active_expiry_frees_unread_keys_with_bounded_slices(clock: Clock) -> No
     sizes = []
     for second in range(120):
         for i in range(200):
-            run(svc, svc.set(ALICE, b"churn:%d:%d" % (second, i), b"x", expires_at=clock.now + 5000))
+            run(
+                svc, svc.set(ALICE, b"churn:%d:%d" % (second, i), b"x", expires_at=clock.now + 5000)
+            )
         clock.now += 1000
         store.maintain()
         sizes.append(sum(len(s.data) for s in store.spaces.values()))

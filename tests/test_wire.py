@@ -34,7 +34,7 @@ def test_inline_commands_work(daemon: StashDaemon) -> None:
     assert c.read().render() == "$'a bA'"
     c.send_raw(b"ECHO 'c d'\r\n")
     assert c.read().render() == "$'c d'"
-    c.send_raw(b"ECHO \"unbalanced\r\n")
+    c.send_raw(b'ECHO "unbalanced\r\n')
     assert c.read().render() == "-ERR Protocol error: unbalanced quotes in request"
     assert c.read() is CLOSED
 
@@ -91,7 +91,9 @@ def test_byte_by_byte_and_big_pipelines(daemon: StashDaemon) -> None:
     for b in b"*3\r\n$3\r\nSET\r\n$5\r\nslow!\r\n$2\r\nok\r\n":
         c.send_raw(bytes([b]))
     assert c.read().render() == "+OK"
-    c.send_raw(b"".join(b"*2\r\n$4\r\nECHO\r\n$%d\r\n%d\r\n" % (len(str(i)), i) for i in range(1000)))
+    c.send_raw(
+        b"".join(b"*2\r\n$4\r\nECHO\r\n$%d\r\n%d\r\n" % (len(str(i)), i) for i in range(1000))
+    )
     assert [c.read().value for _ in range(1000)] == [str(i).encode() for i in range(1000)]
 
 
