@@ -85,6 +85,16 @@ class ProtocolError(CommandError):
         super().__init__(f"Protocol error: {detail}")
 
 
+class StoreUnavailable(StashError):
+    """The backend failed under a batch (disk error, Redis unreachable); retrying may work."""
+
+    code = "UNAVAILABLE"
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"store unavailable: {cause}")
+        self.cause = cause
+
+
 class NoAuth(StashError):
     """A command before AUTH in strict mode."""
 

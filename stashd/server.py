@@ -10,11 +10,11 @@ written only after that batch has returned, so an acknowledged write is durable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from stashd import log
+from stashd.batch import Batcher
 from stashd.commands import TABLE
 from stashd.commands.base import NOAUTH, WRITE, Deferred, Session
 from stashd.commands.transactions import CONTROL as TXN_CONTROL
@@ -29,8 +29,6 @@ from stashd.resp import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from stashd.ops import Op
     from stashd.service import MemoryService
     from stashd.store.base import Store
@@ -85,66 +83,9 @@ class ServerContext:
     batcher: Batcher | None = None
 
     def __post_init__(self) -> None:
-        """Stores that do I/O get their work grouped per loop turn."""
-        if not self.store.inline:
+        """Every door shares one batcher per store, so their work is grouped together."""
+        if self.batcher is None:
             self.batcher = Batcher(self.store)
-
-
-class Batcher:
-    """Group commit: gather operations from all connections in one loop turn, run them as one.
-
-    One batch runs at a time; what arrives meanwhile forms the next batch. Each
-    submitter's callback gets its own slice of the results, in order.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._ops: list[Op] = []
-        self._waiters: list[tuple[int, int, Callable[[list[Any]], None]]] = []
-        self._scheduled = False
-        self._running: asyncio.Task[None] | None = None
-
-    def submit(self, ops: list[Op], done: Callable[[list[Any]], None]) -> None:
-        """Queue ``ops``; ``done(results)`` is called once their batch has committed."""
-        start = len(self._ops)
-        self._ops.extend(ops)
-        self._waiters.append((start, len(self._ops), done))
-        if not self._scheduled and self._running is None:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start)
-
-    def _start(self) -> None:
-        self._scheduled = False
-        if self._running is not None or not self._ops:
-            return
-        ops, waiters = self._ops, self._waiters
-        self._ops, self._waiters = [], []
-        self._running = asyncio.get_running_loop().create_task(self._run(ops, waiters))
-
-    async def _run(
-        self, ops: list[Op], waiters: list[tuple[int, int, Callable[[list[Any]], None]]]
-    ) -> None:
-        try:
-            results = await self.store.run_many(ops)
-        except Exception as exc:
-            logger.exception("batch_failed", operations=len(ops))
-            error = StashError(f"store unavailable: {type(exc).__name__}")
-            results = [error] * len(ops)
-        finally:
-            self._running = None
-        for start, stop, done in waiters:
-            done(results[start:stop])
-        if self._ops:
-            self._start()
-
-    async def drain(self) -> None:
-        """Wait until nothing is queued or running."""
-        while self._running is not None or self._ops:
-            if self._running is not None:
-                with contextlib.suppress(Exception):
-                    await self._running
-            else:
-                self._start()
 
 
 class Connection(asyncio.Protocol):
