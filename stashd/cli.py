@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from stashd import __version__, app, log
-from stashd.config import BACKENDS, LOG_FORMATS, LOG_LEVELS, ConfigError, load
+from stashd.config import AUTH_MODES, BACKENDS, LOG_FORMATS, LOG_LEVELS, ConfigError, load
 
 
 def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
@@ -54,6 +54,28 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             type=click.Choice(LOG_FORMATS),
             default=None,
             help="[STASH_LOG_FORMAT; console]",
+        ),
+        click.option(
+            "--db",
+            default=None,
+            help="SQLite file for data and API keys. [STASH_DB; in the user data directory]",
+        ),
+        click.option(
+            "--auth",
+            type=click.Choice(AUTH_MODES),
+            default=None,
+            help="open: any key names a namespace; keys: registered keys only. [STASH_AUTH; open]",
+        ),
+        click.option(
+            "--http-port",
+            type=int,
+            default=None,
+            help="Port of the HTTP API. [STASH_HTTP_PORT; 8000]",
+        ),
+        click.option(
+            "--http/--no-http",
+            default=None,
+            help="Serve the HTTP API beside RESP. [STASH_HTTP; on]",
         ),
         click.option(
             "--allow-open",

@@ -8,12 +8,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import platformdirs
 from dotenv import dotenv_values
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 BACKENDS: Final = ("memory",)
+AUTH_MODES: Final = ("open", "keys")
 LOG_FORMATS: Final = ("json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
@@ -35,6 +37,10 @@ class Config:
     log_level: str = "info"
     log_format: str = "console"
     allow_open: bool = False  # serve open mode on a non-loopback address anyway
+    db: str = ""  # SQLite file for data and the key registry; "" means the default path
+    auth: str = "open"  # open: any key names its namespace; keys: registered keys only
+    http: bool = True  # serve the HTTP API beside RESP
+    http_port: int = 8000
 
     def __post_init__(self) -> None:
         """Validate once, so the rest of the code can trust every field."""
@@ -42,6 +48,10 @@ class Config:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if not 0 <= self.http_port <= 65535:
+            raise ConfigError(f"http_port must be between 0 and 65535, got {self.http_port}")
+        if self.auth not in AUTH_MODES:
+            raise ConfigError(f"auth must be one of {', '.join(AUTH_MODES)}, got {self.auth!r}")
         if self.default_ttl <= 0:
             raise ConfigError(f"default_ttl must be positive, got {self.default_ttl}")
         if self.max_ttl <= 0:
@@ -61,9 +71,16 @@ class Config:
                 f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
             )
 
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file: ``db`` if set, else ``stash.db`` in the user's data directory."""
+        if self.db:
+            return Path(self.db).expanduser()
+        return Path(platformdirs.user_data_dir("stash", appauthor=False)) / "stash.db"
+
     def check_exposure(self) -> None:
         """Protected mode: open mode serves loopback only unless --allow-open says otherwise."""
-        if self.allow_open or is_loopback(self.host):
+        if self.allow_open or self.auth == "keys" or is_loopback(self.host):
             return
         raise ConfigError(
             f"refusing to listen on {self.host}: in open mode any client can read and write "
