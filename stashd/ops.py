@@ -111,6 +111,8 @@ class Set(Op):
 
     def run(self, view: View, now: int) -> tuple[bool, Entry | None]:
         """Write unless the NX/XX condition says no."""
+        if not self.cond and not self.keep_ttl:
+            return True, put_value(view, now, self.ns, self.key, self.value, self.expires_at)
         old = view.get(self.ns, self.key, now)
         if (self.cond == b"NX" and old is not None) or (self.cond == b"XX" and old is None):
             return False, old
@@ -120,6 +122,18 @@ class Set(Op):
             expires = old.expires_at if self.keep_ttl else self.expires_at
             view.put(self.ns, self.key, Entry(self.value, expires, old.version + 1))
         return True, old
+
+
+def put_value(  # noqa: PLR0917 - hot path: positional arguments are cheapest
+    view: View, now: int, ns: str, key: bytes, value: bytes, expires_at: int
+) -> Entry | None:
+    """A plain SET: write the value with its expiry, one version up; the result is the old entry.
+
+    Shared by :class:`Set` and the direct path of inline stores, so the rule is written once.
+    """
+    old = view.get(ns, key, now)
+    view.put(ns, key, Entry(value, expires_at, 1 if old is None else old.version + 1))
+    return old
 
 
 class SetMany(Op):

@@ -37,14 +37,17 @@ Request = list[bytes]
 
 
 # What only the strict scan may handle, found anywhere in a read by two literal-prefixed
-# regexes (cheap; an alternation under one character class costs several times more):
-# an aggregate header with four or more digits, which hiredis would allocate for before
-# its items arrive, and a line starting with a type that hiredis would turn into a plain
-# string (simple, verbatim) or that no request contains (map, set, push, attribute).
-# A bulk header needs no check here: a bulk wholly inside the read is already in memory,
-# and one that is not leaves the read unfinished, which sends it to the strict scan.
+# regexes and a substring test (cheap; an alternation under one character class costs
+# several times more): an aggregate header with four or more digits, which hiredis would
+# allocate for before its items arrive; a line starting with a type that no request
+# contains (simple and verbatim strings, integers, doubles, booleans, nulls, big
+# numbers, errors, maps, sets, pushes, attributes); and a null bulk ("$-1"). A bulk
+# whose payload starts with one of those characters only costs a strict scan, never a
+# wrong answer. A bulk header needs no other check here: a bulk wholly inside the read
+# is already in memory, and one that is not leaves the read unfinished, which sends it
+# to the strict scan.
 _BIG_AGGREGATE: Final = re.compile(rb"\*-?\d{4}")
-_ODD_TYPE: Final = re.compile(rb"\n[+=%~>|]")
+_ODD_TYPE: Final = re.compile(rb"\n[-+=%~>|:,#_(!]")
 
 
 class RequestReader:
@@ -118,6 +121,7 @@ class RequestReader:
             or self.max_args < FAST_MAX_ARGS
             or _BIG_AGGREGATE.search(data) is not None
             or _ODD_TYPE.search(data) is not None
+            or b"$-" in data
         ):
             return self._feed_strict(data)
         reader = self._hiredis
@@ -127,21 +131,24 @@ class RequestReader:
         # back as a trailing [] only if hiredis was at a boundary; otherwise it lands
         # inside the unfinished request and the read goes to the strict scan below.
         reader.feed(b"*0\r\n")
+        # Every array header starts a line, so when hiredis returns one top-level array
+        # per header (the sentinel's included) no array is nested in another, and the
+        # line check above leaves bulk strings as the only possible arguments.
+        headers = data.count(b"\n*") + 2
         out: list[Request | StashError] = []
         last: object = None
+        seen = 0
         try:
             item = reader.gets()
             while item is not False:
                 if type(item) is not list:
                     raise TypeError
-                for arg in item:
-                    if type(arg) is not bytes:
-                        raise TypeError
+                seen += 1
                 if item:
                     out.append(item)
                 last = item
                 item = reader.gets()
-            if last == []:
+            if last == [] and seen == headers:
                 return out
         except (hiredis.ProtocolError, TypeError):
             pass

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from stashd import log
 from stashd.batch import Batcher
-from stashd.commands import TABLE
+from stashd.commands import DIRECT, TABLE
 from stashd.commands.base import NOAUTH, WRITE, Deferred, Session
 from stashd.commands.transactions import CONTROL as TXN_CONTROL
 from stashd.errors import NoAuth, ProtocolError, StashError, UnknownCommand, WrongArity
@@ -99,6 +99,10 @@ class Connection(asyncio.Protocol):
         self._waiting = False  # a batch of this connection's operations is in flight
         self._paused_for_writes = False
         self._closing = False
+        # The memory store's view, when the direct path may be used at all.
+        view = getattr(ctx.store, "view", None)
+        direct_ok = ctx.store.inline and not ctx.log_writes and hasattr(view, "put_value")
+        self._view: Any = view if direct_ok else None
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,7 +143,47 @@ class Connection(asyncio.Protocol):
         """Parse what the read completed and answer it with one write."""
         items = self.reader.feed(data)
         if items:
-            self._dispatch(items)
+            session = self.session
+            if (
+                self._view is not None
+                and session is not None
+                and session.principal is not None
+                and session.multi is None
+            ):
+                self._dispatch_direct(items, session, self._view)
+            else:
+                self._dispatch(items)
+
+    def _dispatch_direct(self, items: list[Any], session: Session, view: Any) -> None:  # noqa: ANN401
+        """The hot path: run leading GET/SET-like requests at once, the rest generally.
+
+        Only for an inline store, an authenticated connection outside MULTI, and with
+        per-write log events off (they need the operation object). One clock read per
+        read from the socket: everything in it arrived at the same moment.
+        """
+        now = self.ctx.store.clock()
+        out = bytearray()
+        i = 0
+        cmd = None
+        for args in items:
+            if type(args) is not list:
+                break
+            cmd = DIRECT.get(args[0])
+            if cmd is None:
+                break
+            try:
+                if not cmd.direct(session, args, view, now, out):  # type: ignore[misc]
+                    break
+            except StashError as exc:
+                encode(exc, session.proto, out)
+            i += 1
+        if i:
+            session.last_command = items[i - 1][0].decode().lower()
+        if i == len(items):
+            if self.transport is not None:
+                self.transport.write(out)
+            return
+        self._dispatch(items[i:] if i else items, out)
 
     # -- dispatch ---------------------------------------------------------------------
     def _apply_limits(self) -> None:
@@ -155,16 +199,20 @@ class Connection(asyncio.Protocol):
                 max_args=MAX_ARGS, max_bulk=MAX_BULK, max_payload=principal.limits.max_payload
             )
 
-    def _dispatch(self, items: list[Any]) -> None:
+    def _dispatch(self, items: list[Any], out: bytearray | None = None) -> None:
+        """Run each request in order; ``out`` holds replies already encoded for this read."""
         session = self.session
         transport = self.transport
         if session is None or transport is None:
             return
-        store = self.ctx.store
+        ctx = self.ctx
+        store = ctx.store
         inline = store.inline
+        log_writes = ctx.log_writes
         replies: list[Any] = []
         pending: list[tuple[int, Deferred, Any]] = []  # (reply slot, deferred, command)
         close = False
+        proto = start_proto = session.proto
         for args in items:
             if type(args) is not list:
                 # A per-request refusal from the framing guard, or a protocol error.
@@ -211,6 +259,11 @@ class Connection(asyncio.Protocol):
                 reply = exc
             if session.principal is not before:
                 self._apply_limits()
+            if session.proto != proto:
+                # HELLO or RESET: this reply and later ones use the new protocol, earlier
+                # ones keep the protocol they were run under, as in Redis.
+                proto = session.proto
+                replies.append(_Proto(proto))
             if type(reply) is Deferred:
                 if inline:
                     try:
@@ -218,7 +271,7 @@ class Connection(asyncio.Protocol):
                     except StashError as exc:
                         replies.append(exc)
                         continue
-                    if self.ctx.log_writes and WRITE in cmd.flags:
+                    if log_writes and WRITE in cmd.flags:
                         _log_write(cmd.name, reply.op, args, result)
                     finish = reply.finish
                     replies.append(result if finish is None else finish(result))
@@ -230,6 +283,16 @@ class Connection(asyncio.Protocol):
             if session.close_after_reply:
                 close = True
                 break
+        shift = 0
+        if proto != start_proto:
+            replies.insert(0, _Proto(start_proto))
+            shift += 1
+        if out:
+            replies.insert(0, _Encoded(out))
+            shift += 1
+        if shift:
+            for i, (slot, deferred, cmd) in enumerate(pending):
+                pending[i] = (slot + shift, deferred, cmd)
         if pending:
             self._wait_for(pending, replies, close)
             return
@@ -270,7 +333,13 @@ class Connection(asyncio.Protocol):
         out = bytearray()
         proto = session.proto
         for reply in replies:
-            encode(reply, proto, out)
+            kind = type(reply)
+            if kind is _Encoded:
+                out += reply.data
+            elif kind is _Proto:
+                proto = reply.proto
+            else:
+                encode(reply, proto, out)
         if out:
             transport.write(out)
         if close:
@@ -281,6 +350,24 @@ class Connection(asyncio.Protocol):
         """Shutdown: close now if no batch is in flight, else right after it replies."""
         if self.transport is not None and not self._waiting:
             self.transport.close()
+
+
+class _Encoded:
+    """Replies the direct path already encoded, standing first among a read's replies."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytearray) -> None:
+        self.data = data
+
+
+class _Proto:
+    """Among a read's replies: those after it are encoded in this protocol version."""
+
+    __slots__ = ("proto",)
+
+    def __init__(self, proto: int) -> None:
+        self.proto = proto
 
 
 def _text(raw: bytes) -> str:

@@ -87,8 +87,8 @@ def test_random_streams_never_take_the_server_down(
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(65536):
                 pass
-        except (ConnectionResetError, BrokenPipeError, TimeoutError):
-            pass
+        except OSError:
+            pass  # reset, broken pipe or not connected: the server closed on bad input
     assert control.call("PING").render() == "+PONG"
     assert fuzz_daemon.proc is not None
     assert fuzz_daemon.proc.poll() is None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.resp_client import CLOSED, RespClient
-from tests.support.servers import StashDaemon
+from tests.support.servers import RedisServer, StashDaemon
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,24 @@ def test_unknown_and_arity_errors_use_redis_text(daemon: StashDaemon) -> None:
         "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' "
     )
     assert c.call("GET").render() == "-ERR wrong number of arguments for 'get' command"
+
+
+def test_protocol_switch_inside_a_pipeline_matches_redis(
+    daemon: StashDaemon, redis_server: RedisServer
+) -> None:
+    """Replies before HELLO 3 in one pipeline stay RESP2, later ones are RESP3, as in Redis."""
+    pipeline = (
+        b"*2\r\n$3\r\nGET\r\n$9\r\nnosuchkey\r\n"
+        b"*2\r\n$3\r\nDEL\r\n$9\r\nnosuchkey\r\n"
+        b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
+        b"*2\r\n$3\r\nGET\r\n$9\r\nnosuchkey\r\n"
+        b"*1\r\n$5\r\nRESET\r\n"
+        b"*2\r\n$3\r\nGET\r\n$9\r\nnosuchkey\r\n"
+    )
+    kinds = []
+    for port in (daemon.port, redis_server.port):
+        c = RespClient(port)
+        c.send_raw(pipeline)
+        kinds.append([c.read().kind for _ in range(6)])
+        c.close()
+    assert kinds[0] == kinds[1] == ["$", ":", "%", "_", "+", "$"]

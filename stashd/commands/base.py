@@ -36,6 +36,12 @@ class Deferred:
 
 
 Handler = Callable[["Session", list[bytes]], Reply]
+# A direct handler runs a command at once against the memory store's view (its fused
+# value_of/put_value), at the read's clock, and appends the encoded reply to the output:
+# the hot commands' path, skipping the operation object and the generic encoder. It
+# returns False, having written nothing, for the forms it does not cover; they take the
+# general path. tests/test_direct.py checks both paths give the same replies and state.
+Direct = Callable[["Session", list[bytes], Any, int, bytearray], bool]
 
 # Flags, as COMMAND INFO reports them.
 WRITE: Final = "write"
@@ -61,6 +67,7 @@ class Command:
     first_key: int = 0
     last_key: int = 0
     key_step: int = 0
+    direct: Direct | None = None
 
 
 _client_ids = itertools.count(1)

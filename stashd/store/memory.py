@@ -2,14 +2,16 @@
 
 Everything runs on the loop thread, so an operation is atomic simply by not awaiting.
 Expired entries are invisible at once (every read checks the clock) and are also freed
-when nobody reads them again: a timing wheel of one-second buckets remembers which keys
-expire when, and :meth:`MemoryStore.maintain` frees due keys in slices of bounded cost,
-like Redis's active expire cycle, so memory does not grow under churn.
+when nobody reads them again: :meth:`MemoryStore.maintain` walks each namespace's keys in
+insertion order with a clock hand, a bounded slice at a time, and keeps going while a
+good share of what it examines has expired, like Redis's active expire cycle. The walk
+reuses the order that SCAN needs anyway, so a write costs no expiry bookkeeping at all
+(an index of expiry times would grow with every write of a long TTL, even to one key).
 """
 
 from __future__ import annotations
 
-import heapq
+import time
 from bisect import bisect_right
 from typing import TYPE_CHECKING, Any, Final
 
@@ -18,29 +20,40 @@ from stashd.store.base import Clock, Entry, Store, run_each, wall_clock_ms
 if TYPE_CHECKING:
     from stashd.ops import Op
 
-# How many wheel entries one maintenance slice may examine: bounds the time a slice can
-# hold the loop (~50 us per 1000 on these machines) however much has expired at once.
-SWEEP_BUDGET: Final = 2000
-# Writes between opportunistic slices, for embedded use where no timer calls maintain().
-WRITES_PER_SWEEP: Final = 1024
+# Keys one slice examines: bounds how long a slice holds the loop (~20 us per 200).
+SLICE_KEYS: Final = 200
+# Every key is examined at least once per this many maintain() calls (5 s at ten a
+# second), so an expired key nobody reads is freed within about one cycle and memory
+# under churn stays bounded by what is written in one cycle.
+CYCLE_TICKS: Final = 50
+# Past that quota, a slice that finds more than this share expired is followed by
+# another, as in Redis: when much has expired, freeing it is worth more time.
+REPEAT_RATIO: Final = 0.1
+# Time one maintain() call may spend in slices: a quarter of the 100 ms tick, Redis's
+# ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC.
+MAINTAIN_BUDGET_S: Final = 0.025
+# New keys between opportunistic slices, for embedded use where no timer calls maintain().
+INSERTS_PER_SLICE: Final = 1024
 
 
 class Keyspace:
-    """One namespace: the entries, plus insertion order for SCAN cursors.
+    """One namespace: the entries, plus insertion order for SCAN cursors and the sweep.
 
     Every new key gets a sequence number, and ``seqs``/``order`` list (seq, key) pairs in
     insertion order. A cursor is the last sequence number returned, so resuming is a
     bisect, and a key present throughout an iteration keeps its number and is returned.
-    Deleted keys leave stale pairs that are skipped and compacted away in bulk.
+    Deleted keys leave stale pairs that are skipped and compacted away in bulk. ``hand``
+    is the sweep's cursor, in the same numbers.
     """
 
-    __slots__ = ("data", "order", "seq_of", "seqs")
+    __slots__ = ("data", "hand", "order", "seq_of", "seqs")
 
     def __init__(self) -> None:
         self.data: dict[bytes, Entry] = {}
         self.seq_of: dict[bytes, int] = {}
         self.seqs: list[int] = []
         self.order: list[bytes] = []
+        self.hand = 0
 
     def compact(self) -> None:
         """Drop stale (seq, key) pairs once they outnumber live keys."""
@@ -48,6 +61,13 @@ class Keyspace:
         pairs = [(s, k) for s, k in zip(self.seqs, self.order, strict=True) if seq_of.get(k) == s]
         self.seqs = [s for s, _ in pairs]
         self.order = [k for _, k in pairs]
+
+    def drop(self, key: bytes) -> None:
+        """Remove a key; its order pair goes stale and is compacted away later."""
+        del self.data[key]
+        del self.seq_of[key]
+        if len(self.order) > 2 * len(self.data) + 1024:
+            self.compact()
 
 
 class MemoryStore(Store):
@@ -59,11 +79,8 @@ class MemoryStore(Store):
         super().__init__(clock)
         self.spaces: dict[str, Keyspace] = {}
         self._seq = 0
-        # Timing wheel: second -> keys that were set to expire in that second. A key whose
-        # expiry later moved is found stale when its bucket comes due and is skipped.
-        self._wheel: dict[int, list[tuple[Keyspace, bytes]]] = {}
-        self._due: list[int] = []  # heap of the wheel's seconds
-        self._writes = 0
+        self._inserts = 0
+        self._turn = 0  # which keyspace the sweep visits next
         self.view = _MemoryView(self)
 
     # -- Store ---------------------------------------------------------------------
@@ -76,49 +93,57 @@ class MemoryStore(Store):
         return run_each(self.view, ops, self.clock())
 
     def maintain(self) -> None:
-        """Free a bounded number of expired keys (the active expire cycle)."""
-        self.sweep(self.clock(), SWEEP_BUDGET)
+        """Free expired keys: this tick's share of a full cycle, more while many expire.
+
+        Stops when the time budget is spent, whatever is left, so a tick never stalls
+        clients for long; the hand resumes there on the next tick.
+        """
+        deadline = time.perf_counter() + MAINTAIN_BUDGET_S
+        quota = sum(len(space.seqs) for space in self.spaces.values()) // CYCLE_TICKS
+        now = self.clock()
+        while True:
+            examined, freed = self.sweep(now, SLICE_KEYS)
+            quota -= examined
+            if examined == 0 or (quota <= 0 and freed <= examined * REPEAT_RATIO):
+                return
+            if time.perf_counter() >= deadline:
+                return
 
     # -- expiry --------------------------------------------------------------------
-    def track(self, space: Keyspace, key: bytes, expires_at: int) -> None:
-        """Remember that ``key`` is due at ``expires_at`` (called on every put)."""
-        second = expires_at // 1000
-        bucket = self._wheel.get(second)
-        if bucket is None:
-            bucket = self._wheel[second] = []
-            heapq.heappush(self._due, second)
-        bucket.append((space, key))
-        self._writes += 1
-        if self._writes >= WRITES_PER_SWEEP:
-            self._writes = 0
-            self.sweep(self.clock(), SWEEP_BUDGET // 4)
+    def sweep(self, now: int, budget: int) -> tuple[int, int]:
+        """Examine up to ``budget`` keys at the hand, freeing the expired: (examined, freed).
 
-    def sweep(self, now: int, budget: int) -> int:
-        """Examine at most ``budget`` due wheel entries, deleting the expired; return freed."""
-        freed = 0
-        due = self._due
-        wheel = self._wheel
-        while due and due[0] * 1000 + 999 < now and budget > 0:
-            second = due[0]
-            bucket = wheel[second]
-            take = min(budget, len(bucket))
-            budget -= take
-            for space, key in bucket[len(bucket) - take :]:
-                entry = space.data.get(key)
-                if entry is not None and entry.expires_at <= now:
-                    self._drop(space, key)
-                    freed += 1
-            del bucket[len(bucket) - take :]
-            if not bucket:
-                heapq.heappop(due)
-                del wheel[second]
-        return freed
-
-    def _drop(self, space: Keyspace, key: bytes) -> None:
-        del space.data[key]
-        del space.seq_of[key]
-        if len(space.order) > 2 * len(space.data) + 1024:
-            space.compact()
+        Namespaces take turns, so one busy namespace cannot starve the others' sweep.
+        """
+        spaces = self.spaces
+        if not spaces:
+            return 0, 0
+        if len(spaces) == 1:
+            name = next(iter(spaces))
+        else:
+            self._turn = (self._turn + 1) % len(spaces)
+            name = list(spaces)[self._turn]
+        space = spaces[name]
+        seqs = space.seqs
+        order = space.order
+        data = space.data
+        seq_of = space.seq_of
+        start = bisect_right(seqs, space.hand)
+        stop = min(len(seqs), start + budget)
+        expired = []
+        for j in range(start, stop):
+            key = order[j]
+            if seq_of.get(key) != seqs[j]:
+                continue  # stale pair
+            if data[key].expires_at <= now:
+                expired.append(key)
+        # Wrap to the start once the hand passes the newest key.
+        space.hand = seqs[stop - 1] if stop < len(seqs) else 0
+        for key in expired:
+            space.drop(key)
+        if not data:
+            del spaces[name]  # an emptied namespace costs nothing until written again
+        return stop - start, len(expired)
 
     def space(self, ns: str) -> Keyspace:
         """The keyspace of a namespace, created on first write."""
@@ -128,8 +153,12 @@ class MemoryStore(Store):
         return space
 
     def next_seq(self) -> int:
-        """A new SCAN sequence number (starts at 1: cursor 0 means 'from the start')."""
+        """A new sequence number for a new key (cursor 0 means 'from the start')."""
         self._seq += 1
+        self._inserts += 1
+        if self._inserts >= INSERTS_PER_SLICE:
+            self._inserts = 0
+            self.sweep(self.clock(), SLICE_KEYS)
         return self._seq
 
 
@@ -149,20 +178,50 @@ class _MemoryView:
         if entry is None:
             return None
         if entry.expires_at <= now:
-            self.store._drop(space, key)  # noqa: SLF001 - the view is part of the store
+            space.drop(key)
             return None
         return entry
 
     def put(self, ns: str, key: bytes, entry: Entry) -> None:
         store = self.store
-        space = store.space(ns)
-        if key not in space.data:
+        space = store.spaces.get(ns)
+        if space is None:
+            space = store.space(ns)
+        data = space.data
+        if key not in data:
             seq = store.next_seq()
             space.seq_of[key] = seq
             space.seqs.append(seq)
             space.order.append(key)
-        space.data[key] = entry
-        store.track(space, key, entry.expires_at)
+        data[key] = entry
+
+    # -- fused forms for the direct path (see stashd.commands.base.Direct) -------------
+    def value_of(self, ns: str, key: bytes, now: int) -> bytes | None:
+        """The live value under ``key``: :meth:`get` without building anything."""
+        space = self.store.spaces.get(ns)
+        if space is not None:
+            entry = space.data.get(key)
+            if entry is not None:
+                if entry.expires_at > now:
+                    return entry.value
+                space.drop(key)
+        return None
+
+    def put_value(self, ns: str, key: bytes, value: bytes, expires_at: int, now: int) -> None:
+        """:func:`stashd.ops.put_value` fused into one call: new expiry, one version up."""
+        space = self.store.spaces.get(ns)
+        if space is None:
+            space = self.store.space(ns)
+        data = space.data
+        old = data.get(key)
+        if old is None:
+            seq = self.store.next_seq()
+            space.seq_of[key] = seq
+            space.seqs.append(seq)
+            space.order.append(key)
+            data[key] = Entry(value, expires_at, 1)
+        else:
+            data[key] = Entry(value, expires_at, old.version + 1 if old.expires_at > now else 1)
 
     def delete(self, ns: str, key: bytes, now: int) -> bool:
         space = self.store.spaces.get(ns)
@@ -171,7 +230,7 @@ class _MemoryView:
         entry = space.data.get(key)
         if entry is None:
             return False
-        self.store._drop(space, key)  # noqa: SLF001 - the view is part of the store
+        space.drop(key)
         return entry.expires_at > now
 
     def scan(
@@ -203,5 +262,4 @@ class _MemoryView:
         return sum(1 for e in space.data.values() if e.expires_at > now)
 
     def clear(self, ns: str) -> None:
-        # Wheel entries that point at the old keyspace find nothing and are skipped.
         self.store.spaces.pop(ns, None)
