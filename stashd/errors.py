@@ -85,6 +85,17 @@ class ProtocolError(CommandError):
         super().__init__(f"Protocol error: {detail}")
 
 
+class QueryBufferFull(ProtocolError):
+    """A request that would make one connection hold more than its query buffer allows."""
+
+    def __init__(self, limit: int, needed: int) -> None:
+        super().__init__(
+            f"request needs at least {needed} bytes of query buffer, the limit is {limit} bytes"
+        )
+        self.limit = limit
+        self.needed = needed
+
+
 class StoreUnavailable(StashError):
     """The backend failed under a batch (disk error, Redis unreachable); retrying may work."""
 

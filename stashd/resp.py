@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import hiredis
 
-from stashd.errors import ProtocolError, StashError, TooLarge
+from stashd.errors import ProtocolError, QueryBufferFull, StashError, TooLarge
 
 # Redis's own ceilings for authenticated clients: 1M arguments per request and 512 MiB
 # per bulk. Before AUTH in strict mode Redis allows 10 arguments of 16 KiB, which stops an
@@ -26,8 +26,12 @@ PREAUTH_MAX_ARGS: Final = 10
 PREAUTH_MAX_BULK: Final = 16 * 1024
 # An inline request is one line typed by a person; Redis caps it at 64 KiB.
 MAX_INLINE: Final = 64 * 1024
-# Bounds what one connection can make us buffer for a single unfinished request.
+# Bounds what one connection can make us buffer for a single unfinished request (its
+# query buffer), as Redis's client-query-buffer-limit does; the daemon sets its own.
 MAX_REQUEST_BYTES: Final = 1024 * 1024 * 1024
+
+# Redis's bound on a multibulk count; a count past it is "invalid", before AUTH or not.
+_INT_MAX: Final = 2**31 - 1
 
 # The fast path is for reads of small requests only; anything with this many arguments
 # (or a count that is not small) is vetted by the strict scan.
@@ -79,9 +83,11 @@ class RequestReader:
         "_skip",
         "_start",
         "_strict",
+        "_unauth",
         "max_args",
         "max_bulk",
         "max_payload",
+        "max_request",
     )
 
     def __init__(
@@ -90,12 +96,15 @@ class RequestReader:
         max_args: int = MAX_ARGS,
         max_bulk: int = MAX_BULK,
         max_payload: int = MAX_BULK,
+        max_request: int = MAX_REQUEST_BYTES,
     ) -> None:
         self.max_args = max_args
         self.max_bulk = max_bulk
         # A bulk over this (but within max_bulk) is skipped and answered with TOOLARGE
         # instead of being buffered: the pre-read gate.
         self.max_payload = max_payload
+        self.max_request = max_request
+        self._unauth = False  # under the pre-auth caps, whose errors Redis words its own way
         self._buf = bytearray()
         self._hiredis = hiredis.Reader()
         self._args_left = 0  # arguments still to come in the current multibulk request
@@ -103,14 +112,24 @@ class RequestReader:
         self._pos = 0  # where scanning resumes inside an unfinished request
         self._skip = 0  # bytes of an oversized bulk still to be dropped as they arrive
         self._oversize: TooLarge | None = None
-        self._req_bytes = 0  # bytes the current request has declared so far
+        self._req_bytes = 0  # bytes the current request will make us hold, so far
         self._strict = False  # True while an unfinished request is held by the strict scan
 
-    def set_limits(self, *, max_args: int, max_bulk: int, max_payload: int) -> None:
+    def set_limits(
+        self,
+        *,
+        max_args: int,
+        max_bulk: int,
+        max_payload: int,
+        max_request: int = MAX_REQUEST_BYTES,
+        authenticated: bool = True,
+    ) -> None:
         """Change the caps, e.g. once a connection has authenticated."""
         self.max_args = max_args
         self.max_bulk = max_bulk
         self.max_payload = max_payload
+        self.max_request = max_request
+        self._unauth = not authenticated
 
     def feed(self, data: bytes) -> list[Request | StashError]:
         """Take new bytes; return the requests (or per-request errors) they complete."""
@@ -205,10 +224,18 @@ class RequestReader:
                 try:
                     count = int(buf[pos + 1 : end])
                 except ValueError:
-                    count = MAX_ARGS + 1
+                    count = _INT_MAX + 1
                 if count > self.max_args:
                     self._flush(buf, feed_from, pos, out)
-                    out.append(ProtocolError("invalid multibulk length"))
+                    # Before AUTH Redis names the cause, unless the count is nonsense.
+                    unauth = self._unauth and count <= _INT_MAX
+                    out.append(
+                        ProtocolError(
+                            "unauthenticated multibulk length"
+                            if unauth
+                            else "invalid multibulk length"
+                        )
+                    )
                     return self._fail(out)
                 if count <= 0:
                     # Redis ignores empty multibulk requests ("*0" and "*-1").
@@ -241,12 +268,22 @@ class RequestReader:
                     length = -1
                 if length < 0 or length > self.max_bulk:
                     self._flush(buf, feed_from, self._start, out)
-                    out.append(ProtocolError("invalid bulk length"))
+                    out.append(
+                        ProtocolError(
+                            "unauthenticated bulk length"
+                            if self._unauth and 0 <= length <= MAX_BULK
+                            else "invalid bulk length"
+                        )
+                    )
                     return self._fail(out)
-                self._req_bytes += end + 2 - pos + length + 2
-                if self._req_bytes > MAX_REQUEST_BYTES:
+                # The query buffer holds the request's headers and the bulks it keeps;
+                # an oversized bulk's bytes are dropped as they come, so they do not count.
+                self._req_bytes += end + 2 - pos
+                if length <= self.max_payload:
+                    self._req_bytes += length + 2
+                if self._req_bytes > self.max_request:
                     self._flush(buf, feed_from, self._start, out)
-                    out.append(ProtocolError("request exceeds the query buffer limit"))
+                    out.append(QueryBufferFull(self.max_request, self._req_bytes))
                     return self._fail(out)
                 if length > self.max_payload:
                     # Pre-read gate: remember the refusal and drop this bulk's bytes as
@@ -268,6 +305,9 @@ class RequestReader:
                     continue
                 stop = end + 2 + length
                 if stop + 2 > size:
+                    # Not all here yet: scanning resumes at this header when more
+                    # arrives and counts it again then, so it must not count twice.
+                    self._req_bytes -= end + 2 - pos + length + 2
                     break
                 if buf[stop] != 13 or buf[stop + 1] != 10:
                     self._flush(buf, feed_from, self._start, out)
