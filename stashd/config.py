@@ -11,13 +11,23 @@ from typing import TYPE_CHECKING, Any, Final
 import platformdirs
 from dotenv import dotenv_values
 
+from stashd.ratelimit import Rate
+from stashd.tiers import ENV_PREFIX as TIER_ENV_PREFIX
+from stashd.tiers import resolve as resolve_tiers
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from stashd.tenancy import Limits
 
 BACKENDS: Final = ("memory",)
 AUTH_MODES: Final = ("open", "keys")
 LOG_FORMATS: Final = ("json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+#: Redis's default client-query-buffer-limit: what one unfinished request may make us hold.
+MAX_QUERY_BUFFER: Final = 1024 * 1024 * 1024
+#: Fields resolved from other settings rather than read from a STASH_* variable.
+_DERIVED: Final = frozenset({"tier_overrides"})
 
 
 class ConfigError(ValueError):
@@ -41,6 +51,14 @@ class Config:
     auth: str = "open"  # open: any key names its namespace; keys: registered keys only
     http: bool = True  # serve the HTTP API beside RESP
     http_port: int = 8000
+    tiers: str = ""  # TOML file overriding the tier table of strict mode
+    rate_limit: str = ""  # open mode: commands per period ("600/min"); "" means no limit
+    rate_burst: int = 0  # open mode: commands at once; 0 means one period's worth
+    max_clients: int = 10000  # connection N+1 is told so and closed
+    auth_timeout: int = 10  # strict mode: seconds a connection has to authenticate
+    max_query_buffer: int = MAX_QUERY_BUFFER  # bytes one connection's request may hold
+    # STASH_TIER_<TIER>_<SETTING> variables found in env and .env, applied over the file.
+    tier_overrides: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         """Validate once, so the rest of the code can trust every field."""
@@ -70,6 +88,50 @@ class Config:
             raise ConfigError(
                 f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
             )
+        if self.max_clients < 1:
+            raise ConfigError(f"max_clients must be at least 1, got {self.max_clients}")
+        if self.auth_timeout < 1:
+            raise ConfigError(f"auth_timeout must be at least 1 second, got {self.auth_timeout}")
+        if self.rate_burst < 0:
+            raise ConfigError(f"rate_burst must not be negative, got {self.rate_burst}")
+        if self.rate_burst and not self.rate_limit:
+            raise ConfigError(f"rate_burst ({self.rate_burst}) needs a rate_limit such as 600/min")
+        self.rate  # noqa: B018 - parses rate_limit, raising ConfigError if it cannot
+        table = self.tier_table()  # read in either mode, so a bad override is never silent
+        largest, where = self.max_payload_bytes, "max_payload_bytes"
+        if self.auth == "keys":
+            largest, where = max(
+                (limits.max_payload, f"tier {name}") for name, limits in table.items()
+            )
+        if self.max_query_buffer <= largest:
+            raise ConfigError(
+                f"max_query_buffer ({self.max_query_buffer} bytes) must exceed the largest "
+                f"payload limit ({largest} bytes, {where})"
+            )
+
+    @property
+    def rate(self) -> Rate | None:
+        """Open mode's rate limit (rate_limit with rate_burst), or None when off."""
+        if not self.rate_limit:
+            return None
+        try:
+            return Rate.parse(self.rate_limit, self.rate_burst or None)
+        except ValueError as exc:
+            raise ConfigError(f"rate_limit: {exc}") from None
+
+    def tier_table(self) -> dict[str, Limits]:
+        """Strict mode's tiers: defaults, then the ``tiers`` file, then STASH_TIER_* variables."""
+        text = None
+        if self.tiers:
+            path = Path(self.tiers).expanduser()
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the tiers file {path}: {exc.strerror}") from None
+        try:
+            return resolve_tiers(text, dict(self.tier_overrides), file_name=self.tiers)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def db_path(self) -> Path:
@@ -134,7 +196,12 @@ def load(
         {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
     )
     values: dict[str, Any] = {}
+    overrides = {k: v for k, v in dotenv.items() if k.startswith(TIER_ENV_PREFIX)}
+    overrides.update((k, v) for k, v in env.items() if k.startswith(TIER_ENV_PREFIX))
+    values["tier_overrides"] = tuple(sorted(overrides.items()))
     for field in fields(Config):
+        if field.name in _DERIVED:
+            continue
         var = "STASH_" + field.name.upper()
         raw: Any = None
         if flags and flags.get(field.name) is not None:

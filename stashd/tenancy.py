@@ -1,36 +1,85 @@
-"""Who a connection is: the namespace and limits that an API key resolves to.
+"""Who a connection is: the namespace and limits that credentials resolve to.
 
-This is the one place that maps credentials to a namespace. In the zero-config "open"
-mode any non-empty key is accepted and names its own namespace (a digest of the key, so
-the key itself is never stored or logged); connections that never authenticate share
-the default namespace. Registered keys and tiers plug in behind the same interface.
+This is the one place that maps credentials to a :class:`Principal`. Two keyrings:
+
+- :class:`OpenKeyring` (``--auth open``, the zero-config default): any non-empty key is
+  accepted and names its own namespace (a digest of the key, so the key itself is never
+  stored or logged); connections that never authenticate share the default namespace.
+- :class:`StrictKeyring` (``--auth keys``): only keys registered with ``stash keys
+  create`` are accepted. A key is ``sk_live_`` + 32 random base62 characters + a 6
+  character checksum, so secret scanners recognise it and a mistyped key is refused
+  without a lookup. The registry holds only a SHA-256 digest of each key, looked up by
+  digest and compared in constant time; a user's keys share the user's namespace and
+  tier, so rotating a key keeps the data.
+
+The AUTH and HELLO paths of every door end in :meth:`Keyring.authenticate`, and
+:class:`AuthThrottle` slows down addresses that keep failing it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
+import secrets
+import time
+import zlib
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
+
+from stashd import log
+from stashd.ratelimit import LocalLimiter, Rate, monotonic_ms
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from stashd.registry import KeyRecord, Registry
+
+logger = log.get("stashd.tenancy")
 
 DEFAULT_NAMESPACE: Final = "default"
+#: The user of keys created without ``--user``, and the username Redis clients send when
+#: they are given only a password (redis-py's ``HELLO 3 AUTH default <key>``).
+DEFAULT_USER: Final = "default"
+
+BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+KEY_PREFIX: Final = "sk_live_"
+#: 32 base62 characters: about 190 random bits, far beyond guessing, which is also why a
+#: fast digest (SHA-256) is the right one: slow password hashes exist for low entropy.
+KEY_RANDOM_CHARS: Final = 32
+#: CRC32 of the random part in base62 (62**6 > 2**32), so a typo is caught before lookup.
+KEY_CHECKSUM_CHARS: Final = 6
+KEY_LENGTH: Final = len(KEY_PREFIX) + KEY_RANDOM_CHARS + KEY_CHECKSUM_CHARS
+KEY_ID_PREFIX: Final = "key_"
+KEY_ID_RANDOM_CHARS: Final = 12
+_BASE62_BYTES: Final = frozenset(BASE62.encode())
+#: User names end up in namespaces, logs and (later) Redis key names: keep them plain.
+USER_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one caller may do: payload size and TTL bounds, in the units the wire uses."""
+    """What one caller may do: payload size, TTL bounds and rate, in the units the wire uses."""
 
     max_payload: int  # bytes per value
     default_ttl_ms: int  # applied to writes that name no TTL
     max_ttl_ms: int  # no key may live longer than this from now
+    rate: Rate | None = None  # commands per period with a burst; None: unlimited
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated (or anonymous) caller: its namespace, limits and display name."""
+    """An authenticated (or anonymous) caller: its namespace, limits and display name.
+
+    ``namespace`` is also the subject of rate limits, so every door and every connection
+    of one user draws on one budget. ``key_id`` names the registered key used (strict
+    mode), so connections can be closed when that key is revoked.
+    """
 
     namespace: str
     limits: Limits
-    user: str = "default"
+    user: str = DEFAULT_USER
+    key_id: str | None = None
 
 
 class Keyring(Protocol):
@@ -46,8 +95,17 @@ class Keyring(Protocol):
 
 
 def namespace_of(key: bytes) -> str:
-    """A key's namespace: a digest, so namespaces never reveal or store the key."""
+    """An open-mode key's namespace: a digest, so namespaces never reveal or store the key."""
     return hashlib.sha256(b"stash-namespace:" + key).hexdigest()[:32]
+
+
+def namespace_of_user(user: str) -> str:
+    """A registered user's namespace: shared by all of the user's keys.
+
+    The colon keeps it apart from open-mode namespaces (hex digits) and ``default``, so
+    a database served in either mode never mixes their data.
+    """
+    return f"user:{user}"
 
 
 class OpenKeyring:
@@ -65,4 +123,201 @@ class OpenKeyring:
         """Accept any non-empty key; the username does not change the namespace."""
         if not key:
             return None
-        return Principal(namespace_of(key), self.limits, username or "default")
+        return Principal(namespace_of(key), self.limits, username or DEFAULT_USER)
+
+
+# -- registered keys --------------------------------------------------------------------
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(BASE62[digit])
+    return "".join(reversed(digits))
+
+
+def _checksum(random_part: bytes) -> bytes:
+    return _base62(zlib.crc32(random_part), KEY_CHECKSUM_CHARS).encode()
+
+
+def new_key() -> str:
+    """A fresh API key: prefix, random base62 from ``secrets``, checksum."""
+    return key_from("".join(secrets.choice(BASE62) for _ in range(KEY_RANDOM_CHARS)))
+
+
+def key_from(random_part: str) -> str:
+    """The key made of ``random_part`` (32 base62 characters): prefix and checksum added."""
+    return KEY_PREFIX + random_part + _checksum(random_part.encode()).decode()
+
+
+def new_key_id() -> str:
+    """A short public name for a key, for ``stash keys list`` and ``revoke``."""
+    return KEY_ID_PREFIX + "".join(secrets.choice(BASE62) for _ in range(KEY_ID_RANDOM_CHARS))
+
+
+def well_formed(key: bytes) -> bool:
+    """True when ``key`` has the shape of a Stash key and its checksum matches."""
+    if len(key) != KEY_LENGTH or not key.startswith(KEY_PREFIX.encode()):
+        return False
+    body = key[len(KEY_PREFIX) :]
+    if not _BASE62_BYTES.issuperset(body):
+        return False
+    random_part = body[:KEY_RANDOM_CHARS]
+    return hmac.compare_digest(body[KEY_RANDOM_CHARS:], _checksum(random_part))
+
+
+def key_digest(key: bytes) -> bytes:
+    """What the registry stores and looks up instead of the key: SHA-256, domain-separated."""
+    return hashlib.sha256(b"stash-api-key:" + key).digest()
+
+
+def check_user_name(user: str) -> str:
+    """``user`` if it can name a namespace, else a ValueError naming the rule and the value."""
+    if USER_NAME.fullmatch(user) is None:
+        msg = (
+            "user names are 1 to 64 characters of letters, digits and . _ @ -, "
+            f"starting with a letter or digit; got {user!r}"
+        )
+        raise ValueError(msg)
+    return user
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just created: the secret (shown once) and its registry record."""
+
+    secret: str
+    record: KeyRecord
+    previous_tier: str | None  # the user's tier before, when this call changed it
+
+
+def issue_key(
+    registry: Registry,
+    user: str = DEFAULT_USER,
+    tier: str | None = None,
+    *,
+    now_ms: int | None = None,
+) -> IssuedKey:
+    """Create a key for ``user`` (created on first use, tier ``free`` unless given).
+
+    Giving a tier for an existing user moves the user, and so all of the user's keys,
+    to that tier. Only the digest is stored; the secret is returned once.
+    """
+    check_user_name(user)
+    secret = new_key()
+    created = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    record, previous = registry.add_key(
+        new_key_id(), key_digest(secret.encode()), user, tier, created
+    )
+    return IssuedKey(secret, record, previous)
+
+
+class StrictKeyring:
+    """Strict mode: registered keys only, each resolving to its user's namespace and tier.
+
+    Nothing is anonymous. A key is refused, with the same answer, when it is malformed
+    (no lookup), unknown, revoked, of a tier this daemon does not know, or presented
+    with a username other than its user's or ``default``.
+    """
+
+    def __init__(self, registry: Registry, tiers: Mapping[str, Limits]) -> None:
+        self.registry = registry
+        self.tiers = dict(tiers)
+        # Revocations already seen are looked for again for this long, so a revocation
+        # written by another process with a slightly different clock is never missed.
+        self._overlap_ms = 5000
+        self._since_ms = time.time_ns() // 1_000_000 - self._overlap_ms
+
+    def anonymous(self) -> Principal | None:
+        """Every connection must authenticate."""
+        return None
+
+    def authenticate(self, username: str | None, key: bytes) -> Principal | None:
+        """One indexed lookup by digest; a constant-time comparison of the digests."""
+        if not well_formed(key):
+            logger.debug("key_refused", reason="malformed")
+            return None
+        digest = key_digest(key)
+        record = self.registry.find(digest)
+        if record is None or not hmac.compare_digest(record.digest, digest):
+            logger.debug("key_refused", reason="unknown")
+            return None
+        if record.revoked_at_ms is not None:
+            logger.info("key_refused", reason="revoked", key_id=record.key_id)
+            return None
+        if username not in (None, DEFAULT_USER, record.user):
+            logger.info("key_refused", reason="username", key_id=record.key_id)
+            return None
+        limits = self.tiers.get(record.tier)
+        if limits is None:
+            logger.error("key_refused", reason="unknown_tier", key_id=record.key_id)
+            return None
+        return Principal(namespace_of_user(record.user), limits, record.user, record.key_id)
+
+    def revoked(self) -> set[str]:
+        """Ids of keys revoked since the last call (with some overlap): one indexed query."""
+        now = time.time_ns() // 1_000_000
+        ids = self.registry.revoked_since(self._since_ms)
+        self._since_ms = now - self._overlap_ms
+        return ids
+
+    def close(self) -> None:
+        """Release the registry."""
+        self.registry.close()
+
+
+# -- failed authentication ----------------------------------------------------------------
+
+#: Failed AUTHs one address may make at once, and how fast that allowance comes back:
+#: ten, then one every six seconds. A guesser gets ten guesses a minute per address
+#: however many connections it opens; a client with a mistyped key recovers in a minute.
+AUTH_FAILURES: Final = Rate(10, 60, 10)
+
+
+class AuthThrottle:
+    """Per client address: refuses AUTH unchecked once the address has failed too often.
+
+    Failures are counted by a GCRA (:data:`AUTH_FAILURES`). While an address has no
+    failures left, its AUTH and HELLO AUTH attempts are not looked up at all (even a
+    correct key is refused) and their connections are closed, so the guessing rate is
+    bounded by the refill rate, not by how fast the client reconnects.
+    """
+
+    #: Blocked addresses kept before expired blocks are dropped; bounds the table.
+    PRUNE_AT: Final = 10_000
+
+    def __init__(
+        self, rate: Rate = AUTH_FAILURES, clock: Callable[[], float] = monotonic_ms
+    ) -> None:
+        self.rate = rate
+        self.clock = clock
+        self._failures = LocalLimiter(clock)
+        self._blocked_until: dict[str, float] = {}
+
+    def blocked(self, address: str) -> bool:
+        """True while ``address`` has no failed attempts left."""
+        until = self._blocked_until.get(address)
+        if until is None:
+            return False
+        if self.clock() >= until:
+            del self._blocked_until[address]
+            return False
+        return True
+
+    def failed(self, address: str) -> None:
+        """Count a failed attempt; block the address once its allowance is used up."""
+        decision = self._failures.acquire(address, self.rate)
+        if decision.allowed and decision.remaining > 0:
+            return
+        rate = self.rate
+        if decision.allowed:
+            # The last one allowed: blocked until the next failure would fit again.
+            wait = decision.reset_ms - (rate.burst - 1) * rate.interval_ms
+        else:
+            wait = decision.retry_after_ms
+        now = self.clock()
+        if len(self._blocked_until) >= self.PRUNE_AT:
+            self._blocked_until = {a: t for a, t in self._blocked_until.items() if t > now}
+        self._blocked_until[address] = now + max(1.0, wait)
+        logger.warning("auth_blocked", address=address, seconds=round(max(1.0, wait) / 1000, 1))
