@@ -1,18 +1,35 @@
-"""The ``stashd`` (daemon) and ``stash`` (serve, and later data and key commands) CLIs.
+"""The ``stashd`` (daemon) and ``stash`` (serve, keys, tiers, and later data commands) CLIs.
 
-A thin click layer: options become a Config (flags > env > .env > defaults) and the
-work is done by :mod:`stashd.app`.
+A thin click layer: options become a Config (flags > env > .env > defaults); the daemon
+is :mod:`stashd.app`, keys are :mod:`stashd.tenancy` over :mod:`stashd.registry`, and
+the tier table is :mod:`stashd.tiers`.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from stashd import __version__, app, log
-from stashd.config import AUTH_MODES, BACKENDS, LOG_FORMATS, LOG_LEVELS, ConfigError, load
+from stashd.config import (
+    AUTH_MODES,
+    BACKENDS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    load,
+)
+from stashd.registry import RegistryError, SQLiteRegistry
+from stashd.tenancy import DEFAULT_USER, issue_key
+from stashd.tiers import TIER_NAMES, render
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 
 def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
@@ -83,6 +100,43 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             default=None,
             help="Serve open mode on a non-loopback address. [STASH_ALLOW_OPEN]",
         ),
+        click.option(
+            "--tiers",
+            default=None,
+            metavar="FILE",
+            help="TOML file overriding the tier table of --auth keys. [STASH_TIERS]",
+        ),
+        click.option(
+            "--rate-limit",
+            default=None,
+            metavar="RATE",
+            help="Open mode: commands per client namespace, e.g. 600/min. [STASH_RATE_LIMIT; off]",
+        ),
+        click.option(
+            "--rate-burst",
+            type=int,
+            default=None,
+            help="Open mode: commands allowed at once. [STASH_RATE_BURST; one period's worth]",
+        ),
+        click.option(
+            "--max-clients",
+            type=int,
+            default=None,
+            help="Connections served at once. [STASH_MAX_CLIENTS; 10000]",
+        ),
+        click.option(
+            "--auth-timeout",
+            type=int,
+            default=None,
+            help="Strict mode: seconds a connection has to authenticate. [STASH_AUTH_TIMEOUT; 10]",
+        ),
+        click.option(
+            "--max-query-buffer",
+            type=int,
+            default=None,
+            help="Bytes one connection's request may make the server hold. "
+            "[STASH_MAX_QUERY_BUFFER; 1073741824]",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -97,19 +151,27 @@ def _serve(**flags: Any) -> None:  # noqa: ANN401
         click.echo(f"stashd: {exc}", err=True)
         sys.exit(2)
     log.configure(config.log_level, config.log_format)
-    app.run(config)
+    try:
+        app.run(config)
+    except RegistryError as exc:
+        click.echo(f"stashd: {exc}", err=True)
+        sys.exit(1)
 
 
 @click.command(name="stashd", context_settings={"help_option_names": ["-h", "--help"]})
 @_serve_options
 @click.version_option(__version__, prog_name="stashd")
 def stashd_main(**flags: Any) -> None:  # noqa: ANN401
-    r"""Run the Stash daemon: RESP on 127.0.0.1:6380, every key expiring.
+    """Run the Stash daemon: RESP on 127.0.0.1:6380, every key expiring.
 
     \b
     Example:
       stashd --port 6380 --default-ttl 600
       redis-cli -p 6380 STASH '{"task":"summarize"}' EX 3600
+    \b
+    Strict mode, registered keys only:
+      stash keys create --user alice --tier pro --db ./stash.db
+      stashd --auth keys --db ./stash.db --host 0.0.0.0
     """
     _serve(**flags)
 
@@ -117,7 +179,7 @@ def stashd_main(**flags: Any) -> None:  # noqa: ANN401
 @click.group(name="stash", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stash")
 def stash_main() -> None:
-    r"""Stash: working memory for AI agents, JSON that always expires.
+    """Stash: working memory for AI agents, JSON that always expires.
 
     \b
     Example:
@@ -128,10 +190,190 @@ def stash_main() -> None:
 @stash_main.command(name="serve")
 @_serve_options
 def serve(**flags: Any) -> None:  # noqa: ANN401
-    r"""Run the daemon (the same as ``stashd``).
+    """Run the daemon (the same as ``stashd``).
 
     \b
     Example:
       stash serve --port 6380 --log-format json
     """
     _serve(**flags)
+
+
+# -- keys and tiers -----------------------------------------------------------------------
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"stash: {message}", err=True)
+    sys.exit(code)
+
+
+def _config(**flags: Any) -> Config:  # noqa: ANN401 - option values
+    try:
+        return load(flags)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+class _Registry:
+    """Open the registry named by --db (or STASH_DB, .env, the default), close it after."""
+
+    def __init__(self, db: str | None) -> None:
+        self.path = _config(db=db).db_path
+
+    def __enter__(self) -> SQLiteRegistry:
+        try:
+            self.registry = SQLiteRegistry(self.path)
+        except RegistryError as exc:
+            _fail(str(exc))
+        return self.registry
+
+    def __exit__(self, *exc: object) -> None:
+        self.registry.close()
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _db_option(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
+    return click.option(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help="SQLite file holding the keys. [STASH_DB; in the user data directory]",
+    )(fn)
+
+
+@stash_main.group(name="keys")
+def keys() -> None:
+    """Create, list and revoke the API keys of strict mode (stashd --auth keys).
+
+    \b
+    Example:
+      stash keys create --user alice --tier pro --db ./stash.db
+      stash keys list --db ./stash.db
+      stash keys revoke key_3fT9xQ2mLp0A --db ./stash.db
+    """
+
+
+@keys.command(name="create")
+@click.option(
+    "--user",
+    default=DEFAULT_USER,
+    show_default=True,
+    help="Whose key: a user's keys share one namespace, so rotating keeps the data.",
+)
+@click.option(
+    "--tier",
+    type=click.Choice(TIER_NAMES),
+    default=None,
+    help="The user's tier. New users start on free; giving it moves an existing user.",
+)
+@_db_option
+def keys_create(user: str, tier: str | None, db: str | None) -> None:
+    """Create a key and print it once (only its digest is stored).
+
+    The key goes to stdout alone, so it can be captured; what it is goes to stderr.
+
+    \b
+    Example:
+      KEY=$(stash keys create --user alice --tier pro --db ./stash.db)
+      redis-cli -p 6380 -a "$KEY" SET plan '{"step":1}'
+    """
+    with _Registry(db) as registry:
+        try:
+            issued = issue_key(registry, user, tier)
+        except ValueError as exc:
+            _fail(str(exc), 2)
+        except RegistryError as exc:
+            _fail(str(exc))
+    record = issued.record
+    click.echo(issued.secret)
+    if issued.previous_tier is not None:
+        click.echo(
+            f"user {record.user} moved from tier {issued.previous_tier} to {record.tier}", err=True
+        )
+    click.echo(
+        f"created {record.key_id} for user {record.user} (tier {record.tier}); "
+        "the key is shown only this once, store it now",
+        err=True,
+    )
+
+
+@keys.command(name="list")
+@_db_option
+def keys_list(db: str | None) -> None:
+    """Show users, tiers, key ids and creation times; never a key.
+
+    \b
+    Example:
+      stash keys list --db ./stash.db
+    """
+    with _Registry(db) as registry:
+        records = registry.records()
+    if not records:
+        click.echo("no keys yet; create one with: stash keys create --user NAME", err=True)
+        return
+    rows = [("user", "tier", "key id", "created", "revoked")]
+    rows += [
+        (r.user, r.tier, r.key_id, _when(r.created_at_ms), _when(r.revoked_at_ms)) for r in records
+    ]
+    click.echo("\n".join(_table(rows)))
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> Iterator[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        yield "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+
+@keys.command(name="revoke")
+@click.argument("key_id")
+@_db_option
+def keys_revoke(key_id: str, db: str | None) -> None:
+    """Revoke one key: refused at the next AUTH, its connections closed within a second.
+
+    \b
+    Example:
+      stash keys revoke key_3fT9xQ2mLp0A --db ./stash.db
+    """
+    with _Registry(db) as registry:
+        now = time.time_ns() // 1_000_000
+        try:
+            record = registry.revoke(key_id, now)
+        except RegistryError as exc:
+            _fail(str(exc))
+        path = registry.path
+    if record is None:
+        _fail(f"no key with id {key_id!r} in {path}; see: stash keys list")
+    assert record.revoked_at_ms is not None
+    if record.revoked_at_ms < now:
+        click.echo(
+            f"{key_id} (user {record.user}) was already revoked at {_when(record.revoked_at_ms)}"
+        )
+    else:
+        click.echo(f"revoked {key_id} (user {record.user})")
+
+
+@stash_main.command(name="tiers")
+@click.option(
+    "--tiers",
+    default=None,
+    metavar="FILE",
+    help="TOML file overriding the defaults. [STASH_TIERS]",
+)
+def tiers(tiers: str | None) -> None:
+    """Print the tier table strict mode uses: defaults, then the file, then env.
+
+    Each setting can be overridden per tier with STASH_TIER_<TIER>_<SETTING>
+    (MAX_PAYLOAD_BYTES, DEFAULT_TTL, MAX_TTL in seconds, RATE such as 300/min or
+    unlimited, BURST), or in a TOML file with one table per tier.
+
+    \b
+    Example:
+      STASH_TIER_PRO_MAX_TTL=172800 stash tiers
+      stash tiers --tiers tiers.toml   # a file with: [free] rate = "120/min"
+    """
+    click.echo(render(_config(tiers=tiers).tier_table()))

@@ -117,7 +117,9 @@ def test_every_cli_command_has_help_with_an_example() -> None:
     result = runner.invoke(stashd_main, ["--help"])
     assert result.exit_code == 0
     assert "Example:" in result.output
+    assert "\\b" not in result.output
     for path in _command_paths(stash_main, []):
         result = runner.invoke(stash_main, [*path, "--help"])
         assert result.exit_code == 0, path
         assert "Example:" in result.output, path
+        assert "\\b" not in result.output, path  # click's marker is "\b", not r"\b"
