@@ -1,4 +1,4 @@
-"""Runs the daemon: open the store, serve RESP, and shut down in reverse order on a signal."""
+"""Runs the daemon: open the keyring and store, serve RESP, shut down in reverse on a signal."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import signal
 from typing import TYPE_CHECKING, Final
 
 from stashd import log
+from stashd.registry import SQLiteRegistry
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
-from stashd.tenancy import Limits, OpenKeyring
+from stashd.tenancy import Keyring, Limits, OpenKeyring, StrictKeyring
 
 if TYPE_CHECKING:
     import socket
@@ -26,6 +27,11 @@ logger = log.get("stashd.app")
 MAINTENANCE_INTERVAL: Final = 0.1
 # How long shutdown waits for in-flight batches before closing connections anyway.
 DRAIN_TIMEOUT: Final = 10.0
+# How often strict mode asks the registry which keys were revoked, to close their
+# connections: one indexed query a second, and a revoked key is cut off within about that.
+REVOCATION_INTERVAL: Final = 1.0
+# File descriptors kept beyond --max-clients for the listening sockets, the database and logs.
+SPARE_FDS: Final = 64
 
 
 def make_store(config: Config) -> Store:
@@ -42,7 +48,44 @@ def limits_of(config: Config) -> Limits:
         max_payload=config.max_payload_bytes,
         default_ttl_ms=config.default_ttl * 1000,
         max_ttl_ms=config.max_ttl * 1000,
+        rate=config.rate,
     )
+
+
+def make_keyring(config: Config) -> Keyring:
+    """Open mode's keyring, or strict mode's on the registry in the database file."""
+    if config.auth == "open":
+        return OpenKeyring(limits_of(config))
+    keyring = StrictKeyring(SQLiteRegistry(config.db_path), config.tier_table())
+    if not keyring.registry.records():
+        logger.warning(
+            "no_api_keys",
+            db=str(config.db_path),
+            hint=f"create one with: stash keys create --db {config.db_path}",
+        )
+    return keyring
+
+
+def raise_fd_limit(max_clients: int) -> None:
+    """Let the process hold --max-clients sockets, as far as the hard limit allows."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+    except ImportError:  # pragma: no cover - Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_clients + SPARE_FDS
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    if soft != resource.RLIM_INFINITY and soft < want:
+        logger.warning(
+            "fd_limit_below_max_clients",
+            fd_limit=soft,
+            max_clients=max_clients,
+            hint="raise the hard limit (ulimit -n) or lower --max-clients",
+        )
 
 
 async def serve(
@@ -53,12 +96,18 @@ async def serve(
     ready: asyncio.Future[int] | None = None,
 ) -> None:
     """Serve until ``stop`` is set; ``ready`` gets the bound port (useful with port 0)."""
-    if config.auth != "open":  # pragma: no cover - replaced when the key registry lands
-        msg = "auth mode 'keys' is not available yet"
-        raise ValueError(msg)
+    raise_fd_limit(config.max_clients)
+    keyring = make_keyring(config)
     store = make_store(config)
     await store.open()
-    ctx = ServerContext(MemoryService(store), OpenKeyring(limits_of(config)), store)
+    ctx = ServerContext(
+        MemoryService(store),
+        keyring,
+        store,
+        max_clients=config.max_clients,
+        auth_timeout=float(config.auth_timeout),
+        max_query_buffer=config.max_query_buffer,
+    )
     ctx.log_writes = config.log_level in ("debug", "info")
     loop = asyncio.get_running_loop()
     if sock is not None:
@@ -68,7 +117,7 @@ async def serve(
             lambda: Connection(ctx), config.host, config.port, reuse_address=True
         )
     port = server.sockets[0].getsockname()[1]
-    logger.info("listening", host=config.host, port=port, backend=config.backend)
+    logger.info("listening", host=config.host, port=port, backend=config.backend, auth=config.auth)
     if ready is not None and not ready.done():
         ready.set_result(port)
 
@@ -77,15 +126,31 @@ async def serve(
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             store.maintain()
 
+    async def watch_revocations(strict: StrictKeyring) -> None:
+        while True:
+            await asyncio.sleep(REVOCATION_INTERVAL)
+            try:
+                revoked = strict.revoked()
+            except Exception:  # a busy or broken file must not stop the daemon
+                logger.exception("revocation_check_failed")
+                continue
+            if revoked and (closed := ctx.close_key(revoked)):
+                logger.info("revoked_key_connections_closed", connections=closed)
+
     maintenance = loop.create_task(maintain())
+    revocations = (
+        loop.create_task(watch_revocations(keyring)) if isinstance(keyring, StrictKeyring) else None
+    )
     try:
         await stop.wait()
     finally:
         logger.info("stopping", connections=len(ctx.connections))
         server.close()  # stop accepting
-        maintenance.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await maintenance
+        for task in (maintenance, revocations):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if ctx.batcher is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.batcher.drain(), DRAIN_TIMEOUT)
@@ -93,6 +158,8 @@ async def serve(
             conn.close_when_idle()
         await server.wait_closed()
         await store.close()
+        if isinstance(keyring, StrictKeyring):
+            keyring.close()
         logger.info("stopped")
 
 

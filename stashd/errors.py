@@ -96,6 +96,13 @@ class QueryBufferFull(ProtocolError):
         self.needed = needed
 
 
+class MaxClients(CommandError):
+    """A connection over --max-clients, in Redis's words; it is closed after this reply."""
+
+    def __init__(self) -> None:
+        super().__init__("max number of clients reached")
+
+
 class StoreUnavailable(StashError):
     """The backend failed under a batch (disk error, Redis unreachable); retrying may work."""
 
@@ -111,8 +118,19 @@ class NoAuth(StashError):
 
     code = "NOAUTH"
 
+    def __init__(self, message: str = "Authentication required.") -> None:
+        super().__init__(message)
+
+
+class HelloNoAuth(NoAuth):
+    """HELLO without AUTH on a connection that must authenticate, in Redis 7.0's words."""
+
     def __init__(self) -> None:
-        super().__init__("Authentication required.")
+        super().__init__(
+            "HELLO must be called with the client already authenticated, otherwise the "
+            "HELLO AUTH <user> <pass> option can be used to authenticate the client and "
+            "select the RESP protocol version at the same time",
+        )
 
 
 class WrongPass(StashError):

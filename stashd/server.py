@@ -18,18 +18,32 @@ from stashd.batch import Batcher
 from stashd.commands import DIRECT, TABLE
 from stashd.commands.base import NOAUTH, WRITE, Deferred, Session
 from stashd.commands.transactions import CONTROL as TXN_CONTROL
-from stashd.errors import NoAuth, ProtocolError, StashError, UnknownCommand, WrongArity
+from stashd.errors import (
+    MaxClients,
+    NoAuth,
+    ProtocolError,
+    RateLimited,
+    StashError,
+    UnknownCommand,
+    WrongArity,
+)
+from stashd.ratelimit import LocalLimiter, RateLimiter
 from stashd.resp import (
     MAX_ARGS,
     MAX_BULK,
+    MAX_REQUEST_BYTES,
     PREAUTH_MAX_ARGS,
     PREAUTH_MAX_BULK,
     RequestReader,
     encode,
 )
+from stashd.tenancy import AuthThrottle
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from stashd.ops import Op
+    from stashd.ratelimit import Rate
     from stashd.service import MemoryService
     from stashd.store.base import Store
     from stashd.tenancy import Keyring
@@ -37,6 +51,11 @@ if TYPE_CHECKING:
 logger = log.get("stashd.server")
 
 QUEUED: Final = "QUEUED"
+
+# Commands that set up or end a connection touch no data and never count against a rate
+# limit: a client over its limit can still connect (redis-py's handshake is HELLO and
+# CLIENT SETINFO), authenticate and leave.
+_UNMETERED: Final = frozenset({b"auth", b"hello", b"client", b"quit", b"reset"})
 
 # Names that only arrive when a browser or HTTP client is tricked into talking to us;
 # Redis closes the connection on them, and so do we.
@@ -81,11 +100,28 @@ class ServerContext:
     log_writes: bool = True
     connections: set[Connection] = field(default_factory=set)
     batcher: Batcher | None = None
+    # One limiter for every connection and door, keyed by the principal's namespace.
+    limiter: RateLimiter = field(default_factory=LocalLimiter)
+    auth_throttle: AuthThrottle = field(default_factory=AuthThrottle)
+    max_clients: int = 10000
+    auth_timeout: float = 10.0  # seconds an unauthenticated connection may stay (strict)
+    max_query_buffer: int = MAX_REQUEST_BYTES
 
     def __post_init__(self) -> None:
         """Every door shares one batcher per store, so their work is grouped together."""
         if self.batcher is None:
             self.batcher = Batcher(self.store)
+
+    def close_key(self, key_ids: Collection[str]) -> int:
+        """Close every connection authenticated with one of these (revoked) keys."""
+        closed = 0
+        for conn in list(self.connections):
+            session = conn.session
+            principal = None if session is None else session.principal
+            if principal is not None and principal.key_id in key_ids:
+                conn.deauthenticate()
+                closed += 1
+        return closed
 
 
 class Connection(asyncio.Protocol):
@@ -99,6 +135,9 @@ class Connection(asyncio.Protocol):
         self._waiting = False  # a batch of this connection's operations is in flight
         self._paused_for_writes = False
         self._closing = False
+        self._close_after_batch = False  # close once the batch in flight has replied
+        self._rate: Rate | None = None  # the principal's rate limit, None when unlimited
+        self._auth_timer: asyncio.TimerHandle | None = None
         # The memory store's view, when the direct path may be used at all.
         view = getattr(ctx.store, "view", None)
         direct_ok = ctx.store.inline and not ctx.log_writes and hasattr(view, "put_value")
@@ -111,6 +150,9 @@ class Connection(asyncio.Protocol):
         self.transport = cast("asyncio.Transport", transport)
         ctx = self.ctx
         peer = transport.get_extra_info("peername")
+        if len(ctx.connections) >= ctx.max_clients:
+            self._refuse(peer)
+            return
         local = transport.get_extra_info("sockname")
         self.session = Session(
             ctx.service,
@@ -118,14 +160,28 @@ class Connection(asyncio.Protocol):
             ctx.keyring.anonymous(),
             peer=_addr(peer),
             local=_addr(local),
+            throttle=ctx.auth_throttle,
+            address=str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or ""),
         )
         self._apply_limits()
         ctx.connections.add(self)
+
+    def _refuse(self, peer: Any) -> None:  # noqa: ANN401 - whatever the transport reports
+        """Over --max-clients: Redis's error, then close; the connection never counts."""
+        assert self.transport is not None
+        out = bytearray()
+        encode(MaxClients(), 2, out)
+        self.transport.write(out)
+        self.transport.close()
+        logger.info("max_clients_reached", peer=_addr(peer), max_clients=self.ctx.max_clients)
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
         """Forget the connection; a batch still in flight finishes without it."""
         self.ctx.connections.discard(self)
         self.transport = None
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
 
     def pause_writing(self) -> None:
         """The client is not reading its replies: stop reading its requests too."""
@@ -149,6 +205,7 @@ class Connection(asyncio.Protocol):
                 and session is not None
                 and session.principal is not None
                 and session.multi is None
+                and self._rate is None
             ):
                 self._dispatch_direct(items, session, self._view)
             else:
@@ -187,17 +244,59 @@ class Connection(asyncio.Protocol):
 
     # -- dispatch ---------------------------------------------------------------------
     def _apply_limits(self) -> None:
+        """Set the caps, rate and auth deadline of the current principal (or of none)."""
         session = self.session
         assert session is not None
         principal = session.principal
         if principal is None:
             self.reader.set_limits(
-                max_args=PREAUTH_MAX_ARGS, max_bulk=PREAUTH_MAX_BULK, max_payload=PREAUTH_MAX_BULK
+                max_args=PREAUTH_MAX_ARGS,
+                max_bulk=PREAUTH_MAX_BULK,
+                max_payload=PREAUTH_MAX_BULK,
+                authenticated=False,
             )
+            self._rate = None
+            if self._auth_timer is None and self.transport is not None:
+                self._auth_timer = asyncio.get_running_loop().call_later(
+                    self.ctx.auth_timeout, self._auth_timed_out
+                )
         else:
             self.reader.set_limits(
-                max_args=MAX_ARGS, max_bulk=MAX_BULK, max_payload=principal.limits.max_payload
+                max_args=MAX_ARGS,
+                max_bulk=MAX_BULK,
+                max_payload=principal.limits.max_payload,
+                max_request=self.ctx.max_query_buffer,
             )
+            self._rate = principal.limits.rate
+            if self._auth_timer is not None:
+                self._auth_timer.cancel()
+                self._auth_timer = None
+
+    def _auth_timed_out(self) -> None:
+        """Strict mode: a connection that has not authenticated in time is closed."""
+        self._auth_timer = None
+        session = self.session
+        if self.transport is not None and session is not None and session.principal is None:
+            logger.info("auth_timeout", peer=session.peer, seconds=self.ctx.auth_timeout)
+            self.close_when_idle()
+
+    def _over_rate(self, rate: Rate) -> RateLimited | None:
+        """Count one command against the principal's rate; the refusal when it is over."""
+        session = self.session
+        assert session is not None
+        assert session.principal is not None
+        decision = self.ctx.limiter.acquire(session.principal.namespace, rate)
+        return None if decision.allowed else RateLimited(decision.retry_after_ms)
+
+    def deauthenticate(self) -> None:
+        """The key was revoked: nothing more runs as its principal, and the connection closes."""
+        session = self.session
+        if session is None:
+            return
+        logger.info("connection_closed_key_revoked", peer=session.peer)
+        session.principal = None
+        self._apply_limits()
+        self.close_when_idle()
 
     def _dispatch(self, items: list[Any], out: bytearray | None = None) -> None:
         """Run each request in order; ``out`` holds replies already encoded for this read."""
@@ -213,6 +312,7 @@ class Connection(asyncio.Protocol):
         pending: list[tuple[int, Deferred, Any]] = []  # (reply slot, deferred, command)
         close = False
         proto = start_proto = session.proto
+        rate = self._rate
         for args in items:
             if type(args) is not list:
                 # A per-request refusal from the framing guard, or a protocol error.
@@ -223,6 +323,13 @@ class Connection(asyncio.Protocol):
                 continue
             name = args[0].lower()
             cmd = TABLE.get(name)
+            if rate is not None and name not in _UNMETERED:
+                refused = self._over_rate(rate)
+                if refused is not None:
+                    replies.append(refused)
+                    if session.multi is not None:
+                        session.multi_dirty = True
+                    continue
             if cmd is None:
                 if name in _HTTP_LINES:
                     logger.warning("http_request_on_resp_port", peer=session.peer)
@@ -259,6 +366,7 @@ class Connection(asyncio.Protocol):
                 reply = exc
             if session.principal is not before:
                 self._apply_limits()
+                rate = self._rate
             if session.proto != proto:
                 # HELLO or RESET: this reply and later ones use the new protocol, earlier
                 # ones keep the protocol they were run under, as in Redis.
@@ -312,6 +420,7 @@ class Connection(asyncio.Protocol):
 
         def done(results: list[Any]) -> None:
             self._waiting = False
+            closing = close or self._close_after_batch
             for (slot, deferred, cmd), result in zip(pending, results, strict=True):
                 if isinstance(result, StashError) or deferred.finish is None:
                     replies[slot] = result
@@ -319,8 +428,8 @@ class Connection(asyncio.Protocol):
                     replies[slot] = deferred.finish(result)
                 if log_writes and WRITE in cmd.flags and not isinstance(result, StashError):
                     _log_write(cmd.name, deferred.op, [], result)
-            self._send(replies, close)
-            if self.transport is not None and not close and not self._paused_for_writes:
+            self._send(replies, closing)
+            if self.transport is not None and not closing and not self._paused_for_writes:
                 self.transport.resume_reading()
 
         batcher.submit([d.op for _, d, _ in pending], done)
@@ -347,8 +456,12 @@ class Connection(asyncio.Protocol):
             transport.close()
 
     def close_when_idle(self) -> None:
-        """Shutdown: close now if no batch is in flight, else right after it replies."""
-        if self.transport is not None and not self._waiting:
+        """Close now if no batch is in flight, else right after it replies."""
+        if self.transport is None:
+            return
+        if self._waiting:
+            self._close_after_batch = True
+        else:
             self.transport.close()
 
 

@@ -4,12 +4,17 @@ and open mode's rate limit; the framing rules first, then a real daemon for each
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stashd.errors import ProtocolError, QueryBufferFull, TooLarge
 from stashd.resp import MAX_ARGS, MAX_BULK, PREAUTH_MAX_ARGS, PREAUTH_MAX_BULK, RequestReader
+from tests.support.resp_client import CLOSED, Reply, RespClient
+from tests.support.servers import RedisServer, StashDaemon
 
 
 def _request(*args: bytes) -> bytes:
@@ -22,6 +27,12 @@ def _reader(max_payload: int, max_request: int) -> RequestReader:
         max_args=MAX_ARGS, max_bulk=MAX_BULK, max_payload=max_payload, max_request=max_request
     )
     return reader
+
+
+def _retry_ms(reply: Reply) -> int:
+    match = re.fullmatch(r"-RATELIMIT rate limit exceeded, retry after (\d+) ms", reply.render())
+    assert match, reply.render()
+    return int(match.group(1))
 
 
 @given(
@@ -103,3 +114,62 @@ def test_pre_auth_caps_use_redis_words(data: bytes, text: str) -> None:
     (error,) = reader.feed(data)
     assert isinstance(error, ProtocolError)
     assert error.message == f"Protocol error: {text}"
+
+
+def test_max_clients_refuses_connection_n_plus_one_like_redis() -> None:
+    """Connection N+1 gets Redis's exact error and is closed; a freed slot is usable again."""
+    with RedisServer("--maxclients", "2") as real:
+        held = [_served(real.port) for _ in range(2)]
+        expected = RespClient(real.port).read().render()
+        assert len(held) == 2
+    assert expected == "-ERR max number of clients reached"
+    with StashDaemon("--max-clients", "3") as daemon:
+        clients = [_served(daemon.port) for _ in range(3)]
+        extra = RespClient(daemon.port)
+        assert extra.read().render() == expected
+        assert extra.read() is CLOSED
+        clients.pop().close()
+        _served(daemon.port)
+
+
+def _served(port: int) -> RespClient:
+    """A connection that got PONG, retried while a just-closed one still holds its slot."""
+    deadline = time.monotonic() + 5
+    while True:
+        c = RespClient(port)
+        if c.call("PING").render() == "+PONG":
+            return c
+        c.close()
+        assert time.monotonic() < deadline, "no connection slot came free"
+        time.sleep(0.05)
+
+
+def test_query_buffer_cap_closes_a_connection_before_buffering() -> None:
+    """A request whose kept bulks would pass --max-query-buffer is refused at the header."""
+    with StashDaemon("--max-payload-bytes", "1000", "--max-query-buffer", "5000") as daemon:
+        c = RespClient(daemon.port)
+        pair = b"$1\r\nk\r\n$1000\r\n" + b"v" * 1000 + b"\r\n"  # 1016 bytes
+        c.send_raw(b"*11\r\n$4\r\nMSET\r\n" + pair * 4)  # 15 + 4064 bytes
+        c.send_raw(pair[:14])  # the header of a fifth value: 15 + 5 * 1016 > 5000
+        assert c.read().render() == (
+            "-ERR Protocol error: request needs at least 5095 bytes of query buffer, "
+            "the limit is 5000 bytes"
+        )
+        assert c.read() is CLOSED
+        ok = RespClient(daemon.port)
+        # An oversized bulk is skipped, not held, so it does not count against the cap.
+        assert ok.call("SET", "k", b"v" * 20000).render().startswith("-TOOLARGE")
+        assert ok.call("MSET", "a", b"v" * 1000, "b", b"v" * 1000).render() == "+OK"
+
+
+def test_open_mode_rate_limit_from_env_is_per_namespace() -> None:
+    """STASH_RATE_LIMIT and STASH_RATE_BURST limit each open-mode namespace separately."""
+    env = {"STASH_RATE_LIMIT": "1/min", "STASH_RATE_BURST": "3"}
+    with StashDaemon(env=env) as daemon:
+        a = RespClient(daemon.port)
+        assert a.call("AUTH", "key-a").render() == "+OK"  # AUTH is not metered
+        assert [a.call("PING").render() for _ in range(3)] == ["+PONG"] * 3
+        assert 59_000 <= _retry_ms(a.call("PING")) <= 60_000
+        b = RespClient(daemon.port)
+        assert b.call("AUTH", "key-b").render() == "+OK"
+        assert b.call("PING").render() == "+PONG"

@@ -19,7 +19,7 @@ from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
 
 if TYPE_CHECKING:
     from stashd.service import MemoryService
-    from stashd.tenancy import Keyring, Principal
+    from stashd.tenancy import AuthThrottle, Keyring, Principal
 
 Reply = Any
 Finish = Callable[[Any], Reply]
@@ -95,6 +95,9 @@ class Session:
     multi: list[list[bytes]] | None = None
     multi_dirty: bool = False
     watched: dict[bytes, tuple[bytes, int, int] | None] = field(default_factory=dict)
+    # Failed AUTHs are counted per client address (the peer's host, without the port).
+    throttle: AuthThrottle | None = None
+    address: str = ""
 
     def require(self) -> Principal:
         """The principal; commands that reach data run only once one is set."""

@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from stashd import __version__
+from stashd import __version__, log
 from stashd.commands.base import FAST, LOADING, NOAUTH, STALE, Command, Reply, Session
 from stashd.errors import (
     CommandError,
-    NoAuth,
+    HelloNoAuth,
     NoProto,
     NotInteger,
     SyntaxErr,
@@ -24,15 +24,29 @@ from stashd.errors import (
 from stashd.ops import parse_int64
 from stashd.resp import OK, Verbatim
 
+logger = log.get("stashd.auth")
+
 #: The Redis version whose commands and replies Stash follows; clients key features on it.
 REDIS_COMPAT_VERSION: Final = "7.0.0"
 
 
 def _authenticate(s: Session, username: bytes | None, key: bytes) -> None:
+    """The AUTH and HELLO AUTH path: throttle check, keyring lookup, new principal.
+
+    Every refusal is the same WRONGPASS. An address that has failed too often is not
+    looked up at all, and its connection is closed after the reply.
+    """
+    throttle = s.throttle
+    if throttle is not None and throttle.blocked(s.address):
+        s.close_after_reply = True
+        raise WrongPass
     principal = s.keyring.authenticate(
         None if username is None else username.decode("utf-8", "replace"), key
     )
     if principal is None:
+        logger.info("auth_failed", peer=s.peer)
+        if throttle is not None:
+            throttle.failed(s.address)
         raise WrongPass
     s.principal = principal
 
@@ -77,7 +91,7 @@ def hello(s: Session, args: list[bytes]) -> Reply:
     if creds is not None:
         _authenticate(s, creds[0], creds[1])
     elif s.principal is None:
-        raise NoAuth
+        raise HelloNoAuth
     if name is not None:
         s.name = name or None
     s.proto = int(proto)

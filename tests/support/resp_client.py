@@ -44,8 +44,18 @@ CLOSED = Reply("closed", None)
 class RespClient:
     """Send commands and read typed replies over a plain socket."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        timeout: float = 5.0,
+        source: str | None = None,
+    ) -> None:
+        # ``source`` picks the client address (any of 127.0.0.0/8 reaches a loopback
+        # server), so per-address rules can be tested from one machine.
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=None if source is None else (source, 0)
+        )
         self.buf = b""
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 def wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Block until the server on ``port`` answers PING, or fail with its output."""
+    """Block until the server on ``port`` answers PING (NOAUTH counts), or fail with its output."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -35,7 +35,7 @@ def wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                if sock.recv(64).startswith(b"+PONG"):
+                if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                     return
         except OSError:
             pass
