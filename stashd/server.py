@@ -280,13 +280,17 @@ class Connection(asyncio.Protocol):
             logger.info("auth_timeout", peer=session.peer, seconds=self.ctx.auth_timeout)
             self.close_when_idle()
 
-    def _over_rate(self, rate: Rate) -> RateLimited | None:
-        """Count one command against the principal's rate; the refusal when it is over."""
+    def _over_rate(self, rate: Rate) -> _Encoded | None:
+        """Count one command against the principal's rate; the encoded refusal when over."""
         session = self.session
         assert session is not None
         assert session.principal is not None
         decision = self.ctx.limiter.acquire(session.principal.namespace, rate)
-        return None if decision.allowed else RateLimited(decision.retry_after_ms)
+        if decision.allowed:
+            return None
+        out = bytearray()
+        encode(RateLimited(decision.retry_after_ms), 2, out)  # errors read the same in RESP3
+        return _Encoded(out)
 
     def deauthenticate(self) -> None:
         """The key was revoked: nothing more runs as its principal, and the connection closes."""
@@ -313,6 +317,10 @@ class Connection(asyncio.Protocol):
         close = False
         proto = start_proto = session.proto
         rate = self._rate
+        # Everything in one read arrives at one instant: once a command of it is over the
+        # rate, so is every later metered one, and they share the refusal (a flooding
+        # client is turned away without a limiter call per command).
+        refused: _Encoded | None = None
         for args in items:
             if type(args) is not list:
                 # A per-request refusal from the framing guard, or a protocol error.
@@ -324,7 +332,8 @@ class Connection(asyncio.Protocol):
             name = args[0].lower()
             cmd = TABLE.get(name)
             if rate is not None and name not in _UNMETERED:
-                refused = self._over_rate(rate)
+                if refused is None:
+                    refused = self._over_rate(rate)
                 if refused is not None:
                     replies.append(refused)
                     if session.multi is not None:
@@ -367,6 +376,7 @@ class Connection(asyncio.Protocol):
             if session.principal is not before:
                 self._apply_limits()
                 rate = self._rate
+                refused = None
             if session.proto != proto:
                 # HELLO or RESET: this reply and later ones use the new protocol, earlier
                 # ones keep the protocol they were run under, as in Redis.
