@@ -1,0 +1,166 @@
+"""What tenancy costs: ratios against stashd in open mode without a rate, measured in one run.
+
+Rows, each by ``redis-benchmark -c 50`` at -P 1 and -P 16, alternating anchor and
+subject for several rounds and taking medians:
+
+- ``metered``: open mode with a rate limit so high nothing is refused, so every command
+  goes through the limiter (and the general dispatch path). Informational: a metered
+  client is held to its rate anyway (at most a few per second on the default tiers);
+- ``flood``: open mode with a rate of 1/min, so nearly every command is refused with
+  RATELIMIT: how cheaply the server turns a flooding client away. redis-benchmark stops
+  at the first error reply, so this row uses a raw client that writes batches of 1000
+  pipelined ``GET`` requests and counts reply lines, against the same client on the
+  anchor (where every GET misses);
+- ``strict``: ``--auth keys`` with an enterprise key (no rate): after AUTH the same path
+  as open mode, so the ratio should be about 1;
+- ``auth``: AUTH with a registered key (one SQLite lookup by digest) against PING on the
+  same strict daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stashd.registry import SQLiteRegistry
+from stashd.tenancy import issue_key
+from tests.support.servers import StashDaemon
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+TARGETS = {("flood", 1000): 0.8, ("strict", 1): 0.9, ("strict", 16): 0.9}
+
+
+def bench(port: int, pipeline: int, requests: int, *args: str, key: str = "") -> dict[str, float]:
+    """Requests per second by test name from one redis-benchmark run."""
+    auth = ["-a", key] if key else []
+    done = subprocess.run(
+        [
+            *("redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", "50"),
+            *("-n", str(requests), "-P", str(pipeline), "--csv", *auth, *args),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    out: dict[str, float] = {}
+    for row in csv.reader(io.StringIO(done.stdout)):
+        if len(row) >= 2 and row[0] != "test":
+            try:
+                out[row[0]] = float(row[1])
+            except ValueError:
+                continue
+    return out
+
+
+def flood(port: int, requests: int, batch: int = 1000) -> dict[str, float]:
+    """Pipelined GETs over one raw connection; replies per second (every reply is one line)."""
+    payload = b"*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n" * batch
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        start = time.perf_counter()
+        for _ in range(max(1, requests // batch)):
+            sock.sendall(payload)
+            lines = 0
+            while lines < batch:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    msg = "the server closed the connection"
+                    raise RuntimeError(msg)
+                lines += chunk.count(b"\n")
+        return {"GET": (requests // batch) * batch / (time.perf_counter() - start)}
+
+
+def median_pair(
+    rounds: int, anchor: Callable[[], dict[str, float]], subject: Callable[[], dict[str, float]]
+) -> tuple[dict[str, float], ...]:
+    """Alternate the two callables for ``rounds`` and return per-test medians of each."""
+    runs: tuple[dict[str, list[float]], dict[str, list[float]]] = ({}, {})
+    for _ in range(rounds):
+        for side, fn in zip(runs, (anchor, subject), strict=True):
+            for name, rps in fn().items():
+                side.setdefault(name, []).append(rps)
+    return tuple({k: statistics.median(v) for k, v in side.items()} for side in runs)
+
+
+def main() -> int:
+    """Run the rows and print the table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--quick", action="store_true", help="20k requests, 1 round")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.requests = 1, 20_000
+    if shutil.which("redis-benchmark") is None:
+        print("skipped: redis-benchmark is not on PATH")
+        return 0
+    rows: list[tuple[str, str, int, float, float]] = []
+    n = args.requests
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "stash.db"
+        registry = SQLiteRegistry(db)
+        key = issue_key(registry, "bench", "enterprise").secret
+        registry.close()
+        with (
+            StashDaemon() as plain,
+            StashDaemon(env={"STASH_RATE_LIMIT": "1000000000/s"}) as metered,
+            StashDaemon(env={"STASH_RATE_LIMIT": "1/min"}) as flooded,
+            StashDaemon("--auth", "keys", "--db", str(db)) as strict,
+        ):
+            for pipeline in (1, 16):
+                for name, daemon, secret in (("metered", metered, ""), ("strict", strict, key)):
+                    a, s = median_pair(
+                        args.rounds,
+                        partial(bench, plain.port, pipeline, n, "-t", "set,get"),
+                        partial(bench, daemon.port, pipeline, n, "-t", "set,get", key=secret),
+                    )
+                    rows += [(name, t, pipeline, a[t], s[t]) for t in ("SET", "GET")]
+                a, s = median_pair(
+                    args.rounds,
+                    partial(bench, strict.port, pipeline, n, "-t", "ping", key=key),
+                    partial(bench, strict.port, pipeline, n, "AUTH", key, key=key),
+                )
+                rows.append(("auth", "AUTH", pipeline, a["PING_MBULK"], s[f"AUTH {key}"]))
+            a, s = median_pair(
+                args.rounds, partial(flood, plain.port, n * 5), partial(flood, flooded.port, n * 5)
+            )
+            rows.append(("flood", "GET", 1000, a["GET"], s["GET"]))
+    print(
+        f"{'row':8} {'test':4} {'-P':>3} {'anchor rps':>12} {'subject rps':>12} "
+        f"{'ratio':>6} {'target':>6}"
+    )
+    misses = 0
+    for row, test, p, ar, sr in rows:
+        target = TARGETS.get((row, p))
+        verdict = "" if target is None else ("PASS" if sr / ar >= target else "MISS")
+        misses += verdict == "MISS"
+        shown = "" if target is None else f"{target:.2f}"
+        print(
+            f"{row:8} {test:4} {p:>3} {ar:>12.0f} {sr:>12.0f} {sr / ar:>6.2f} {shown:>6} {verdict}"
+        )
+    targeted = sum(1 for r in rows if (r[0], r[2]) in TARGETS)
+    print(f"summary: {targeted - misses} of {targeted} targets met")
+    print(
+        "anchor: open mode without a rate (metered, strict, flood); "
+        "PING on the strict daemon (auth)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
