@@ -10,7 +10,10 @@ Layout
 ``service``    the memory service: namespaces, TTL rules, limits, ids, JSON.
 ``ops``        atomic operations on one namespace, run by every store.
 ``store``      where entries live: memory (and later SQLite, Redis).
-``tenancy``    who a connection is: namespace and limits of an API key.
+``tenancy``    who a connection is: API keys, namespaces, limits, the failed-AUTH throttle.
+``registry``   the API key registry (users, tiers, key digests) in the SQLite file.
+``tiers``      the tier table: defaults, overrides from a TOML file and env.
+``ratelimit``  the GCRA rate limiter behind a small interface.
 ``app``        runs the daemon: store, RESP server, shutdown.
 ``cli``        the ``stashd`` and ``stash`` commands.
 """
