@@ -134,7 +134,7 @@ async def serve(
             except Exception:  # a busy or broken file must not stop the daemon
                 logger.exception("revocation_check_failed")
                 continue
-            if revoked and (closed := ctx.close_key(revoked)):
+            if revoked and (closed := ctx.close_connections_of(revoked)):
                 logger.info("revoked_key_connections_closed", connections=closed)
 
     maintenance = loop.create_task(maintain())

@@ -32,7 +32,7 @@ _RECORD: Final = (
 
 
 class RegistryError(Exception):
-    """The registry cannot be opened or written; the message names the file and the cause."""
+    """The registry cannot be opened, read or written; the message names the file and cause."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +147,10 @@ class SQLiteRegistry:
 
     def find(self, digest: bytes) -> KeyRecord | None:
         """One lookup on the UNIQUE index of digests."""
-        row = self._db.execute(f"{_RECORD} WHERE k.digest = ?", (digest,)).fetchone()
+        try:
+            row = self._db.execute(f"{_RECORD} WHERE k.digest = ?", (digest,)).fetchone()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read the key registry {self.path}: {exc}") from None
         return None if row is None else KeyRecord(*row)
 
     def revoke(self, key_id: str, now_ms: int) -> KeyRecord | None:
@@ -164,15 +167,23 @@ class SQLiteRegistry:
 
     def records(self) -> list[KeyRecord]:
         """Every key with its user's tier."""
-        rows = self._db.execute(f"{_RECORD} ORDER BY k.user_name, k.created_at, k.key_id")
+        try:
+            rows = self._db.execute(
+                f"{_RECORD} ORDER BY k.user_name, k.created_at, k.key_id"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read the key registry {self.path}: {exc}") from None
         return [KeyRecord(*row) for row in rows]
 
     def revoked_since(self, since_ms: int) -> set[str]:
         """Uses the partial index of revoked keys."""
-        rows = self._db.execute(
-            "SELECT key_id FROM api_keys WHERE revoked_at IS NOT NULL AND revoked_at >= ?",
-            (since_ms,),
-        )
+        try:
+            rows = self._db.execute(
+                "SELECT key_id FROM api_keys WHERE revoked_at IS NOT NULL AND revoked_at >= ?",
+                (since_ms,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"cannot read the key registry {self.path}: {exc}") from None
         return {row[0] for row in rows}
 
     def close(self) -> None:

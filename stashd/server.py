@@ -112,7 +112,7 @@ class ServerContext:
         if self.batcher is None:
             self.batcher = Batcher(self.store)
 
-    def close_key(self, key_ids: Collection[str]) -> int:
+    def close_connections_of(self, key_ids: Collection[str]) -> int:
         """Close every connection authenticated with one of these (revoked) keys."""
         closed = 0
         for conn in list(self.connections):

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from stashd import log
+from stashd.errors import StoreUnavailable
 from stashd.ratelimit import LocalLimiter, Rate, monotonic_ms
+from stashd.registry import RegistryError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -234,12 +236,20 @@ class StrictKeyring:
         return None
 
     def authenticate(self, username: str | None, key: bytes) -> Principal | None:
-        """One indexed lookup by digest; a constant-time comparison of the digests."""
+        """One indexed lookup by digest; a constant-time comparison of the digests.
+
+        Raises :class:`StoreUnavailable` when the registry cannot be read.
+        """
         if not well_formed(key):
             logger.debug("key_refused", reason="malformed")
             return None
         digest = key_digest(key)
-        record = self.registry.find(digest)
+        try:
+            record = self.registry.find(digest)
+        except RegistryError as exc:
+            # Not the client's fault and maybe passing: say so rather than WRONGPASS.
+            logger.exception("key_registry_unavailable", error=str(exc))
+            raise StoreUnavailable("key registry") from None
         if record is None or not hmac.compare_digest(record.digest, digest):
             logger.debug("key_refused", reason="unknown")
             return None

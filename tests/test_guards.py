@@ -4,6 +4,7 @@ and open mode's rate limit; the framing rules first, then a real daemon for each
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -13,6 +14,10 @@ from hypothesis import strategies as st
 
 from stashd.errors import ProtocolError, QueryBufferFull, TooLarge
 from stashd.resp import MAX_ARGS, MAX_BULK, PREAUTH_MAX_ARGS, PREAUTH_MAX_BULK, RequestReader
+from stashd.server import Connection, ServerContext
+from stashd.service import MemoryService
+from stashd.store.memory import MemoryStore
+from stashd.tenancy import Limits, OpenKeyring, Principal
 from tests.support.resp_client import CLOSED, Reply, RespClient
 from tests.support.servers import RedisServer, StashDaemon
 
@@ -173,3 +178,61 @@ def test_open_mode_rate_limit_from_env_is_per_namespace() -> None:
         b = RespClient(daemon.port)
         assert b.call("AUTH", "key-b").render() == "+OK"
         assert b.call("PING").render() == "+PONG"
+
+
+# -- closing a connection whose key was revoked, in process -------------------------------
+
+
+class Transport:
+    """The socket end of a connection: collects writes, records close."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.9", 5000)
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "nothing may be written after close"
+        self.out += data
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class BatchingMemoryStore(MemoryStore):
+    """The memory store run through the batcher, as a store doing I/O would be."""
+
+    inline = False
+
+
+async def test_a_revoked_keys_connection_finishes_its_batch_then_closes() -> None:
+    """A command in flight still gets its reply; then the connection closes and runs nothing."""
+    store = BatchingMemoryStore()
+    limits = Limits(max_payload=100, default_ttl_ms=10_000, max_ttl_ms=100_000)
+    ctx = ServerContext(MemoryService(store), OpenKeyring(limits), store, log_writes=False)
+    revoked, kept = Connection(ctx), Connection(ctx)
+    transports = [Transport(), Transport()]
+    for conn, transport, key_id in zip((revoked, kept), transports, ("k1", "k2"), strict=True):
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        assert conn.session is not None
+        conn.session.principal = Principal("user:alice", limits, "alice", key_id)
+    revoked.data_received(_request(b"SET", b"k", b"v"))  # handed to the batcher
+    assert ctx.close_connections_of({"k1"}) == 1
+    assert not transports[0].closed  # not while its batch is in flight
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert bytes(transports[0].out) == b"+OK\r\n"
+    assert transports[0].closed
+    assert revoked.session is not None
+    assert revoked.session.principal is None
+    assert not transports[1].closed
+    assert kept.session is not None
+    assert kept.session.principal is not None

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stashd.config import ConfigError, load
+from stashd.errors import StoreUnavailable
 from stashd.ratelimit import Rate
 from stashd.registry import RegistryError, SQLiteRegistry
 from stashd.tenancy import (
@@ -166,6 +167,25 @@ def test_revocation_is_reported_once_with_overlap(registry: SQLiteRegistry) -> N
     assert again is not None
     assert again.revoked_at_ms == first.revoked_at_ms == 10**13
     assert keyring.revoked() == {issued.record.key_id}
+
+
+def test_an_unreadable_registry_is_unavailable_not_wrongpass(tmp_path: Path) -> None:
+    """When the registry cannot be read, AUTH says the store is unavailable (retry may work)."""
+    path = tmp_path / "keys.db"
+    registry = SQLiteRegistry(path)
+    issued = issue_key(registry, "alice")
+    keyring = StrictKeyring(registry, TIERS)
+    other = sqlite3.connect(path)
+    other.execute("DROP TABLE api_keys")
+    other.commit()
+    other.close()
+    with pytest.raises(StoreUnavailable, match="store unavailable: key registry"):
+        keyring.authenticate(None, issued.secret.encode())
+    with pytest.raises(RegistryError, match="cannot read the key registry"):
+        keyring.revoked()
+    with pytest.raises(RegistryError, match="cannot read the key registry"):
+        registry.records()
+    registry.close()
 
 
 def test_the_registry_stores_digests_only(tmp_path: Path) -> None:
