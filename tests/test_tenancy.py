@@ -393,3 +393,11 @@ def test_bad_guard_settings_are_refused_at_start(
     """Each refusal names the setting and the value."""
     with pytest.raises(ConfigError, match=message):
         load(flags, env=env, dotenv_path=tmp_path / "missing.env")
+
+
+def test_strict_mode_may_listen_on_any_address(tmp_path: Path) -> None:
+    """Protected mode keeps open mode on loopback; --auth keys may bind a public address."""
+    none = tmp_path / "missing.env"
+    load({"auth": "keys", "host": "0.0.0.0"}, env={}, dotenv_path=none).check_exposure()  # noqa: S104
+    with pytest.raises(ConfigError, match=r"refusing to listen on 0\.0\.0\.0"):
+        load({"host": "0.0.0.0"}, env={}, dotenv_path=none).check_exposure()  # noqa: S104
