@@ -1,10 +1,9 @@
 """Strict mode over RESP: registered keys, tiers, limits on the wire, and the guards.
 
-The cases are named after the seed's: Wall, Expiry, Bloat, Liar, Flood, Key rotation and
-Revocation, plus the rules around them (NOAUTH, WRONGPASS, failed-AUTH throttle, auth
-timeout, and no plaintext key in the database or the logs). Every test runs against a
-real daemon process; keys are created in its database file by the library or the CLI,
-as an operator would.
+The cases Wall, Expiry, Bloat, Liar, Flood, Key rotation and Revocation, plus the rules
+around them (NOAUTH, WRONGPASS, failed-AUTH throttle, auth timeout, and no plaintext key
+in the database or the logs). Every test runs against a real daemon process; keys are
+created in its database file by the library or the CLI, as an operator would.
 """
 
 from __future__ import annotations
