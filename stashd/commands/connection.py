@@ -112,10 +112,16 @@ def quit_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
 
 
 def reset(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """RESET: back to a fresh connection (RESP2, not authenticated, no name)."""
+    """RESET: back to a fresh connection (RESP2, anonymous, no name, no MULTI, no WATCH).
+
+    The library's name and version stay: they still describe the client, as in Redis.
+    """
     s.principal = s.keyring.anonymous()
     s.proto = 2
     s.name = None
+    s.multi = None
+    s.multi_dirty = False
+    s.watched.clear()
     return "RESET"
 
 

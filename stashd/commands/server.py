@@ -105,7 +105,8 @@ def info(s: Session, args: list[bytes]) -> Reply:
             f"# {name.capitalize()}\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n"
             for name, lines in show.items()
         )
-        return Verbatim(text.rstrip("\r\n") + "\r\n")
+        # Sections are separated by a blank line; nothing chosen is an empty string.
+        return Verbatim(text[:-2])
 
     if s.principal is None:
         return render(0)
