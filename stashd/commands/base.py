@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from stashd.errors import NotInteger, SyntaxErr
+from stashd.errors import NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
 from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
 
 if TYPE_CHECKING:
@@ -54,7 +54,11 @@ STALE: Final = "stale"
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One row of the command table, with what COMMAND INFO and COMMAND DOCS report."""
+    """One row of the command table, with what COMMAND INFO and COMMAND DOCS report.
+
+    A container command (CLIENT, COMMAND, CONFIG) lists its subcommands as rows of their
+    own, named ``container|sub`` as Redis names them, each with its arity and syntax.
+    """
 
     name: str
     handler: Handler
@@ -68,6 +72,7 @@ class Command:
     last_key: int = 0
     key_step: int = 0
     direct: Direct | None = None
+    subcommands: tuple[Command, ...] = ()
 
 
 _client_ids = itertools.count(1)
@@ -104,6 +109,36 @@ class Session:
         principal = self.principal
         assert principal is not None, "dispatch checks authentication first"
         return principal
+
+
+def run_subcommand(rows: dict[bytes, Command], s: Session, args: list[bytes]) -> Reply:
+    """Dispatch a container command's request to the row of its subcommand.
+
+    ``rows`` maps lower-case subcommand names to their rows. An unknown subcommand is
+    refused before its arguments are counted, as Redis does.
+    """
+    row = rows.get(args[1].lower())
+    if row is None:
+        # args[0] matched the container's name case-insensitively, so it is that name.
+        raise UnknownSubcommand(args[1].decode("utf-8", "replace"), args[0].decode())
+    n = len(args)
+    if (row.arity > 0 and n != row.arity) or n < -row.arity:
+        raise WrongArity(row.name)
+    return row.handler(s, args)
+
+
+def subcommand_rows(rows: tuple[Command, ...]) -> dict[bytes, Command]:
+    """Subcommand rows by the lower-case word a client sends after the container's name."""
+    return {row.name.partition("|")[2].encode(): row for row in rows}
+
+
+def help_lines(container: str, rows: tuple[Command, ...]) -> list[str]:
+    """A container's HELP reply in Redis's layout: each syntax, then its summary indented."""
+    lines = [f"{container} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"]
+    for row in rows:
+        lines.append(row.syntax.partition(" ")[2])
+        lines.append(f"    {row.summary}")
+    return lines
 
 
 def int_arg(raw: bytes) -> int:

@@ -10,14 +10,24 @@ import time
 from typing import Final
 
 from stashd import __version__, log
-from stashd.commands.base import FAST, LOADING, NOAUTH, STALE, Command, Reply, Session
+from stashd.commands.base import (
+    FAST,
+    LOADING,
+    NOAUTH,
+    STALE,
+    Command,
+    Reply,
+    Session,
+    help_lines,
+    run_subcommand,
+    subcommand_rows,
+)
 from stashd.errors import (
     CommandError,
     HelloNoAuth,
     NoProto,
     NotInteger,
     SyntaxErr,
-    UnknownSubcommand,
     WrongArity,
     WrongPass,
 )
@@ -126,10 +136,16 @@ def quit_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
 
 
 def reset(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """RESET: back to a fresh connection (RESP2, not authenticated, no name)."""
+    """RESET: back to a fresh connection (RESP2, anonymous, no name, no MULTI, no WATCH).
+
+    The library's name and version stay: they still describe the client, as in Redis.
+    """
     s.principal = s.keyring.anonymous()
     s.proto = 2
     s.name = None
+    s.multi = None
+    s.multi_dirty = False
+    s.watched.clear()
     return "RESET"
 
 
@@ -161,41 +177,189 @@ def client_info_line(s: Session) -> str:
     )
 
 
-_CLIENT_OK_SUBCOMMANDS: Final = (b"NO-EVICT", b"NO-TOUCH", b"REPLY")
+def client_setname(s: Session, args: list[bytes]) -> Reply:
+    """CLIENT SETNAME name: an empty name clears it."""
+    s.name = _client_name(args[2]) or None
+    return OK
+
+
+def client_getname(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """CLIENT GETNAME: the name, or null."""
+    return s.name
+
+
+def client_id(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """CLIENT ID: this connection's id."""
+    return s.client_id
+
+
+def client_info(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """CLIENT INFO and CLIENT LIST: this connection's line.
+
+    CLIENT LIST shows only the caller's own connection: other connections may belong to
+    other namespaces, whose names and addresses are not the caller's to see.
+    """
+    return Verbatim(client_info_line(s))
+
+
+def client_setinfo(s: Session, args: list[bytes]) -> Reply:
+    """CLIENT SETINFO LIB-NAME name | LIB-VER version, which CLIENT INFO then shows."""
+    attr = args[2].upper()
+    if attr not in (b"LIB-NAME", b"LIB-VER"):
+        raise CommandError(f"Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
+    value = args[3]
+    if any(c <= 32 or c > 126 for c in value):
+        raise CommandError(
+            f"{args[2].decode('utf-8', 'replace')} cannot contain spaces, newlines or "
+            "special characters."
+        )
+    if attr == b"LIB-NAME":
+        s.lib_name = value
+    else:
+        s.lib_ver = value
+    return OK
+
+
+def client_switch(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """CLIENT NO-EVICT, NO-TOUCH, MAINT_NOTIFICATIONS: ON or OFF, accepted with nothing to do.
+
+    Stash never evicts a client and keeps no access times; it sends no maintenance
+    notifications (redis-py 8 asks for them on connect, with options after ON).
+    """
+    if args[2].upper() not in (b"ON", b"OFF"):
+        raise SyntaxErr
+    return OK
+
+
+def client_reply(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """CLIENT REPLY ON; OFF and SKIP are refused, since Stash answers every request."""
+    mode = args[2].upper()
+    if mode == b"ON":
+        return OK
+    if mode in (b"OFF", b"SKIP"):
+        # Accepting OFF and replying anyway would desynchronise a client that relies on it.
+        raise CommandError("CLIENT REPLY OFF and SKIP are not supported: every request is answered")
+    raise SyntaxErr
+
+
+def client_help(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """CLIENT HELP: the subcommands, with their syntax."""
+    return help_lines("CLIENT", CLIENT_SUBCOMMANDS)
+
+
+_CS = (LOADING, STALE)
+
+CLIENT_SUBCOMMANDS: Final = (
+    Command(
+        "client|setname",
+        client_setname,
+        3,
+        _CS,
+        "connection",
+        "Name the connection.",
+        "CLIENT SETNAME connection-name",
+        "2.6.9",
+    ),
+    Command(
+        "client|getname",
+        client_getname,
+        2,
+        _CS,
+        "connection",
+        "The connection's name.",
+        "CLIENT GETNAME",
+        "2.6.9",
+    ),
+    Command(
+        "client|id", client_id, 2, _CS, "connection", "The connection's id.", "CLIENT ID", "5.0.0"
+    ),
+    Command(
+        "client|info",
+        client_info,
+        2,
+        _CS,
+        "connection",
+        "A line describing the connection.",
+        "CLIENT INFO",
+        "6.2.0",
+    ),
+    Command(
+        "client|list",
+        client_info,
+        2,
+        _CS,
+        "connection",
+        "The caller's own connection, in CLIENT LIST's format.",
+        "CLIENT LIST",
+        "2.4.0",
+    ),
+    Command(
+        "client|setinfo",
+        client_setinfo,
+        4,
+        _CS,
+        "connection",
+        "Record the client library's name or version.",
+        "CLIENT SETINFO LIB-NAME libname | LIB-VER libver",
+        "7.2.0",
+    ),
+    Command(
+        "client|no-evict",
+        client_switch,
+        3,
+        _CS,
+        "connection",
+        "Accepted: Stash never evicts a connection.",
+        "CLIENT NO-EVICT ON | OFF",
+        "7.0.0",
+    ),
+    Command(
+        "client|no-touch",
+        client_switch,
+        3,
+        _CS,
+        "connection",
+        "Accepted: Stash keeps no access times.",
+        "CLIENT NO-TOUCH ON | OFF",
+        "7.2.0",
+    ),
+    Command(
+        "client|maint_notifications",
+        client_switch,
+        -3,
+        _CS,
+        "connection",
+        "Accepted: Stash sends no maintenance notifications.",
+        "CLIENT MAINT_NOTIFICATIONS ON | OFF [option value ...]",
+        "0.1.0",
+    ),
+    Command(
+        "client|reply",
+        client_reply,
+        3,
+        _CS,
+        "connection",
+        "ON is accepted; OFF and SKIP are refused.",
+        "CLIENT REPLY ON | OFF | SKIP",
+        "3.2.0",
+    ),
+    Command(
+        "client|help",
+        client_help,
+        2,
+        _CS,
+        "connection",
+        "The subcommands of CLIENT.",
+        "CLIENT HELP",
+        "5.0.0",
+    ),
+)
+_CLIENT_ROWS: Final = subcommand_rows(CLIENT_SUBCOMMANDS)
 
 
 def client(s: Session, args: list[bytes]) -> Reply:
-    """CLIENT SETNAME|GETNAME|SETINFO|ID|INFO|LIST|MAINT_NOTIFICATIONS|NO-EVICT|NO-TOUCH."""
-    sub = args[1].upper()
-    n = len(args)
-    if sub == b"SETNAME" and n == 3:
-        s.name = _client_name(args[2]) or None
-        return OK
-    if sub == b"GETNAME" and n == 2:
-        return s.name
-    if sub == b"ID" and n == 2:
-        return s.client_id
-    if sub == b"INFO" and n == 2:
-        return Verbatim(client_info_line(s))
-    if sub == b"LIST" and n == 2:
-        return Verbatim(client_info_line(s))
-    if sub == b"SETINFO" and n == 4:
-        attr = args[2].upper()
-        if attr == b"LIB-NAME":
-            s.lib_name = _client_name(args[3])
-        elif attr == b"LIB-VER":
-            s.lib_ver = _client_name(args[3])
-        else:
-            raise CommandError(f"Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
-        return OK
-    if sub == b"MAINT_NOTIFICATIONS" and n >= 3:
-        # Accepted so redis-py 8 connects cleanly; Stash never sends such notifications.
-        return OK
-    if sub in _CLIENT_OK_SUBCOMMANDS and n == 3:
-        return OK
-    if sub in (b"SETNAME", b"GETNAME", b"ID", b"INFO", b"LIST", b"SETINFO"):
-        raise WrongArity(f"client|{sub.decode().lower()}")
-    raise UnknownSubcommand(args[1].decode("utf-8", "replace"), "CLIENT")
+    """CLIENT subcommand [argument ...]."""
+    return run_subcommand(_CLIENT_ROWS, s, args)
 
 
 _C = (FAST, NOAUTH, LOADING, STALE)
@@ -255,5 +419,6 @@ COMMANDS: Final = (
         "Connection settings and information.",
         "CLIENT subcommand [argument ...]",
         "2.4.0",
+        subcommands=CLIENT_SUBCOMMANDS,
     ),
 )

@@ -105,7 +105,8 @@ def pttl(s: Session, args: list[bytes]) -> Reply:
 
 
 def _expiretime_s(entry: Entry | None) -> Reply:
-    return -2 if entry is None else entry.expires_at // 1000
+    # Rounded to the nearest second, as Redis rounds EXPIRETIME and TTL alike.
+    return -2 if entry is None else (entry.expires_at + 500) // 1000
 
 
 def _expiretime_ms(entry: Entry | None) -> Reply:

@@ -20,13 +20,17 @@ from stashd.commands.base import (
     Deferred,
     Reply,
     Session,
+    help_lines,
+    run_subcommand,
+    subcommand_rows,
 )
 from stashd.commands.connection import REDIS_COMPAT_VERSION
-from stashd.errors import SyntaxErr, UnknownSubcommand, WrongArity
+from stashd.errors import SyntaxErr
 from stashd.glob import compile_glob
 from stashd.resp import OK, Verbatim
 
 _STARTED: Final = time.monotonic()
+_S: Final = (LOADING, STALE)
 
 
 def dbsize(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
@@ -64,15 +68,45 @@ _CONFIG: Final = {
 }
 
 
-def config(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """CONFIG GET parameter [parameter ...]."""
-    sub = args[1].upper()
-    if sub != b"GET":
-        raise UnknownSubcommand(args[1].decode("utf-8", "replace"), "CONFIG")
-    if len(args) < 3:
-        raise WrongArity("config|get")
+def config_get(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """CONFIG GET parameter [parameter ...]: every setting matching any glob pattern."""
     matchers = [compile_glob(pattern.lower()).match for pattern in args[2:]]
     return {name: value for name, value in _CONFIG.items() if any(m(name) for m in matchers)}
+
+
+def config_help(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """CONFIG HELP."""
+    return help_lines("CONFIG", CONFIG_SUBCOMMANDS)
+
+
+CONFIG_SUBCOMMANDS: Final = (
+    Command(
+        "config|get",
+        config_get,
+        -3,
+        _S,
+        "server",
+        "The settings whose names match any of the glob patterns.",
+        "CONFIG GET parameter [parameter ...]",
+        "2.0.0",
+    ),
+    Command(
+        "config|help",
+        config_help,
+        2,
+        _S,
+        "server",
+        "The subcommands of CONFIG.",
+        "CONFIG HELP",
+        "5.0.0",
+    ),
+)
+_CONFIG_ROWS: Final = subcommand_rows(CONFIG_SUBCOMMANDS)
+
+
+def config(s: Session, args: list[bytes]) -> Reply:
+    """CONFIG subcommand [argument ...]: GET and HELP; nothing can be set at runtime."""
+    return run_subcommand(_CONFIG_ROWS, s, args)
 
 
 def info(s: Session, args: list[bytes]) -> Reply:
@@ -105,7 +139,8 @@ def info(s: Session, args: list[bytes]) -> Reply:
             f"# {name.capitalize()}\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n"
             for name, lines in show.items()
         )
-        return Verbatim(text.rstrip("\r\n") + "\r\n")
+        # Sections are separated by a blank line; nothing chosen is an empty string.
+        return Verbatim(text[:-2])
 
     if s.principal is None:
         return render(0)
@@ -126,16 +161,16 @@ def _info_entry(cmd: Command) -> Reply:
         {f"@{cmd.group}", "@write" if WRITE in cmd.flags else "@read"},
         [],
         [],
-        [],
+        [_info_entry(sub) for sub in cmd.subcommands],
     ]
 
 
 _TOKEN: Final = re.compile(r"\[|\]|\||\.\.\.|[^\s\[\]|]+")
 
 
-def _arguments(syntax: str) -> list[Reply]:
-    """COMMAND DOCS arguments from a syntax line, enough for redis-cli's hints."""
-    tokens = _TOKEN.findall(syntax)[1:]  # drop the command name
+def _arguments(syntax: str, words: int) -> list[Reply]:
+    """COMMAND DOCS arguments from a syntax line, after the ``words`` of the command's name."""
+    tokens = _TOKEN.findall(syntax)[words:]  # drop the command's name
     pos = 0
 
     def parse_seq(stop: str | None) -> list[dict[bytes, Reply]]:
@@ -209,33 +244,110 @@ def _docs_entry(cmd: Command) -> Reply:
         b"since": cmd.since.encode(),
         b"group": cmd.group.encode(),
     }
-    if cmd.syntax:
-        doc[b"arguments"] = _arguments(cmd.syntax)
+    words = cmd.name.count("|") + 1
+    if cmd.syntax and not cmd.subcommands:
+        doc[b"arguments"] = _arguments(cmd.syntax, words)
+    if cmd.subcommands:
+        # As Redis gives them, so redis-cli's hints cover "CLIENT SETNAME" and the rest.
+        doc[b"subcommands"] = {sub.name.encode(): _docs_entry(sub) for sub in cmd.subcommands}
     return doc
 
 
-def command(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """COMMAND [COUNT | DOCS [name ...] | INFO [name ...] | LIST]."""
+def command_count(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """COMMAND COUNT: how many commands (a container counts once, as in Redis)."""
+    return len(registry.TABLE)
+
+
+def command_list(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """COMMAND LIST: every command's name (FILTERBY is not supported)."""
+    if len(args) > 2:
+        raise SyntaxErr
+    return [c.name.encode() for c in registry.TABLE.values()]
+
+
+def command_info(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """COMMAND INFO [name ...]: one entry per name, null for an unknown one."""
     table = registry.TABLE
-    if len(args) == 1:
-        return [_info_entry(c) for c in table.values()]
-    sub = args[1].upper()
     names = [a.lower() for a in args[2:]]
-    if sub == b"COUNT" and len(args) == 2:
-        return len(table)
-    if sub == b"LIST":
-        return [c.name.encode() for c in table.values()]
-    if sub == b"INFO":
-        if not names:
-            return [_info_entry(c) for c in table.values()]
-        return [_info_entry(table[n]) if n in table else None for n in names]
-    if sub == b"DOCS":
-        chosen = [table[n] for n in names if n in table] if names else list(table.values())
-        return {c.name.encode(): _docs_entry(c) for c in chosen}
-    raise UnknownSubcommand(args[1].decode("utf-8", "replace"), "COMMAND")
+    if not names:
+        return [_info_entry(c) for c in table.values()]
+    return [_info_entry(table[n]) if n in table else None for n in names]
 
 
-_S = (LOADING, STALE)
+def command_docs(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """COMMAND DOCS [name ...]: a map of name to docs; unknown names are left out."""
+    table = registry.TABLE
+    names = [a.lower() for a in args[2:]]
+    chosen = [table[n] for n in names if n in table] if names else list(table.values())
+    return {c.name.encode(): _docs_entry(c) for c in chosen}
+
+
+def command_help(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """COMMAND HELP."""
+    return help_lines("COMMAND", COMMAND_SUBCOMMANDS)
+
+
+COMMAND_SUBCOMMANDS: Final = (
+    Command(
+        "command|count",
+        command_count,
+        2,
+        _S,
+        "server",
+        "How many commands there are.",
+        "COMMAND COUNT",
+        "2.8.13",
+    ),
+    Command(
+        "command|list",
+        command_list,
+        -2,
+        _S,
+        "server",
+        "Every command's name.",
+        "COMMAND LIST",
+        "7.0.0",
+    ),
+    Command(
+        "command|info",
+        command_info,
+        -2,
+        _S,
+        "server",
+        "Arity, flags and key positions of commands.",
+        "COMMAND INFO [command-name ...]",
+        "2.8.13",
+    ),
+    Command(
+        "command|docs",
+        command_docs,
+        -2,
+        _S,
+        "server",
+        "Summary, group and arguments of commands.",
+        "COMMAND DOCS [command-name ...]",
+        "7.0.0",
+    ),
+    Command(
+        "command|help",
+        command_help,
+        2,
+        _S,
+        "server",
+        "The subcommands of COMMAND.",
+        "COMMAND HELP",
+        "5.0.0",
+    ),
+)
+_COMMAND_ROWS: Final = subcommand_rows(COMMAND_SUBCOMMANDS)
+
+
+def command(s: Session, args: list[bytes]) -> Reply:
+    """COMMAND [subcommand [argument ...]]: alone, the details of every command."""
+    if len(args) == 1:
+        return [_info_entry(c) for c in registry.TABLE.values()]
+    return run_subcommand(_COMMAND_ROWS, s, args)
+
 
 COMMANDS: Final = (
     Command(
@@ -245,8 +357,9 @@ COMMANDS: Final = (
         _S,
         "server",
         "Describe the commands Stash serves.",
-        "COMMAND [COUNT | DOCS [name ...] | INFO [name ...] | LIST]",
+        "COMMAND [subcommand [argument ...]]",
         "2.8.13",
+        subcommands=COMMAND_SUBCOMMANDS,
     ),
     Command(
         "info",
@@ -296,7 +409,8 @@ COMMANDS: Final = (
         _S,
         "server",
         "Read a small set of settings.",
-        "CONFIG GET parameter [parameter ...]",
+        "CONFIG subcommand [argument ...]",
         "2.0.0",
+        subcommands=CONFIG_SUBCOMMANDS,
     ),
 )

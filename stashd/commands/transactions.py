@@ -18,8 +18,10 @@ from stashd.resp import NULL_ARRAY, OK
 if TYPE_CHECKING:
     from stashd.store.base import Entry
 
-#: Commands that act on the transaction itself instead of being queued.
-CONTROL: Final = frozenset({b"exec", b"discard", b"multi", b"watch", b"unwatch", b"quit", b"reset"})
+#: Commands that act on the transaction itself instead of being queued. UNWATCH is not
+#: one of them: inside MULTI Redis queues it like any command (it then runs at EXEC,
+#: after the watched keys were checked).
+CONTROL: Final = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"})
 
 
 class ExecAbort(StashError):
