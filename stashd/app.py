@@ -1,4 +1,4 @@
-"""Runs the daemon: open the store, serve RESP, and shut down in reverse order on a signal."""
+"""Runs the daemon: open the store, serve RESP and HTTP, and shut down in reverse on a signal."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 from typing import TYPE_CHECKING, Final
 
 from stashd import log
+from stashd.http import HttpApi, HttpServer
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
@@ -50,9 +51,14 @@ async def serve(
     stop: asyncio.Event,
     *,
     sock: socket.socket | None = None,
+    http_sock: socket.socket | None = None,
     ready: asyncio.Future[int] | None = None,
 ) -> None:
-    """Serve until ``stop`` is set; ``ready`` gets the bound port (useful with port 0)."""
+    """Serve until ``stop`` is set; ``ready`` gets the bound RESP port (useful with port 0).
+
+    RESP starts first, then the HTTP sidecar on the same loop and the same store; shutdown
+    runs in reverse.
+    """
     if config.auth != "open":  # pragma: no cover - replaced when the key registry lands
         msg = "auth mode 'keys' is not available yet"
         raise ValueError(msg)
@@ -68,7 +74,19 @@ async def serve(
             lambda: Connection(ctx), config.host, config.port, reuse_address=True
         )
     port = server.sockets[0].getsockname()[1]
-    logger.info("listening", host=config.host, port=port, backend=config.backend)
+    http: HttpServer | None = None
+    http_port: int | None = None
+    if config.http:
+        http = HttpServer(HttpApi(ctx, backend=config.backend))
+        try:
+            http_port = await http.start(config.host, config.http_port, sock=http_sock)
+        except BaseException:
+            server.close()
+            await store.close()
+            raise
+    logger.info(
+        "listening", host=config.host, port=port, http_port=http_port, backend=config.backend
+    )
     if ready is not None and not ready.done():
         ready.set_result(port)
 
@@ -82,6 +100,8 @@ async def serve(
         await stop.wait()
     finally:
         logger.info("stopping", connections=len(ctx.connections))
+        if http is not None:
+            await http.close()  # the HTTP door first: its requests finish on a live store
         server.close()  # stop accepting
         maintenance.cancel()
         with contextlib.suppress(asyncio.CancelledError):
