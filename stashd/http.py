@@ -79,6 +79,10 @@ IDLE_TIMEOUT: Final = 60.0
 WATCH_INTERVAL: Final = 0.25
 #: On shutdown, in-flight requests get this long to finish before connections are closed.
 SHUTDOWN_TIMEOUT: Final = 5.0
+#: After answering a request whose body we did not read (413, a liar), keep reading and
+#: dropping it this long before closing, so the client sees our answer rather than a reset
+#: caused by unread bytes; bounded, so it cannot be used to hold the connection.
+LINGER: Final = 2.0
 #: Request line and each header line: aiohttp's default, stated so it is visible here.
 MAX_LINE: Final = 8190
 
@@ -130,15 +134,18 @@ _MESSAGES: Final[dict[type[StashError], str]] = {
 }
 
 
-def error_body(exc: StashError) -> tuple[int, bytes]:
-    """The status and the one JSON shape of every error: code, message, applicable fields."""
-    for cls in type(exc).__mro__:
+def error_row(kind: type[StashError]) -> tuple[int, str, tuple[str, ...]]:
+    """The table's row for an error class, or for its nearest base that has one."""
+    for cls in kind.__mro__:
         row = ERRORS.get(cls)
         if row is not None:
-            break
-    else:  # pragma: no cover - StashError itself is in the table
-        row = (400, "bad_request", ())
-    status, code, names = row
+            return row
+    return ERRORS[StashError]  # pragma: no cover - StashError is in every MRO here
+
+
+def error_body(exc: StashError) -> tuple[int, bytes]:
+    """The status and the one JSON shape of every error: code, message, applicable fields."""
+    status, code, names = error_row(type(exc))
     text = _MESSAGES.get(type(exc))
     message = exc.message if text is None else text.format_map(vars(exc))
     err: dict[str, Any] = {"code": code, "message": message}
@@ -237,7 +244,16 @@ class _Connection(RequestHandler):
     """
 
     # RequestHandler has __slots__; ours keep the per-connection cost as small.
-    __slots__ = ("arrived", "body", "deadline", "guard", "in_handler", "loop", "peer_eof")
+    __slots__ = (
+        "arrived",
+        "body",
+        "deadline",
+        "draining",
+        "guard",
+        "in_handler",
+        "loop",
+        "peer_eof",
+    )
 
     def __init__(
         self,
@@ -252,6 +268,7 @@ class _Connection(RequestHandler):
         self.guard = guard
         self.deadline = 0.0  # loop time; 0 when no request is arriving
         self.in_handler = False
+        self.draining = False
         self.arrived = 0  # bytes received while a handler ran: the next request began
         self.peer_eof = False
         self.body: StreamReader | None = None  # the body being read, fed EOF on half-close
@@ -291,16 +308,25 @@ class _Connection(RequestHandler):
         if not self.deadline:  # pipelined behind the previous request
             self.deadline = self.loop.time() + self.guard.request_timeout
 
-    def leave(self) -> None:
-        """A handler is done: the next request's clock starts with its first byte."""
+    def leave(self, *, draining: bool = False) -> None:
+        """A handler is done: the next request's clock starts with its first byte.
+
+        ``draining``: the answer went out before the body was read, and aiohttp drops the
+        rest for up to LINGER seconds before closing; the request's own deadline still
+        bounds that, so no client holds the connection past it.
+        """
         self.in_handler = False
-        self.deadline = self.loop.time() + self.guard.request_timeout if self.arrived else 0.0
+        self.draining = draining
+        if not draining:
+            self.deadline = self.loop.time() + self.guard.request_timeout if self.arrived else 0.0
 
     def expire(self, now: float) -> None:
         """Called by the watchdog: end a request that has not arrived in time."""
         if self.in_handler or not self.deadline or now < self.deadline:
             return
         transport = self.transport
+        if self.draining:  # already answered: just stop listening
+            transport = None
         if transport is not None and not transport.is_closing():
             _, body = error_body(RequestTimeout(self.guard.request_timeout))
             head = (
@@ -419,17 +445,18 @@ class HttpApi:
         """Serve one request; every refusal is a StashError turned into the JSON shape."""
         conn = cast("_Connection", request.protocol)
         conn.enter()
-        headers: dict[str, str] | None = None
         try:
             resp = await self._dispatch(request, conn)
         except RateLimited as exc:
-            headers = exc.headers  # type: ignore[attr-defined]
-            resp = error_response(exc, headers)
+            resp = error_response(exc, exc.headers)  # type: ignore[attr-defined]
         except StashError as exc:
             resp = error_response(exc)
-        finally:
+        except BaseException:
             conn.leave()
-        if conn.peer_eof or not request.content.is_eof():
+            raise
+        unread = not request.content.is_eof()
+        conn.leave(draining=unread)
+        if conn.peer_eof or unread:
             # The client has stopped sending, or sent a body we did not read: this
             # connection cannot carry another request.
             resp.force_close()
@@ -531,6 +558,10 @@ class HttpApi:
         if content.is_eof():  # the whole body is already here: the common case
             body = content.read_nowait(-1)
         else:
+            if request.headers.get("Expect", "").lower() == "100-continue":
+                # The client waits for this before sending a large body (curl does for
+                # bodies over 1 MiB); a body over the limit was refused above instead.
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             got = bytearray()
             conn.body = content
             if conn.peer_eof:
@@ -724,6 +755,7 @@ class HttpServer:
             self.guard,
             access_log=None,  # write events are logged by the handlers, never request lines
             keepalive_timeout=IDLE_TIMEOUT,
+            lingering_time=LINGER,
             max_line_size=MAX_LINE,
             max_field_size=MAX_LINE,
         )
