@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import unquote_to_bytes
 
@@ -181,30 +182,37 @@ def _text(key: bytes) -> str:
     return key.decode("utf-8", "replace")
 
 
-def if_match_version(header: str | None) -> int | None:
-    """The version an ``If-Match`` header requires, None for none or ``*``.
+def if_match_version(header: str | None) -> int | tuple[int, ...] | None:
+    """The version(s) an ``If-Match`` header accepts; None for none or ``*``.
 
-    Versions travel as strong entity tags (``"3"``). A weak tag or one that is not a
-    version never matches (RFC 9110 compares If-Match strongly), which 0 expresses:
-    versions start at 1, so the update answers 412 for an existing id.
+    Versions travel as strong entity tags (``"3"``), and a bare ``3`` is read as the tag
+    its sender meant; a list matches any of its tags. A
+    weak tag, or a tag that is not a version, never matches (RFC 9110 compares If-Match
+    strongly): it becomes 0, a version no entry has, so an existing id answers 412 and
+    nothing changes. A header that is not entity tags at all is refused with 400.
     """
     if header is None:
         return None
-    value = header.strip()
+    value = header.strip(" \t")
     if value == "*":
         return None
-    tags = [t.strip() for t in value.split(",") if t.strip()]
-    if not tags or len(tags) > 1:
-        raise BadRequest('If-Match must be "*" or one entity tag, such as "3"')
-    tag = tags[0]
-    if tag.startswith("W/"):
-        return 0
-    if len(tag) < 2 or tag[0] != '"' or tag[-1] != '"':
-        raise BadRequest('If-Match must be "*" or one entity tag, such as "3"')
-    opaque = tag[1:-1]
-    if not opaque.isdigit() or not opaque.isascii() or len(opaque) > 19:
-        return 0
-    return int(opaque)
+    if value.isascii() and value.isdigit():  # a bare version, as a person types it
+        return int(value) if len(value) <= 19 else 0
+    if _IF_MATCH.fullmatch(value) is None:
+        raise BadRequest('If-Match must be "*", a version, or entity tags such as "3"')
+    versions = tuple(
+        int(opaque)
+        if not weak and opaque.isascii() and opaque.isdigit() and len(opaque) <= 19
+        else 0
+        for weak, opaque in _ENTITY_TAG.findall(value)
+    )
+    return versions[0] if len(versions) == 1 else versions
+
+
+# The same grammar as If-Match's pattern in protocol/openapi.yaml (RFC 9110 entity tags,
+# without commas inside, in a comma-separated list; a bare number is checked before).
+_IF_MATCH: Final = re.compile(r'(W/)?"[^",]*"([ \t]*,[ \t]*(W/)?"[^",]*")*')
+_ENTITY_TAG: Final = re.compile(r'(W/)?"([^",]*)"')
 
 
 def _integer(body: dict[str, Any], name: str) -> int | None:

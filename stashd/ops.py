@@ -330,7 +330,7 @@ class Update(Op):
         patch: object,
         has_patch: bool,
         extend_ms: int,
-        if_version: int | None,
+        if_version: int | tuple[int, ...] | None,
         max_ttl_ms: int,
         max_payload: int,
     ) -> None:
@@ -352,8 +352,13 @@ class Update(Op):
         old = view.get(self.ns, self.key, now)
         if old is None:
             return None
-        if self.if_version is not None and old.version != self.if_version:
-            raise Conflict(old.version, self.if_version)
+        wanted = self.if_version
+        if wanted is not None:
+            if isinstance(wanted, tuple):
+                if old.version not in wanted:
+                    raise Conflict(old.version, wanted[0])
+            elif old.version != wanted:
+                raise Conflict(old.version, wanted)
         expires = old.expires_at
         if self.extend_ms:
             expires += self.extend_ms

@@ -248,7 +248,7 @@ class MemoryService:
         merge: object = None,
         has_merge: bool = False,
         extend_seconds: int = 0,
-        if_version: int | None = None,
+        if_version: int | tuple[int, ...] | None = None,
     ) -> ops.UpdateEntry:
         """UPDATE with already parsed JSON (the HTTP door); the result is the entry written.
 
@@ -285,7 +285,7 @@ class MemoryService:
         patch: object,
         has_patch: bool,
         extend_seconds: int,
-        if_version: int | None,
+        if_version: int | tuple[int, ...] | None,
     ) -> ops.Update:
         """The rules every UPDATE follows, whichever door it came through."""
         if data is not None and has_patch:

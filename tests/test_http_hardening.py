@@ -27,7 +27,7 @@ def _post(body: bytes, *, length: int | None = None, extra: str = "") -> bytes:
 async def _read_response(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
     """One whole response (head and Content-Length body) from a stream."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-    status, headers, _ = split_response(head)
+    _, headers, _ = split_response(head)
     body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout)
     return head + body
 
