@@ -623,10 +623,13 @@ class HttpApi:
                 payload_bytes=len(op.value),
             )
         ttl = seconds_left(op.expires_at, self.service.clock())
-        return _json(
-            201,
-            {"memory_id": memory_id, "ttl": ttl, "expires_at": rfc3339(op.expires_at)},
-            {"ETag": '"1"', "Location": f"/recall/{memory_id}"},
+        # New ids are base62 (or hex), so they need no JSON escaping.
+        body = f'{{"memory_id":"{memory_id}","ttl":{ttl},"expires_at":"{rfc3339(op.expires_at)}"}}'
+        return web.Response(
+            body=body.encode(),
+            status=201,
+            content_type=JSON_TYPE,
+            headers={"ETag": '"1"', "Location": f"/recall/{memory_id}"},
         )
 
     async def recall(

@@ -50,7 +50,15 @@ def seconds_left(expires_at: int, now: int) -> int:
 
 def rfc3339(ms: int) -> str:
     """An absolute time in ms as RFC 3339 UTC with a Z, to the second: 2026-11-24T12:00:00Z."""
-    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = ms // 1000
+    if second != _last_rfc3339[0]:
+        # Writes in one second mostly share their expiry second: format it once.
+        _last_rfc3339[:] = [second, datetime.fromtimestamp(second, UTC).strftime(_RFC3339)]
+    return str(_last_rfc3339[1])
+
+
+_RFC3339: Final = "%Y-%m-%dT%H:%M:%SZ"
+_last_rfc3339: list[int | str] = [-1, ""]
 
 
 def encode_json(value: object, what: str = "value") -> bytes:
@@ -64,11 +72,22 @@ def encode_json(value: object, what: str = "value") -> bytes:
         raise NotJSON("a number is out of the range of a double", what) from None
 
 
+# Random bytes map onto base62 by a translation table: a byte below 248 (4 * 62) becomes
+# BASE62[byte % 62], the 8 bytes above are dropped, so every character is uniform. One
+# os.urandom call per id, where secrets.choice makes one per character.
+_UNIFORM: Final = 4 * len(BASE62)
+_TO_BASE62: Final = bytes(ord(BASE62[b % 62]) if b < _UNIFORM else 0 for b in range(256))
+_DROP: Final = bytes(range(_UNIFORM, 256))
+
+
 def new_id(attempt: int) -> bytes:
     """A fresh id: 8 base62 characters from ``secrets`` (~47.6 bits), a UUID as last resort."""
     if attempt >= ops.Create.TRIES:
         return uuid.uuid4().hex.encode()
-    return "".join(secrets.choice(BASE62) for _ in range(ID_LENGTH)).encode()
+    out = b""
+    while len(out) < ID_LENGTH:  # 16 bytes keep 8 or more but for odds of about 1e-14
+        out += secrets.token_bytes(2 * ID_LENGTH).translate(_TO_BASE62, _DROP)
+    return out[:ID_LENGTH]
 
 
 class MemoryService:
