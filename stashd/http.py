@@ -624,9 +624,9 @@ class HttpApi:
             )
         ttl = seconds_left(op.expires_at, self.service.clock())
         # New ids are base62 (or hex), so they need no JSON escaping.
-        body = f'{{"memory_id":"{memory_id}","ttl":{ttl},"expires_at":"{rfc3339(op.expires_at)}"}}'
+        reply = f'{{"memory_id":"{memory_id}","ttl":{ttl},"expires_at":"{rfc3339(op.expires_at)}"}}'
         return web.Response(
-            body=body.encode(),
+            body=reply.encode(),
             status=201,
             content_type=JSON_TYPE,
             headers={"ETag": '"1"', "Location": f"/recall/{memory_id}"},

@@ -533,7 +533,7 @@ def parse_int64(raw: bytes) -> int:
 
 def dump_json(value: object) -> bytes:
     """Compact UTF-8 JSON, the form Stash writes when it builds a document itself."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def load_json(raw: bytes, what: str = "value") -> Any:  # noqa: ANN401 - any JSON value
@@ -543,7 +543,7 @@ def load_json(raw: bytes, what: str = "value") -> Any:  # noqa: ANN401 - any JSO
     and UTF-32 from bytes, and such a value could not be embedded in a UTF-8 reply.
     """
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return _DECODER.decode(raw.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise NotJSON(
             json_error_position(exc), what, line=exc.lineno, column=exc.colno, position=exc.pos
@@ -556,6 +556,12 @@ def _reject_constant(name: str) -> float:
     """NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them."""
     msg = f"{name} is not a JSON value"
     raise ValueError(msg)
+
+
+# Built once: json.loads and json.dumps with any option build a new decoder or encoder
+# on every call, which costs more than parsing a small document.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def json_error_position(exc: ValueError) -> str:
