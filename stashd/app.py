@@ -51,7 +51,6 @@ async def serve(
     stop: asyncio.Event,
     *,
     sock: socket.socket | None = None,
-    http_sock: socket.socket | None = None,
     ready: asyncio.Future[int] | None = None,
 ) -> None:
     """Serve until ``stop`` is set; ``ready`` gets the bound RESP port (useful with port 0).
@@ -79,7 +78,7 @@ async def serve(
     if config.http:
         http = HttpServer(HttpApi(ctx, backend=config.backend))
         try:
-            http_port = await http.start(config.host, config.http_port, sock=http_sock)
+            http_port = await http.start(config.host, config.http_port)
         except BaseException:
             server.close()
             await store.close()

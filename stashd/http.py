@@ -54,7 +54,6 @@ from stashd.ops import load_json
 from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Awaitable, Callable
 
     from aiohttp.streams import StreamReader
@@ -154,7 +153,7 @@ def error_body(exc: StashError) -> tuple[int, bytes]:
         value = getattr(exc, name, None)
         if value is not None:
             err[name] = list(value) if isinstance(value, tuple) else value
-    return status, json.dumps({"error": err}, separators=(",", ":")).encode()
+    return status, _ENCODE({"error": err}).encode()
 
 
 def error_response(exc: StashError, headers: dict[str, str] | None = None) -> web.Response:
@@ -168,8 +167,12 @@ def error_response(exc: StashError, headers: dict[str, str] | None = None) -> we
     return resp
 
 
+# Built once: json.dumps with options builds an encoder per call.
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> web.Response:
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    body = _ENCODE(payload).encode()
     return web.Response(body=body, status=status, content_type=JSON_TYPE, headers=headers)
 
 
@@ -259,6 +262,7 @@ class _Connection(RequestHandler):
         "draining",
         "guard",
         "in_handler",
+        "lingering",
         "loop",
         "peer_eof",
     )
@@ -280,6 +284,9 @@ class _Connection(RequestHandler):
         self.arrived = 0  # bytes received while a handler ran: the next request began
         self.peer_eof = False
         self.body: StreamReader | None = None  # the body being read, fed EOF on half-close
+        # An unread body aiohttp is dropping after our answer: ended when the client or
+        # the deadline ends the connection, so the drain stops with it.
+        self.lingering: StreamReader | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register with the watchdog."""
@@ -287,9 +294,16 @@ class _Connection(RequestHandler):
         self.guard.connections.add(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        """Unregister."""
+        """Unregister, and end any drain of an unread body."""
         self.guard.connections.discard(self)
+        self.stop_lingering()
         super().connection_lost(exc)
+
+    def stop_lingering(self) -> None:
+        """Let aiohttp's drain of an unread body finish now."""
+        if self.lingering is not None:
+            self.lingering.feed_eof()
+            self.lingering = None
 
     def data_received(self, data: bytes) -> None:
         """Arm the deadline on a request's first byte, then let aiohttp parse."""
@@ -307,6 +321,9 @@ class _Connection(RequestHandler):
         self.peer_eof = True
         if self.body is not None:
             self.body.feed_eof()
+        if self.lingering is not None:  # answered already: nothing more will come
+            self.stop_lingering()
+            return False
         return self.in_handler or bool(self.deadline)
 
     def enter(self) -> None:
@@ -335,6 +352,7 @@ class _Connection(RequestHandler):
         transport = self.transport
         if self.draining:  # already answered: just stop listening
             transport = None
+            self.stop_lingering()
         if transport is not None and not transport.is_closing():
             _, body = error_body(RequestTimeout(self.guard.request_timeout))
             head = (
@@ -356,17 +374,13 @@ class _Connection(RequestHandler):
 
         aiohttp's default text quotes the offending bytes; ours never does.
         """
-        if request.writer.output_size > 0:
+        if request.writer.output_size > 0:  # pragma: no cover - our handlers return whole
             msg = "response already started"
             raise ConnectionError(msg)
         if status >= 500:
             logger.error("http_internal_error", exc_info=exc)
-            err: StashError = StashError("internal error")
-            body = json.dumps(
-                {"error": {"code": "internal_error", "message": err.message}},
-                separators=(",", ":"),
-            ).encode()
-            resp = web.Response(body=body, status=500, content_type=JSON_TYPE)
+            body = _ENCODE({"error": {"code": "internal_error", "message": "internal error"}})
+            resp = web.Response(body=body.encode(), status=500, content_type=JSON_TYPE)
         else:
             logger.info("http_malformed_request", error=type(exc).__name__)
             detail = (
@@ -464,6 +478,8 @@ class HttpApi:
             raise
         unread = not request.content.is_eof()
         conn.leave(draining=unread)
+        if unread:
+            conn.lingering = request.content
         if conn.peer_eof or unread:
             # The client has stopped sending, or sent a body we did not read: this
             # connection cannot carry another request.
@@ -646,8 +662,7 @@ class HttpApi:
         except NotJSON as exc:
             raise StoredNotJSON(exc.message.partition(": ")[2]) from None
         # The stored text is valid UTF-8 JSON, so it is embedded as it is, unparsed.
-        memory_id = json.dumps(_text(key), ensure_ascii=False)
-        head = f'{{"memory_id":{memory_id}'.encode()
+        head = f'{{"memory_id":{_ENCODE(_text(key))}'.encode()
         tail = (
             f',"ttl_remaining":{seconds_left(entry.expires_at, self.service.clock())},'
             f'"expires_at":"{rfc3339(entry.expires_at)}","version":{entry.version}}}'
@@ -757,9 +772,7 @@ class HttpServer:
         self.watchdog: asyncio.Task[None] | None = None
         self.port = 0
 
-    async def start(
-        self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
-    ) -> int:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Bind and serve; returns the bound port (useful with port 0)."""
         server = _Server(
             self.api,
@@ -774,11 +787,7 @@ class HttpServer:
             server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
         await self.runner.setup()
-        site: web.BaseSite
-        if sock is not None:
-            site = web.SockSite(self.runner, sock)
-        else:
-            site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
         self.port = self.runner.addresses[0][1]
         self.watchdog = asyncio.get_running_loop().create_task(self.guard.watch())

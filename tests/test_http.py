@@ -10,12 +10,14 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
+import structlog
 
 from stashd import errors
 from stashd.http import IDLE_TIMEOUT, REQUEST_TIMEOUT, error_body, error_row, if_match_version
 from stashd.ops import Set
 from stashd.ratelimit import LocalLimiter, Rate
 from stashd.service import rfc3339
+from stashd.store.memory import MemoryStore
 from stashd.tenancy import namespace_of
 from tests.support.http import START_MS, Sidecar, StrictKeyring, sidecar
 from tests.support.servers import StashDaemon
@@ -497,3 +499,56 @@ def test_listening_event_names_both_ports_and_no_http_turns_it_off() -> None:
         assert d.http_port == 0
     events = [json.loads(line) for line in d.stderr.splitlines() if line.startswith("{")]
     assert next(e for e in events if e["event"] == "listening")["http_port"] is None
+
+
+class BrokenDisk(MemoryStore):
+    """A store that runs batches (like SQLite) whose disk has gone away."""
+
+    inline = False
+
+    async def run_many(self, ops: list[Any]) -> list[Any]:
+        raise OSError("disk gone")
+
+
+class Buggy(MemoryStore):
+    """An inline store with a bug: a failure that is no StashError."""
+
+    def run(self, op: Any) -> Any:  # noqa: ANN401
+        raise RuntimeError("bug")
+
+
+async def test_store_failures_are_503_and_bugs_are_a_json_500() -> None:
+    """A failing store gives 503 unavailable (health too); a bug gives 500 without details."""
+    async with sidecar(store=BrokenDisk()) as s:
+        for method, path in [("GET", "/healthz"), ("GET", "/recall/abc"), ("POST", "/stash")]:
+            async with s.session.request(method, path, json={"data": 1}) as resp:
+                assert resp.status == 503
+                err = (await resp.json())["error"]
+                assert err == {"code": "unavailable", "message": "store unavailable: OSError"}
+    async with sidecar(store=Buggy()) as s, s.session.get("/recall/abc") as resp:
+        assert resp.status == 500
+        assert await resp.json() == {
+            "error": {"code": "internal_error", "message": "internal error"}
+        }
+
+
+async def test_writes_are_logged_with_sizes_never_values() -> None:
+    """stash_created, stash_updated and stash_forgotten name the id and size, not the data."""
+    async with sidecar() as s:
+        s.api.ctx.log_writes = True
+        secret = "payload-" + uuid.uuid4().hex
+        with structlog.testing.capture_logs() as logs:
+            mid = await _stash(s, {"secret": secret}, ttl=60)
+            async with s.session.patch(f"/update/{mid}", json={"extra_seconds": 5}, headers=KEY):
+                pass
+            async with s.session.delete(f"/forget/{mid}", headers=KEY):
+                pass
+        events = [e for e in logs if e.get("door") == "http"]
+        assert [e["event"] for e in events] == ["stash_created", "stash_updated", "stash_forgotten"]
+        assert events[0]["id"] == mid
+        assert events[0]["namespace"] == ALICE
+        assert events[0]["ttl_seconds"] == 60
+        assert events[0]["payload_bytes"] == len(
+            json.dumps({"secret": secret}, separators=(",", ":"))
+        )
+        assert secret not in repr(logs)

@@ -40,8 +40,10 @@ async def _healthy(s: Sidecar) -> None:
 async def test_content_length_over_the_limit_is_refused_before_the_body() -> None:
     """Only the headers are sent: the 413 comes anyway, names both numbers, and closes."""
     async with sidecar() as s:
-        raw = await raw_exchange(s.port, _post(b"", length=2 * LIMIT))
-        status, headers, body = split_response(raw)
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(_post(b"", length=2 * LIMIT))
+        status, headers, body = split_response(await _read_response(reader))
+        writer.close()
         assert status == 413
         assert headers["connection"] == "close"
         assert json.loads(body)["error"] == {
@@ -202,3 +204,67 @@ async def test_trickled_headers_and_bodies_are_cut_off_while_others_are_served()
 
 
 WATCH_SLACK = 1.0  # the watchdog's interval plus scheduling noise on a loaded machine
+
+
+async def test_expect_100_continue_only_for_a_body_within_the_limit() -> None:
+    """Within the limit the client is told to go on; over it, the 413 comes instead."""
+    async with sidecar() as s:
+        body = b'{"data": "after the interim answer"}'
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(_post(b"", length=len(body), extra="Expect: 100-continue\r\n"))
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        assert split_response(await _read_response(reader))[0] == 201
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(_post(b"", length=LIMIT + 1, extra="Expect: 100-continue\r\n"))
+        assert (await _read_response(reader)).startswith(b"HTTP/1.1 413")
+        writer.close()
+        assert s.count(NS) == 1
+
+
+async def test_half_close_while_the_body_is_being_read() -> None:
+    """A client that stops mid-body after the handler began waiting still gets its 400."""
+    async with sidecar() as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(_post(b'{"data": ', length=40))
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is now waiting for the rest
+        writer.write_eof()
+        status, _, body = split_response(await asyncio.wait_for(reader.read(), 5))
+        assert status == 400
+        assert json.loads(body)["error"]["actual"] == 9
+        writer.close()
+        assert s.count(NS) == 0
+
+
+async def test_chunked_body_that_stalls_or_is_malformed() -> None:
+    """A stalled chunked body is cut off with 408; a malformed one gets a JSON 400."""
+    async with sidecar(request_timeout=1.0) as s:
+        head = b"POST /stash HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(head + b'5\r\n{"dat')
+        status, _, body = split_response(await _read_response(reader))
+        assert status == 408
+        assert json.loads(body)["error"]["code"] == "request_timeout"
+        writer.close()
+        raw = await raw_exchange(s.port, head + b"zz\r\nnot a chunk\r\n0\r\n\r\n")
+        status, headers, body = split_response(raw)
+        assert status == 400
+        assert headers["content-type"] == "application/json"
+        assert b"not a chunk" not in raw
+        assert s.count(NS) == 0
+
+
+async def test_pipelined_and_absolute_form_requests() -> None:
+    """Requests sent back to back are answered in order; an absolute-form target works."""
+    async with sidecar() as s:
+        one = _post(b'{"data": 1}')
+        get = b"GET http://127.0.0.1/healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        raw = await raw_exchange(s.port, one + one + get)
+        assert raw.count(b"HTTP/1.1 201") == 2
+        assert raw.count(b"HTTP/1.1 200") == 1
+        assert raw.index(b"HTTP/1.1 200") > raw.rindex(b"HTTP/1.1 201")
+        assert s.count(NS) == 2

@@ -52,6 +52,7 @@ class Sidecar:
     store: MemoryStore
     clock: Clock
     session: aiohttp.ClientSession
+    api: HttpApi
 
     def count(self, ns: str) -> int:
         """Live entries in a namespace, read from the store itself."""
@@ -61,6 +62,7 @@ class Sidecar:
 @contextlib.asynccontextmanager
 async def sidecar(
     *,
+    store: MemoryStore | None = None,
     keyring: Keyring | None = None,
     limiter: RateLimiter | None = None,
     rate_of: Callable[[Principal], Rate | None] | None = None,
@@ -68,17 +70,17 @@ async def sidecar(
 ) -> AsyncIterator[Sidecar]:
     """Serve the HTTP API on a free port of this loop until the block ends."""
     clock = Clock()
-    store = MemoryStore(clock)
+    store = store or MemoryStore(clock)
+    store.clock = clock
     ctx = ServerContext(MemoryService(store), keyring or OpenKeyring(LIMITS), store)
     ctx.log_writes = False
-    server = HttpServer(
-        HttpApi(ctx, limiter=limiter, rate_of=rate_of), request_timeout=request_timeout
-    )
+    api = HttpApi(ctx, limiter=limiter, rate_of=rate_of)
+    server = HttpServer(api, request_timeout=request_timeout)
     port = await server.start("127.0.0.1", 0)
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession(url) as session:
         try:
-            yield Sidecar(url, port, store, clock, session)
+            yield Sidecar(url, port, store, clock, session, api)
         finally:
             await server.close()
 
