@@ -7,11 +7,12 @@ Layout
 ``resp``       request framing in front of hiredis, and RESP2/RESP3 reply encoding.
 ``server``     the asyncio protocol serving one RESP connection.
 ``commands``   the command table: one module per family, parse then build an operation.
+``http``       the HTTP sidecar: the JSON API on the same service, store and batcher.
 ``service``    the memory service: namespaces, TTL rules, limits, ids, JSON.
 ``ops``        atomic operations on one namespace, run by every store.
 ``store``      where entries live: memory (and later SQLite, Redis).
 ``tenancy``    who a connection is: namespace and limits of an API key.
-``app``        runs the daemon: store, RESP server, shutdown.
+``app``        runs the daemon: store, RESP server, HTTP sidecar, shutdown.
 ``cli``        the ``stashd`` and ``stash`` commands.
 """
 

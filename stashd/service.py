@@ -10,6 +10,7 @@ the operation so they run atomically with it.
 
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -73,8 +74,8 @@ def encode_json(value: object, what: str = "value") -> bytes:
 
 
 # Random bytes map onto base62 by a translation table: a byte below 248 (4 * 62) becomes
-# BASE62[byte % 62], the 8 bytes above are dropped, so every character is uniform. One
-# os.urandom call per id, where secrets.choice makes one per character.
+# BASE62[byte % 62], the 8 bytes above are dropped, so every character is uniform. The
+# bytes come from the OS CSPRNG in blocks, where secrets.choice made a call per character.
 _UNIFORM: Final = 4 * len(BASE62)
 _TO_BASE62: Final = bytes(ord(BASE62[b % 62]) if b < _UNIFORM else 0 for b in range(256))
 _DROP: Final = bytes(range(_UNIFORM, 256))
@@ -84,10 +85,19 @@ def new_id(attempt: int) -> bytes:
     """A fresh id: 8 base62 characters from ``secrets`` (~47.6 bits), a UUID as last resort."""
     if attempt >= ops.Create.TRIES:
         return uuid.uuid4().hex.encode()
-    out = b""
-    while len(out) < ID_LENGTH:  # 16 bytes keep 8 or more but for odds of about 1e-14
-        out += secrets.token_bytes(2 * ID_LENGTH).translate(_TO_BASE62, _DROP)
-    return out[:ID_LENGTH]
+    pool = _pool
+    while len(pool) < ID_LENGTH:
+        # Drawn in blocks: one getrandom() call serves many ids, and every byte is used once.
+        pool += secrets.token_bytes(_POOL_BYTES).translate(_TO_BASE62, _DROP)
+    out = bytes(pool[:ID_LENGTH])
+    del pool[:ID_LENGTH]
+    return out
+
+
+_POOL_BYTES: Final = 1024
+_pool = bytearray()
+# A forked child must not hand out the ids its parent still holds in the pool.
+os.register_at_fork(after_in_child=_pool.clear)
 
 
 class MemoryService:
