@@ -92,8 +92,8 @@ def wrk(url: str, seconds: int, script: Path | None = None) -> float:
     raise RuntimeError(msg)
 
 
-def _http(method: str, url: str, body: bytes | None = None) -> bytes:
-    req = urllib.request.Request(url, data=body, method=method, headers={"X-API-KEY": HTTP_KEY})
+def _http(method: str, url: str, body: bytes | None = None, key: str = HTTP_KEY) -> bytes:
+    req = urllib.request.Request(url, data=body, method=method, headers={"X-API-KEY": key})
     with urllib.request.urlopen(req, timeout=10) as resp:
         data: bytes = resp.read()
         return data
@@ -144,10 +144,27 @@ def http_suite(backend: str, rounds: int, seconds: int) -> list[tuple[str, float
                     a.append(wrk(anchor + path, seconds, script))
                     s.append(wrk(base + path, seconds, script))
                 results.append((test, statistics.median(a), statistics.median(s)))
+            not_found_timing(base, post_body, rounds, seconds)
         finally:
             bare.terminate()
             bare.wait(10)
     return results
+
+
+def not_found_timing(base: str, post_body: str, rounds: int, seconds: int) -> None:
+    """Print how fast 404s come for a missing id and for another tenant's id (no target).
+
+    The two must not differ beyond noise, or the timing would tell that an id exists.
+    """
+    other = _http("POST", f"{base}/stash", post_body.encode(), key="bench-other-tenant")
+    other_id = other.split(b'"memory_id":"')[1].split(b'"')[0].decode()
+    missing: list[float] = []
+    foreign: list[float] = []
+    for _ in range(rounds):
+        missing.append(wrk(f"{base}/recall/neverwas", seconds))
+        foreign.append(wrk(f"{base}/recall/{other_id}", seconds))
+    m, f = statistics.median(missing), statistics.median(foreign)
+    print(f"404 timing: missing id {m:.0f} rps, other tenant's id {f:.0f} rps, ratio {f / m:.2f}")
 
 
 def print_http(backend: str, results: list[tuple[str, float, float]]) -> int:

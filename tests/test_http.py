@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -19,7 +22,14 @@ from stashd.ratelimit import LocalLimiter, Rate
 from stashd.service import rfc3339
 from stashd.store.memory import MemoryStore
 from stashd.tenancy import namespace_of
-from tests.support.http import START_MS, Sidecar, StrictKeyring, sidecar
+from tests.support.http import (
+    START_MS,
+    Sidecar,
+    StrictKeyring,
+    raw_exchange,
+    sidecar,
+    split_response,
+)
 from tests.support.servers import StashDaemon
 
 BASE62_ID = re.compile(r"^[0-9A-Za-z]{8}$")
@@ -552,3 +562,37 @@ async def test_writes_are_logged_with_sizes_never_values() -> None:
             json.dumps({"secret": secret}, separators=(",", ":"))
         )
         assert secret not in repr(logs)
+
+
+def test_protected_mode_refuses_both_doors_on_a_public_address() -> None:
+    """Open mode on a non-loopback host exits before binding RESP or HTTP."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stashd", "--host", "0.0.0.0", "--port", "0", "--http-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("STASH_")},
+    )
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in done.stderr
+
+
+async def test_key_bytes_that_are_not_utf8_name_the_same_namespace_as_resp(
+    daemon: StashDaemon,
+) -> None:
+    """A key sent as raw header bytes is the key RESP AUTH gets: one namespace for both."""
+    key = b"k\xff\xfe-" + uuid.uuid4().hex.encode()
+    r = redis.Redis(port=daemon.port, password=key)  # type: ignore[arg-type]  # bytes go out as they are
+    mid = r.execute_command("STASH", '{"raw":true}').decode()
+    request = (
+        f"GET /recall/{mid} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n".encode()
+        + b"X-API-KEY: "
+        + key
+        + b"\r\n\r\n"
+    )
+    raw = await raw_exchange(daemon.http_port, request)
+    status, _, body = split_response(raw)
+    assert status == 200
+    assert json.loads(body)["data"] == {"raw": True}
+    r.close()

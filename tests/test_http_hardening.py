@@ -139,6 +139,9 @@ async def test_garbage_and_oversized_lines_get_json_400_without_echo() -> None:
             b"GET /" + marker * 500 + b" HTTP/1.1\r\n\r\n",
             b"GET / HTTP/1.1\r\nX-Long: " + marker * 500 + b"\r\n\r\n",
             b"\x16\x03\x01\x00\xa5\x01\x00\x00" + marker + b"\r\n\r\n",  # TLS hello
+            # Both framings at once (request smuggling): refused, never guessed.
+            b"POST /stash HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + marker,
         ]:
             raw = await raw_exchange(s.port, payload)
             status, headers, body = split_response(raw)
