@@ -223,8 +223,15 @@ class NotJSON(StashError):
 class StoredNotJSON(NotJSON):
     """The stored value had to be JSON (a merge, an HTTP read) and is not: it was SET over RESP."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, "stored value")
+    def __init__(
+        self,
+        detail: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        position: int | None = None,
+    ) -> None:
+        super().__init__(detail, "stored value", line=line, column=column, position=position)
 
 
 class Conflict(StashError):

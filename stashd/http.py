@@ -665,7 +665,10 @@ class HttpApi:
         try:
             load_json(value, "stored value")
         except NotJSON as exc:
-            raise StoredNotJSON(exc.message.partition(": ")[2]) from None
+            detail = exc.message.partition(": ")[2]
+            raise StoredNotJSON(
+                detail, line=exc.line, column=exc.column, position=exc.position
+            ) from None
         # The stored text is valid UTF-8 JSON, so it is embedded as it is, unparsed.
         head = f'{{"memory_id":{_ENCODE(_text(key))}'.encode()
         tail = (

@@ -596,3 +596,21 @@ async def test_key_bytes_that_are_not_utf8_name_the_same_namespace_as_resp(
     assert status == 200
     assert json.loads(body)["data"] == {"raw": True}
     r.close()
+
+
+async def test_a_value_set_over_resp_that_is_not_json() -> None:
+    """Reading or merging it is 409 stored_value_not_json; replacing it with data works."""
+    async with sidecar() as s:
+        s.store.run(Set(ALICE, b"plain", b"hello", START_MS + 60_000))
+        async with s.session.get("/recall/plain", headers=KEY) as resp:
+            assert resp.status == 409
+            err = (await resp.json())["error"]
+            assert err["code"] == "stored_value_not_json"
+            assert (err["line"], err["column"], err["position"]) == (1, 1, 0)
+            assert "hello" not in err["message"]
+        async with s.session.patch("/update/plain", json={"merge": {"a": 1}}, headers=KEY) as resp:
+            assert resp.status == 409
+        async with s.session.patch("/update/plain", json={"data": {"a": 1}}, headers=KEY) as r:
+            assert r.status == 200
+        async with s.session.get("/recall/plain", headers=KEY) as resp:
+            assert (await resp.json())["data"] == {"a": 1}
