@@ -343,6 +343,15 @@ class RequestTimeout(StashError):
         self.limit = seconds
 
 
+class UnsupportedEncoding(StashError):
+    """A compressed request body: refused unread, since inflating it could exceed any limit."""
+
+    code = "ENCODING"
+
+    def __init__(self) -> None:
+        super().__init__("request bodies must not be compressed (Content-Encoding: identity)")
+
+
 class BodyTooLarge(StashError):
     """A request body over the caller's payload limit, refused before it is read.
 

@@ -48,6 +48,7 @@ from stashd.errors import (
     StoreUnavailable,
     TooLarge,
     TTLNotPositive,
+    UnsupportedEncoding,
     WrongPass,
 )
 from stashd.ops import load_json
@@ -111,6 +112,7 @@ ERRORS: Final[dict[type[StashError], tuple[int, str, tuple[str, ...]]]] = {
     Conflict: (412, "version_mismatch", ("current", "expected")),
     TooLarge: (413, "payload_too_large", ("limit", "actual")),
     BodyTooLarge: (413, "payload_too_large", ("limit", "actual")),
+    UnsupportedEncoding: (415, "unsupported_encoding", ()),
     InvalidRequest: (422, "invalid_request", ("field", "minimum", "maximum", "requested")),
     EmptyUpdate: (422, "invalid_request", ()),
     DataAndMerge: (422, "invalid_request", ()),
@@ -162,6 +164,8 @@ def error_response(exc: StashError, headers: dict[str, str] | None = None) -> we
     resp = web.Response(body=body, status=status, content_type=JSON_TYPE, headers=headers)
     if status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="stash"'
+    elif status == 415:
+        resp.headers["Accept-Encoding"] = "identity"  # RFC 7694
     elif isinstance(exc, MethodNotAllowed):
         resp.headers["Allow"] = ", ".join(exc.allowed)
     return resp
@@ -189,10 +193,10 @@ def if_match_version(header: str | None) -> int | tuple[int, ...] | None:
     """The version(s) an ``If-Match`` header accepts; None for none or ``*``.
 
     Versions travel as strong entity tags (``"3"``), and a bare ``3`` is read as the tag
-    its sender meant; a list matches any of its tags. A
-    weak tag, or a tag that is not a version, never matches (RFC 9110 compares If-Match
-    strongly): it becomes 0, a version no entry has, so an existing id answers 412 and
-    nothing changes. A header that is not entity tags at all is refused with 400.
+    its sender meant; a list matches any of its tags. A weak tag, or a tag that is not a
+    version, never matches (RFC 9110 compares If-Match strongly): it becomes 0, a version
+    no entry has, so an existing id answers 412 and nothing changes. A header that is
+    not entity tags at all is refused with 400.
     """
     if header is None:
         return None
@@ -473,8 +477,8 @@ class HttpApi:
         conn.enter()
         try:
             resp = await self._dispatch(request, conn)
-        except RateLimited as exc:
-            resp = error_response(exc, exc.headers)  # type: ignore[attr-defined]
+        except _Limited as exc:
+            resp = error_response(exc, exc.headers)
         except StashError as exc:
             resp = error_response(exc)
         except BaseException:
@@ -566,9 +570,7 @@ class HttpApi:
         }
         if not decision.allowed:
             headers["Retry-After"] = str(max(1, -(-decision.retry_after_ms // 1000)))
-            exc = RateLimited(decision.retry_after_ms)
-            exc.headers = headers  # type: ignore[attr-defined]
-            raise exc
+            raise _Limited(decision.retry_after_ms, headers)
         return headers
 
     # -- bodies ---------------------------------------------------------------------------
@@ -582,6 +584,9 @@ class HttpApi:
         length = request.content_length
         if length is not None and length > limit:
             raise BodyTooLarge(limit, length)
+        encoding = request.headers.get("Content-Encoding")
+        if encoding is not None and encoding.strip().lower() != "identity":
+            raise UnsupportedEncoding
         content = request.content
         if content.is_eof():  # the whole body is already here: the common case
             body = content.read_nowait(-1)
@@ -758,6 +763,14 @@ class HttpApi:
         return _json(200, {"memories": memories, "next_cursor": str(nxt) if nxt else None})
 
 
+class _Limited(RateLimited):
+    """A refusal by the rate limiter, with the header fields that go with the 429."""
+
+    def __init__(self, retry_after_ms: int, headers: dict[str, str]) -> None:
+        super().__init__(retry_after_ms)
+        self.headers = headers
+
+
 def _query_int(raw: str | None, name: str, default: int) -> int:
     """A query parameter that must be a non-negative decimal integer."""
     if raw is None:
@@ -788,6 +801,9 @@ class HttpServer:
             access_log=None,  # write events are logged by the handlers, never request lines
             keepalive_timeout=IDLE_TIMEOUT,
             lingering_time=LINGER,
+            # A compressed body is refused, never inflated: a small gzip can expand past
+            # any payload limit before a handler sees a byte of it.
+            auto_decompress=False,
             max_line_size=MAX_LINE,
             max_field_size=MAX_LINE,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import time
 
@@ -271,3 +272,21 @@ async def test_pipelined_and_absolute_form_requests() -> None:
         assert raw.count(b"HTTP/1.1 200") == 1
         assert raw.index(b"HTTP/1.1 200") > raw.rindex(b"HTTP/1.1 201")
         assert s.count(NS) == 2
+
+
+async def test_compressed_bodies_are_refused_unread() -> None:
+    """A gzip body (a possible bomb) gets 415 and is never inflated; nothing is stored."""
+    async with sidecar() as s:
+        bomb = gzip.compress(b'{"data": "' + b"0" * 5_000_000 + b'"}')
+        assert len(bomb) < LIMIT * 10
+        async with s.session.post(
+            "/stash", data=bomb[:LIMIT], headers={"Content-Encoding": "gzip"}
+        ) as resp:
+            assert resp.status == 415
+            assert resp.headers["Accept-Encoding"] == "identity"
+            assert (await resp.json())["error"]["code"] == "unsupported_encoding"
+        async with s.session.post(
+            "/stash", data=b'{"data": 1}', headers={"Content-Encoding": "identity"}
+        ) as resp:
+            assert resp.status == 201
+        assert s.count(NS) == 1
