@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -51,15 +52,17 @@ def seconds_left(expires_at: int, now: int) -> int:
 
 def rfc3339(ms: int) -> str:
     """An absolute time in ms as RFC 3339 UTC with a Z, to the second: 2026-11-24T12:00:00Z."""
+    global _last_rfc3339  # noqa: PLW0603 - a one-entry cache, replaced whole
     second = ms // 1000
-    if second != _last_rfc3339[0]:
+    cached = _last_rfc3339  # one read: another thread may replace it, never half of it
+    if cached[0] != second:
         # Writes in one second mostly share their expiry second: format it once.
-        _last_rfc3339[:] = [second, datetime.fromtimestamp(second, UTC).strftime(_RFC3339)]
-    return str(_last_rfc3339[1])
+        cached = _last_rfc3339 = (second, datetime.fromtimestamp(second, UTC).strftime(_RFC3339))
+    return cached[1]
 
 
 _RFC3339: Final = "%Y-%m-%dT%H:%M:%SZ"
-_last_rfc3339: list[int | str] = [-1, ""]
+_last_rfc3339: tuple[int, str] = (-1, "")
 
 
 def encode_json(value: object, what: str = "value") -> bytes:
@@ -86,18 +89,28 @@ def new_id(attempt: int) -> bytes:
     if attempt >= ops.Create.TRIES:
         return uuid.uuid4().hex.encode()
     pool = _pool
-    while len(pool) < ID_LENGTH:
-        # Drawn in blocks: one getrandom() call serves many ids, and every byte is used once.
-        pool += secrets.token_bytes(_POOL_BYTES).translate(_TO_BASE62, _DROP)
-    out = bytes(pool[:ID_LENGTH])
-    del pool[:ID_LENGTH]
+    with _pool_lock:  # stores may create ids on worker threads: no byte is handed out twice
+        while len(pool) < ID_LENGTH:
+            # Drawn in blocks: one getrandom() call serves many ids; each byte is used once.
+            pool += secrets.token_bytes(_POOL_BYTES).translate(_TO_BASE62, _DROP)
+        out = bytes(pool[:ID_LENGTH])
+        del pool[:ID_LENGTH]
     return out
 
 
 _POOL_BYTES: Final = 1024
 _pool = bytearray()
-# A forked child must not hand out the ids its parent still holds in the pool.
-os.register_at_fork(after_in_child=_pool.clear)
+_pool_lock = threading.Lock()
+
+
+def _reset_pool() -> None:
+    """In a forked child: drop the parent's unused bytes and a lock another thread held."""
+    global _pool_lock  # noqa: PLW0603 - replaced, not shared, after a fork
+    _pool.clear()
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_pool)
 
 
 class MemoryService:
