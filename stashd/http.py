@@ -70,8 +70,9 @@ if TYPE_CHECKING:
 logger = log.get("stashd.http")
 
 #: Longest a request may take from its first byte to its last (headers and body): a client
-#: that trickles bytes (slowloris) holds a connection and a buffer at most this long.
-REQUEST_TIMEOUT: Final = 10.0
+#: that trickles bytes (slowloris) holds a connection and a buffer at most this long. With
+#: the watchdog's interval on top, a cut-off comes within 10 s of the first byte.
+REQUEST_TIMEOUT: Final = 9.5
 #: A keep-alive connection with no request in progress is closed after this long; it costs
 #: a socket and a little memory, not a handler.
 IDLE_TIMEOUT: Final = 60.0
@@ -465,7 +466,7 @@ class HttpApi:
         self.rate_of = rate_of
         # path's first segment -> (takes an id, {method: handler})
         self.routes: dict[str, tuple[bool, dict[str, Any]]] = {
-            "stash": (False, {"POST": self.stash, "GET": self.list}),
+            "stash": (False, {"POST": self.stash, "GET": self.listing}),
             "recall": (True, {"GET": self.recall}),
             "update": (True, {"PATCH": self.update}),
             "forget": (True, {"DELETE": self.forget}),
@@ -740,7 +741,7 @@ class HttpApi:
             logger.info("stash_forgotten", door="http", namespace=p.namespace, id=_text(key))
         return web.Response(status=204)
 
-    async def list(
+    async def listing(
         self, request: BaseRequest, p: Principal, _key: bytes, conn: _Connection
     ) -> web.StreamResponse:
         """GET /stash?cursor=&limit= -> a page of ids with TTL, size and version, no data."""
