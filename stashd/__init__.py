@@ -7,6 +7,7 @@ Layout
 ``resp``       request framing in front of hiredis, and RESP2/RESP3 reply encoding.
 ``server``     the asyncio protocol serving one RESP connection.
 ``commands``   the command table: one module per family, parse then build an operation.
+``http``       the HTTP sidecar: the JSON API on the same service, store and batcher.
 ``service``    the memory service: namespaces, TTL rules, limits, ids, JSON.
 ``ops``        atomic operations on one namespace, run by every store.
 ``store``      where entries live: memory (and later SQLite, Redis).
@@ -14,7 +15,8 @@ Layout
 ``registry``   the API key registry (users, tiers, key digests) in the SQLite file.
 ``tiers``      the tier table: defaults, overrides from a TOML file and env.
 ``ratelimit``  the GCRA rate limiter behind a small interface.
-``app``        runs the daemon: store, RESP server, shutdown.
+``http``       the HTTP sidecar: the JSON API on the same service and batcher.
+``app``        runs the daemon: store, RESP server, HTTP sidecar, shutdown.
 ``cli``        the ``stashd`` and ``stash`` commands.
 """
 

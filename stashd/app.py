@@ -1,4 +1,4 @@
-"""Runs the daemon: open the keyring and store, serve RESP, shut down in reverse on a signal."""
+"""Runs the daemon: open the keyring and store, serve RESP and HTTP, shut down in reverse."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 from typing import TYPE_CHECKING, Final
 
 from stashd import log
+from stashd.http import HttpApi, HttpServer
 from stashd.registry import SQLiteRegistry
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
@@ -95,7 +96,11 @@ async def serve(
     sock: socket.socket | None = None,
     ready: asyncio.Future[int] | None = None,
 ) -> None:
-    """Serve until ``stop`` is set; ``ready`` gets the bound port (useful with port 0)."""
+    """Serve until ``stop`` is set; ``ready`` gets the bound RESP port (useful with port 0).
+
+    RESP starts first, then the HTTP sidecar on the same loop and the same store; shutdown
+    runs in reverse.
+    """
     raise_fd_limit(config.max_clients)
     keyring = make_keyring(config)
     store = make_store(config)
@@ -117,7 +122,28 @@ async def serve(
             lambda: Connection(ctx), config.host, config.port, reuse_address=True
         )
     port = server.sockets[0].getsockname()[1]
-    logger.info("listening", host=config.host, port=port, backend=config.backend, auth=config.auth)
+    http: HttpServer | None = None
+    http_port: int | None = None
+    if config.http:
+        # One limiter for both doors: a user's RESP commands and HTTP requests share a rate.
+        api = HttpApi(
+            ctx, backend=config.backend, limiter=ctx.limiter, rate_of=lambda p: p.limits.rate
+        )
+        http = HttpServer(api)
+        try:
+            http_port = await http.start(config.host, config.http_port)
+        except BaseException:
+            server.close()
+            await store.close()
+            raise
+    logger.info(
+        "listening",
+        host=config.host,
+        port=port,
+        http_port=http_port,
+        backend=config.backend,
+        auth=config.auth,
+    )
     if ready is not None and not ready.done():
         ready.set_result(port)
 
@@ -145,6 +171,8 @@ async def serve(
         await stop.wait()
     finally:
         logger.info("stopping", connections=len(ctx.connections))
+        if http is not None:
+            await http.close()  # the HTTP door first: its requests finish on a live store
         server.close()  # stop accepting
         for task in (maintenance, revocations):
             if task is not None:

@@ -162,12 +162,14 @@ def _serve(**flags: Any) -> None:  # noqa: ANN401
 @_serve_options
 @click.version_option(__version__, prog_name="stashd")
 def stashd_main(**flags: Any) -> None:  # noqa: ANN401
-    """Run the Stash daemon: RESP on 127.0.0.1:6380, every key expiring.
+    """Run the Stash daemon: RESP on 127.0.0.1:6380, HTTP on :8000, every key expiring.
 
     \b
     Example:
       stashd --port 6380 --default-ttl 600
       redis-cli -p 6380 STASH '{"task":"summarize"}' EX 3600
+      curl -X POST localhost:8000/stash -d '{"data": {"task": "summarize"}}'
+
     \b
     Strict mode, registered keys only:
       stash keys create --user alice --tier pro --db ./stash.db

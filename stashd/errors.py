@@ -71,6 +71,29 @@ class UnknownSubcommand(CommandError):
         super().__init__(f"unknown subcommand '{sub[:128]}'. Try {command.upper()} HELP.")
 
 
+class EmptyUpdate(CommandError):
+    """UPDATE with nothing to do; nothing was changed."""
+
+    def __init__(self) -> None:
+        super().__init__("UPDATE needs at least one of DATA, MERGE or EXTEND")
+
+
+class DataAndMerge(CommandError):
+    """UPDATE with both a replacement and a merge patch, which contradict each other."""
+
+    def __init__(self) -> None:
+        super().__init__("DATA and MERGE cannot be used together")
+
+
+class BadExtend(CommandError):
+    """UPDATE ... EXTEND with a number of seconds that is not positive."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"EXTEND needs a positive number of seconds, got {seconds}")
+        self.requested = seconds
+        self.minimum = 1
+
+
 class NoSuchKey(CommandError):
     """RENAME of a missing key."""
 
@@ -166,10 +189,25 @@ class BadTTL(StashError):
     """A TTL above the caller's maximum; nothing was changed."""
 
     code = "BADTTL"
+    minimum = 1  # seconds: the bounds a client is told about are 1..maximum
 
     def __init__(self, requested_seconds: int, max_seconds: int) -> None:
         super().__init__(
             f"ttl {requested_seconds} seconds exceeds the maximum of {max_seconds} seconds"
+        )
+        self.requested = requested_seconds
+        self.maximum = max_seconds
+
+
+class TTLNotPositive(StashError):
+    """A TTL of zero or less where a lifetime is being set (the HTTP door's ``ttl``)."""
+
+    code = "BADTTL"
+    minimum = 1
+
+    def __init__(self, requested_seconds: int, max_seconds: int) -> None:
+        super().__init__(
+            f"ttl must be between 1 and {max_seconds} seconds, got {requested_seconds}"
         )
         self.requested = requested_seconds
         self.maximum = max_seconds
@@ -187,12 +225,42 @@ class PersistRefused(CommandError):
 
 
 class NotJSON(StashError):
-    """A value that had to be JSON and is not; the message gives the position, never the input."""
+    """A value that had to be JSON and is not; the message gives the position, never the input.
+
+    ``line``, ``column`` (1-based) and ``position`` (0-based character offset) are set when
+    the parser reported them, so the HTTP door can return them as fields.
+    """
 
     code = "NOTJSON"
 
-    def __init__(self, detail: str, what: str = "value") -> None:
+    def __init__(
+        self,
+        detail: str,
+        what: str = "value",
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        position: int | None = None,
+    ) -> None:
         super().__init__(f"{what} is not valid JSON: {detail}")
+        self.what = what
+        self.line = line
+        self.column = column
+        self.position = position
+
+
+class StoredNotJSON(NotJSON):
+    """The stored value had to be JSON (a merge, an HTTP read) and is not: it was SET over RESP."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        position: int | None = None,
+    ) -> None:
+        super().__init__(detail, "stored value", line=line, column=column, position=position)
 
 
 class Conflict(StashError):
@@ -214,3 +282,119 @@ class RateLimited(StashError):
     def __init__(self, retry_after_ms: int) -> None:
         super().__init__(f"rate limit exceeded, retry after {retry_after_ms} ms")
         self.retry_after_ms = retry_after_ms
+
+
+# -- errors only the HTTP door reports ------------------------------------------------
+# They carry the same kind of text and attributes; stashd.http maps each class to its
+# status and code in one table.
+
+
+class NotFound(StashError):
+    """No live entry under this id in the caller's namespace (missing, expired or another's)."""
+
+    code = "NOTFOUND"
+
+    def __init__(self) -> None:
+        super().__init__("no memory with this id")
+
+
+class MethodNotAllowed(StashError):
+    """A path that exists, asked with a method it does not serve."""
+
+    code = "METHOD"
+
+    def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
+        shown = method if method.isalpha() and len(method) <= 16 else "this method"
+        super().__init__(f"{shown} is not allowed here; use {', '.join(allowed)}")
+        self.allowed = allowed
+
+
+class NoRoute(StashError):
+    """A path the API does not have."""
+
+    code = "NOROUTE"
+
+    def __init__(self) -> None:
+        super().__init__("no such endpoint; see protocol/openapi.yaml")
+
+
+class InvalidRequest(StashError):
+    """A well-formed JSON request whose fields break the API's rules; nothing was changed.
+
+    ``field`` names the field (never its value); ``minimum``/``maximum`` give the bounds
+    when the field is a number out of range, ``requested`` the number that was sent.
+    """
+
+    code = "INVALID"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        minimum: int | None = None,
+        maximum: int | None = None,
+        requested: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.minimum = minimum
+        self.maximum = maximum
+        self.requested = requested
+
+
+class BadRequest(StashError):
+    """A request that cannot be read as HTTP or whose headers contradict each other."""
+
+    code = "BADREQUEST"
+
+
+class IncompleteBody(StashError):
+    """A body that ended (or stalled past the deadline) before its Content-Length."""
+
+    code = "INCOMPLETE"
+
+    def __init__(self, expected: int, received: int) -> None:
+        super().__init__(
+            f"request body has {received} bytes, its Content-Length announced {expected}"
+        )
+        self.expected = expected
+        self.actual = received
+
+
+class RequestTimeout(StashError):
+    """A request whose headers or body did not arrive within the deadline."""
+
+    code = "TIMEOUT"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request did not arrive within {seconds:g} seconds")
+        self.limit = seconds
+
+
+class UnsupportedEncoding(StashError):
+    """A compressed request body: refused unread, since inflating it could exceed any limit."""
+
+    code = "ENCODING"
+
+    def __init__(self) -> None:
+        super().__init__("request bodies must not be compressed (Content-Encoding: identity)")
+
+
+class BodyTooLarge(StashError):
+    """A request body over the caller's payload limit, refused before it is read.
+
+    ``actual`` is the announced Content-Length, or None for a body sent without one (it
+    is read to the limit plus one byte and no further).
+    """
+
+    code = "TOOLARGE"
+
+    def __init__(self, limit: int, actual: int | None) -> None:
+        super().__init__(
+            f"request body is {actual} bytes, the limit is {limit} bytes"
+            if actual is not None
+            else f"request body is over the limit of {limit} bytes"
+        )
+        self.limit = limit
+        self.actual = actual

@@ -19,6 +19,7 @@ from stashd.errors import (
     NoSuchKey,
     NotInteger,
     NotJSON,
+    StoredNotJSON,
     TooLarge,
 )
 from stashd.glob import compile_glob
@@ -343,7 +344,7 @@ class Update(Op):
         patch: object,
         has_patch: bool,
         extend_ms: int,
-        if_version: int | None,
+        if_version: int | tuple[int, ...] | None,
         max_ttl_ms: int,
         max_payload: int,
     ) -> None:
@@ -356,12 +357,22 @@ class Update(Op):
         self.max_payload = max_payload
 
     def run(self, view: View, now: int) -> int | None:
-        """Check, compute the new value and expiry, then write once."""
+        """Check, compute the new value and expiry, then write once; the TTL left in ms."""
+        entry = self.apply(view, now)
+        return None if entry is None else entry.expires_at - now
+
+    def apply(self, view: View, now: int) -> Entry | None:
+        """The update itself: the entry as written, or None when the key is missing."""
         old = view.get(self.ns, self.key, now)
         if old is None:
             return None
-        if self.if_version is not None and old.version != self.if_version:
-            raise Conflict(old.version, self.if_version)
+        wanted = self.if_version
+        if wanted is not None:
+            if isinstance(wanted, tuple):
+                if old.version not in wanted:
+                    raise Conflict(old.version, wanted[0])
+            elif old.version != wanted:
+                raise Conflict(old.version, wanted)
         expires = old.expires_at
         if self.extend_ms:
             expires += self.extend_ms
@@ -376,14 +387,25 @@ class Update(Op):
             try:
                 current = json.loads(old.value)
             except ValueError as exc:
-                raise NotJSON(json_error_position(exc), "stored value") from None
+                raise StoredNotJSON(json_error_position(exc)) from None
             merged = merge_patch(current, self.patch)
             value = dump_json(merged)
             if len(value) > self.max_payload:
                 raise TooLarge(self.max_payload, len(value))
             version += 1
-        view.put(self.ns, self.key, Entry(value, expires, version))
-        return expires - now
+        entry = Entry(value, expires, version)
+        view.put(self.ns, self.key, entry)
+        return entry
+
+
+class UpdateEntry(Update):
+    """UPDATE for a door that reports the new expiry and version: the entry as written."""
+
+    __slots__ = ()
+
+    def run(self, view: View, now: int) -> Entry | None:  # type: ignore[override]
+        """Update, returning the entry (None when the key is missing)."""
+        return self.apply(view, now)
 
 
 class Rename(Op):
@@ -437,6 +459,49 @@ class Scan(Op):
         return nxt, keys
 
 
+class Page(Op):
+    """A page of live entries with their metadata, for listings: up to ``limit`` of them.
+
+    Unlike :class:`Scan`, it keeps reading until the page is full or the namespace ends
+    (at most ``limit * ROUNDS`` entries examined, so a namespace full of expired entries
+    cannot make one request unbounded); the result is ``(next_cursor, [(key, entry)])``
+    with cursor 0 at the end.
+    """
+
+    __slots__ = ("cursor", "limit")
+    WRITES = False
+
+    #: Scan rounds per page: bounds the work of one request.
+    ROUNDS: Final = 8
+
+    def __init__(self, ns: str, cursor: int, limit: int) -> None:
+        super().__init__(ns)
+        self.cursor = cursor
+        self.limit = limit
+
+    def run(self, view: View, now: int) -> tuple[int, list[tuple[bytes, Entry]]]:
+        """Read until the page is full, the namespace ends, or the rounds run out."""
+        cursor = self.cursor
+        out: list[tuple[bytes, Entry]] = []
+        for _ in range(self.ROUNDS):
+            cursor, items = view.scan(self.ns, cursor, self.limit - len(out), now)
+            out.extend(items)
+            if cursor == 0 or len(out) >= self.limit:
+                break
+        return cursor, out
+
+
+class Ping(Op):
+    """A round trip through the store that touches no data: the health check."""
+
+    __slots__ = ()
+    WRITES = False
+
+    def run(self, view: View, now: int) -> bool:  # noqa: ARG002 - part of the Op signature
+        """Nothing to do: reaching here proves the store runs operations."""
+        return True
+
+
 class Count(Op):
     """DBSIZE: live keys in the namespace."""
 
@@ -482,13 +547,21 @@ def parse_int64(raw: bytes) -> int:
 
 def dump_json(value: object) -> bytes:
     """Compact UTF-8 JSON, the form Stash writes when it builds a document itself."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def load_json(raw: bytes, what: str = "value") -> Any:  # noqa: ANN401 - any JSON value
-    """Parse JSON sent by a client; the error names the position, never the input."""
+    """Parse JSON sent by a client; the error names the position, never the input.
+
+    The text must be UTF-8 (RFC 8259 section 8.1): ``json.loads`` would also guess UTF-16
+    and UTF-32 from bytes, and such a value could not be embedded in a UTF-8 reply.
+    """
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return _DECODER.decode(raw.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise NotJSON(
+            json_error_position(exc), what, line=exc.lineno, column=exc.colno, position=exc.pos
+        ) from None
     except ValueError as exc:
         raise NotJSON(json_error_position(exc), what) from None
 
@@ -497,6 +570,12 @@ def _reject_constant(name: str) -> float:
     """NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them."""
     msg = f"{name} is not a JSON value"
     raise ValueError(msg)
+
+
+# Built once: json.loads and json.dumps with any option build a new decoder or encoder
+# on every call, which costs more than parsing a small document.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def json_error_position(exc: ValueError) -> str:

@@ -10,13 +10,26 @@ the operation so they run atomically with it.
 
 from __future__ import annotations
 
+import os
 import secrets
+import threading
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd import ops
-from stashd.errors import BadTTL, PersistRefused, TooLarge
-from stashd.ops import load_json, ttl_seconds_up
+from stashd.errors import (
+    BadExtend,
+    BadTTL,
+    DataAndMerge,
+    EmptyUpdate,
+    InvalidRequest,
+    NotJSON,
+    PersistRefused,
+    TooLarge,
+    TTLNotPositive,
+)
+from stashd.ops import dump_json, load_json, ttl_seconds_up
 
 if TYPE_CHECKING:
     from stashd.store.base import Store
@@ -26,11 +39,78 @@ BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ID_LENGTH: Final = 8
 
 
+#: Listing pages: the default size, and the largest a caller may ask for (bounds the work
+#: and the reply of one request).
+PAGE_DEFAULT: Final = 100
+PAGE_MAX: Final = 1000
+
+
+def seconds_left(expires_at: int, now: int) -> int:
+    """Remaining TTL in whole seconds, rounded to nearest, never negative (as TTL replies)."""
+    return max((expires_at - now + 500) // 1000, 0)
+
+
+def rfc3339(ms: int) -> str:
+    """An absolute time in ms as RFC 3339 UTC with a Z, to the second: 2026-11-24T12:00:00Z."""
+    global _last_rfc3339  # noqa: PLW0603 - a one-entry cache, replaced whole
+    second = ms // 1000
+    cached = _last_rfc3339  # one read: another thread may replace it, never half of it
+    if cached[0] != second:
+        # Writes in one second mostly share their expiry second: format it once.
+        cached = _last_rfc3339 = (second, datetime.fromtimestamp(second, UTC).strftime(_RFC3339))
+    return cached[1]
+
+
+_RFC3339: Final = "%Y-%m-%dT%H:%M:%SZ"
+_last_rfc3339: tuple[int, str] = (-1, "")
+
+
+def encode_json(value: object, what: str = "value") -> bytes:
+    """A parsed JSON value as the compact text Stash stores; out-of-range numbers are refused.
+
+    ``1e400`` parses as infinity, which has no JSON form, so it cannot be stored.
+    """
+    try:
+        return dump_json(value)
+    except ValueError:
+        raise NotJSON("a number is out of the range of a double", what) from None
+
+
+# Random bytes map onto base62 by a translation table: a byte below 248 (4 * 62) becomes
+# BASE62[byte % 62], the 8 bytes above are dropped, so every character is uniform. The
+# bytes come from the OS CSPRNG in blocks, where secrets.choice made a call per character.
+_UNIFORM: Final = 4 * len(BASE62)
+_TO_BASE62: Final = bytes(ord(BASE62[b % 62]) if b < _UNIFORM else 0 for b in range(256))
+_DROP: Final = bytes(range(_UNIFORM, 256))
+
+
 def new_id(attempt: int) -> bytes:
     """A fresh id: 8 base62 characters from ``secrets`` (~47.6 bits), a UUID as last resort."""
     if attempt >= ops.Create.TRIES:
         return uuid.uuid4().hex.encode()
-    return "".join(secrets.choice(BASE62) for _ in range(ID_LENGTH)).encode()
+    pool = _pool
+    with _pool_lock:  # stores may create ids on worker threads: no byte is handed out twice
+        while len(pool) < ID_LENGTH:
+            # Drawn in blocks: one getrandom() call serves many ids; each byte is used once.
+            pool += secrets.token_bytes(_POOL_BYTES).translate(_TO_BASE62, _DROP)
+        out = bytes(pool[:ID_LENGTH])
+        del pool[:ID_LENGTH]
+    return out
+
+
+_POOL_BYTES: Final = 1024
+_pool = bytearray()
+_pool_lock = threading.Lock()
+
+
+def _reset_pool() -> None:
+    """In a forked child: drop the parent's unused bytes and a lock another thread held."""
+    global _pool_lock  # noqa: PLW0603 - replaced, not shared, after a fork
+    _pool.clear()
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_pool)
 
 
 class MemoryService:
@@ -154,6 +234,23 @@ class MemoryService:
         load_json(raw)
         return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), new_id)
 
+    def stash_value(
+        self, p: Principal, value: object, ttl_seconds: int | None = None
+    ) -> ops.Create:
+        """STASH of an already parsed JSON value (the HTTP door), stored in compact form."""
+        raw = encode_json(value)
+        self.check_payload(p, raw)
+        ttl_ms = None if ttl_seconds is None else self.ttl_ms(p, ttl_seconds)
+        return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), new_id)
+
+    def ttl_ms(self, p: Principal, seconds: int) -> int:
+        """A TTL in whole seconds as ms, refused outside 1..maximum."""
+        if seconds <= 0:
+            raise TTLNotPositive(seconds, p.limits.max_ttl_ms // 1000)
+        if seconds * 1000 > p.limits.max_ttl_ms:
+            raise BadTTL(seconds, p.limits.max_ttl_ms // 1000)
+        return seconds * 1000
+
     def update(
         self,
         p: Principal,
@@ -172,17 +269,103 @@ class MemoryService:
         if merge is not None:
             self.check_payload(p, merge)
             patch = load_json(merge, "merge patch")
-        extend_ms = extend_seconds * 1000
-        if extend_ms > p.limits.max_ttl_ms:
-            raise BadTTL(extend_seconds, p.limits.max_ttl_ms // 1000)
-        return ops.Update(
-            p.namespace,
+        return self._update(
+            ops.Update,
+            p,
             key,
             data=data,
             patch=patch,
             has_patch=merge is not None,
+            extend_seconds=extend_seconds,
+            if_version=if_version,
+        )
+
+    def update_value(
+        self,
+        p: Principal,
+        key: bytes,
+        *,
+        data: object = None,
+        has_data: bool = False,
+        merge: object = None,
+        has_merge: bool = False,
+        extend_seconds: int = 0,
+        if_version: int | tuple[int, ...] | None = None,
+    ) -> ops.UpdateEntry:
+        """UPDATE with already parsed JSON (the HTTP door); the result is the entry written.
+
+        ``has_data``/``has_merge`` say whether the field was given at all, since JSON
+        ``null`` is a value like any other (``data: null`` stores null, a ``null`` merge
+        patch replaces the document with null, as RFC 7396 says).
+        """
+        raw: bytes | None = None
+        if has_data:
+            raw = encode_json(data)
+            self.check_payload(p, raw)
+        if has_merge:
+            self.check_payload(p, encode_json(merge, "merge patch"))
+        op = self._update(
+            ops.UpdateEntry,
+            p,
+            key,
+            data=raw,
+            patch=merge,
+            has_patch=has_merge,
+            extend_seconds=extend_seconds,
+            if_version=if_version,
+        )
+        assert isinstance(op, ops.UpdateEntry)
+        return op
+
+    @staticmethod
+    def _update(
+        kind: type[ops.Update],
+        p: Principal,
+        key: bytes,
+        *,
+        data: bytes | None,
+        patch: object,
+        has_patch: bool,
+        extend_seconds: int,
+        if_version: int | tuple[int, ...] | None,
+    ) -> ops.Update:
+        """The rules every UPDATE follows, whichever door it came through."""
+        if data is not None and has_patch:
+            raise DataAndMerge
+        if data is None and not has_patch and not extend_seconds:
+            raise EmptyUpdate
+        if extend_seconds < 0:
+            raise BadExtend(extend_seconds)
+        extend_ms = extend_seconds * 1000
+        if extend_ms > p.limits.max_ttl_ms:
+            raise BadTTL(extend_seconds, p.limits.max_ttl_ms // 1000)
+        return kind(
+            p.namespace,
+            key,
+            data=data,
+            patch=patch,
+            has_patch=has_patch,
             extend_ms=extend_ms,
             if_version=if_version,
             max_ttl_ms=p.limits.max_ttl_ms,
             max_payload=p.limits.max_payload,
         )
+
+    def page(self, p: Principal, cursor: int, limit: int = PAGE_DEFAULT) -> ops.Page:
+        """A page of the caller's entries with their metadata (the HTTP listing)."""
+        if not 1 <= limit <= PAGE_MAX:
+            raise InvalidRequest(
+                f"limit must be between 1 and {PAGE_MAX}, got {limit}",
+                field="limit",
+                minimum=1,
+                maximum=PAGE_MAX,
+                requested=limit,
+            )
+        if cursor < 0:
+            raise InvalidRequest("cursor must be a value returned as next_cursor", field="cursor")
+        return ops.Page(p.namespace, cursor, limit)
+
+    @staticmethod
+    def ping() -> ops.Ping:
+        """A health check that goes through the store like any operation."""
+        return ops.Ping("")

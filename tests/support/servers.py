@@ -24,6 +24,23 @@ def free_port() -> int:
         return port
 
 
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Block until something accepts TCP connections on ``port``, or fail with the output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stderr.read().decode() if proc.stderr else ""
+            msg = f"server exited with {proc.returncode}: {out}"
+            raise RuntimeError(msg)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    msg = f"nothing accepted connections on port {port} within {timeout} s"
+    raise RuntimeError(msg)
+
+
 def wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """Block until the server on ``port`` answers PING (NOAUTH counts), or fail with its output."""
     deadline = time.monotonic() + timeout
@@ -74,7 +91,11 @@ class RedisServer:
 
 
 class StashDaemon:
-    """``python -m stashd`` on a free port, in an empty working directory."""
+    """``python -m stashd`` on free ports (RESP and HTTP), in an empty working directory.
+
+    The HTTP sidecar always gets its own free port (never the default 8000), so daemons
+    started by tests stay isolated; pass ``--no-http`` in ``extra`` to turn it off.
+    """
 
     def __init__(
         self,
@@ -84,6 +105,8 @@ class StashDaemon:
         log_level: str = "warning",
     ) -> None:
         self.port = free_port()
+        self.http = "--no-http" not in extra
+        self.http_port = free_port() if self.http else 0
         self.host = "127.0.0.1"
         self.extra = extra
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("STASH_")}
@@ -102,12 +125,21 @@ class StashDaemon:
 
     def __enter__(self) -> StashDaemon:
         args = [sys.executable, "-m", "stashd", "--host", self.host, "--port", str(self.port)]
+        if self.http:
+            args += ["--http-port", str(self.http_port)]
         args += ["--log-level", self.log_level, *self.extra]
         self.proc = subprocess.Popen(
             args, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         wait_for_ping(self.port, self.proc)
+        if self.http:
+            wait_for_port(self.http_port, self.proc)
         return self
+
+    @property
+    def http_url(self) -> str:
+        """The base URL of the HTTP sidecar."""
+        return f"http://{self.host}:{self.http_port}"
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the daemon, wait for it, and return its exit code."""

@@ -1,0 +1,109 @@
+"""An HTTP sidecar served in the test's own loop, with an injected clock, keyring and limiter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from stashd.http import REQUEST_TIMEOUT, HttpApi, HttpServer
+from stashd.ratelimit import Rate, RateLimiter
+from stashd.server import ServerContext
+from stashd.service import MemoryService
+from stashd.store.memory import MemoryStore
+from stashd.tenancy import Keyring, Limits, OpenKeyring, Principal
+
+LIMITS = Limits(max_payload=1000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)
+START_MS = 1_800_000_000_000  # 2027-01-15, a fixed "now" for the injected clock
+
+
+class Clock:
+    """A store clock the test moves by hand (ms since the epoch)."""
+
+    def __init__(self, now: int = START_MS) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class StrictKeyring:
+    """Registered keys only: no key or an unknown key is refused (what strict mode does)."""
+
+    def __init__(self, keys: dict[bytes, str], limits: Limits = LIMITS) -> None:
+        self.principals = {k: Principal(ns, limits, ns) for k, ns in keys.items()}
+
+    def anonymous(self) -> Principal | None:
+        return None
+
+    def authenticate(self, username: str | None, key: bytes) -> Principal | None:
+        return self.principals.get(key)
+
+
+@dataclass
+class Sidecar:
+    """What a test needs to talk to and inspect an in-process sidecar."""
+
+    url: str
+    port: int
+    store: MemoryStore
+    clock: Clock
+    session: aiohttp.ClientSession
+    api: HttpApi
+
+    def count(self, ns: str) -> int:
+        """Live entries in a namespace, read from the store itself."""
+        return self.store.view.count(ns, self.clock())
+
+
+@contextlib.asynccontextmanager
+async def sidecar(
+    *,
+    store: MemoryStore | None = None,
+    keyring: Keyring | None = None,
+    limiter: RateLimiter | None = None,
+    rate_of: Callable[[Principal], Rate | None] | None = None,
+    request_timeout: float = REQUEST_TIMEOUT,
+) -> AsyncIterator[Sidecar]:
+    """Serve the HTTP API on a free port of this loop until the block ends."""
+    clock = Clock()
+    store = store or MemoryStore(clock)
+    store.clock = clock
+    ctx = ServerContext(MemoryService(store), keyring or OpenKeyring(LIMITS), store)
+    ctx.log_writes = False
+    api = HttpApi(ctx, limiter=limiter, rate_of=rate_of)
+    server = HttpServer(api, request_timeout=request_timeout)
+    port = await server.start("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(url) as session:
+        try:
+            yield Sidecar(url, port, store, clock, session, api)
+        finally:
+            await server.close()
+
+
+async def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send bytes on a fresh connection and read until the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-cased names) and body of one raw HTTP/1.1 response."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", len(rest)))
+    return status, headers, rest[:length]

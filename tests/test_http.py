@@ -1,0 +1,623 @@
+"""The HTTP API with a real aiohttp client: endpoints, rules shared with RESP, auth, rate limits."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+import structlog
+
+from stashd import errors
+from stashd.http import (
+    IDLE_TIMEOUT,
+    REQUEST_TIMEOUT,
+    WATCH_INTERVAL,
+    error_body,
+    error_row,
+    if_match_version,
+)
+from stashd.ops import Set
+from stashd.ratelimit import LocalLimiter, Rate
+from stashd.service import rfc3339
+from stashd.store.memory import MemoryStore
+from stashd.tenancy import namespace_of
+from tests.support.http import (
+    START_MS,
+    Sidecar,
+    StrictKeyring,
+    raw_exchange,
+    sidecar,
+    split_response,
+)
+from tests.support.servers import StashDaemon
+
+BASE62_ID = re.compile(r"^[0-9A-Za-z]{8}$")
+KEY = {"X-API-KEY": "alice-key"}
+ALICE = namespace_of(b"alice-key")
+
+
+async def _stash(s: Sidecar, data: Any, ttl: int | None = None, headers: Any = None) -> str:  # noqa: ANN401
+    body: dict[str, Any] = {"data": data}
+    if ttl is not None:
+        body["ttl"] = ttl
+    async with s.session.post("/stash", json=body, headers=headers or KEY) as resp:
+        assert resp.status == 201, await resp.text()
+        return str((await resp.json())["memory_id"])
+
+
+async def test_stash_recall_update_forget_round_trip() -> None:
+    """The README's curl session: create, read, replace, extend, both at once, delete."""
+    async with sidecar() as s:
+        async with s.session.post(
+            "/stash",
+            json={"data": {"task": "summarize", "context": "..."}, "ttl": 3600},
+            headers=KEY,
+        ) as resp:
+            assert resp.status == 201
+            created = await resp.json()
+            assert resp.headers["ETag"] == '"1"'
+            assert resp.headers["Content-Type"] == "application/json"
+        mid = created["memory_id"]
+        assert BASE62_ID.match(mid)
+        assert created == {
+            "memory_id": mid,
+            "ttl": 3600,
+            "expires_at": rfc3339(START_MS + 3_600_000),
+        }
+        s.clock.now += 1000
+        async with s.session.get(f"/recall/{mid}", headers=KEY) as resp:
+            assert resp.status == 200
+            assert resp.headers["ETag"] == '"1"'
+            assert await resp.json() == {
+                "memory_id": mid,
+                "data": {"task": "summarize", "context": "..."},
+                "ttl_remaining": 3599,
+                "expires_at": created["expires_at"],
+                "version": 1,
+            }
+        # curl -d sends application/x-www-form-urlencoded: the body is JSON all the same.
+        form = {"Content-Type": "application/x-www-form-urlencoded", **KEY}
+        patch = json.dumps({"data": {"task": "summarize", "progress": 0.75}})
+        async with s.session.patch(f"/update/{mid}", data=patch, headers=form) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["version"] == 2
+        async with s.session.patch(
+            f"/update/{mid}", json={"extra_seconds": 1800}, headers=KEY
+        ) as resp:
+            body = await resp.json()
+            assert body["ttl_remaining"] == 3599 + 1800
+            assert body["version"] == 2
+        s.clock.now += 3_954_000  # 1445 s left: 3600 more make the issue's 5045
+        async with s.session.patch(
+            f"/update/{mid}", json={"data": {"a": 1}, "extra_seconds": 3600}, headers=KEY
+        ) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+            assert body == {
+                "memory_id": mid,
+                "ttl_remaining": 5045,
+                "expires_at": rfc3339(START_MS + 3_600_000 + 1_800_000 + 3_600_000),
+                "version": 3,
+            }
+            assert resp.headers["ETag"] == '"3"'
+        async with s.session.delete(f"/forget/{mid}", headers=KEY) as resp:
+            assert resp.status == 204
+        async with s.session.get(f"/recall/{mid}", headers=KEY) as resp:
+            assert resp.status == 404
+        async with s.session.delete(f"/forget/{mid}", headers=KEY) as resp:
+            assert resp.status == 404
+
+
+async def test_default_ttl_and_bounds_name_the_limits() -> None:
+    """No ttl means the default; 0, negative and over-maximum TTLs get 422 with both bounds."""
+    async with sidecar() as s:
+        async with s.session.post("/stash", json={"data": 1}, headers=KEY) as resp:
+            assert (await resp.json())["ttl"] == 3600
+        for ttl, message in [
+            (0, "ttl must be between 1 and 86400 seconds, got 0"),
+            (-5, "ttl must be between 1 and 86400 seconds, got -5"),
+            (86401, "ttl 86401 seconds exceeds the maximum of 86400 seconds"),
+            (10**30, f"ttl {10**30} seconds exceeds the maximum of 86400 seconds"),
+        ]:
+            async with s.session.post("/stash", json={"data": 1, "ttl": ttl}, headers=KEY) as resp:
+                assert resp.status == 422
+                assert (await resp.json())["error"] == {
+                    "code": "invalid_ttl",
+                    "message": message,
+                    "requested": ttl,
+                    "minimum": 1,
+                    "maximum": 86400,
+                }
+        for wrong in ["60", 1.5, True, None]:
+            async with s.session.post(
+                "/stash", json={"data": 1, "ttl": wrong}, headers=KEY
+            ) as resp:
+                assert resp.status == 422
+                assert (await resp.json())["error"]["field"] == "ttl"
+        async with s.session.post("/stash", json={"data": 1, "ttl": 60.0}, headers=KEY) as resp:
+            assert (await resp.json())["ttl"] == 60
+        assert s.count("default") == 0
+        assert s.count(ALICE) == 2
+
+
+async def test_any_json_value_is_data_and_nothing_else_is() -> None:
+    """data may be any JSON value, null included; bodies that are not objects are refused."""
+    async with sidecar() as s:
+        for value in [None, [1, "two"], "text", 3.25, False, {"deep": {"er": [None]}}]:
+            mid = await _stash(s, value)
+            async with s.session.get(f"/recall/{mid}", headers=KEY) as resp:
+                assert (await resp.json())["data"] == value
+            async with s.session.patch(f"/update/{mid}", json={"data": value}, headers=KEY) as r:
+                assert r.status == 200
+        for body, status, code in [
+            (b"[1, 2]", 422, "invalid_request"),
+            (b'"data"', 422, "invalid_request"),
+            (b"{}", 422, "invalid_request"),
+            (b'{"data": 1, "extra": 2}', 422, "invalid_request"),
+            (b'{"data": NaN}', 400, "invalid_json"),
+            (b'{"data": 1e400}', 400, "invalid_json"),
+            (b"\xff\xfe{", 400, "invalid_json"),
+            (b"", 400, "invalid_json"),
+        ]:
+            async with s.session.post("/stash", data=body, headers=KEY) as resp:
+                assert resp.status == status, body
+                assert (await resp.json())["error"]["code"] == code
+
+
+async def test_malformed_json_reports_the_position_and_never_the_input() -> None:
+    """400 with line, column and character offset; the request's bytes are not echoed."""
+    async with sidecar() as s:
+        secret = "sk-do-not-echo-" + uuid.uuid4().hex
+        body = '{"data": {"token": "' + secret + '",\n  oops}}'
+        async with s.session.post("/stash", data=body, headers=KEY) as resp:
+            assert resp.status == 400
+            text = await resp.text()
+            assert secret not in text
+            err = json.loads(text)["error"]
+            assert err["code"] == "invalid_json"
+            assert (err["line"], err["column"]) == (2, 3)
+            assert err["position"] == body.index("oops")
+            assert "line 2 column 3" in err["message"]
+        async with s.session.post("/stash", json={"data": 1, secret: 2}, headers=KEY) as resp:
+            assert resp.status == 422
+            assert secret not in await resp.text()
+
+
+async def test_patch_rules_match_resp() -> None:
+    """PATCH needs data, merge or extra_seconds; data and merge exclude each other; all 422."""
+    async with sidecar() as s:
+        mid = await _stash(s, {"a": 1})
+        for body, message in [
+            ({}, "PATCH needs at least one of data, merge or extra_seconds"),
+            ({"data": 1, "merge": {}}, "data and merge cannot be used together"),
+            ({"extra_seconds": 0}, "extra_seconds must be a positive number, got 0"),
+            ({"extra_seconds": -3}, "extra_seconds must be a positive number, got -3"),
+        ]:
+            async with s.session.patch(f"/update/{mid}", json=body, headers=KEY) as resp:
+                assert resp.status == 422
+                assert (await resp.json())["error"]["message"] == message
+        async with s.session.patch(
+            f"/update/{mid}", json={"extra_seconds": 86400}, headers=KEY
+        ) as resp:
+            assert resp.status == 422
+            err = (await resp.json())["error"]
+            assert err["code"] == "invalid_ttl"
+            assert err["maximum"] == 86400
+        async with s.session.get(f"/recall/{mid}", headers=KEY) as resp:
+            body = await resp.json()
+            assert (body["data"], body["version"], body["ttl_remaining"]) == ({"a": 1}, 1, 3600)
+
+
+async def test_merge_patch_and_if_match() -> None:
+    """merge is RFC 7396; ETag carries the version; If-Match mismatches get 412 and change nothing."""
+    async with sidecar() as s:
+        mid = await _stash(s, {"task": "t", "tags": ["x"], "drop": 1})
+        async with s.session.patch(
+            f"/update/{mid}",
+            json={"merge": {"drop": None, "progress": 0.5, "tags": ["y"]}},
+            headers={"If-Match": '"1"', **KEY},
+        ) as resp:
+            assert resp.status == 200
+            assert resp.headers["ETag"] == '"2"'
+        async with s.session.get(f"/recall/{mid}", headers=KEY) as resp:
+            assert (await resp.json())["data"] == {"task": "t", "tags": ["y"], "progress": 0.5}
+        for tag in ['"1"', 'W/"2"', '"abc"']:
+            async with s.session.patch(
+                f"/update/{mid}", json={"data": 0}, headers={"If-Match": tag, **KEY}
+            ) as resp:
+                assert resp.status == 412, tag
+                err = (await resp.json())["error"]
+                assert err["code"] == "version_mismatch"
+                assert err["current"] == 2
+        async with s.session.patch(
+            f"/update/{mid}", json={"merge": None}, headers={"If-Match": "*", **KEY}
+        ) as resp:
+            assert resp.status == 200
+        async with s.session.get(f"/recall/{mid}", headers=KEY) as resp:
+            body = await resp.json()
+            assert (body["data"], body["version"]) == (None, 3)
+        async with s.session.patch(
+            f"/update/{mid}", json={"data": 1}, headers={"If-Match": '"1", "3"', **KEY}
+        ) as resp:
+            assert resp.status == 200
+        async with s.session.patch(
+            "/update/missing1", json={"data": 1}, headers={"If-Match": '"1"', **KEY}
+        ) as resp:
+            assert resp.status == 404
+
+
+def test_if_match_parsing() -> None:
+    """Strong tags give versions, '*' none, lists any of theirs, weak or odd tags never match."""
+    assert if_match_version(None) is None
+    assert if_match_version(" * ") is None
+    assert if_match_version('"12"') == 12
+    assert if_match_version('"1", "2"') == (1, 2)
+    assert if_match_version('"1",W/"2"') == (1, 0)
+    assert if_match_version("12") == 12
+    for never in ['W/"12"', '"v12"', '"99999999999999999999999"', '""', '"\u0661"']:
+        assert if_match_version(never) == 0, never
+    for bad in ["", '"', ",", '"1",', '"a,b"', "W/12", '"1" "2"', "-1"]:
+        with pytest.raises(errors.BadRequest, match="If-Match must be"):
+            if_match_version(bad)
+
+
+async def test_missing_expired_and_other_tenant_ids_get_the_same_404() -> None:
+    """The three answers are byte-identical, so none of them tells that an id exists."""
+    async with sidecar() as s:
+        expiring = await _stash(s, {"x": 1}, ttl=10)
+        others = await _stash(s, {"x": 1}, headers={"X-API-KEY": "bob-key"})
+        s.clock.now += 10_000
+        answers = []
+        for mid in ["neverwas", expiring, others]:
+            for method, path, body in [
+                ("GET", f"/recall/{mid}", None),
+                ("PATCH", f"/update/{mid}", {"data": 1}),
+                ("DELETE", f"/forget/{mid}", None),
+            ]:
+                async with s.session.request(method, path, json=body, headers=KEY) as resp:
+                    headers = {k: v for k, v in resp.headers.items() if k != "Date"}
+                    answers.append((method, resp.status, headers, await resp.read()))
+        assert all(a[1] == 404 for a in answers)
+        assert answers[0:3] == answers[3:6] == answers[6:9]
+        async with s.session.get(f"/recall/{others}", headers={"X-API-KEY": "bob-key"}) as r:
+            assert r.status == 200
+
+
+async def test_listing_pages_through_every_memory_without_data() -> None:
+    """GET /stash follows next_cursor to the end: each id once, with ttl, size and version."""
+    async with sidecar() as s:
+        made = {await _stash(s, {"n": i}, ttl=100 + i) for i in range(25)}
+        await _stash(s, {"n": -1}, headers={"X-API-KEY": "bob-key"})
+        expired = await _stash(s, {"gone": True}, ttl=1)
+        s.clock.now += 1000
+        seen: dict[str, dict[str, Any]] = {}
+        cursor: str | None = None
+        pages = 0
+        while True:
+            params = {"limit": "10"} if cursor is None else {"limit": "10", "cursor": cursor}
+            async with s.session.get("/stash", params=params, headers=KEY) as resp:
+                assert resp.status == 200
+                page = await resp.json()
+            pages += 1
+            assert len(page["memories"]) <= 10
+            for m in page["memories"]:
+                assert m["memory_id"] not in seen
+                seen[m["memory_id"]] = m
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert set(seen) == made
+        assert expired not in seen
+        assert pages == 3
+        one = next(iter(seen.values()))
+        assert set(one) == {"memory_id", "ttl_remaining", "expires_at", "size", "version"}
+        assert one["size"] == len(b'{"n":0}')
+        assert one["version"] == 1
+        for params, field in [
+            ({"limit": "0"}, "limit"),
+            ({"limit": "1001"}, "limit"),
+            ({"limit": "ten"}, "limit"),
+            ({"cursor": "-1"}, "cursor"),
+            ({"cursor": "x"}, "cursor"),
+        ]:
+            async with s.session.get("/stash", params=params, headers=KEY) as resp:
+                assert resp.status == 422
+                err = (await resp.json())["error"]
+                assert err["field"] == field
+                if params.get("limit") in ("0", "1001"):
+                    assert (err["minimum"], err["maximum"]) == (1, 1000)
+
+
+async def test_strict_keyring_refuses_missing_and_bad_keys_with_401() -> None:
+    """When the keyring has no anonymous principal, no key and unknown keys get 401."""
+    keyring = StrictKeyring({b"good": "ns-good"})
+    async with sidecar(keyring=keyring) as s:
+        for headers, code in [
+            ({}, "unauthorized"),
+            ({"X-API-KEY": "bad"}, "invalid_api_key"),
+            ({"Authorization": "Bearer bad"}, "invalid_api_key"),
+            ({"Authorization": "Basic Z29vZA=="}, "invalid_api_key"),
+        ]:
+            async with s.session.post("/stash", json={"data": 1}, headers=headers) as resp:
+                assert resp.status == 401
+                assert resp.headers["WWW-Authenticate"] == 'Bearer realm="stash"'
+                assert (await resp.json())["error"]["code"] == code
+        async with s.session.post(
+            "/stash", json={"data": 1}, headers={"Authorization": "Bearer good"}
+        ) as resp:
+            mid = (await resp.json())["memory_id"]
+        async with s.session.get(f"/recall/{mid}", headers={"X-API-KEY": "good"}) as resp:
+            assert resp.status == 200
+        async with s.session.get(
+            f"/recall/{mid}", headers={"X-API-KEY": "good", "Authorization": "Bearer other"}
+        ) as resp:
+            assert resp.status == 400
+        async with s.session.get("/healthz") as resp:
+            assert resp.status == 200
+        assert s.count("ns-good") == 1
+
+
+async def test_rate_limit_answers_429_with_ietf_fields() -> None:
+    """Over the rate: 429, Retry-After and RateLimit/RateLimit-Policy; other keys unaffected."""
+    now = [0.0]
+    limiter = LocalLimiter(lambda: now[0])
+    rate = Rate(2, 1, 2)
+    async with sidecar(limiter=limiter, rate_of=lambda p: rate) as s:
+        for remaining in (1, 0):
+            async with s.session.get("/stash", headers=KEY) as resp:
+                assert resp.status == 200
+                assert resp.headers["RateLimit-Policy"] == '"default";q=2;w=1'
+                assert resp.headers["RateLimit"].startswith(f'"default";r={remaining};t=')
+        async with s.session.post("/stash", json={"data": 1}, headers=KEY) as resp:
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "1"
+            assert resp.headers["RateLimit"] == '"default";r=0;t=1'
+            assert resp.headers["RateLimit-Policy"] == '"default";q=2;w=1'
+            err = (await resp.json())["error"]
+            assert err["code"] == "rate_limited"
+            assert err["retry_after_ms"] == 500
+        assert s.count(ALICE) == 0, "a refused request changes nothing"
+        async with s.session.get("/stash", headers={"X-API-KEY": "bob-key"}) as resp:
+            assert resp.status == 200
+        now[0] += 500
+        async with s.session.get("/stash", headers=KEY) as resp:
+            assert resp.status == 200
+    async with (
+        sidecar(limiter=limiter, rate_of=lambda p: None) as s,
+        s.session.get("/stash", headers=KEY) as resp,
+    ):
+        assert resp.status == 200
+        assert "RateLimit" not in resp.headers
+
+
+async def test_routing_errors_and_health() -> None:
+    """Unknown paths 404, wrong methods 405 with Allow, health without a key, all in JSON."""
+    async with sidecar(keyring=StrictKeyring({})) as s:
+        async with s.session.get("/healthz") as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"status": "ok", "version": "0.1.0", "backend": "memory"}
+        for method, path, status, allow in [
+            ("GET", "/nope", 404, None),
+            ("GET", "/recall", 404, None),
+            ("GET", "/recall/a/b", 404, None),
+            ("GET", "/recall/", 404, None),
+            ("PUT", "/stash", 405, "POST, GET"),
+            ("POST", "/recall/x", 405, "GET"),
+            ("POST", "/healthz", 405, "GET"),
+        ]:
+            async with s.session.request(method, path) as resp:
+                assert resp.status == status, path
+                assert resp.headers.get("Allow") == allow
+                assert (await resp.json())["error"]["code"] in ("not_found", "method_not_allowed")
+
+
+def test_timeouts_are_bounded_and_error_table_is_complete() -> None:
+    """The slow-client deadline is at most 10 s; every error class has a status and code."""
+    assert REQUEST_TIMEOUT + WATCH_INTERVAL <= 10
+    assert IDLE_TIMEOUT > REQUEST_TIMEOUT
+    kinds = [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.StashError)
+    ]
+    assert len(kinds) > 20
+    for cls in kinds:
+        status, code, _ = error_row(cls)
+        assert 400 <= status < 600, cls
+        assert re.fullmatch(r"[a-z_]+", code)
+    status, body = error_body(errors.TooLarge(1048576, 2097152))
+    assert status == 413
+    assert json.loads(body) == {
+        "error": {
+            "code": "payload_too_large",
+            "message": "value is 2097152 bytes, the limit is 1048576 bytes",
+            "limit": 1048576,
+            "actual": 2097152,
+        }
+    }
+
+
+async def test_ids_with_any_bytes_are_addressable() -> None:
+    """Percent-encoded path segments reach RESP keys with spaces, colons and slashes."""
+    async with sidecar() as s:
+        s.store.run(Set(ALICE, b"user:1/plan x", b'{"ok":true}', START_MS + 60_000))
+        async with s.session.get("/recall/user:1%2Fplan%20x", headers=KEY) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["memory_id"] == "user:1/plan x"
+
+
+# -- the real daemon: both doors on one engine -------------------------------------------
+@pytest.fixture(scope="module")
+def daemon() -> Any:  # noqa: ANN401
+    """A daemon with both doors on free ports."""
+    with StashDaemon() as d:
+        yield d
+
+
+async def test_resp_and_http_act_on_the_same_memories(daemon: StashDaemon) -> None:
+    """AUTH k over RESP and X-API-KEY k (or Bearer k) over HTTP see one namespace."""
+    key = f"key-{uuid.uuid4().hex}"
+    r = redis.Redis(port=daemon.port, password=key)
+    mid = r.execute_command("STASH", '{"from":"resp"}', "EX", 600).decode()
+    async with aiohttp.ClientSession(daemon.http_url) as http:
+        async with http.get(f"/recall/{mid}", headers={"X-API-KEY": key}) as resp:
+            body = await resp.json()
+            assert body["data"] == {"from": "resp"}
+        meta = r.execute_command("RECALL", mid, "WITHMETA")
+        assert meta[b"ttl_remaining"] == body["ttl_remaining"]
+        assert meta[b"expires_at"].decode() == body["expires_at"]
+        assert meta[b"version"] == body["version"] == 1
+        async with http.post(
+            "/stash", json={"data": {"from": "http"}}, headers={"Authorization": f"Bearer {key}"}
+        ) as resp:
+            hid = (await resp.json())["memory_id"]
+        assert json.loads(r.execute_command("RECALL", hid)) == {"from": "http"}
+        assert r.execute_command("UPDATE", hid, "MERGE", '{"more":1}') is not None
+        async with http.patch(
+            f"/update/{hid}",
+            json={"extra_seconds": 10},
+            headers={"If-Match": '"2"', "X-API-KEY": key},
+        ) as resp:
+            assert resp.status == 200
+        async with http.get(f"/recall/{mid}", headers={"X-API-KEY": "someone-else"}) as resp:
+            assert resp.status == 404
+        async with http.get(f"/recall/{mid}") as resp:
+            assert resp.status == 404, "the default namespace is not the key's"
+        async with http.delete(f"/forget/{mid}", headers={"X-API-KEY": key}) as resp:
+            assert resp.status == 204
+        assert r.execute_command("RECALL", mid) is None
+        async with http.get("/stash", headers={"X-API-KEY": key}) as resp:
+            listed = [m["memory_id"] for m in (await resp.json())["memories"]]
+        assert listed == [hid]
+        anon = redis.Redis(port=daemon.port)
+        anon.set("shared-plan", '{"step":1}')
+        async with http.get("/recall/shared-plan") as resp:
+            assert (await resp.json())["data"] == {"step": 1}
+        anon.delete("shared-plan")
+    r.close()
+
+
+def test_listening_event_names_both_ports_and_no_http_turns_it_off() -> None:
+    """The daemon logs both ports; --no-http binds nothing for HTTP."""
+    with StashDaemon(log_level="info", env={"STASH_LOG_FORMAT": "json"}) as d:
+        pass
+    events = [json.loads(line) for line in d.stderr.splitlines() if line.startswith("{")]
+    listening = next(e for e in events if e["event"] == "listening")
+    assert (listening["port"], listening["http_port"]) == (d.port, d.http_port)
+    with StashDaemon("--no-http", log_level="info", env={"STASH_LOG_FORMAT": "json"}) as d:
+        assert d.http_port == 0
+    events = [json.loads(line) for line in d.stderr.splitlines() if line.startswith("{")]
+    assert next(e for e in events if e["event"] == "listening")["http_port"] is None
+
+
+class BrokenDisk(MemoryStore):
+    """A store that runs batches (like SQLite) whose disk has gone away."""
+
+    inline = False
+
+    async def run_many(self, ops: list[Any]) -> list[Any]:
+        raise OSError("disk gone")
+
+
+class Buggy(MemoryStore):
+    """An inline store with a bug: a failure that is no StashError."""
+
+    def run(self, op: Any) -> Any:  # noqa: ANN401
+        raise RuntimeError("bug")
+
+
+async def test_store_failures_are_503_and_bugs_are_a_json_500() -> None:
+    """A failing store gives 503 unavailable (health too); a bug gives 500 without details."""
+    async with sidecar(store=BrokenDisk()) as s:
+        for method, path in [("GET", "/healthz"), ("GET", "/recall/abc"), ("POST", "/stash")]:
+            async with s.session.request(method, path, json={"data": 1}) as resp:
+                assert resp.status == 503
+                err = (await resp.json())["error"]
+                assert err == {"code": "unavailable", "message": "store unavailable: OSError"}
+    async with sidecar(store=Buggy()) as s, s.session.get("/recall/abc") as resp:
+        assert resp.status == 500
+        assert await resp.json() == {
+            "error": {"code": "internal_error", "message": "internal error"}
+        }
+
+
+async def test_writes_are_logged_with_sizes_never_values() -> None:
+    """stash_created, stash_updated and stash_forgotten name the id and size, not the data."""
+    async with sidecar() as s:
+        s.api.ctx.log_writes = True
+        secret = "payload-" + uuid.uuid4().hex
+        with structlog.testing.capture_logs() as logs:
+            mid = await _stash(s, {"secret": secret}, ttl=60)
+            async with s.session.patch(f"/update/{mid}", json={"extra_seconds": 5}, headers=KEY):
+                pass
+            async with s.session.delete(f"/forget/{mid}", headers=KEY):
+                pass
+        events = [e for e in logs if e.get("door") == "http"]
+        assert [e["event"] for e in events] == ["stash_created", "stash_updated", "stash_forgotten"]
+        assert events[0]["id"] == mid
+        assert events[0]["namespace"] == ALICE
+        assert events[0]["ttl_seconds"] == 60
+        assert events[0]["payload_bytes"] == len(
+            json.dumps({"secret": secret}, separators=(",", ":"))
+        )
+        assert secret not in repr(logs)
+
+
+def test_protected_mode_refuses_both_doors_on_a_public_address() -> None:
+    """Open mode on a non-loopback host exits before binding RESP or HTTP."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stashd", "--host", "0.0.0.0", "--port", "0", "--http-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("STASH_")},
+    )
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in done.stderr
+
+
+async def test_key_bytes_that_are_not_utf8_name_the_same_namespace_as_resp(
+    daemon: StashDaemon,
+) -> None:
+    """A key sent as raw header bytes is the key RESP AUTH gets: one namespace for both."""
+    key = b"k\xff\xfe-" + uuid.uuid4().hex.encode()
+    r = redis.Redis(port=daemon.port, password=key)  # type: ignore[arg-type]  # bytes go out as they are
+    mid = r.execute_command("STASH", '{"raw":true}').decode()
+    request = (
+        f"GET /recall/{mid} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n".encode()
+        + b"X-API-KEY: "
+        + key
+        + b"\r\n\r\n"
+    )
+    raw = await raw_exchange(daemon.http_port, request)
+    status, _, body = split_response(raw)
+    assert status == 200
+    assert json.loads(body)["data"] == {"raw": True}
+    r.close()
+
+
+async def test_a_value_set_over_resp_that_is_not_json() -> None:
+    """Reading or merging it is 409 stored_value_not_json; replacing it with data works."""
+    async with sidecar() as s:
+        s.store.run(Set(ALICE, b"plain", b"hello", START_MS + 60_000))
+        async with s.session.get("/recall/plain", headers=KEY) as resp:
+            assert resp.status == 409
+            err = (await resp.json())["error"]
+            assert err["code"] == "stored_value_not_json"
+            assert (err["line"], err["column"], err["position"]) == (1, 1, 0)
+            assert "hello" not in err["message"]
+        async with s.session.patch("/update/plain", json={"merge": {"a": 1}}, headers=KEY) as resp:
+            assert resp.status == 409
+        async with s.session.patch("/update/plain", json={"data": {"a": 1}}, headers=KEY) as r:
+            assert r.status == 200
+        async with s.session.get("/recall/plain", headers=KEY) as resp:
+            assert (await resp.json())["data"] == {"a": 1}
