@@ -25,6 +25,10 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class StoreOpenError(RuntimeError):
+    """A store cannot start (unwritable path, unusable file); the message says which and why."""
+
+
 class Entry:
     """One stored value: the bytes, the absolute expiry in ms, and the data version."""
 
@@ -77,6 +81,8 @@ class Store(abc.ABC):
 
     #: True when :meth:`run` is cheap enough to call on the event loop thread (no I/O).
     inline: bool = False
+    #: True when operations that only read may run inline too (no I/O wait: WAL reads).
+    inline_reads: bool = False
 
     def __init__(self, clock: Clock = wall_clock_ms) -> None:
         self.clock = clock
