@@ -11,6 +11,7 @@ from stashd import log
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
+from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import Limits, OpenKeyring
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ def make_store(config: Config) -> Store:
     """The backend named by the config."""
     if config.backend == "memory":
         return MemoryStore()
+    if config.backend == "sqlite":
+        return SQLiteStore(config.db_path, synchronous=config.sqlite_synchronous)
     msg = f"unknown backend {config.backend!r}"  # pragma: no cover - Config validates
     raise ValueError(msg)  # pragma: no cover
 
@@ -58,6 +61,8 @@ async def serve(
         raise ValueError(msg)
     store = make_store(config)
     await store.open()
+    if isinstance(store, SQLiteStore):
+        logger.info("database_opened", path=str(store.path), synchronous=store.synchronous)
     ctx = ServerContext(MemoryService(store), OpenKeyring(limits_of(config)), store)
     ctx.log_writes = config.log_level in ("debug", "info")
     loop = asyncio.get_running_loop()

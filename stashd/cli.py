@@ -12,7 +12,16 @@ from typing import Any
 import click
 
 from stashd import __version__, app, log
-from stashd.config import AUTH_MODES, BACKENDS, LOG_FORMATS, LOG_LEVELS, ConfigError, load
+from stashd.config import (
+    AUTH_MODES,
+    BACKENDS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    SQLITE_SYNCHRONOUS,
+    ConfigError,
+    load,
+)
+from stashd.store.base import StoreOpenError
 
 
 def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
@@ -23,7 +32,7 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             "--backend",
             type=click.Choice(BACKENDS),
             default=None,
-            help="Where entries live. [STASH_BACKEND; memory]",
+            help="Where entries live. [STASH_BACKEND; sqlite]",
         ),
         click.option(
             "--default-ttl",
@@ -59,6 +68,13 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             "--db",
             default=None,
             help="SQLite file for data and API keys. [STASH_DB; in the user data directory]",
+        ),
+        click.option(
+            "--sqlite-synchronous",
+            type=click.Choice(SQLITE_SYNCHRONOUS),
+            default=None,
+            help="normal survives a crash of stashd; full also a power loss, with an fsync "
+            "per commit. [STASH_SQLITE_SYNCHRONOUS; normal]",
         ),
         click.option(
             "--auth",
@@ -97,7 +113,11 @@ def _serve(**flags: Any) -> None:  # noqa: ANN401
         click.echo(f"stashd: {exc}", err=True)
         sys.exit(2)
     log.configure(config.log_level, config.log_format)
-    app.run(config)
+    try:
+        app.run(config)
+    except StoreOpenError as exc:
+        click.echo(f"stashd: {exc}", err=True)
+        sys.exit(1)
 
 
 @click.command(name="stashd", context_settings={"help_option_names": ["-h", "--help"]})
