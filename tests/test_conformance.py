@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,9 +118,10 @@ def _cases() -> list[Case]:
     return [parse(p) for p in sorted(CASES.glob("*.case"))]
 
 
-@pytest.fixture(scope="module")
-def daemon() -> object:
-    with StashDaemon() as d:
+@pytest.fixture(scope="module", params=["sqlite", "memory"])
+def daemon(request: pytest.FixtureRequest) -> Iterator[StashDaemon]:
+    """The daemon on each backend: the transcripts must not tell them apart."""
+    with StashDaemon("--backend", request.param) as d:
         yield d
 
 

@@ -87,7 +87,9 @@ def test_random_streams_never_take_the_server_down(
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(65536):
                 pass
-        except (ConnectionResetError, BrokenPipeError, TimeoutError):
+        except OSError:
+            # Reset, broken pipe, timeout, or ENOTCONN from shutdown() when the server
+            # already closed this connection: all fine, the control client decides.
             pass
     assert control.call("PING").render() == "+PONG"
     assert fuzz_daemon.proc is not None
