@@ -335,6 +335,9 @@ class _Local(threading.local):
 class SQLiteStore(Store):
     """Entries in a SQLite file; see the module docstring for threads and transactions."""
 
+    # WAL readers never wait for a writer, so reads can be answered at once.
+    inline_reads = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -498,6 +501,32 @@ class SQLiteStore(Store):
                 _sweep(owned.conn, self.clock(), 1, _never)
         return result
 
+    # -- reads on the loop -----------------------------------------------------------
+    def read_now(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result type
+        """Run a read on the loop's connection, in a read transaction that lasts one loop turn.
+
+        Starting and ending a WAL read transaction takes file locks (system calls), so
+        every read of one turn of the loop shares one transaction; it ends before the
+        loop looks for new requests, and before any batch begins. A client whose write
+        was acknowledged can only ask again in a later turn, so it always sees its write.
+        """
+        owned = self._own(wait=False)
+        conn = owned.conn
+        try:
+            if not conn.in_transaction:
+                conn.execute("BEGIN")
+                asyncio.get_running_loop().call_soon(_end_read, owned)
+            result = op.run(owned.view, self.clock())
+        except sqlite3.OperationalError:  # pragma: no cover - needs a crashed writer's log
+            # Rare in WAL mode (another process is recovering the log): read on this
+            # thread's waiting connection instead of failing the request.
+            _end_read(owned)
+            return self.run(op)
+        except BaseException:
+            _end_read(owned)
+            raise
+        return result
+
     def sweep(self, now: int | None = None, rounds: int = 1) -> int:
         """Delete up to ``rounds`` x :data:`SWEEP_ROWS` expired rows now; return how many."""
         conn = self._own(wait=True).conn
@@ -521,8 +550,9 @@ class SQLiteStore(Store):
             return []
         writes = any(op.writes for op in ops)
         results: list[Any]
+        owned = self._own(wait=False)
+        _end_read(owned)  # a batch starts from the latest commit, wherever it runs
         if not writes or self._inline_writes:
-            owned = self._own(wait=False)
             try:
                 results = self._batch(owned.conn, owned.view, ops)
             except sqlite3.OperationalError as exc:
@@ -677,6 +707,15 @@ def _sweep(conn: sqlite3.Connection, now: int, rounds: int, yield_now: Callable[
         if deleted < SWEEP_ROWS or yield_now():
             break
     return freed
+
+
+def _end_read(owned: _Owned) -> None:
+    """End the loop's read transaction, if one is open, and forget what it read."""
+    owned.view.reset()
+    # The connection may be closed already when a turn of the loop ends after close().
+    with contextlib.suppress(sqlite3.Error):
+        if owned.conn.in_transaction:
+            owned.conn.execute("COMMIT")
 
 
 def _resolve(future: asyncio.Future[Any], result: object) -> None:

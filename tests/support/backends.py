@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 #: Backend name -> how operations reach it. ``sqlite`` runs each operation through the
 #: direct path (its own transaction on the calling thread's connection); the batched
 #: variants go through ``run_many`` as the daemon does: on the loop thread with
-#: synchronous=NORMAL, on the worker thread for writes with FULL.
+#: synchronous=NORMAL, on the worker thread for writes with FULL; their reads are
+#: answered at once on the loop (``read_now``), as the daemon answers them.
 BACKENDS: Final = ("memory", "sqlite", "sqlite-batched", "sqlite-full")
 
 
@@ -33,13 +34,22 @@ class Backend:
     batched: bool
 
     def run(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result
-        """One operation; its StashError is raised, as a direct caller would see it."""
+        """One operation; its StashError is raised, as a direct caller would see it.
+
+        Batched backends answer reads the way the daemon does: at once on the loop when
+        the store offers it, else in a batch.
+        """
         if not self.batched:
             return self.store.run(op)
+        if self.store.inline_reads and not op.writes:
+            return self.loop.run_until_complete(self._read_now(op))
         (result,) = self.run_many([op])
         if isinstance(result, StashError):
             raise result
         return result
+
+    async def _read_now(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result
+        return self.store.read_now(op)
 
     def run_many(self, ops: list[Op]) -> list[Any]:
         """A batch, as the daemon's batcher hands it over: errors are results."""
