@@ -345,6 +345,7 @@ class SQLiteStore(Store):
         *,
         synchronous: str = "normal",
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
         super().__init__(clock)
         if synchronous not in SYNCHRONOUS:
@@ -353,6 +354,7 @@ class SQLiteStore(Store):
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
+        self.checkpoint_interval = checkpoint_interval
         # Write batches may run on the loop only when a commit never fsyncs.
         self._inline_writes = synchronous == "normal"
         self._schema_lock = threading.Lock()
@@ -657,7 +659,7 @@ class SQLiteStore(Store):
                 self._unsynced = True
                 logger.debug("expired_swept", rows=freed)
             now = time.monotonic()
-            if self._unsynced and now - self._checkpoint_at >= CHECKPOINT_INTERVAL:
+            if self._unsynced and now - self._checkpoint_at >= self.checkpoint_interval:
                 self._unsynced = False
                 self._checkpoint_at = now
                 # PASSIVE never waits for readers or writers; it syncs the log, copies
