@@ -9,7 +9,8 @@ Layout
 ``commands``   the command table: one module per family, parse then build an operation.
 ``service``    the memory service: namespaces, TTL rules, limits, ids, JSON.
 ``ops``        atomic operations on one namespace, run by every store.
-``store``      where entries live: memory (and later SQLite, Redis).
+``batch``      group commit: what all callers asked for in one loop turn, as one batch.
+``store``      where entries live: SQLite (the default, durable) or memory.
 ``tenancy``    who a connection is: namespace and limits of an API key.
 ``app``        runs the daemon: store, RESP server, shutdown.
 ``cli``        the ``stashd`` and ``stash`` commands.

@@ -40,10 +40,11 @@ def meta(r: redis.Redis, mid: str | bytes) -> dict[bytes, object]:
     return reply
 
 
-def test_restart_keeps_keys_absolute_expiry_and_versions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+def test_restart_keeps_keys_absolute_expiry_and_versions(tmp_path: Path, synchronous: str) -> None:
     """Stop and start: every key is back, expiring at the same instant, with its version."""
     db = tmp_path / "stash.db"
-    with StashDaemon(db=db) as first:
+    with StashDaemon("--sqlite-synchronous", synchronous, db=db) as first:
         r = redis.Redis(port=first.port)
         r.set("plan", "v1", ex=600)
         r.set("plan", "v2", keepttl=True)
