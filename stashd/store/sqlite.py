@@ -106,11 +106,18 @@ WRITES_PER_SWEEP: Final = 1024
 #: Seconds between WAL checkpoints (the fsyncs of synchronous=NORMAL) while writes come in.
 CHECKPOINT_INTERVAL: Final = 1.0
 
+#: A log longer than this many pages (SQLite's own automatic checkpoint threshold) is
+#: started over after the next checkpoint; see ``SQLiteStore._checkpoint``.
+RESTART_FRAMES: Final = 1000
+#: How long that restart may hold writers back while it waits for readers to finish.
+RESTART_WAIT_MS: Final = 50
+
 #: Page cache per connection, in KiB, so the hot part of the table stays in memory.
 CACHE_KIB: Final = 16384
-#: The WAL file is truncated back to this size after a checkpoint, so a burst of writes
-#: does not leave a large log behind.
-WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+#: The WAL file is truncated back to this size when it starts over, and a file larger
+#: than this is checkpointed at every maintenance tick instead of once a second: heavy
+#: writes (random keys rewrite whole 4 KiB pages) can otherwise append 100+ MB a second.
+WAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
 
 #: Batched reads bind this many keys per statement at most, padded up to one of these
 #: sizes so that only a few statement texts are ever prepared (and stay cached).
@@ -369,6 +376,7 @@ class SQLiteStore(Store):
         self._background_at = 0.0
         self._checkpoint_at = 0.0
         self._unsynced = False  # commits since the last checkpoint (NORMAL only syncs there)
+        self._writes_to_worker = False  # set by the worker while it restarts the log
 
     # -- connections -----------------------------------------------------------------
     def connect(self, *, wait: bool = True) -> sqlite3.Connection:
@@ -554,7 +562,7 @@ class SQLiteStore(Store):
         results: list[Any]
         owned = self._own(wait=False)
         _end_read(owned)  # a batch starts from the latest commit, wherever it runs
-        if not writes or self._inline_writes:
+        if not writes or (self._inline_writes and not self._writes_to_worker):
             try:
                 results = self._batch(owned.conn, owned.view, ops)
             except sqlite3.OperationalError as exc:
@@ -659,16 +667,48 @@ class SQLiteStore(Store):
                 self._unsynced = True
                 logger.debug("expired_swept", rows=freed)
             now = time.monotonic()
-            if self._unsynced and now - self._checkpoint_at >= self.checkpoint_interval:
+            if self._unsynced and (
+                now - self._checkpoint_at >= self.checkpoint_interval
+                or self._wal_bytes() > WAL_SIZE_LIMIT
+            ):
                 self._unsynced = False
                 self._checkpoint_at = now
-                # PASSIVE never waits for readers or writers; it syncs the log, copies
-                # what it can into the database file and syncs that.
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self._checkpoint(conn)
         except sqlite3.Error as exc:
             # Another process held the lock past the timeout, or the disk failed: expired
             # rows stay invisible, and the next tick tries again.
             logger.warning("sqlite_maintenance_failed", error=str(exc))
+
+    def _wal_bytes(self) -> int:
+        try:
+            return Path(f"{self.path}-wal").stat().st_size
+        except OSError:
+            return 0
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the log into the database file, syncing both; start the log over if long.
+
+        PASSIVE never waits for readers or writers, so it is the one that does the
+        copying. But under steady writes it never catches up with the end of the log,
+        and SQLite starts a log over only once all of it has been copied: it would grow
+        without end (1 GB after 200,000 random-key writes, measured). So when the log is
+        long, a RESTART follows: it holds writers back while it copies the little that
+        was appended meanwhile, and waits at most RESTART_WAIT_MS for readers and other
+        processes before giving up until the next time. Meanwhile the loop sends its
+        write batches to this thread's queue, behind this job.
+        """
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames < RESTART_FRAMES:
+            return
+        # The loop would otherwise win the write lock nearly every time the restart
+        # tries for it; its write batches come to this queue meanwhile instead.
+        self._writes_to_worker = True
+        conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            self._writes_to_worker = False
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
 
 
 class _Job:
