@@ -46,7 +46,9 @@ clock) and are removed physically by a sweep of at most :data:`SWEEP_ROWS` rows 
 transaction, found through the expiry index, on the worker thread between batches, so
 it never holds the write lock for long. Direct users get a sweep every
 :data:`WRITES_PER_SWEEP` writes. Freed pages are reused by later inserts, so under
-steady churn the file stops growing.
+steady churn the file stops growing. ``auto_vacuum`` stays off: it can only be chosen
+before the first table exists (and the key registry may create the file), and giving
+pages back to the file system after each sweep would only have churn ask for them again.
 
 Several connections, threads and processes can share the file: WAL lets readers run
 beside the one writer, writes take the lock up front with ``BEGIN IMMEDIATE`` (a
