@@ -23,7 +23,7 @@ worker; reads stay on the loop. The worker also runs the sweep and checkpoints t
 about once a second (the fsyncs), like Redis's ``appendfsync everysec`` does in its
 background thread. Measured against the first design, which ran every write batch on
 the worker, this is one thread hop and two GIL hand-offs less per batch: unpipelined
-SET went from ~0.45x to ~0.55x of redis-server (see bench/README.md).
+SET went from ~0.47x to ~0.55x of redis-server (see bench/README.md).
 
 Batched reads and writes. Inside one transaction the view remembers every row it has
 read or written: before a batch runs, the rows of all its keys are fetched with one
@@ -37,8 +37,8 @@ Why not aiosqlite. It has the right threading model (one connection owned by one
 thread, futures resolved on the loop), but its public API awaits one statement, or one
 ``executemany``, per call. An operation reads, decides in Python and then writes inside
 one transaction, so a batch of N operations would cost 2N or more awaited thread hops;
-on a 2-core machine aiosqlite awaited statement by statement did about 6.6k operations
-per second. Handing its thread a whole function needs aiosqlite's private ``_execute``,
+on a 2-core machine aiosqlite awaited statement by statement did about 3,400 SETs per
+second (bench/store.py). Handing its thread a whole function needs aiosqlite's private ``_execute``,
 so the store keeps the model (its own worker thread and queue) and not the dependency.
 
 Expired rows are invisible at once (every read compares ``expires_at`` with the store's
