@@ -98,6 +98,9 @@ MIN_SQLITE: Final = (3, 24, 0)
 #: batch or sweep step holds it.
 BUSY_TIMEOUT_MS: Final = 5000
 
+#: Pause between attempts to set up a connection while another one sets up the file.
+SETUP_RETRY_S: Final = 0.005
+
 #: Rows one sweep transaction deletes: a few milliseconds of write lock at most.
 SWEEP_ROWS: Final = 256
 #: Sweep transactions per maintenance tick while rows keep coming and no batch waits:
@@ -401,12 +404,7 @@ class SQLiteStore(Store):
             # The schema and the journal mode are set with waiting allowed even on the
             # loop's connection: that happens once, when the connection is made.
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
-            conn.execute("PRAGMA foreign_keys = OFF")
-            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-            self._ensure_schema(conn)
+            mode = self._set_up(conn)
             if not wait:
                 conn.execute("PRAGMA busy_timeout = 0")
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -420,6 +418,33 @@ class SQLiteStore(Store):
                 "WAL is needed (is it on a network file system?)"
             )
         return conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> str:
+        """Settings, journal mode and schema; the journal mode it got is returned.
+
+        Turning a new file to WAL needs the file to itself, and SQLite reports a
+        connection doing the same at that moment as busy without waiting for it (two
+        processes, or threads, starting on a fresh file). So that step is retried until
+        the busy timeout has passed.
+        """
+        conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                self._ensure_schema(conn)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                _rollback(conn)
+                time.sleep(SETUP_RETRY_S)
+                continue
+            return mode
 
     def _create_file(self) -> None:
         """Create missing folders and the file itself, private to the user (0700/0600)."""
