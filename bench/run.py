@@ -1,12 +1,16 @@
 """Benchmarks that print ratios against an anchor measured in the same run.
 
-Suite ``memory``: stashd on the memory backend against a redis-server without
-persistence, each measured by ``redis-benchmark -c 50 -t set,get`` at -P 1 and -P 16,
-alternating anchor and subject for several rounds and taking medians.
+Each suite starts stashd and its anchor, a redis-server configured the comparable way,
+and measures both with ``redis-benchmark -c 50 -t set,get``, alternating anchor and
+subject for several rounds and taking medians.
 
-Suite ``http``: ``wrk -c 50`` against stashd's HTTP sidecar (GET /recall/{id} and
-POST /stash, on the backend named by ``--http-backend``) and against a bare aiohttp
-handler returning the same JSON bodies (bench/bare_http.py), alternating, medians.
+- ``memory``: stashd on the memory backend against redis-server without persistence,
+  at -P 1 and -P 16.
+- ``sqlite``: stashd on the SQLite backend (a file in a temporary directory) against
+  redis-server with ``--appendonly yes --appendfsync everysec``, the comparable durable
+  setup, at -P 1 and -P 16; then once more at -P 1 over 100,000 random keys
+  (``-r 100000``), where writes land all over the table instead of on one row.
+- ``http``: ``wrk`` against the HTTP sidecar and a bare aiohttp handler (bench/http_suite.py).
 """
 
 from __future__ import annotations
@@ -18,18 +22,34 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.servers import RedisServer, StashDaemon, free_port, wait_for_port
+from bench.http_suite import http_suite, print_http
+from tests.support.servers import RedisServer, StashDaemon
 
-BENCH = Path(__file__).resolve().parent
 
-TARGETS = {("memory", 1): 0.9, ("memory", 16): 0.6}
+@dataclass(frozen=True)
+class Case:
+    """One measured configuration: pipeline depth, keyspace, and the targets (None: report)."""
+
+    pipeline: int
+    keyspace: int  # 0: redis-benchmark's default single key
+    set_target: float | None
+    get_target: float | None
+
+
+SUITES: dict[str, tuple[Case, ...]] = {
+    "memory": (Case(1, 0, 0.9, 0.9), Case(16, 0, 0.6, 0.6)),
+    "sqlite": (Case(1, 0, 0.5, 0.8), Case(16, 0, None, None), Case(1, 100_000, None, None)),
+}
+ANCHORS: dict[str, tuple[str, ...]] = {
+    "memory": (),
+    "sqlite": ("--appendonly", "yes", "--appendfsync", "everysec"),
+}
 
 
 def parse_csv(text: str) -> dict[str, float]:
@@ -45,153 +65,65 @@ def parse_csv(text: str) -> dict[str, float]:
     return out
 
 
-def measure(port: int, pipeline: int, requests: int) -> dict[str, float]:
+def measure(port: int, case: Case, requests: int) -> dict[str, float]:
     """One redis-benchmark run against ``port``."""
-    done = subprocess.run(
-        [
-            "redis-benchmark",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-c",
-            "50",
-            "-n",
-            str(requests),
-            "-t",
-            "set,get",
-            "-P",
-            str(pipeline),
-            "--csv",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
+    args = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", "50"]
+    args += ["-n", str(requests), "-t", "set,get", "-P", str(case.pipeline), "--csv"]
+    if case.keyspace:
+        args += ["-r", str(case.keyspace)]
+    done = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600)
     return parse_csv(done.stdout)
 
 
-# -- suite http ------------------------------------------------------------------------
-HTTP_TARGET = 0.8
-HTTP_KEY = "bench-key"  # the same key as bench/http_post.lua, so both tests use one namespace
+@dataclass(frozen=True)
+class Row:
+    """One line of the report."""
+
+    suite: str
+    test: str
+    case: Case
+    anchor: float
+    stashd: float
+    target: float | None
+
+    @property
+    def ratio(self) -> float:
+        """stashd's requests per second over the anchor's."""
+        return self.stashd / self.anchor
+
+    @property
+    def met(self) -> bool:
+        """True when there is a target and the ratio reaches it."""
+        return self.target is not None and self.ratio >= self.target
 
 
-def wrk(url: str, seconds: int, script: Path | None = None) -> float:
-    """Requests per second of one ``wrk -t1 -c50`` run (one thread: the server has the other core)."""
-    cmd = ["wrk", "-t1", "-c50", f"-d{seconds}s", "-H", f"X-API-KEY: {HTTP_KEY}"]
-    if script is not None:
-        cmd += ["-s", str(script)]
-    done = subprocess.run(
-        [*cmd, url], capture_output=True, text=True, check=True, timeout=seconds + 60
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith("Requests/sec:"):
-            return float(line.split()[1])
-    msg = f"wrk printed no rate: {done.stdout} {done.stderr}"
-    raise RuntimeError(msg)
-
-
-def _http(method: str, url: str, body: bytes | None = None, key: str = HTTP_KEY) -> bytes:
-    req = urllib.request.Request(url, data=body, method=method, headers={"X-API-KEY": key})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        data: bytes = resp.read()
-        return data
-
-
-def http_suite(backend: str, rounds: int, seconds: int) -> list[tuple[str, float, float]]:
-    """(test, bare rps, stashd rps) for GET /recall and POST /stash; [] when wrk is missing."""
-    if shutil.which("wrk") is None:
-        print(
-            "skipped suite http: wrk is not on PATH "
-            "(install it with `apt-get install -y wrk`, see bench/README.md)"
-        )
-        return []
-    post_body = (BENCH / "http_post.lua").read_text().split("wrk.body = '")[1].split("'")[0]
-    results = []
-    with StashDaemon("--backend", backend) as subject, tempfile.TemporaryDirectory() as tmp:
-        base = subject.http_url
-        created = _http("POST", f"{base}/stash", post_body.encode())
-        memory_id = created.split(b'"memory_id":"')[1].split(b'"')[0].decode()
-        recalled = _http("GET", f"{base}/recall/{memory_id}")
-        (Path(tmp) / "recall.json").write_bytes(recalled)
-        (Path(tmp) / "created.json").write_bytes(created)
-        port = free_port()
-        bare = subprocess.Popen(
-            [
-                sys.executable,
-                str(BENCH / "bare_http.py"),
-                "--port",
-                str(port),
-                "--recall",
-                str(Path(tmp) / "recall.json"),
-                "--created",
-                str(Path(tmp) / "created.json"),
-            ],
-            stderr=subprocess.PIPE,
-        )
-        try:
-            wait_for_port(port, bare)
-            anchor = f"http://127.0.0.1:{port}"
-            assert _http("GET", f"{anchor}/recall/{memory_id}") == recalled
-            for test, path, script in [
-                ("GET /recall", f"/recall/{memory_id}", None),
-                ("POST /stash", "/stash", BENCH / "http_post.lua"),
-            ]:
-                a: list[float] = []
-                s: list[float] = []
-                for _ in range(rounds):
-                    a.append(wrk(anchor + path, seconds, script))
-                    s.append(wrk(base + path, seconds, script))
-                results.append((test, statistics.median(a), statistics.median(s)))
-            not_found_timing(base, post_body, rounds, seconds)
-        finally:
-            bare.terminate()
-            bare.wait(10)
-    return results
-
-
-def not_found_timing(base: str, post_body: str, rounds: int, seconds: int) -> None:
-    """Print how fast 404s come for a missing id and for another tenant's id (no target).
-
-    The two must not differ beyond noise, or the timing would tell that an id exists.
-    """
-    other = _http("POST", f"{base}/stash", post_body.encode(), key="bench-other-tenant")
-    other_id = other.split(b'"memory_id":"')[1].split(b'"')[0].decode()
-    missing: list[float] = []
-    foreign: list[float] = []
-    for _ in range(rounds):
-        missing.append(wrk(f"{base}/recall/neverwas", seconds))
-        foreign.append(wrk(f"{base}/recall/{other_id}", seconds))
-    m, f = statistics.median(missing), statistics.median(foreign)
-    print(f"404 timing: missing id {m:.0f} rps, other tenant's id {f:.0f} rps, ratio {f / m:.2f}")
-
-
-def print_http(backend: str, results: list[tuple[str, float, float]]) -> int:
-    """Print the http table; the number of targets missed."""
-    if not results:
-        return 0
-    print(f"{'suite':8} {'test':12} {'bare rps':>10} {'stashd rps':>11} {'ratio':>6} {'target':>6}")
-    misses = 0
-    for test, bare, subject in results:
-        ratio = subject / bare
-        verdict = "PASS" if ratio >= HTTP_TARGET else "MISS"
-        misses += ratio < HTTP_TARGET
-        print(
-            f"{'http/' + backend:8} {test:12} {bare:>10.0f} {subject:>11.0f} {ratio:>6.2f} {HTTP_TARGET:>6.2f} {verdict}"
-        )
-    return misses
+def run_suite(suite: str, rounds: int, requests: int) -> list[Row]:
+    """Measure one suite; a row per test and case."""
+    rows: list[Row] = []
+    with RedisServer(*ANCHORS[suite]) as anchor, StashDaemon("--backend", suite) as subject:
+        for case in SUITES[suite]:
+            a: dict[str, list[float]] = {"SET": [], "GET": []}
+            s: dict[str, list[float]] = {"SET": [], "GET": []}
+            for _ in range(rounds):
+                for name, rps in measure(anchor.port, case, requests).items():
+                    a.setdefault(name, []).append(rps)
+                for name, rps in measure(subject.port, case, requests).items():
+                    s.setdefault(name, []).append(rps)
+            for test, target in (("SET", case.set_target), ("GET", case.get_target)):
+                ar, sr = statistics.median(a[test]), statistics.median(s[test])
+                rows.append(Row(suite, test, case, ar, sr, target))
+    return rows
 
 
 def main() -> int:
     """Run the suites and print the table."""
     parser = argparse.ArgumentParser()
+    parser.add_argument("--suite", choices=[*SUITES, "http", "all"], default="all")
+    parser.add_argument("--http-backend", default="memory", help="backend for suite http")
+    parser.add_argument("--http-seconds", type=int, default=5, help="wrk duration per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="20k requests, 1 round")
-    parser.add_argument("--suite", choices=("all", "memory", "http"), default="all")
-    parser.add_argument("--http-backend", default="memory", help="backend for suite http")
-    parser.add_argument("--http-seconds", type=int, default=5, help="wrk duration per run")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.requests, args.http_seconds = 1, 20_000, 3
@@ -209,30 +141,24 @@ def main() -> int:
     if shutil.which("redis-benchmark") is None:
         print("skipped: redis-benchmark is not on PATH")
         return 0
-    rows = []
-    with RedisServer() as anchor, StashDaemon("--backend", "memory") as subject:
-        for pipeline in (1, 16):
-            a: dict[str, list[float]] = {"SET": [], "GET": []}
-            s: dict[str, list[float]] = {"SET": [], "GET": []}
-            for _ in range(args.rounds):
-                for name, rps in measure(anchor.port, pipeline, args.requests).items():
-                    a.setdefault(name, []).append(rps)
-                for name, rps in measure(subject.port, pipeline, args.requests).items():
-                    s.setdefault(name, []).append(rps)
-            for test in ("SET", "GET"):
-                ar, sr = statistics.median(a[test]), statistics.median(s[test])
-                target = TARGETS[("memory", pipeline)]
-                rows.append(("memory", test, pipeline, ar, sr, sr / ar, target))
+    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    rows = [row for suite in suites for row in run_suite(suite, args.rounds, args.requests)]
     print(
-        f"{'suite':8} {'test':4} {'-P':>3} {'anchor rps':>12} {'stashd rps':>12} {'ratio':>6} {'target':>6}"
+        f"{'suite':8} {'test':4} {'-P':>3} {'keys':>8} {'anchor rps':>12} {'stashd rps':>12}"
+        f" {'ratio':>6} {'target':>6}"
     )
-    for suite, test, p, ar, sr, ratio, target in rows:
-        verdict = "PASS" if ratio >= target else "MISS"
+    for row in rows:
+        keys = f"{row.case.keyspace:,}" if row.case.keyspace else "1"
+        if row.target is None:
+            goal, verdict = "-", "report"
+        else:
+            goal, verdict = f"{row.target:.2f}", "PASS" if row.met else "MISS"
         print(
-            f"{suite:8} {test:4} {p:>3} {ar:>12.0f} {sr:>12.0f} {ratio:>6.2f} {target:>6.2f} {verdict}"
+            f"{row.suite:8} {row.test:4} {row.case.pipeline:>3} {keys:>8} {row.anchor:>12.0f}"
+            f" {row.stashd:>12.0f} {row.ratio:>6.2f} {goal:>6} {verdict}"
         )
-    misses = sum(1 for r in rows if r[5] < r[6])
-    print(f"summary: {len(rows) - misses} of {len(rows)} targets met")
+    judged = [row for row in rows if row.target is not None]
+    print(f"summary: {sum(row.met for row in judged)} of {len(judged)} targets met")
     return 0
 
 

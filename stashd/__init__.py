@@ -10,7 +10,8 @@ Layout
 ``http``       the HTTP sidecar: the JSON API on the same service, store and batcher.
 ``service``    the memory service: namespaces, TTL rules, limits, ids, JSON.
 ``ops``        atomic operations on one namespace, run by every store.
-``store``      where entries live: memory (and later SQLite, Redis).
+``batch``      group commit: what all callers asked for in one loop turn, as one batch.
+``store``      where entries live: SQLite (the default, durable) or memory.
 ``tenancy``    who a connection is: API keys, namespaces, limits, the failed-AUTH throttle.
 ``registry``   the API key registry (users, tiers, key digests) in the SQLite file.
 ``tiers``      the tier table: defaults, overrides from a TOML file and env.

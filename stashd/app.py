@@ -13,6 +13,7 @@ from stashd.registry import SQLiteRegistry
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
+from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import Keyring, Limits, OpenKeyring, StrictKeyring
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ def make_store(config: Config) -> Store:
     """The backend named by the config."""
     if config.backend == "memory":
         return MemoryStore()
+    if config.backend == "sqlite":
+        return SQLiteStore(config.db_path, synchronous=config.sqlite_synchronous)
     msg = f"unknown backend {config.backend!r}"  # pragma: no cover - Config validates
     raise ValueError(msg)  # pragma: no cover
 
@@ -105,6 +108,8 @@ async def serve(
     keyring = make_keyring(config)
     store = make_store(config)
     await store.open()
+    if isinstance(store, SQLiteStore):
+        logger.info("database_opened", path=str(store.path), synchronous=store.synchronous)
     ctx = ServerContext(
         MemoryService(store),
         keyring,

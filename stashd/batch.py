@@ -5,7 +5,8 @@ RESP connections, the HTTP handlers and the embedded async client all hand their
 operations to one :class:`Batcher` per store. It runs one batch at a time; whatever
 arrives meanwhile forms the next one. Each caller gets its own slice of the results only
 after the batch has returned, which for SQLite means after its commit: an acknowledged
-write is a durable write. On an inline store (memory) operations simply run at once.
+write is a durable write. On an inline store (memory) operations simply run at once,
+and so do reads on a store that answers them at once (SQLite).
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ class Batcher:
 
     async def run_many(self, ops: list[Op]) -> list[Any]:
         """Await the results of ``ops`` (values or :class:`StashError`), batched with others."""
-        if self.store.inline:
-            return await self.store.run_many(ops)
+        store = self.store
+        if store.inline:
+            return await store.run_many(ops)
+        if store.inline_reads and not any(op.writes for op in ops):
+            return [_read_now(store, op) for op in ops]
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
 
         def done(results: list[Any]) -> None:
@@ -65,6 +69,8 @@ class Batcher:
         """Await one operation's result; its :class:`StashError` is raised."""
         if self.store.inline:
             return self.store.run(op)
+        if self.store.inline_reads and not op.writes:
+            return self.store.read_now(op)
         (result,) = await self.run_many([op])
         if isinstance(result, StashError):
             raise result
@@ -103,3 +109,11 @@ class Batcher:
                     await self._running
             else:
                 self._start()
+
+
+def _read_now(store: Store, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result
+    """A read answered at once, its error as its result (as in a batch)."""
+    try:
+        return store.read_now(op)
+    except StashError as exc:
+        return exc

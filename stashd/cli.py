@@ -20,11 +20,13 @@ from stashd.config import (
     BACKENDS,
     LOG_FORMATS,
     LOG_LEVELS,
+    SQLITE_SYNCHRONOUS,
     Config,
     ConfigError,
     load,
 )
 from stashd.registry import RegistryError, SQLiteRegistry
+from stashd.store.base import StoreOpenError
 from stashd.tenancy import DEFAULT_USER, issue_key
 from stashd.tiers import TIER_NAMES, render
 
@@ -40,7 +42,7 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             "--backend",
             type=click.Choice(BACKENDS),
             default=None,
-            help="Where entries live. [STASH_BACKEND; memory]",
+            help="Where entries live. [STASH_BACKEND; sqlite]",
         ),
         click.option(
             "--default-ttl",
@@ -76,6 +78,13 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             "--db",
             default=None,
             help="SQLite file for data and API keys. [STASH_DB; in the user data directory]",
+        ),
+        click.option(
+            "--sqlite-synchronous",
+            type=click.Choice(SQLITE_SYNCHRONOUS),
+            default=None,
+            help="normal survives a crash of stashd; full also a power loss, with an fsync "
+            "per commit. [STASH_SQLITE_SYNCHRONOUS; normal]",
         ),
         click.option(
             "--auth",
@@ -153,7 +162,7 @@ def _serve(**flags: Any) -> None:  # noqa: ANN401
     log.configure(config.log_level, config.log_format)
     try:
         app.run(config)
-    except RegistryError as exc:
+    except (RegistryError, StoreOpenError) as exc:
         click.echo(f"stashd: {exc}", err=True)
         sys.exit(1)
 

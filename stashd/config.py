@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
     from stashd.tenancy import Limits
 
-BACKENDS: Final = ("memory",)
+BACKENDS: Final = ("sqlite", "memory")
+SQLITE_SYNCHRONOUS: Final = ("normal", "full")
 AUTH_MODES: Final = ("open", "keys")
 LOG_FORMATS: Final = ("json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
@@ -40,7 +41,7 @@ class Config:
 
     host: str = "127.0.0.1"
     port: int = 6380
-    backend: str = "memory"
+    backend: str = "sqlite"
     default_ttl: int = 3600  # seconds, for writes that name no TTL
     max_ttl: int = 86400  # seconds; nothing lives longer
     max_payload_bytes: int = 1024 * 1024
@@ -48,6 +49,7 @@ class Config:
     log_format: str = "console"
     allow_open: bool = False  # serve open mode on a non-loopback address anyway
     db: str = ""  # SQLite file for data and the key registry; "" means the default path
+    sqlite_synchronous: str = "normal"  # normal: survives process crashes; full: power loss
     auth: str = "open"  # open: any key names its namespace; keys: registered keys only
     http: bool = True  # serve the HTTP API beside RESP
     http_port: int = 8000
@@ -64,6 +66,11 @@ class Config:
         """Validate once, so the rest of the code can trust every field."""
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ConfigError(
+                f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
+                f"got {self.sqlite_synchronous!r}"
+            )
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         if not 0 <= self.http_port <= 65535:

@@ -1,8 +1,9 @@
 """The RESP server: one asyncio Protocol per connection, dispatching pipelined requests.
 
 Everything a read completes is dispatched in order and answered with one write. On a
-store that needs no I/O (memory) operations run inline; otherwise the operations of a
-read go to the :class:`Batcher`, which gathers what every connection asked for in one
+store that needs no I/O (memory) operations run inline, and so do operations that only
+read on a store that offers it (SQLite); otherwise the operations of a read go to the
+:class:`Batcher`, which gathers what every connection asked for in one
 turn of the loop and runs it as one batch (one SQLite transaction), and the replies are
 written only after that batch has returned, so an acknowledged write is durable.
 """
@@ -312,6 +313,10 @@ class Connection(asyncio.Protocol):
         store = ctx.store
         inline = store.inline
         log_writes = ctx.log_writes
+        # A store that can answer reads at once (SQLite in WAL mode) does, as long as no
+        # earlier request of this read is still waiting for its batch.
+        inline_reads = store.inline_reads
+        run_now = store.run if inline else store.read_now
         replies: list[Any] = []
         pending: list[tuple[int, Deferred, Any]] = []  # (reply slot, deferred, command)
         close = False
@@ -383,9 +388,9 @@ class Connection(asyncio.Protocol):
                 proto = session.proto
                 replies.append(_Proto(proto))
             if type(reply) is Deferred:
-                if inline:
+                if inline or (inline_reads and not pending and not reply.op.writes):
                     try:
-                        result = store.run(reply.op)
+                        result = run_now(reply.op)
                     except StashError as exc:
                         replies.append(exc)
                         continue

@@ -9,10 +9,10 @@ import pytest
 from tests.support.servers import RedisServer, StashDaemon
 
 
-@pytest.fixture(scope="session")
-def stashd_server() -> Iterator[StashDaemon]:
-    """One memory-backend daemon shared by tests that clean up their own namespace."""
-    with StashDaemon() as daemon:
+@pytest.fixture(scope="session", params=["sqlite", "memory"])
+def stashd_server(request: pytest.FixtureRequest) -> Iterator[StashDaemon]:
+    """A daemon per backend, shared by tests that work in a namespace of their own."""
+    with StashDaemon("--backend", request.param) as daemon:
         yield daemon
 
 

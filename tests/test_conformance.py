@@ -8,6 +8,7 @@ optionally prefixed with a target (``stash:``, ``redis:``) and/or a protocol
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,9 +42,10 @@ def _cases() -> list[Transcript]:
     return [parse(p) for p in sorted(CASES.glob("*.case"))]
 
 
-@pytest.fixture(scope="module")
-def daemon() -> object:
-    with StashDaemon() as d:
+@pytest.fixture(scope="module", params=["sqlite", "memory"])
+def daemon(request: pytest.FixtureRequest) -> Iterator[StashDaemon]:
+    """The daemon on each backend: the transcripts must not tell them apart."""
+    with StashDaemon("--backend", request.param) as d:
         yield d
 
 

@@ -88,7 +88,9 @@ def test_random_streams_never_take_the_server_down(
             while sock.recv(65536):
                 pass
         except OSError:
-            pass  # reset, broken pipe or not connected: the server closed on bad input
+            # Reset, broken pipe, timeout, or ENOTCONN from shutdown() when the server
+            # already closed this connection: all fine, the control client decides.
+            pass
     assert control.call("PING").render() == "+PONG"
     assert fuzz_daemon.proc is not None
     assert fuzz_daemon.proc.poll() is None

@@ -25,6 +25,10 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class StoreOpenError(RuntimeError):
+    """A store cannot start (unwritable path, unusable file); the message says which and why."""
+
+
 class Entry:
     """One stored value: the bytes, the absolute expiry in ms, and the data version."""
 
@@ -77,6 +81,9 @@ class Store(abc.ABC):
 
     #: True when :meth:`run` is cheap enough to call on the event loop thread (no I/O).
     inline: bool = False
+    #: True when :meth:`read_now` may run operations that only read on the event loop
+    #: thread, in the order requests arrive, instead of queueing them for a batch.
+    inline_reads: bool = False
 
     def __init__(self, clock: Clock = wall_clock_ms) -> None:
         self.clock = clock
@@ -88,6 +95,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def run_many(self, ops: list[Op]) -> list[Any]:
         """Run a batch atomically; an operation's :class:`StashError` is its result."""
+
+    def read_now(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result type
+        """Run an operation that only reads, on the loop thread (used when ``inline_reads``).
+
+        It must see every write whose batch has returned, and raises the operation's
+        error as :meth:`run` does.
+        """
+        return self.run(op)
 
     async def open(self) -> None:  # noqa: B027 - optional hook, most stores need nothing
         """Prepare the store inside the running loop (files, connections, timers)."""

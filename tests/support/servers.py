@@ -94,7 +94,9 @@ class StashDaemon:
     """``python -m stashd`` on free ports (RESP and HTTP), in an empty working directory.
 
     The HTTP sidecar always gets its own free port (never the default 8000), so daemons
-    started by tests stay isolated; pass ``--no-http`` in ``extra`` to turn it off.
+    started by tests stay isolated; pass ``--no-http`` in ``extra`` to turn it off. Its
+    SQLite file is ``stash.db`` in a temporary directory unless ``db`` names one (two
+    daemons can share a file), so no test ever touches the user's data directory.
     """
 
     def __init__(
@@ -103,19 +105,23 @@ class StashDaemon:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         log_level: str = "warning",
+        db: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.http = "--no-http" not in extra
         self.http_port = free_port() if self.http else 0
         self.host = "127.0.0.1"
         self.extra = extra
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("STASH_")}
-        self.env.update(env or {})
         self._dir = tempfile.TemporaryDirectory()
+        self.db = db or Path(self._dir.name) / "stash.db"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("STASH_")}
+        self.env["STASH_DB"] = str(self.db)
+        self.env.update(env or {})
         self.cwd = cwd or Path(self._dir.name)
         self.log_level = log_level
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr = ""
+        self.returncode: int | None = None
 
     @property
     def pid(self) -> int:
@@ -142,8 +148,10 @@ class StashDaemon:
         return f"http://{self.host}:{self.http_port}"
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Signal the daemon, wait for it, and return its exit code."""
+        """Signal the daemon, wait for it, and return its exit code (once: later calls repeat it)."""
         assert self.proc is not None
+        if self.returncode is not None:
+            return self.returncode
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -152,12 +160,14 @@ class StashDaemon:
             self.proc.kill()
             _, err = self.proc.communicate()
         self.stderr = err.decode(errors="replace")
+        self.returncode = self.proc.returncode
         return self.proc.returncode
 
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        stopped_by_test = self.returncode is not None
         code = self.stop()
         self._dir.cleanup()
-        if t is None:
+        if t is None and not stopped_by_test:
             assert code == 0, f"stashd exited with {code}: {self.stderr}"

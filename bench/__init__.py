@@ -1,0 +1,1 @@
+"""Reproducible benchmarks that print ratios against anchors measured in the same run."""

@@ -1,0 +1,48 @@
+-- The SQLite store's schema: one table of entries and the indexes its queries need.
+--
+-- Run inside BEGIN IMMEDIATE on every open, so it must stay idempotent (IF NOT EXISTS).
+-- Other tables of the same file (the API key registry) belong to their own modules;
+-- nothing here touches them, and nothing here uses file-wide settings such as
+-- user_version that another module might also want.
+
+-- One row per live (or expired but not yet swept) key.
+--   id          the rowid, and the SCAN cursor: new keys get a larger id, and a replaced
+--               key keeps its id because writes are upserts (INSERT ... ON CONFLICT DO
+--               UPDATE), so a key present for a whole iteration is returned.
+--   namespace   the caller's namespace; no query ever crosses it.
+--   key         the key as bytes (Redis keys are binary-safe).
+--   value       the value as bytes (JSON for STASH, anything for SET).
+--   expires_at  absolute expiry in ms since the Unix epoch, so a TTL keeps counting
+--               down across restarts instead of starting again.
+--   version     1 on creation, plus one on every change of the data.
+--   sweep_at    when the sweep may delete the row: expires_at rounded up to the next
+--               multiple of 2^16 ms (~65 s). Moving a key's expiry inside one such
+--               window (the same TTL set again, EXTEND, EXPIRE) leaves this column,
+--               and so its index, untouched: a random-key write then dirties about half
+--               as many pages (see SWEEP_WINDOW_BITS in sqlite.py for the measurement).
+CREATE TABLE IF NOT EXISTS entries (
+    id         INTEGER PRIMARY KEY,
+    namespace  TEXT    NOT NULL,
+    key        BLOB    NOT NULL,
+    value      BLOB    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    sweep_at   INTEGER NOT NULL,
+    UNIQUE (namespace, key)
+);
+
+-- SCAN pages through one namespace in id order: SQLite appends the rowid to every
+-- index, so this serves "namespace = ? AND id > ? ORDER BY id" as a range search.
+CREATE INDEX IF NOT EXISTS entries_namespace ON entries (namespace);
+
+-- The sweep deletes "sweep_at <= now" a few hundred rows at a time, oldest first; every
+-- such row has expired (expires_at < sweep_at).
+--
+-- Not partial, on purpose. A partial expiry index pays off where most rows never
+-- expire: Redis on SQLite indexes only the keys that have a TTL ("WHERE expires_at IS
+-- NOT NULL") and so skips persistent keys. In Stash every row has an expiry (there is
+-- no PERSIST), so that clause would select every row and only make each query prove it
+-- applies. A clause on the time itself cannot work either: an index's WHERE must be a
+-- constant expression, and "already expired" changes with the clock. What keeps this
+-- index cheap is what it holds: the coarse sweep_at, not the exact expiry.
+CREATE INDEX IF NOT EXISTS entries_sweep ON entries (sweep_at);
