@@ -136,7 +136,11 @@ class StoreUnavailable(StashError):
         self.cause = cause
 
 
-class NoAuth(StashError):
+class AuthenticationError(StashError):
+    """The caller is not authenticated, or its key was refused (NOAUTH, WRONGPASS)."""
+
+
+class NoAuth(AuthenticationError):
     """A command before AUTH in strict mode."""
 
     code = "NOAUTH"
@@ -156,7 +160,7 @@ class HelloNoAuth(NoAuth):
         )
 
 
-class WrongPass(StashError):
+class WrongPass(AuthenticationError):
     """An unknown, revoked or malformed key: one byte-identical reply for all of them."""
 
     code = "WRONGPASS"
@@ -174,7 +178,7 @@ class NoProto(StashError):
         super().__init__("unsupported protocol version")
 
 
-class TooLarge(StashError):
+class PayloadTooLarge(StashError):
     """A value over the caller's payload limit; nothing was stored."""
 
     code = "TOOLARGE"
@@ -185,7 +189,7 @@ class TooLarge(StashError):
         self.actual = actual
 
 
-class BadTTL(StashError):
+class InvalidTTL(StashError):
     """A TTL above the caller's maximum; nothing was changed."""
 
     code = "BADTTL"
@@ -282,6 +286,11 @@ class RateLimited(StashError):
     def __init__(self, retry_after_ms: int) -> None:
         super().__init__(f"rate limit exceeded, retry after {retry_after_ms} ms")
         self.retry_after_ms = retry_after_ms
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds to wait before retrying, as Python APIs usually count time."""
+        return self.retry_after_ms / 1000
 
 
 # -- errors only the HTTP door reports ------------------------------------------------

@@ -13,14 +13,14 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd.errors import (
-    BadTTL,
     Conflict,
     IncrOverflow,
+    InvalidTTL,
     NoSuchKey,
     NotInteger,
     NotJSON,
+    PayloadTooLarge,
     StoredNotJSON,
-    TooLarge,
 )
 from stashd.glob import compile_glob
 from stashd.jsonmerge import merge_patch
@@ -270,7 +270,7 @@ class Expire(Op):
             view.delete(self.ns, self.key, now)
             return 1
         if self.when - now > self.max_ttl_ms:
-            raise BadTTL(ttl_seconds_up(self.when - now), self.max_ttl_ms // 1000)
+            raise InvalidTTL(ttl_seconds_up(self.when - now), self.max_ttl_ms // 1000)
         view.put(self.ns, self.key, Entry(old.value, self.when, old.version))
         return 1
 
@@ -318,7 +318,7 @@ class Append(Op):
         old = view.get(self.ns, self.key, now)
         value = self.value if old is None else old.value + self.value
         if len(value) > self.max_payload:
-            raise TooLarge(self.max_payload, len(value))
+            raise PayloadTooLarge(self.max_payload, len(value))
         if old is None:
             view.put(self.ns, self.key, Entry(value, self.default_expires_at, 1))
         else:
@@ -377,7 +377,7 @@ class Update(Op):
         if self.extend_ms:
             expires += self.extend_ms
             if expires - now > self.max_ttl_ms:
-                raise BadTTL(ttl_seconds_up(expires - now), self.max_ttl_ms // 1000)
+                raise InvalidTTL(ttl_seconds_up(expires - now), self.max_ttl_ms // 1000)
         value = old.value
         version = old.version
         if self.data is not None:
@@ -391,7 +391,7 @@ class Update(Op):
             merged = merge_patch(current, self.patch)
             value = dump_json(merged)
             if len(value) > self.max_payload:
-                raise TooLarge(self.max_payload, len(value))
+                raise PayloadTooLarge(self.max_payload, len(value))
             version += 1
         entry = Entry(value, expires, version)
         view.put(self.ns, self.key, entry)

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import hiredis
 
-from stashd.errors import ProtocolError, QueryBufferFull, StashError, TooLarge
+from stashd.errors import PayloadTooLarge, ProtocolError, QueryBufferFull, StashError
 
 # Redis's own ceilings for authenticated clients: 1M arguments per request and 512 MiB
 # per bulk. Before AUTH in strict mode Redis allows 10 arguments of 16 KiB, which stops an
@@ -58,7 +58,7 @@ class RequestReader:
     """Turns bytes from one connection into requests, refusing what Redis would refuse.
 
     :meth:`feed` returns every request completed by the new bytes, in order. An item is a
-    list of arguments, or a :class:`TooLarge` error for a request that carried a bulk over
+    list of arguments, or a :class:`PayloadTooLarge` error for a request that carried a bulk over
     the payload limit (its bytes were skipped, never buffered), or, last, a
     :class:`ProtocolError` after which the connection must be answered and closed.
 
@@ -111,7 +111,7 @@ class RequestReader:
         self._start = -1  # offset of the current request in _buf, -1 between requests
         self._pos = 0  # where scanning resumes inside an unfinished request
         self._skip = 0  # bytes of an oversized bulk still to be dropped as they arrive
-        self._oversize: TooLarge | None = None
+        self._oversize: PayloadTooLarge | None = None
         self._req_bytes = 0  # bytes the current request will make us hold, so far
         self._strict = False  # True while an unfinished request is held by the strict scan
 
@@ -291,7 +291,7 @@ class RequestReader:
                     if self._oversize is None:
                         self._flush(buf, feed_from, self._start, out)
                         feed_from = -1
-                        self._oversize = TooLarge(self.max_payload, length)
+                        self._oversize = PayloadTooLarge(self.max_payload, length)
                     have = size - (end + 2)
                     need = length + 2
                     self._args_left -= 1

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any, Final
 from stashd import ops
 from stashd.errors import (
     BadExtend,
-    BadTTL,
     DataAndMerge,
     EmptyUpdate,
     InvalidRequest,
+    InvalidTTL,
     NotJSON,
+    PayloadTooLarge,
     PersistRefused,
-    TooLarge,
     TTLNotPositive,
 )
 from stashd.ops import dump_json, load_json, ttl_seconds_up
@@ -125,7 +125,7 @@ class MemoryService:
     def check_payload(p: Principal, value: bytes) -> None:
         """Refuse a value over the caller's payload limit."""
         if len(value) > p.limits.max_payload:
-            raise TooLarge(p.limits.max_payload, len(value))
+            raise PayloadTooLarge(p.limits.max_payload, len(value))
 
     def expiry(self, p: Principal, ttl_ms: int | None) -> int:
         """Absolute expiry for a relative TTL (None: the caller's default), within the maximum."""
@@ -133,14 +133,14 @@ class MemoryService:
         if ttl_ms is None:
             ttl_ms = limits.default_ttl_ms
         elif ttl_ms > limits.max_ttl_ms:
-            raise BadTTL(ttl_seconds_up(ttl_ms), limits.max_ttl_ms // 1000)
+            raise InvalidTTL(ttl_seconds_up(ttl_ms), limits.max_ttl_ms // 1000)
         return self.clock() + ttl_ms
 
     def expiry_at(self, p: Principal, at_ms: int) -> int:
         """An absolute expiry (EXAT/PXAT), refused when it lies beyond the maximum TTL."""
         left = at_ms - self.clock()
         if left > p.limits.max_ttl_ms:
-            raise BadTTL(ttl_seconds_up(left), p.limits.max_ttl_ms // 1000)
+            raise InvalidTTL(ttl_seconds_up(left), p.limits.max_ttl_ms // 1000)
         return at_ms
 
     @staticmethod
@@ -248,7 +248,7 @@ class MemoryService:
         if seconds <= 0:
             raise TTLNotPositive(seconds, p.limits.max_ttl_ms // 1000)
         if seconds * 1000 > p.limits.max_ttl_ms:
-            raise BadTTL(seconds, p.limits.max_ttl_ms // 1000)
+            raise InvalidTTL(seconds, p.limits.max_ttl_ms // 1000)
         return seconds * 1000
 
     def update(
@@ -338,7 +338,7 @@ class MemoryService:
             raise BadExtend(extend_seconds)
         extend_ms = extend_seconds * 1000
         if extend_ms > p.limits.max_ttl_ms:
-            raise BadTTL(extend_seconds, p.limits.max_ttl_ms // 1000)
+            raise InvalidTTL(extend_seconds, p.limits.max_ttl_ms // 1000)
         return kind(
             p.namespace,
             key,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stashd.errors import ProtocolError, QueryBufferFull, TooLarge
+from stashd.errors import PayloadTooLarge, ProtocolError, QueryBufferFull
 from stashd.resp import MAX_ARGS, MAX_BULK, PREAUTH_MAX_ARGS, PREAUTH_MAX_BULK, RequestReader
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
@@ -82,7 +82,7 @@ def test_the_query_buffer_cap_is_enforced_at_the_header_and_skipped_bulks_are_fr
     oversized = _request(b"SET", b"k", b"x" * 5000)
     # Refused as soon as the header is in, before the value arrives; then skipped.
     (refused,) = reader.feed(oversized[:30])
-    assert isinstance(refused, TooLarge)
+    assert isinstance(refused, PayloadTooLarge)
     assert reader.feed(oversized[30:]) == []
     out = reader.feed(b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$100\r\n" + b"x" * 100 + b"\r\n")
     assert out == []

@@ -433,7 +433,7 @@ def test_timeouts_are_bounded_and_error_table_is_complete() -> None:
         status, code, _ = error_row(cls)
         assert 400 <= status < 600, cls
         assert re.fullmatch(r"[a-z_]+", code)
-    status, body = error_body(errors.TooLarge(1048576, 2097152))
+    status, body = error_body(errors.PayloadTooLarge(1048576, 2097152))
     assert status == 413
     assert json.loads(body) == {
         "error": {

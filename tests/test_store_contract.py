@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 
 from stashd import ops
 from stashd.errors import (
-    BadTTL,
     Conflict,
     IncrOverflow,
+    InvalidTTL,
     NoSuchKey,
     NotInteger,
+    PayloadTooLarge,
     PersistRefused,
-    TooLarge,
 )
 from stashd.service import MemoryService
 from stashd.store.base import Entry
@@ -94,14 +94,14 @@ def test_default_ttl_and_expiry_is_exact(svc: Service, clock: Clock) -> None:
 
 def test_ttl_above_maximum_is_refused_and_changes_nothing(svc: Service, clock: Clock) -> None:
     """SET, EXPIRE and UPDATE EXTEND all refuse a TTL past the maximum, naming both numbers."""
-    with pytest.raises(BadTTL, match="ttl 90000 seconds exceeds the maximum of 86400 seconds"):
+    with pytest.raises(InvalidTTL, match="ttl 90000 seconds exceeds the maximum of 86400 seconds"):
         svc.set(ALICE, b"k", b"v", expires_at=svc.expiry(ALICE, 90_000_000))
     run(svc, svc.set(ALICE, b"k", b"v"))
-    with pytest.raises(BadTTL):
+    with pytest.raises(InvalidTTL):
         run(svc, svc.expire(ALICE, b"k", clock.now + 90_000_000))
     mid = run(svc, svc.stash(ALICE, b"{}", 86_000_000))
     assert isinstance(mid, bytes)
-    with pytest.raises(BadTTL):
+    with pytest.raises(InvalidTTL):
         run(svc, svc.update(ALICE, mid, extend_seconds=1000))
     entry = run(svc, svc.get(ALICE, mid))
     assert isinstance(entry, Entry)
@@ -112,12 +112,12 @@ def test_ttl_above_maximum_is_refused_and_changes_nothing(svc: Service, clock: C
 
 def test_payload_limit(svc: Service) -> None:
     """A value over the limit is refused with both sizes, and APPEND cannot grow past it."""
-    with pytest.raises(TooLarge, match="value is 1001 bytes, the limit is 1000 bytes"):
+    with pytest.raises(PayloadTooLarge, match="value is 1001 bytes, the limit is 1000 bytes"):
         svc.set(ALICE, b"k", b"x" * 1001)
     assert run(svc, svc.get(ALICE, b"k")) is None
     run(svc, svc.set(ALICE, b"k", b"x" * 999))
     assert run(svc, svc.append(ALICE, b"k", b"y")) == 1000
-    with pytest.raises(TooLarge):
+    with pytest.raises(PayloadTooLarge):
         run(svc, svc.append(ALICE, b"k", b"z"))
 
 

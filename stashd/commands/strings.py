@@ -15,7 +15,7 @@ from stashd.commands.base import (
     checked_ms,
     int_arg,
 )
-from stashd.errors import CommandError, SyntaxErr, TooLarge, WrongArity
+from stashd.errors import CommandError, PayloadTooLarge, SyntaxErr, WrongArity
 from stashd.resp import NULL2, NULL3, OK
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def set_direct(s: Session, args: list[bytes], view: Any, now: int, out: bytearra
     value = args[2]
     limits = p.limits
     if len(value) > limits.max_payload:
-        raise TooLarge(limits.max_payload, len(value))
+        raise PayloadTooLarge(limits.max_payload, len(value))
     view.put_value(p.namespace, args[1], value, now + limits.default_ttl_ms, now)
     out += b"+OK\r\n"
     return True
