@@ -12,7 +12,7 @@ from stashd.http import HttpApi, HttpServer
 from stashd.registry import SQLiteRegistry
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
-from stashd.store.memory import MemoryStore
+from stashd.store import open_store
 from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import Keyring, Limits, OpenKeyring, StrictKeyring
 
@@ -38,12 +38,7 @@ SPARE_FDS: Final = 64
 
 def make_store(config: Config) -> Store:
     """The backend named by the config."""
-    if config.backend == "memory":
-        return MemoryStore()
-    if config.backend == "sqlite":
-        return SQLiteStore(config.db_path, synchronous=config.sqlite_synchronous)
-    msg = f"unknown backend {config.backend!r}"  # pragma: no cover - Config validates
-    raise ValueError(msg)  # pragma: no cover
+    return open_store(config.backend, path=config.db_path, synchronous=config.sqlite_synchronous)
 
 
 def limits_of(config: Config) -> Limits:
