@@ -25,11 +25,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.http_suite import http_suite, print_http
-from tests.support.servers import RedisServer, StashDaemon
+from tests.support.servers import RedisServer, StashDaemon, free_port, wait_for_port
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,13 @@ class Case:
 
 SUITES: dict[str, tuple[Case, ...]] = {
     "memory": (Case(1, 0, 0.9, 0.9), Case(16, 0, 0.6, 0.6)),
+    # No targets: how close any Python server gets, for reading the memory suite.
+    "ceiling": (Case(1, 0, None, None), Case(16, 0, None, None)),
     "sqlite": (Case(1, 0, 0.5, 0.8), Case(16, 0, None, None), Case(1, 100_000, None, None)),
 }
 ANCHORS: dict[str, tuple[str, ...]] = {
     "memory": (),
+    "ceiling": (),
     "sqlite": ("--appendonly", "yes", "--appendfsync", "everysec"),
 }
 
@@ -75,6 +79,27 @@ def measure(port: int, case: Case, requests: int) -> dict[str, float]:
     return parse_csv(done.stdout)
 
 
+class BareResp:
+    """bench/bare_resp.py on a free port, for the ceiling suite."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        script = Path(__file__).resolve().parent / "bare_resp.py"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), "--port", str(self.port)], stderr=subprocess.PIPE
+        )
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of the report."""
@@ -100,7 +125,10 @@ class Row:
 def run_suite(suite: str, rounds: int, requests: int) -> list[Row]:
     """Measure one suite; a row per test and case."""
     rows: list[Row] = []
-    with RedisServer(*ANCHORS[suite]) as anchor, StashDaemon("--backend", suite) as subject:
+    subject: StashDaemon | BareResp = (
+        BareResp() if suite == "ceiling" else StashDaemon("--backend", suite, "--no-http")
+    )
+    with RedisServer(*ANCHORS[suite]) as anchor, subject:
         for case in SUITES[suite]:
             a: dict[str, list[float]] = {"SET": [], "GET": []}
             s: dict[str, list[float]] = {"SET": [], "GET": []}
