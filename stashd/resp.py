@@ -52,6 +52,8 @@ Request = list[bytes]
 # to the strict scan.
 _BIG_AGGREGATE: Final = re.compile(rb"\*-?\d{4}")
 _ODD_TYPE: Final = re.compile(rb"\n[-+=%~>|:,#_(!]")
+# A regex finds "$-" several times faster than ``in``, which stops at every "$".
+_NULL_BULK: Final = re.compile(rb"\$-")
 
 
 class RequestReader:
@@ -140,7 +142,7 @@ class RequestReader:
             or self.max_args < FAST_MAX_ARGS
             or _BIG_AGGREGATE.search(data) is not None
             or _ODD_TYPE.search(data) is not None
-            or b"$-" in data
+            or _NULL_BULK.search(data) is not None
         ):
             return self._feed_strict(data)
         reader = self._hiredis
@@ -150,10 +152,12 @@ class RequestReader:
         # back as a trailing [] only if hiredis was at a boundary; otherwise it lands
         # inside the unfinished request and the read goes to the strict scan below.
         reader.feed(b"*0\r\n")
-        # Every array header starts a line, so when hiredis returns one top-level array
-        # per header (the sentinel's included) no array is nested in another, and the
-        # line check above leaves bulk strings as the only possible arguments.
-        headers = data.count(b"\n*") + 2
+        # Every array header has a '*', so when hiredis returns one top-level array per
+        # '*' in the read (plus the sentinel) no array is nested in another, and the line
+        # check above leaves bulk strings as the only possible arguments. A '*' inside a
+        # payload only sends the read to the strict scan. (Counting one byte is several
+        # times cheaper than counting the two-byte "\n*".)
+        headers = data.count(42) + 1
         out: list[Request | StashError] = []
         last: object = None
         seen = 0
