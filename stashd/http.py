@@ -654,7 +654,7 @@ class HttpApi:
                 door="http",
                 namespace=p.namespace,
                 id=memory_id,
-                ttl_seconds=(op.expires_at - self.service.clock()) // 1000,
+                ttl_seconds=seconds_left(op.expires_at, self.service.clock()),
                 payload_bytes=len(op.value),
             )
         ttl = seconds_left(op.expires_at, self.service.clock())
@@ -724,7 +724,7 @@ class HttpApi:
                 door="http",
                 namespace=p.namespace,
                 id=_text(key),
-                ttl_seconds=(entry.expires_at - self.service.clock()) // 1000,
+                ttl_seconds=seconds_left(entry.expires_at, self.service.clock()),
                 payload_bytes=len(entry.value),
             )
         return _json(

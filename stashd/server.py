@@ -38,6 +38,7 @@ from stashd.resp import (
     RequestReader,
     encode,
 )
+from stashd.service import seconds_left
 from stashd.tenancy import AuthThrottle
 
 if TYPE_CHECKING:
@@ -520,7 +521,7 @@ def _log_write(name: str, op: Op, args: list[bytes], result: Any) -> None:  # no
         fields["keys"] = len(args) - 1
     expires_at = getattr(op, "expires_at", None)
     if isinstance(expires_at, int):
-        fields["ttl_seconds"] = max(0, (expires_at - _now_ms()) // 1000)
+        fields["ttl_seconds"] = seconds_left(expires_at, _now_ms())
     value = getattr(op, "value", None)
     if isinstance(value, bytes):
         fields["payload_bytes"] = len(value)
