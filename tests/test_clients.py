@@ -8,8 +8,8 @@ import shlex
 import shutil
 import subprocess
 import uuid
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import pytest
 import redis
