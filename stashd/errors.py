@@ -579,3 +579,8 @@ def from_wire(text: str) -> StashError:
     exc = CommandError(message) if code == "ERR" else StashError(message)
     exc.code = code
     return exc
+
+
+#: Every code an error line of this module starts with: how the remote client tells a
+#: line redis-py kept whole from a message whose code redis-py stripped.
+WIRE_CODES: Final = frozenset(code for code, _, _ in _WIRE_FORMS)

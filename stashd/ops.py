@@ -566,6 +566,22 @@ def load_json(raw: bytes, what: str = "value") -> Any:  # noqa: ANN401 - any JSO
         raise NotJSON(json_error_position(exc), what) from None
 
 
+def load_stored(raw: bytes) -> Any:  # noqa: ANN401 - any JSON value
+    """Parse a stored value that must be JSON to be read (it may have been SET raw over RESP).
+
+    The same rules as :func:`load_json`; the error is :class:`StoredNotJSON`, with the
+    position, since the caller did not send this text.
+    """
+    try:
+        return _DECODER.decode(raw.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StoredNotJSON(
+            json_error_position(exc), line=exc.lineno, column=exc.colno, position=exc.pos
+        ) from None
+    except ValueError as exc:
+        raise StoredNotJSON(json_error_position(exc)) from None
+
+
 def _reject_constant(name: str) -> float:
     """NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them."""
     msg = f"{name} is not a JSON value"
