@@ -138,7 +138,7 @@ class EmbeddedTransport:
         self.store = store
         self._lock = threading.Lock() if store.inline or limits.rate is not None else None
         self._closed = False
-        self._run(self.calls.ping())  # a file that cannot be opened fails here, not later
+        store.run(self.calls.ping())  # a file that cannot be opened fails here, not later
 
     def describe(self) -> str:
         """What this client talks to, for repr()."""
@@ -220,6 +220,13 @@ class AsyncEmbeddedTransport:
         self.calls = Calls(store, limits)
         self.store = store
         self.batcher = Batcher(store)
+        # A store that answers reads on the loop (SQLite) shares one read transaction per
+        # loop turn among them (Store.read_now). That suits the daemon, where every request
+        # starts a new turn; but a task may call many times without yielding, and must
+        # still see what other threads and processes committed in between. So a read runs
+        # in a transaction of its own on the loop thread (Store.run), which costs no more
+        # than the sync client's reads and no thread hop.
+        self._own_read = store.inline_reads and not store.inline
         self._closed = False
         # A file that cannot be opened fails here, on the constructing thread; the loop's
         # own connection is made on first use.
@@ -233,6 +240,8 @@ class AsyncEmbeddedTransport:
         if self._closed:
             raise StoreUnavailable(CLOSED)
         self.calls.admit()  # one loop thread: the limiter needs no lock
+        if self._own_read and not op.writes:
+            return self.store.run(op)
         return await self.batcher.run(op)
 
     async def set(self, key: bytes, value: bytes, ttl: int | None) -> None:

@@ -384,11 +384,7 @@ class Update(Op):
             value = self.data
             version += 1
         elif self.patch is not _NO_PATCH:
-            try:
-                current = json.loads(old.value)
-            except ValueError as exc:
-                raise StoredNotJSON(json_error_position(exc)) from None
-            merged = merge_patch(current, self.patch)
+            merged = merge_patch(load_stored(old.value), self.patch)
             value = dump_json(merged)
             if len(value) > self.max_payload:
                 raise PayloadTooLarge(self.max_payload, len(value))
