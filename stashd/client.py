@@ -163,7 +163,7 @@ class _Embedded:
     limits: Limits
 
 
-def _environment() -> dict[str, str]:
+def remote_environment() -> dict[str, str]:
     """STASH_URL and STASH_API_KEY from the environment over a ``.env`` file, as config reads."""
     names = ("STASH_URL", "STASH_API_KEY")
     dotenv = dotenv_values(".env") if Path(".env").is_file() else {}
@@ -185,7 +185,7 @@ def _target(
     if embedded and remote:
         msg = "backend and path choose embedded mode, url and api_key remote mode: give one kind"
         raise ValueError(msg)
-    env = {} if embedded else _environment()
+    env = {} if embedded else remote_environment()
     if remote or env:
         given = sorted(name for name, value in settings.items() if value is not None)
         if given:
