@@ -205,6 +205,9 @@ class EmbeddedTransport:
         if self._closed:
             return
         self._closed = True
+        # The synchronous path never starts the store's worker or loop connection: only
+        # the connections threads made for themselves are left, and a store that keeps
+        # such connections closes them here.
         close_threads = getattr(self.store, "close_threads", None)
         if close_threads is not None:
             close_threads()
@@ -298,9 +301,6 @@ class AsyncEmbeddedTransport:
         self._closed = True
         await self.batcher.drain()
         await self.store.close()
-        close_threads = getattr(self.store, "close_threads", None)
-        if close_threads is not None:
-            close_threads()
 
 
 def _describe(store: Store) -> str:

@@ -160,20 +160,33 @@ def test_each_error_class_has_its_exit_code(
 
 def test_a_stored_value_that_is_not_json_exits_7(db: str) -> None:
     """A value SET raw over RESP is reported, not printed half-understood."""
+    _raw_set(db, b"raw", b"\xff")
+    code, out, err = run("get", "raw", "--db", db)
+    assert (code, out) == (7, "")
+    assert "stash: NOTJSON stored value is not valid JSON: invalid UTF-8 at byte 0" in err
+
+
+def _raw_set(db: str, key: bytes, value: bytes) -> None:
+    """Write bytes as SET over RESP would, bypassing the client's JSON."""
     from stashd.service import MemoryService  # noqa: PLC0415
     from stashd.store.sqlite import SQLiteStore  # noqa: PLC0415
     from stashd.tenancy import DEFAULT_NAMESPACE, Limits, Principal  # noqa: PLC0415
 
     store = SQLiteStore(db)
-    store.run(
-        MemoryService(store).set(
-            Principal(DEFAULT_NAMESPACE, Limits(100, 60_000, 60_000)), b"raw", b"\xff"
-        )
-    )
+    who = Principal(DEFAULT_NAMESPACE, Limits(100, 60_000, 60_000))
+    store.run(MemoryService(store).set(who, key, value))
     store.close_threads()
-    code, out, err = run("get", "raw", "--db", db)
-    assert (code, out) == (7, "")
-    assert "stash: NOTJSON stored value is not valid JSON: invalid UTF-8 at byte 0" in err
+
+
+def test_text_that_cannot_be_utf8_is_printed_escaped(db: str) -> None:
+    """A lone surrogate (a JSON escape in the stored text) prints as that escape: still JSON."""
+    code, _, err = run("set", "odd", '"\\ud800"', "--db", db)
+    assert code == USAGE  # such a string cannot be written as UTF-8
+    assert "surrogates not allowed" in err
+    _raw_set(db, b"odd", b'"\\ud800 and \\u00fc"')
+    code, out, _ = run("get", "odd", "--db", db)
+    assert (code, out) == (0, '"\\ud800 and \\u00fc"\n')
+    assert json.loads(out) == "\ud800 and \u00fc"
 
 
 def test_the_exit_code_table_covers_every_error_class() -> None:

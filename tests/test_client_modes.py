@@ -74,6 +74,19 @@ def test_remote_is_chosen_by_url_key_or_environment(monkeypatch: pytest.MonkeyPa
     assert stash._t.redis.connection_pool.connection_kwargs["password"] == "from-env"
 
 
+def test_repr_and_signatures_say_what_they_are(tmp_path: Path) -> None:
+    """repr names the mode and the file; an update argument not given shows as <unset>."""
+    import inspect  # noqa: PLC0415
+
+    with Stash("memory") as stash:
+        assert repr(stash) == "<Stash embedded memory>"
+    assert (
+        repr(AsyncStash(path=tmp_path / "a.db"))
+        == f"<AsyncStash embedded sqlite at {tmp_path / 'a.db'}>"
+    )
+    assert "data: 'object' = <unset>" in str(inspect.signature(Stash.update))
+
+
 def test_dotenv_names_the_daemon_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """STASH_URL in .env selects remote, and the environment wins over it."""
     (tmp_path / ".env").write_text("STASH_URL=redis://127.0.0.1:7111\n")
@@ -195,6 +208,17 @@ def test_an_embedded_file_is_shared_with_a_daemon(shared: tuple[Path, StashDaemo
         assert sorted(local.keys()) == sorted(remote.keys()) == sorted(["from-app", memory_id])
         with Stash(url=f"redis://127.0.0.1:{daemon.port}", api_key="someone") as other:
             assert other.get("from-app") is None  # a key is a namespace of its own
+
+
+def test_a_daemon_spoken_to_in_resp2_reads_the_same(shared: tuple[Path, StashDaemon]) -> None:
+    """protocol=2 in the URL (redis-py's option) gives flat arrays; the record is the same."""
+    _, daemon = shared
+    with Stash(url=f"redis://127.0.0.1:{daemon.port}/?protocol=2", api_key="resp2") as stash:
+        memory_id = stash.stash({"a": 1}, ttl=100)
+        meta = stash.recall(memory_id, with_meta=True)
+        assert meta is not None
+        assert (meta.data, meta.version, meta.ttl_remaining in (99, 100)) == ({"a": 1}, 1, True)
+        assert list(stash.keys()) == [memory_id]
 
 
 _WORKER = textwrap.dedent(
