@@ -164,11 +164,14 @@ class _Embedded:
 
 
 def remote_environment() -> dict[str, str]:
-    """STASH_URL and STASH_API_KEY from the environment over a ``.env`` file, as config reads."""
+    """STASH_URL and STASH_API_KEY from the environment over a ``.env`` file, as config reads.
+
+    An empty variable counts as unset, as an empty ``STASH_URL=`` line usually means.
+    """
     names = ("STASH_URL", "STASH_API_KEY")
     dotenv = dotenv_values(".env") if Path(".env").is_file() else {}
-    found = {n: v for n in names if (v := dotenv.get(n)) is not None}
-    found.update({n: os.environ[n] for n in names if n in os.environ})
+    found = {n: v for n in names if (v := dotenv.get(n))}
+    found.update({n: v for n in names if (v := os.environ.get(n))})
     return found
 
 

@@ -148,7 +148,7 @@ class EmbeddedTransport:
         if self._closed:
             raise StoreUnavailable(CLOSED)
         lock = self._lock
-        if lock is None:
+        if lock is None:  # SQLite without a rate limit: each thread has its own connection
             return self.store.run(op)
         with lock:
             self.calls.admit()

@@ -63,6 +63,8 @@ def test_remote_is_chosen_by_url_key_or_environment(monkeypatch: pytest.MonkeyPa
         "<Stash remote redis://example.invalid:7000>"
     )
     assert repr(Stash(api_key="k")) == f"<Stash remote {DEFAULT_URL}>"
+    monkeypatch.setenv("STASH_URL", "")  # empty is unset
+    assert repr(Stash()).startswith("<Stash embedded sqlite")
     monkeypatch.setenv("STASH_URL", "redis://10.0.0.9:6390")
     assert repr(Stash()) == "<Stash remote redis://10.0.0.9:6390>"
     assert repr(AsyncStash()) == "<AsyncStash remote redis://10.0.0.9:6390>"
