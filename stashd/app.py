@@ -14,7 +14,7 @@ from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
 from stashd.store import open_store
 from stashd.store.sqlite import SQLiteStore
-from stashd.tenancy import Keyring, Limits, OpenKeyring, StrictKeyring
+from stashd.tenancy import Keyring, OpenKeyring, StrictKeyring, open_limits
 
 if TYPE_CHECKING:
     import socket
@@ -41,20 +41,10 @@ def make_store(config: Config) -> Store:
     return open_store(config.backend, path=config.db_path, synchronous=config.sqlite_synchronous)
 
 
-def limits_of(config: Config) -> Limits:
-    """Open-mode limits for every caller."""
-    return Limits(
-        max_payload=config.max_payload_bytes,
-        default_ttl_ms=config.default_ttl * 1000,
-        max_ttl_ms=config.max_ttl * 1000,
-        rate=config.rate,
-    )
-
-
 def make_keyring(config: Config) -> Keyring:
     """Open mode's keyring, or strict mode's on the registry in the database file."""
     if config.auth == "open":
-        return OpenKeyring(limits_of(config))
+        return OpenKeyring(open_limits(config))
     keyring = StrictKeyring(SQLiteRegistry(config.db_path), config.tier_table())
     if not keyring.registry.records():
         logger.warning(

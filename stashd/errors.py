@@ -3,10 +3,15 @@
 The text after the first word is what clients match on (redis-py classifies errors by
 prefix and message), so these strings are part of the protocol and must not be reworded
 casually. Every class keeps the numbers it names as attributes, so the HTTP door and the
-Python client can report them without parsing the text.
+Python client can report them without parsing the text; :func:`from_wire` turns a text
+back into its class and attributes, for the remote client, which receives only the text.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Final
 
 
 class StashError(Exception):
@@ -407,3 +412,175 @@ class BodyTooLarge(StashError):
         )
         self.limit = limit
         self.actual = actual
+
+
+# -- from the wire back to the class ------------------------------------------------------
+# The remote client receives only the error line; these forms turn it back into the class
+# that produced it, with the same attributes, so a caller cannot tell an error raised in
+# process from one that crossed the wire. Each form is the fullmatch of one class's text.
+
+_N = r"(-?\d+)"
+_WireForm = tuple[str, re.Pattern[str], Callable[[re.Match[str]], "StashError"]]
+
+
+def _form(code: str, pattern: str, make: Callable[[re.Match[str]], StashError]) -> _WireForm:
+    return code, re.compile(pattern, re.DOTALL), make
+
+
+_WIRE_FORMS: Final[tuple[_WireForm, ...]] = (
+    _form("ERR", "syntax error", lambda _: SyntaxErr()),
+    _form("ERR", "value is not an integer or out of range", lambda _: NotInteger()),
+    _form("ERR", "increment or decrement would overflow", lambda _: IncrOverflow()),
+    _form("ERR", "wrong number of arguments for '(.*)' command", lambda m: WrongArity(m[1])),
+    _form(
+        "ERR",
+        "unknown command '(.*?)', with args beginning with: ((?:'.*?' )*)",
+        lambda m: UnknownCommand(m[1], re.findall(r"'(.*?)' ", m[2], re.DOTALL)),
+    ),
+    _form(
+        "ERR",
+        r"unknown subcommand '(.*)'\. Try (\S+) HELP\.",
+        lambda m: UnknownSubcommand(m[1], m[2]),
+    ),
+    _form("ERR", "UPDATE needs at least one of DATA, MERGE or EXTEND", lambda _: EmptyUpdate()),
+    _form("ERR", "DATA and MERGE cannot be used together", lambda _: DataAndMerge()),
+    _form(
+        "ERR",
+        f"EXTEND needs a positive number of seconds, got {_N}",
+        lambda m: BadExtend(int(m[1])),
+    ),
+    _form("ERR", "no such key", lambda _: NoSuchKey()),
+    _form(
+        "ERR",
+        f"Protocol error: request needs at least {_N} bytes of query buffer, "
+        f"the limit is {_N} bytes",
+        lambda m: QueryBufferFull(int(m[2]), int(m[1])),
+    ),
+    _form("ERR", "Protocol error: (.*)", lambda m: ProtocolError(m[1])),
+    _form("ERR", "max number of clients reached", lambda _: MaxClients()),
+    _form(
+        "ERR",
+        f"PERSIST is not supported: every key in Stash expires \\(maximum ttl {_N} seconds\\)",
+        lambda m: PersistRefused(int(m[1])),
+    ),
+    _form("ERR", "(.*)", lambda m: CommandError(m[1])),
+    _form("UNAVAILABLE", "store unavailable: (.*)", lambda m: StoreUnavailable(m[1])),
+    _form("NOAUTH", "Authentication required\\.", lambda _: NoAuth()),
+    _form(
+        "NOAUTH",
+        "HELLO must be called with the client already authenticated, .*",
+        lambda _: HelloNoAuth(),
+    ),
+    _form("NOAUTH", "(.*)", lambda m: NoAuth(m[1])),
+    _form(
+        "WRONGPASS", "invalid username-password pair or user is disabled\\.", lambda _: WrongPass()
+    ),
+    _form("NOPROTO", "unsupported protocol version", lambda _: NoProto()),
+    _form(
+        "TOOLARGE",
+        f"value is {_N} bytes, the limit is {_N} bytes",
+        lambda m: PayloadTooLarge(int(m[2]), int(m[1])),
+    ),
+    _form(
+        "TOOLARGE",
+        f"request body is {_N} bytes, the limit is {_N} bytes",
+        lambda m: BodyTooLarge(int(m[2]), int(m[1])),
+    ),
+    _form(
+        "TOOLARGE",
+        f"request body is over the limit of {_N} bytes",
+        lambda m: BodyTooLarge(int(m[1]), None),
+    ),
+    _form(
+        "BADTTL",
+        f"ttl {_N} seconds exceeds the maximum of {_N} seconds",
+        lambda m: InvalidTTL(int(m[1]), int(m[2])),
+    ),
+    _form(
+        "BADTTL",
+        f"ttl must be between 1 and {_N} seconds, got {_N}",
+        lambda m: TTLNotPositive(int(m[2]), int(m[1])),
+    ),
+    _form(
+        "NOTJSON", "(stored value) is not valid JSON: (.*)", lambda m: _not_json(m, StoredNotJSON)
+    ),
+    _form(
+        "NOTJSON", "(value|merge patch) is not valid JSON: (.*)", lambda m: _not_json(m, NotJSON)
+    ),
+    _form(
+        "CONFLICT",
+        f"version is {_N}, IFVERSION expected {_N}",
+        lambda m: Conflict(int(m[1]), int(m[2])),
+    ),
+    _form(
+        "RATELIMIT",
+        f"rate limit exceeded, retry after {_N} ms",
+        lambda m: RateLimited(int(m[1])),
+    ),
+    _form("NOTFOUND", "no memory with this id", lambda _: NotFound()),
+    _form(
+        "METHOD",
+        "(.*) is not allowed here; use (.*)",
+        lambda m: MethodNotAllowed(m[1], tuple(m[2].split(", "))),
+    ),
+    _form("NOROUTE", "no such endpoint; see protocol/openapi.yaml", lambda _: NoRoute()),
+    _form("INVALID", "(.*)", lambda m: InvalidRequest(m[1])),
+    _form("BADREQUEST", "(.*)", lambda m: BadRequest(m[1])),
+    _form(
+        "INCOMPLETE",
+        f"request body has {_N} bytes, its Content-Length announced {_N}",
+        lambda m: IncompleteBody(int(m[2]), int(m[1])),
+    ),
+    _form(
+        "TIMEOUT",
+        r"request did not arrive within (\S+) seconds",
+        lambda m: RequestTimeout(float(m[1])),
+    ),
+    _form(
+        "ENCODING",
+        r"request bodies must not be compressed \(Content-Encoding: identity\)",
+        lambda _: UnsupportedEncoding(),
+    ),
+)
+
+_JSON_POSITION: Final = re.compile(r".* at line (\d+) column (\d+) \(char (\d+)\)", re.DOTALL)
+
+
+def _not_json(m: re.Match[str], kind: type[NotJSON]) -> NotJSON:
+    """A NOTJSON text with its position, which the parser's message always ends with."""
+    what, detail = m[1], m[2]
+    at = _JSON_POSITION.fullmatch(detail)
+    line, column, position = (None, None, None) if at is None else map(int, at.groups())
+    if kind is StoredNotJSON:
+        return StoredNotJSON(detail, line=line, column=column, position=position)
+    return NotJSON(detail, what, line=line, column=column, position=position)
+
+
+def from_wire(text: str) -> StashError:
+    """The error an error line stands for: ``from_wire(e.wire)`` rebuilds ``e``.
+
+    The class and its attributes come back for every error in this module; a text this
+    module never produces (another server's, or a future code) becomes a
+    :class:`CommandError` for ``ERR`` and a plain :class:`StashError` carrying the code
+    otherwise. The result's ``wire`` is always ``text`` itself.
+
+    >>> from_wire("CONFLICT version is 3, IFVERSION expected 2").current
+    3
+    """
+    code, _, message = text.partition(" ")
+    for form_code, pattern, make in _WIRE_FORMS:
+        if form_code == code and (match := pattern.fullmatch(message)) is not None:
+            try:
+                exc = make(match)
+            except ValueError:  # a number too odd for the class: keep the text as sent
+                break
+            if exc.wire == text:
+                return exc
+    exc = CommandError(message) if code == "ERR" else StashError(message)
+    exc.code = code
+    return exc
+
+
+#: Every code an error line of this module starts with: how the remote client tells a
+#: line redis-py kept whole from a message whose code redis-py stripped.
+WIRE_CODES: Final = frozenset(code for code, _, _ in _WIRE_FORMS)

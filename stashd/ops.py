@@ -52,6 +52,11 @@ class Op:
 
     #: Class default for :attr:`writes`.
     WRITES: bool = True
+    #: True for an operation whose whole work is reading one row with one statement: a
+    #: store may run it without opening a transaction of its own, since a single
+    #: statement already reads one consistent snapshot (SQLite's direct path saves its
+    #: BEGIN and COMMIT this way).
+    ONE_READ: bool = False
 
     def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - each op has its own result
         """Apply the operation; raise a StashError before writing anything to refuse it."""
@@ -63,6 +68,7 @@ class Get(Op):
 
     __slots__ = ()
     WRITES = False
+    ONE_READ = True
 
     def run(self, view: View, now: int) -> Entry | None:
         """Read one key."""
@@ -384,11 +390,7 @@ class Update(Op):
             value = self.data
             version += 1
         elif self.patch is not _NO_PATCH:
-            try:
-                current = json.loads(old.value)
-            except ValueError as exc:
-                raise StoredNotJSON(json_error_position(exc)) from None
-            merged = merge_patch(current, self.patch)
+            merged = merge_patch(load_stored(old.value), self.patch)
             value = dump_json(merged)
             if len(value) > self.max_payload:
                 raise PayloadTooLarge(self.max_payload, len(value))
@@ -566,6 +568,34 @@ def load_json(raw: bytes, what: str = "value") -> Any:  # noqa: ANN401 - any JSO
         raise NotJSON(json_error_position(exc), what) from None
 
 
+def load_stored(raw: bytes) -> Any:  # noqa: ANN401 - any JSON value
+    """Parse a stored value that must be JSON to be read (it may have been SET raw over RESP).
+
+    The same rules as :func:`load_json`; the error is :class:`StoredNotJSON`, with the
+    position, since the caller did not send this text.
+    """
+    try:
+        text = raw.decode("utf-8")
+        try:
+            # The scanner alone, as JSONDecoder.decode calls it but without the two
+            # whitespace matches around it: values Stash writes have no whitespace
+            # around them, and this halves the cost of reading one. Anything else
+            # (whitespace, trailing text, nothing) goes through decode() for its rules
+            # and its error message.
+            value, end = _SCAN(text, 0)
+            if end == len(text):
+                return value
+        except StopIteration:
+            pass
+        return _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        raise StoredNotJSON(
+            json_error_position(exc), line=exc.lineno, column=exc.colno, position=exc.pos
+        ) from None
+    except ValueError as exc:
+        raise StoredNotJSON(json_error_position(exc)) from None
+
+
 def _reject_constant(name: str) -> float:
     """NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them."""
     msg = f"{name} is not a JSON value"
@@ -576,6 +606,8 @@ def _reject_constant(name: str) -> float:
 # on every call, which costs more than parsing a small document.
 _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# The decoder's scanner (typeshed does not list the attribute; the json module sets it).
+_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def json_error_position(exc: ValueError) -> str:

@@ -35,6 +35,7 @@ from stashd.registry import RegistryError
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from stashd.config import Config
     from stashd.registry import KeyRecord, Registry
 
 logger = log.get("stashd.tenancy")
@@ -67,6 +68,16 @@ class Limits:
     default_ttl_ms: int  # applied to writes that name no TTL
     max_ttl_ms: int  # no key may live longer than this from now
     rate: Rate | None = None  # commands per period with a burst; None: unlimited
+
+
+def open_limits(config: Config) -> Limits:
+    """The limits of open mode, for every caller: the daemon's and the embedded client's."""
+    return Limits(
+        max_payload=config.max_payload_bytes,
+        default_ttl_ms=config.default_ttl * 1000,
+        max_ttl_ms=config.max_ttl * 1000,
+        rate=config.rate,
+    )
 
 
 @dataclass(frozen=True, slots=True)

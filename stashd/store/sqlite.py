@@ -140,6 +140,7 @@ SWEEP_WINDOW_BITS: Final = 16
 _GET: Final = (
     "SELECT value, expires_at, version, sweep_at FROM entries WHERE namespace = ? AND key = ?"
 )
+_GET_ENTRY: Final = "SELECT value, expires_at, version FROM entries WHERE namespace = ? AND key = ?"
 # Built from placeholders only, never from data.
 _FETCH: Final = {
     n: "SELECT key, value, expires_at, version, sweep_at FROM entries "  # noqa: S608
@@ -324,14 +325,43 @@ class SQLiteView:
             rows[slot] = stored[slot] = None
 
 
+class OneReadView:
+    """The view of an operation that reads one row with one statement (``Op.ONE_READ``).
+
+    No transaction is open and nothing is remembered: the SELECT is its own snapshot,
+    and skipping the bookkeeping of :class:`SQLiteView` is most of what makes a direct
+    GET cheaper than a transaction would. Any other access is a bug in the operation's
+    ONE_READ claim.
+    """
+
+    __slots__ = ("_execute",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._execute = conn.execute
+
+    def get(self, ns: str, key: bytes, now: int) -> Entry | None:
+        """The live entry, by one SELECT."""
+        row = self._execute(_GET_ENTRY, (ns, key)).fetchone()
+        if row is None or row[1] <= now:
+            return None
+        return Entry(row[0], row[1], row[2])
+
+    def _not_one_read(self, *_: object) -> Any:  # noqa: ANN401 - stands in for any method
+        msg = "an operation marked ONE_READ did more than read one row"
+        raise AssertionError(msg)
+
+    put = delete = scan = count = clear = _not_one_read
+
+
 class _Owned:
     """A connection some thread owns; dropping this (the thread ended) closes it."""
 
-    __slots__ = ("__weakref__", "conn", "view")
+    __slots__ = ("__weakref__", "conn", "one", "view")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.view = SQLiteView(conn)
+        self.one = OneReadView(conn)
 
     def __del__(self) -> None:
         self.conn.close()
@@ -526,8 +556,15 @@ class SQLiteStore(Store):
 
     # -- the direct path -------------------------------------------------------------
     def run(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result type
-        """Run one operation in its own transaction on the calling thread's connection."""
+        """Run one operation in its own transaction on the calling thread's connection.
+
+        An operation that is one read of one row (``op.ONE_READ``) runs without BEGIN and
+        COMMIT: its single SELECT is its own read transaction, and the two statements
+        saved are a third of the cost of a direct GET.
+        """
         owned = self._own(wait=True)
+        if op.ONE_READ:
+            return op.run(owned.one, self.clock())
         (result,) = self._transaction(owned.conn, owned.view, [op])
         if isinstance(result, StashError):
             raise result

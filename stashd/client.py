@@ -1,0 +1,654 @@
+"""The Python API: ``Stash`` and ``AsyncStash``, in-process or against a stashd, one behaviour.
+
+Where the data is decided once, when the client is made:
+
+- **Embedded** (the default): a store in this process, SQLite at ``path`` (``STASH_DB``,
+  else ``stash.db`` in the user data directory, the daemon's default file) or memory.
+  Calls go to the memory service and the store directly (:mod:`stashd.embedded`); the
+  limits are the daemon's settings (``STASH_DEFAULT_TTL``, ``STASH_MAX_TTL``,
+  ``STASH_MAX_PAYLOAD_BYTES``, ``STASH_RATE_LIMIT``) unless given as arguments. The
+  data is the default namespace, the one a RESP or HTTP client without a key uses, so
+  an application and a daemon on the same file see the same entries.
+- **Remote**: a running stashd over RESP (:mod:`stashd.remote`, redis-py underneath),
+  when ``url`` or ``api_key`` is given, or ``STASH_URL`` / ``STASH_API_KEY`` is set
+  (in the environment or a ``.env`` file) and no ``backend``/``path`` is given.
+
+Everything above the door is shared: keys are text, values any JSON value encoded
+compactly before anything is sent, TTLs whole seconds. A value that cannot be encoded
+and a number of seconds that no server could accept raise ``TypeError``/``ValueError``
+before anything is sent; everything the rules refuse raises the same
+:class:`~stashd.errors.StashError` subclass, with the same attributes, in both modes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self, overload
+
+from dotenv import dotenv_values
+
+from stashd.config import load
+from stashd.embedded import AsyncEmbeddedTransport, EmbeddedTransport
+from stashd.ops import INT64_MAX, dump_json, load_stored
+from stashd.store import open_store
+from stashd.tenancy import open_limits
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from types import TracebackType
+
+    from stashd.embedded import Meta
+    from stashd.store.base import Store
+    from stashd.tenancy import Limits
+
+#: Where remote mode connects when neither ``url`` nor ``STASH_URL`` says: stashd's default.
+DEFAULT_URL: Final = "redis://127.0.0.1:6380"
+#: The longest TTL any call can send: seconds whose milliseconds still fit in 64 bits,
+#: which is what the server counts in. Larger numbers are refused before sending.
+MAX_SECONDS: Final = INT64_MAX // 1000
+#: Keys asked for per SCAN page by :meth:`Stash.keys`: bounds every reply.
+SCAN_COUNT: Final = 100
+
+
+class _Unset:
+    """Marks an argument that was not given: ``None`` is a JSON value (null) like any other."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Final = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """A stored value with its metadata, as :meth:`Stash.recall` returns it with ``with_meta``.
+
+    ``ttl_remaining`` is whole seconds, rounded to the nearest; ``expires_at`` is an
+    aware UTC datetime, to the second; ``version`` is 1 when created and one more on
+    every change of the data (an extension alone keeps it).
+    """
+
+    id: str
+    data: Any
+    ttl_remaining: int
+    expires_at: datetime
+    version: int
+
+
+# -- the arguments and values every mode shares ------------------------------------------
+
+
+def _key(key: str, what: str = "key") -> bytes:
+    """A key as the bytes stored; lone surrogates stand for bytes that are not UTF-8."""
+    if not isinstance(key, str):
+        msg = f"{what} must be a str, got {type(key).__name__}"
+        raise TypeError(msg)
+    return key.encode("utf-8", "surrogateescape")
+
+
+def _text(raw: bytes) -> str:
+    """A stored key as text; bytes that are not UTF-8 (written over RESP) survive a round trip."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _seconds(value: int | None, what: str) -> int | None:
+    """A number of seconds to send, or None; refused here when no server could take it."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        msg = f"{what} must be an int (seconds), got {type(value).__name__}"
+        raise TypeError(msg)
+    if not 1 <= value <= MAX_SECONDS:
+        msg = f"{what} must be between 1 and {MAX_SECONDS} seconds, got {value}"
+        raise ValueError(msg)
+    return value
+
+
+def _version(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        msg = f"if_version must be an int, got {type(value).__name__}"
+        raise TypeError(msg)
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        msg = f"if_version must fit in 64 bits, got {value}"
+        raise ValueError(msg)
+    return value
+
+
+def _encode(value: object) -> bytes:
+    """Compact JSON, as the service stores it; TypeError/ValueError for what JSON cannot hold."""
+    return dump_json(value)
+
+
+def _decode(raw: bytes) -> Any:  # noqa: ANN401 - any JSON value
+    """A stored value as Python; one written raw (over RESP) that is not JSON raises."""
+    return load_stored(raw)
+
+
+def _memory(memory_id: str, meta: Meta | None) -> Memory | None:
+    if meta is None:
+        return None
+    raw, left, expires_at, version = meta
+    return Memory(memory_id, _decode(raw), left, datetime.fromtimestamp(expires_at, UTC), version)
+
+
+def _update_args(
+    data: object, merge: object, extra_seconds: int | None, if_version: int | None
+) -> tuple[bytes | None, bytes | None, int | None, int | None]:
+    return (
+        None if data is _UNSET else _encode(data),
+        None if merge is _UNSET else _encode(merge),
+        _seconds(extra_seconds, "extra_seconds"),
+        _version(if_version),
+    )
+
+
+# -- choosing the mode ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Remote:
+    url: str
+    api_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Embedded:
+    store: Store
+    limits: Limits
+
+
+def remote_environment() -> dict[str, str]:
+    """STASH_URL and STASH_API_KEY from the environment over a ``.env`` file, as config reads.
+
+    An empty variable counts as unset, as an empty ``STASH_URL=`` line usually means.
+    """
+    names = ("STASH_URL", "STASH_API_KEY")
+    dotenv = dotenv_values(".env") if Path(".env").is_file() else {}
+    found = {n: v for n in names if (v := dotenv.get(n))}
+    found.update({n: v for n in names if (v := os.environ.get(n))})
+    return found
+
+
+def _target(
+    backend: str | None,
+    path: str | os.PathLike[str] | None,
+    url: str | None,
+    api_key: str | None,
+    settings: dict[str, Any],
+) -> _Remote | _Embedded:
+    """Remote or embedded, from the arguments first and the environment second."""
+    embedded = backend is not None or path is not None
+    remote = url is not None or api_key is not None
+    if embedded and remote:
+        msg = "backend and path choose embedded mode, url and api_key remote mode: give one kind"
+        raise ValueError(msg)
+    env = {} if embedded else remote_environment()
+    if remote or env:
+        given = sorted(name for name, value in settings.items() if value is not None)
+        if given:
+            msg = f"{', '.join(given)}: in remote mode the daemon's settings apply"
+            raise ValueError(msg)
+        return _Remote(
+            url or env.get("STASH_URL") or DEFAULT_URL,
+            api_key if api_key is not None else env.get("STASH_API_KEY"),
+        )
+    if backend == "memory" and path is not None:
+        msg = "path names a SQLite file; the memory backend has none"
+        raise ValueError(msg)
+    flags = dict(settings)
+    # A path means SQLite even when STASH_BACKEND says otherwise: the argument is explicit.
+    flags["backend"] = backend or ("sqlite" if path is not None else None)
+    flags["db"] = None if path is None else os.fspath(path)
+    config = load(flags)
+    store = open_store(config.backend, path=config.db_path, synchronous=config.sqlite_synchronous)
+    return _Embedded(store, open_limits(config))
+
+
+# -- the transports, as the clients see them ----------------------------------------------
+
+
+class _Transport(Protocol):
+    def describe(self) -> str: ...
+    def set(self, key: bytes, value: bytes, ttl: int | None) -> None: ...
+    def get(self, key: bytes) -> bytes | None: ...
+    def stash(self, value: bytes, ttl: int | None) -> str: ...
+    def recall(self, key: bytes) -> Meta | None: ...
+    def update(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> int | None: ...
+    def forget(self, keys: list[bytes]) -> int: ...
+    def ttl(self, key: bytes) -> int | None: ...
+    def exists(self, key: bytes) -> bool: ...
+    def scan(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[bytes]]: ...
+    def close(self) -> None: ...
+
+
+class _AsyncTransport(Protocol):
+    def describe(self) -> str: ...
+    async def set(self, key: bytes, value: bytes, ttl: int | None) -> None: ...
+    async def get(self, key: bytes) -> bytes | None: ...
+    async def stash(self, value: bytes, ttl: int | None) -> str: ...
+    async def recall(self, key: bytes) -> Meta | None: ...
+    async def update(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> int | None: ...
+    async def forget(self, keys: list[bytes]) -> int: ...
+    async def ttl(self, key: bytes) -> int | None: ...
+    async def exists(self, key: bytes) -> bool: ...
+    async def scan(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[bytes]]: ...
+    async def aclose(self) -> None: ...
+
+
+class Stash:
+    """Working memory that always expires: embedded (SQLite or memory) or a remote stashd.
+
+    ``Stash()`` opens the SQLite file in-process, with no daemon and no configuration;
+    ``Stash("memory")`` keeps entries in this process only; ``Stash(path="work.db")``
+    opens that file; ``Stash(url="redis://host:6380", api_key="...")`` talks to a
+    stashd. ``default_ttl``, ``max_ttl`` and ``max_payload_bytes`` (and ``rate_limit``
+    such as ``"600/min"`` with ``rate_burst``) override the embedded limits; in remote
+    mode the daemon's apply. A client is safe to share between threads; close it (or
+    use ``with``) when done.
+
+    Example::
+
+        from stashd import Stash
+
+        with Stash() as stash:
+            stash.set("plan", {"step": 1}, ttl=600)
+            stash.get("plan")  # {'step': 1}
+
+    Raises ``ValueError`` for arguments that contradict each other or a setting out of
+    range, and :class:`~stashd.store.base.StoreOpenError` when the SQLite file cannot
+    be opened. A remote client connects on first use.
+    """
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        default_ttl: int | None = None,
+        max_ttl: int | None = None,
+        max_payload_bytes: int | None = None,
+        rate_limit: str | None = None,
+        rate_burst: int | None = None,
+    ) -> None:
+        settings = {
+            "default_ttl": default_ttl,
+            "max_ttl": max_ttl,
+            "max_payload_bytes": max_payload_bytes,
+            "rate_limit": rate_limit,
+            "rate_burst": rate_burst,
+        }
+        target = _target(backend, path, url, api_key, settings)
+        self._t: _Transport
+        if isinstance(target, _Remote):
+            from stashd.remote import RemoteTransport  # noqa: PLC0415 - redis-py only when used
+
+            self._t = RemoteTransport(target.url, target.api_key)
+        else:
+            self._t = EmbeddedTransport(target.store, target.limits)
+
+    def __repr__(self) -> str:
+        return f"<Stash {self._t.describe()}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release connections; later calls raise StoreUnavailable. Calling it twice is fine.
+
+        Example::
+
+            stash = Stash()
+            stash.close()
+        """
+        self._t.close()
+
+    def set(self, key: str, value: object, *, ttl: int | None = None) -> None:
+        """Store ``value`` (any JSON value) under ``key`` for ``ttl`` seconds, else the default TTL.
+
+        Raises InvalidTTL over the maximum TTL and PayloadTooLarge over the payload limit
+        (nothing is stored); TypeError/ValueError for a value JSON cannot hold.
+
+        Example::
+
+            stash.set("plan", {"step": 1, "of": 3}, ttl=600)
+        """
+        self._t.set(_key(key), _encode(value), _seconds(ttl, "ttl"))
+
+    def get(self, key: str, default: Any = None) -> Any:  # noqa: ANN401 - any JSON value
+        """The value under ``key``, or ``default`` when it is missing or expired.
+
+        A stored JSON ``null`` is returned as None. A value that is not JSON (written
+        raw over RESP) raises StoredNotJSON, a NotJSON.
+
+        Example::
+
+            stash.get("plan")  # {'step': 1, 'of': 3}
+            stash.get("nothing-here", {})  # {}
+        """
+        raw = self._t.get(_key(key))
+        return default if raw is None else _decode(raw)
+
+    def stash(self, value: object, *, ttl: int | None = None) -> str:
+        """Store ``value`` under a new id (8 base62 characters) and return the id.
+
+        Example::
+
+            memory_id = stash.stash({"context": "..."}, ttl=3600)
+        """
+        return self._t.stash(_encode(value), _seconds(ttl, "ttl"))
+
+    @overload
+    def recall(self, memory_id: str, *, with_meta: Literal[False] = False) -> Any: ...  # noqa: ANN401
+    @overload
+    def recall(self, memory_id: str, *, with_meta: Literal[True]) -> Memory | None: ...
+    def recall(self, memory_id: str, *, with_meta: bool = False) -> Any:
+        """The value under an id, or None when missing; with ``with_meta`` a :class:`Memory`.
+
+        Example::
+
+            stash.recall(memory_id)  # {'context': '...'}
+            memory = stash.recall(memory_id, with_meta=True)
+            memory.version, memory.ttl_remaining, memory.expires_at
+        """
+        key = _key(memory_id, "memory_id")
+        if with_meta:
+            return _memory(memory_id, self._t.recall(key))
+        raw = self._t.get(key)
+        return None if raw is None else _decode(raw)
+
+    def update(
+        self,
+        memory_id: str,
+        data: object = _UNSET,
+        *,
+        merge: object = _UNSET,
+        extra_seconds: int | None = None,
+        if_version: int | None = None,
+    ) -> int | None:
+        """Replace (``data``) or merge-patch (``merge``, RFC 7396) the value, extend its TTL.
+
+        Returns the seconds left afterwards, or None when the id is missing or expired.
+        ``extra_seconds`` is added to the time left; ``if_version`` applies the whole
+        update only at that version, else Conflict (``.current``, ``.expected``) and
+        nothing changes. Give at least one of data, merge, extra_seconds, and not both
+        data and merge (EmptyUpdate, DataAndMerge).
+
+        Example::
+
+            stash.update(memory_id, merge={"progress": 1.0}, extra_seconds=300)
+            stash.update(memory_id, {"done": True}, if_version=2)
+        """
+        data_raw, merge_raw, extend, version = _update_args(data, merge, extra_seconds, if_version)
+        return self._t.update(_key(memory_id, "memory_id"), data_raw, merge_raw, extend, version)
+
+    def forget(self, *memory_ids: str) -> int:
+        """Delete ids (or any keys); returns how many existed.
+
+        Example::
+
+            stash.forget(memory_id)  # 1
+        """
+        keys = [_key(m, "memory_id") for m in memory_ids]
+        return self._t.forget(keys) if keys else 0
+
+    def ttl(self, key: str) -> int | None:
+        """Whole seconds left (rounded to the nearest), or None when missing or expired.
+
+        Example::
+
+            stash.ttl("plan")  # 600
+        """
+        return self._t.ttl(_key(key))
+
+    def extend(self, key: str, seconds: int) -> int | None:
+        """Add ``seconds`` to the time ``key`` has left; the seconds left, or None when missing.
+
+        The result must stay within the maximum TTL (InvalidTTL otherwise, nothing
+        changed). The value and its version are untouched.
+
+        Example::
+
+            stash.extend("plan", 300)  # 900
+        """
+        extend = _seconds(seconds, "seconds")
+        return self._t.update(_key(key), None, None, extend, None)
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a live entry.
+
+        Example::
+
+            stash.exists("plan")  # True
+        """
+        return self._t.exists(_key(key))
+
+    def keys(self, pattern: str = "*") -> Iterator[str]:
+        """Iterate over the keys matching a glob pattern, a SCAN page at a time.
+
+        As with SCAN, a key present throughout is returned at least once, and one
+        deleted and written again meanwhile may come twice. Ids made by :meth:`stash`
+        are keys too.
+
+        Example::
+
+            sorted(stash.keys("plan*"))  # ['plan']
+        """
+        pat = _key(pattern, "pattern")
+        cursor = 0
+        while True:
+            cursor, page = self._t.scan(cursor, pat, SCAN_COUNT)
+            for raw in page:
+                yield _text(raw)
+            if cursor == 0:
+                return
+
+
+class AsyncStash:
+    """:class:`Stash` for asyncio: the same arguments, modes and behaviour, with ``await``.
+
+    Embedded, concurrent tasks are group-committed like the daemon's clients; remote, a
+    redis.asyncio pool is shared by every task. A client belongs to one event loop.
+
+    Example::
+
+        from stashd import AsyncStash
+
+        async with AsyncStash() as stash:
+            await stash.set("plan", {"step": 1}, ttl=600)
+            await stash.get("plan")  # {'step': 1}
+    """
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        default_ttl: int | None = None,
+        max_ttl: int | None = None,
+        max_payload_bytes: int | None = None,
+        rate_limit: str | None = None,
+        rate_burst: int | None = None,
+    ) -> None:
+        settings = {
+            "default_ttl": default_ttl,
+            "max_ttl": max_ttl,
+            "max_payload_bytes": max_payload_bytes,
+            "rate_limit": rate_limit,
+            "rate_burst": rate_burst,
+        }
+        target = _target(backend, path, url, api_key, settings)
+        self._t: _AsyncTransport
+        if isinstance(target, _Remote):
+            from stashd.remote import AsyncRemoteTransport  # noqa: PLC0415 - only when used
+
+            self._t = AsyncRemoteTransport(target.url, target.api_key)
+        else:
+            self._t = AsyncEmbeddedTransport(target.store, target.limits)
+
+    def __repr__(self) -> str:
+        return f"<AsyncStash {self._t.describe()}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Finish queued work and release connections; calling it twice is fine.
+
+        Example::
+
+            stash = AsyncStash()
+            await stash.aclose()
+        """
+        await self._t.aclose()
+
+    async def set(self, key: str, value: object, *, ttl: int | None = None) -> None:
+        """Store ``value`` (any JSON value) under ``key``; see :meth:`Stash.set`.
+
+        Example::
+
+            await stash.set("plan", {"step": 1, "of": 3}, ttl=600)
+        """
+        await self._t.set(_key(key), _encode(value), _seconds(ttl, "ttl"))
+
+    async def get(self, key: str, default: Any = None) -> Any:  # noqa: ANN401 - any JSON value
+        """The value under ``key``, or ``default``; see :meth:`Stash.get`.
+
+        Example::
+
+            await stash.get("plan")  # {'step': 1, 'of': 3}
+        """
+        raw = await self._t.get(_key(key))
+        return default if raw is None else _decode(raw)
+
+    async def stash(self, value: object, *, ttl: int | None = None) -> str:
+        """Store ``value`` under a new id and return it; see :meth:`Stash.stash`.
+
+        Example::
+
+            memory_id = await stash.stash({"context": "..."}, ttl=3600)
+        """
+        return await self._t.stash(_encode(value), _seconds(ttl, "ttl"))
+
+    @overload
+    async def recall(self, memory_id: str, *, with_meta: Literal[False] = False) -> Any: ...  # noqa: ANN401
+    @overload
+    async def recall(self, memory_id: str, *, with_meta: Literal[True]) -> Memory | None: ...
+    async def recall(self, memory_id: str, *, with_meta: bool = False) -> Any:
+        """The value under an id, or a :class:`Memory`; see :meth:`Stash.recall`.
+
+        Example::
+
+            memory = await stash.recall(memory_id, with_meta=True)
+        """
+        key = _key(memory_id, "memory_id")
+        if with_meta:
+            return _memory(memory_id, await self._t.recall(key))
+        raw = await self._t.get(key)
+        return None if raw is None else _decode(raw)
+
+    async def update(
+        self,
+        memory_id: str,
+        data: object = _UNSET,
+        *,
+        merge: object = _UNSET,
+        extra_seconds: int | None = None,
+        if_version: int | None = None,
+    ) -> int | None:
+        """Replace or merge-patch the value, extend its TTL; see :meth:`Stash.update`.
+
+        Example::
+
+            await stash.update(memory_id, merge={"progress": 1.0}, extra_seconds=300)
+        """
+        data_raw, merge_raw, extend, version = _update_args(data, merge, extra_seconds, if_version)
+        key = _key(memory_id, "memory_id")
+        return await self._t.update(key, data_raw, merge_raw, extend, version)
+
+    async def forget(self, *memory_ids: str) -> int:
+        """Delete ids (or any keys); returns how many existed.
+
+        Example::
+
+            await stash.forget(memory_id)  # 1
+        """
+        keys = [_key(m, "memory_id") for m in memory_ids]
+        return await self._t.forget(keys) if keys else 0
+
+    async def ttl(self, key: str) -> int | None:
+        """Whole seconds left, or None; see :meth:`Stash.ttl`.
+
+        Example::
+
+            await stash.ttl("plan")  # 600
+        """
+        return await self._t.ttl(_key(key))
+
+    async def extend(self, key: str, seconds: int) -> int | None:
+        """Add ``seconds`` to the time left; see :meth:`Stash.extend`.
+
+        Example::
+
+            await stash.extend("plan", 300)  # 900
+        """
+        extend = _seconds(seconds, "seconds")
+        return await self._t.update(_key(key), None, None, extend, None)
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a live entry.
+
+        Example::
+
+            await stash.exists("plan")  # True
+        """
+        return await self._t.exists(_key(key))
+
+    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        """Iterate over matching keys a SCAN page at a time; see :meth:`Stash.keys`.
+
+        Example::
+
+            [key async for key in stash.keys("plan*")]  # ['plan']
+        """
+        pat = _key(pattern, "pattern")
+        cursor = 0
+        while True:
+            cursor, page = await self._t.scan(cursor, pat, SCAN_COUNT)
+            for raw in page:
+                yield _text(raw)
+            if cursor == 0:
+                return

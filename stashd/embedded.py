@@ -1,0 +1,309 @@
+"""The in-process door: the client's calls as memory-service operations run by a local store.
+
+No RESP and no socket: each call asks :class:`~stashd.service.MemoryService` for the
+operation (so the payload limit, the TTL rules and id generation are the daemon's own)
+and runs it on the store. The synchronous transport calls :meth:`Store.run` on the
+calling thread (for SQLite one short transaction on that thread's connection, with no
+event loop and no thread hop); the asynchronous one awaits a :class:`~stashd.batch.Batcher`
+on the running loop, so concurrent tasks share transactions (group commit) as the
+daemon's connections do. Results are turned into the values the remote door reads off
+the wire, so the client above cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Final
+
+from stashd.batch import Batcher
+from stashd.errors import RateLimited, StoreUnavailable
+from stashd.ratelimit import LocalLimiter
+from stashd.service import MemoryService, seconds_left
+from stashd.tenancy import DEFAULT_NAMESPACE, Principal
+
+if TYPE_CHECKING:
+    from stashd.ops import Op
+    from stashd.store.base import Entry, Store
+    from stashd.tenancy import Limits
+
+#: What :meth:`recall` returns: the stored bytes, whole seconds left (rounded to the
+#: nearest, as RESP's WITHMETA), the expiry in whole Unix seconds, and the version.
+Meta = tuple[bytes, int, int, int]
+
+#: The error after close(): the same in every mode (see stashd.remote).
+CLOSED: Final = "the client is closed"
+
+
+class Calls:
+    """The operations behind each client call, and what their results mean, in one place."""
+
+    __slots__ = ("clock", "limiter", "principal", "rate", "service", "store")
+
+    def __init__(self, store: Store, limits: Limits) -> None:
+        self.store = store
+        self.service = MemoryService(store)
+        self.clock = store.clock
+        # Embedded data is the default namespace: the one a RESP or HTTP client that never
+        # authenticates uses, so an application and a daemon on one file share it.
+        self.principal = Principal(DEFAULT_NAMESPACE, limits)
+        self.rate = limits.rate
+        self.limiter = LocalLimiter() if limits.rate is not None else None
+
+    def admit(self) -> None:
+        """Count one call against the rate limit, as every RESP command counts."""
+        if self.limiter is not None and self.rate is not None:
+            decision = self.limiter.acquire(DEFAULT_NAMESPACE, self.rate)
+            if not decision.allowed:
+                raise RateLimited(decision.retry_after_ms)
+
+    # -- operations ------------------------------------------------------------------
+    def set(self, key: bytes, value: bytes, ttl: int | None) -> Op:
+        """SET key value [EX ttl]."""
+        service, p = self.service, self.principal
+        expires_at = service.expiry(p, None if ttl is None else ttl * 1000)
+        return service.set(p, key, value, expires_at=expires_at)
+
+    def get(self, key: bytes) -> Op:
+        """GET, RECALL, TTL, EXISTS: one key's entry."""
+        return self.service.get(self.principal, key)
+
+    def stash(self, value: bytes, ttl: int | None) -> Op:
+        """STASH value [EX ttl]."""
+        return self.service.stash(self.principal, value, None if ttl is None else ttl * 1000)
+
+    def update(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> Op:
+        """UPDATE key [DATA d | MERGE m] [EXTEND s] [IFVERSION v]."""
+        return self.service.update(
+            self.principal,
+            key,
+            data=data,
+            merge=merge,
+            extend_seconds=extend or 0,
+            if_version=if_version,
+        )
+
+    def forget(self, keys: list[bytes]) -> Op:
+        """FORGET key [key ...]."""
+        return self.service.delete(self.principal, keys)
+
+    def scan(self, cursor: int, pattern: bytes, count: int) -> Op:
+        """SCAN cursor MATCH pattern COUNT count."""
+        return self.service.scan(self.principal, cursor, count, pattern)
+
+    def ping(self) -> Op:
+        """A round trip through the store."""
+        return self.service.ping()
+
+    # -- results, as the remote door reads them off the wire ---------------------------
+    def meta(self, entry: Entry | None) -> Meta | None:
+        """RECALL ... WITHMETA."""
+        if entry is None:
+            return None
+        left = seconds_left(entry.expires_at, self.clock())
+        return entry.value, left, entry.expires_at // 1000, entry.version
+
+    def ttl(self, entry: Entry | None) -> int | None:
+        """TTL, None for a missing key."""
+        return None if entry is None else seconds_left(entry.expires_at, self.clock())
+
+
+def value_of(entry: Entry | None) -> bytes | None:
+    """GET."""
+    return None if entry is None else entry.value
+
+
+def seconds_of(ms: int | None) -> int | None:
+    """UPDATE's reply: the TTL left in ms as whole seconds, rounded as RESP rounds it."""
+    return None if ms is None else max((ms + 500) // 1000, 0)
+
+
+class EmbeddedTransport:
+    """Synchronous calls on the calling thread, safe to share between threads.
+
+    SQLite gives every thread its own connection, and each call is one transaction on
+    it. The memory store's dicts are not safe for the read-decide-write of an operation
+    from several threads at once, so calls on an inline store take a lock; a rate
+    limit takes it too, since the limiter's table is shared.
+    """
+
+    def __init__(self, store: Store, limits: Limits) -> None:
+        self.calls = Calls(store, limits)
+        self.store = store
+        self._lock = threading.Lock() if store.inline or limits.rate is not None else None
+        self._closed = False
+        store.run(self.calls.ping())  # a file that cannot be opened fails here, not later
+
+    def describe(self) -> str:
+        """What this client talks to, for repr()."""
+        return _describe(self.store)
+
+    def _run(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result
+        if self._closed:
+            raise StoreUnavailable(CLOSED)
+        lock = self._lock
+        if lock is None:  # SQLite without a rate limit: each thread has its own connection
+            return self.store.run(op)
+        with lock:
+            self.calls.admit()
+            return self.store.run(op)
+
+    def set(self, key: bytes, value: bytes, ttl: int | None) -> None:
+        """Store ``value`` under ``key``."""
+        self._run(self.calls.set(key, value, ttl))
+
+    def get(self, key: bytes) -> bytes | None:
+        """The bytes under ``key``."""
+        return value_of(self._run(self.calls.get(key)))
+
+    def stash(self, value: bytes, ttl: int | None) -> str:
+        """Store under a new id."""
+        key: bytes = self._run(self.calls.stash(value, ttl))
+        return key.decode()
+
+    def recall(self, key: bytes) -> Meta | None:
+        """The bytes with their metadata."""
+        return self.calls.meta(self._run(self.calls.get(key)))
+
+    def update(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> int | None:
+        """Replace, merge or extend; the seconds left."""
+        return seconds_of(self._run(self.calls.update(key, data, merge, extend, if_version)))
+
+    def forget(self, keys: list[bytes]) -> int:
+        """Delete; how many existed."""
+        removed: int = self._run(self.calls.forget(keys))
+        return removed
+
+    def ttl(self, key: bytes) -> int | None:
+        """Seconds left."""
+        return self.calls.ttl(self._run(self.calls.get(key)))
+
+    def exists(self, key: bytes) -> bool:
+        """Whether a live entry is there."""
+        return self._run(self.calls.get(key)) is not None
+
+    def scan(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[bytes]]:
+        """One SCAN page."""
+        page: tuple[int, list[bytes]] = self._run(self.calls.scan(cursor, pattern, count))
+        return page
+
+    def close(self) -> None:
+        """Close every thread's connection to the file (nothing to do for memory)."""
+        if self._closed:
+            return
+        self._closed = True
+        # The synchronous path never starts the store's worker or loop connection: only
+        # the connections threads made for themselves are left, and a store that keeps
+        # such connections closes them here.
+        close_threads = getattr(self.store, "close_threads", None)
+        if close_threads is not None:
+            close_threads()
+
+
+class AsyncEmbeddedTransport:
+    """Asynchronous calls through a Batcher on the running loop: group commit, as in stashd.
+
+    It belongs to one event loop at a time, like the daemon's store does.
+    """
+
+    def __init__(self, store: Store, limits: Limits) -> None:
+        self.calls = Calls(store, limits)
+        self.store = store
+        self.batcher = Batcher(store)
+        # A store that answers reads on the loop (SQLite) shares one read transaction per
+        # loop turn among them (Store.read_now). That suits the daemon, where every request
+        # starts a new turn; but a task may call many times without yielding, and must
+        # still see what other threads and processes committed in between. So a read runs
+        # in a transaction of its own on the loop thread (Store.run), which costs no more
+        # than the sync client's reads and no thread hop.
+        self._own_read = store.inline_reads and not store.inline
+        self._closed = False
+        # A file that cannot be opened fails here, on the constructing thread; the loop's
+        # own connection is made on first use.
+        store.run(self.calls.ping())
+
+    def describe(self) -> str:
+        """What this client talks to, for repr()."""
+        return _describe(self.store)
+
+    async def _run(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result
+        if self._closed:
+            raise StoreUnavailable(CLOSED)
+        self.calls.admit()  # one loop thread: the limiter needs no lock
+        if self._own_read and not op.writes:
+            return self.store.run(op)
+        return await self.batcher.run(op)
+
+    async def set(self, key: bytes, value: bytes, ttl: int | None) -> None:
+        """Store ``value`` under ``key``."""
+        await self._run(self.calls.set(key, value, ttl))
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The bytes under ``key``."""
+        return value_of(await self._run(self.calls.get(key)))
+
+    async def stash(self, value: bytes, ttl: int | None) -> str:
+        """Store under a new id."""
+        key: bytes = await self._run(self.calls.stash(value, ttl))
+        return key.decode()
+
+    async def recall(self, key: bytes) -> Meta | None:
+        """The bytes with their metadata."""
+        return self.calls.meta(await self._run(self.calls.get(key)))
+
+    async def update(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> int | None:
+        """Replace, merge or extend; the seconds left."""
+        op = self.calls.update(key, data, merge, extend, if_version)
+        return seconds_of(await self._run(op))
+
+    async def forget(self, keys: list[bytes]) -> int:
+        """Delete; how many existed."""
+        removed: int = await self._run(self.calls.forget(keys))
+        return removed
+
+    async def ttl(self, key: bytes) -> int | None:
+        """Seconds left."""
+        return self.calls.ttl(await self._run(self.calls.get(key)))
+
+    async def exists(self, key: bytes) -> bool:
+        """Whether a live entry is there."""
+        return await self._run(self.calls.get(key)) is not None
+
+    async def scan(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[bytes]]:
+        """One SCAN page."""
+        page: tuple[int, list[bytes]] = await self._run(self.calls.scan(cursor, pattern, count))
+        return page
+
+    async def aclose(self) -> None:
+        """Finish what is queued, then close the store (its worker and connections)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.batcher.drain()
+        await self.store.close()
+
+
+def _describe(store: Store) -> str:
+    path = getattr(store, "path", None)
+    name = type(store).__name__.removesuffix("Store").lower()
+    return f"embedded {name}" + ("" if path is None else f" at {path}")

@@ -1,0 +1,146 @@
+"""from_wire: every error class comes back from its wire text with the same attributes."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stashd import errors
+from stashd.errors import StashError, from_wire
+
+
+# One instance of every class, with numbers that differ from each other so a swapped
+# attribute shows. A class added to stashd.errors without a sample here fails the
+# completeness test below.
+def _coded(code: str, message: str) -> StashError:
+    """A bare StashError with a code of its own (a bare one with ERR is a CommandError)."""
+    exc = StashError(message)
+    exc.code = code
+    return exc
+
+
+SAMPLES: dict[type[StashError], StashError] = {
+    StashError: _coded("WRONGTYPE", "Operation against a key holding the wrong kind of value"),
+    errors.CommandError: errors.CommandError("DB index is out of range"),
+    errors.SyntaxErr: errors.SyntaxErr(),
+    errors.NotInteger: errors.NotInteger(),
+    errors.IncrOverflow: errors.IncrOverflow(),
+    errors.WrongArity: errors.WrongArity("GET"),
+    errors.UnknownCommand: errors.UnknownCommand("FOO", ["a", "b c", "x'y"]),
+    errors.UnknownSubcommand: errors.UnknownSubcommand("nope", "client"),
+    errors.EmptyUpdate: errors.EmptyUpdate(),
+    errors.DataAndMerge: errors.DataAndMerge(),
+    errors.BadExtend: errors.BadExtend(-5),
+    errors.NoSuchKey: errors.NoSuchKey(),
+    errors.ProtocolError: errors.ProtocolError("invalid bulk length"),
+    errors.QueryBufferFull: errors.QueryBufferFull(1024, 4096),
+    errors.MaxClients: errors.MaxClients(),
+    errors.StoreUnavailable: errors.StoreUnavailable("disk I/O error"),
+    errors.AuthenticationError: errors.NoAuth("custom refusal"),
+    errors.NoAuth: errors.NoAuth(),
+    errors.HelloNoAuth: errors.HelloNoAuth(),
+    errors.WrongPass: errors.WrongPass(),
+    errors.NoProto: errors.NoProto(),
+    errors.PayloadTooLarge: errors.PayloadTooLarge(1048576, 2097153),
+    errors.InvalidTTL: errors.InvalidTTL(90000, 86400),
+    errors.TTLNotPositive: errors.TTLNotPositive(-3, 86400),
+    errors.PersistRefused: errors.PersistRefused(86400),
+    errors.NotJSON: errors.NotJSON(
+        "Expecting value at line 2 column 5 (char 9)", "merge patch", line=2, column=5, position=9
+    ),
+    errors.StoredNotJSON: errors.StoredNotJSON(
+        "Expecting value at line 1 column 1 (char 0)", line=1, column=1, position=0
+    ),
+    errors.Conflict: errors.Conflict(3, 2),
+    errors.RateLimited: errors.RateLimited(1250),
+    errors.NotFound: errors.NotFound(),
+    errors.MethodNotAllowed: errors.MethodNotAllowed("PUT", ("GET", "DELETE")),
+    errors.NoRoute: errors.NoRoute(),
+    errors.InvalidRequest: errors.InvalidRequest("limit must be between 1 and 1000, got 0"),
+    errors.BadRequest: errors.BadRequest("both X-API-KEY and Authorization were sent"),
+    errors.IncompleteBody: errors.IncompleteBody(100, 42),
+    errors.RequestTimeout: errors.RequestTimeout(9.5),
+    errors.UnsupportedEncoding: errors.UnsupportedEncoding(),
+    errors.BodyTooLarge: errors.BodyTooLarge(1024, 4096),
+}
+
+# Further forms of the same classes: messages without a position, optional numbers.
+MORE: list[StashError] = [
+    errors.NotJSON("NaN is not a JSON value"),
+    errors.NotJSON("invalid UTF-8 at byte 3"),
+    errors.StoredNotJSON("invalid UTF-8 at byte 0"),
+    errors.BodyTooLarge(1024, None),
+    errors.MethodNotAllowed("GET/../x", ("POST",)),
+    errors.UnknownCommand("x", []),
+]
+
+
+def _all_classes(base: type[StashError]) -> set[type[StashError]]:
+    """``base`` and every subclass defined in stashd.errors (doors may subclass privately)."""
+    found = {base}
+    for sub in base.__subclasses__():
+        found |= _all_classes(sub)
+    return {cls for cls in found if cls.__module__ == errors.__name__}
+
+
+def test_every_class_has_a_sample() -> None:
+    """The samples cover every error class there is, so none escapes the round trip."""
+    assert set(SAMPLES) == _all_classes(StashError)
+
+
+def _same(a: StashError, b: StashError) -> None:
+    assert type(a) is type(b), (a.wire, type(a), type(b))
+    assert vars(a) == vars(b)
+    assert a.args == b.args
+    assert a.wire == b.wire
+
+
+def test_every_class_round_trips_with_its_attributes() -> None:
+    """from_wire(e.wire) is an exception of e's class with e's attributes and text."""
+    for exc in [*SAMPLES.values(), *MORE]:
+        _same(from_wire(exc.wire), exc)
+
+
+def test_numbers_come_back_as_numbers() -> None:
+    """The attributes callers use are typed values, not text."""
+    too_large = from_wire("TOOLARGE value is 2000 bytes, the limit is 1000 bytes")
+    assert isinstance(too_large, errors.PayloadTooLarge)
+    assert (too_large.limit, too_large.actual) == (1000, 2000)
+    limited = from_wire("RATELIMIT rate limit exceeded, retry after 1500 ms")
+    assert isinstance(limited, errors.RateLimited)
+    assert limited.retry_after == 1.5
+    conflict = from_wire("CONFLICT version is 4, IFVERSION expected 1")
+    assert isinstance(conflict, errors.Conflict)
+    assert (conflict.current, conflict.expected) == (4, 1)
+
+
+def test_unknown_texts_keep_their_code_and_message() -> None:
+    """A code this server never sends becomes a StashError that still reads the same."""
+    exc = from_wire("MOVED 3999 127.0.0.1:6381")
+    assert type(exc) is StashError
+    assert exc.code == "MOVED"
+    assert exc.wire == "MOVED 3999 127.0.0.1:6381"
+    err = from_wire("ERR DB index is out of range")
+    assert type(err) is errors.CommandError
+    odd = from_wire("TIMEOUT request did not arrive within soon seconds")
+    assert type(odd) is StashError
+    assert odd.wire == "TIMEOUT request did not arrive within soon seconds"
+
+
+_CODES = st.sampled_from(
+    sorted({c.code for c in _all_classes(StashError)} | {"MOVED", "WRONGTYPE"})
+)
+_LINE = st.text(st.characters(blacklist_characters="\r\n"), max_size=60)
+
+
+@given(code=_CODES, message=_LINE)
+def test_any_error_line_reads_back_unchanged(code: str, message: str) -> None:
+    """Whatever a server sends, the error raised carries exactly that text."""
+    text = f"{code} {message}"
+    assert from_wire(text).wire == text
+
+
+@given(current=st.integers(-(2**63), 2**63 - 1), expected=st.integers(-(2**63), 2**63 - 1))
+def test_conflict_numbers_survive_any_size(current: int, expected: int) -> None:
+    """Versions are 64-bit numbers; all of them come back as they went."""
+    _same(from_wire(errors.Conflict(current, expected).wire), errors.Conflict(current, expected))
