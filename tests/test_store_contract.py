@@ -1,8 +1,9 @@
 """The store contract: the rules and every operation, on every backend, with an injected clock.
 
 Each test runs once per backend in tests/support/backends.py (memory; SQLite through its
-direct path, batched on the loop, and batched on its worker thread), so every backend
-must give exactly the same results. Time never passes by sleeping: the clock is set.
+direct path, batched on the loop, and batched on its worker thread; Redis batched,
+direct, and on a Redis Cluster), so every backend must give exactly the same results.
+Time never passes by sleeping: the clock is set.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from stashd.errors import (
 from stashd.service import MemoryService
 from stashd.store.base import Entry
 from stashd.tenancy import Limits, Principal
-from tests.support.backends import BACKENDS, Backend, open_backend
+from tests.support.backends import BACKENDS, REDIS_BACKENDS, Backend, open_backend
 
 LIMITS = Limits(max_payload=1000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)
 ALICE = Principal("alice", LIMITS)
@@ -62,7 +63,14 @@ def clock() -> Clock:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, clock: Clock, tmp_path: Path) -> Iterator[Backend]:
-    opened = open_backend(request.param, clock, tmp_path)
+    url = ""
+    if request.param in REDIS_BACKENDS:
+        server = request.getfixturevalue(
+            "redis_cluster" if request.param == "redis-cluster" else "redis_store"
+        )
+        server.flush()
+        url = server.url
+    opened = open_backend(request.param, clock, tmp_path, url)
     yield opened
     opened.close()
 
