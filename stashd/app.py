@@ -13,6 +13,7 @@ from stashd.registry import SQLiteRegistry
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
 from stashd.store import open_store
+from stashd.store.redis import RedisStore
 from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import Keyring, Limits, OpenKeyring, StrictKeyring
 
@@ -38,6 +39,8 @@ SPARE_FDS: Final = 64
 
 def make_store(config: Config) -> Store:
     """The backend named by the config."""
+    if config.backend == "redis":
+        return RedisStore(config.redis_target)
     return open_store(config.backend, path=config.db_path, synchronous=config.sqlite_synchronous)
 
 
@@ -105,6 +108,8 @@ async def serve(
     await store.open()
     if isinstance(store, SQLiteStore):
         logger.info("database_opened", path=str(store.path), synchronous=store.synchronous)
+    elif isinstance(store, RedisStore):
+        logger.info("redis_connected", redis=store.target.display())
     ctx = ServerContext(
         MemoryService(store),
         keyring,

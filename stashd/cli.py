@@ -87,6 +87,19 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             "per commit. [STASH_SQLITE_SYNCHRONOUS; normal]",
         ),
         click.option(
+            "--redis-url",
+            default=None,
+            metavar="URL",
+            help="--backend redis: redis://[user:pass@]host:port/db, rediss:// for TLS "
+            "(certificates checked). [STASH_REDIS_URL, REDIS_URL; redis://127.0.0.1:6379/0]",
+        ),
+        click.option(
+            "--redis-cluster",
+            is_flag=True,
+            default=None,
+            help="--backend redis: the URL names a node of a Redis Cluster. [STASH_REDIS_CLUSTER]",
+        ),
+        click.option(
             "--auth",
             type=click.Choice(AUTH_MODES),
             default=None,
