@@ -60,6 +60,13 @@ REPLY_TIMEOUT: Final = 10.0
 RETRY_INTERVAL: Final = 0.5
 #: Redis's default port.
 DEFAULT_PORT: Final = 6379
+#: redis-py's clients retry a failed command once at once: a pooled connection may have
+#: died with a Redis restart, and a Redis that is down is then reported within two
+#: refused connects instead of after redis-py's default backoff of seconds. A cluster
+#: client keeps a few quick retries, for a node that is failing over.
+SYNC_RETRIES: Final = 1
+CLUSTER_RETRIES: Final = 3
+CLUSTER_BACKOFF_S: Final = (0.05, 0.5)  # base, cap
 #: The name stashd's connections carry (CLIENT LIST on the Redis side).
 CLIENT_NAME: Final = "stashd"
 
@@ -246,9 +253,22 @@ class RedisTarget:
             context.load_cert_chain(self.certfile, self.keyfile)
         return context
 
-    def redis_py_options(self) -> dict[str, Any]:
-        """The same settings as keyword arguments of redis-py's clients."""
+    def redis_py_options(self, *, asyncio: bool = False) -> dict[str, Any]:
+        """The same settings as keyword arguments of redis-py's clients (or its asyncio ones)."""
+        from redis.backoff import ExponentialBackoff, NoBackoff  # noqa: PLC0415 - redis-py
+
+        if asyncio:
+            from redis.asyncio.retry import Retry  # noqa: PLC0415
+        else:
+            from redis.retry import Retry  # type: ignore[assignment]  # noqa: PLC0415
+
+        if self.cluster:
+            base, cap = CLUSTER_BACKOFF_S
+            retry = Retry(ExponentialBackoff(cap=cap, base=base), CLUSTER_RETRIES)
+        else:
+            retry = Retry(NoBackoff(), SYNC_RETRIES)
         options: dict[str, Any] = {
+            "retry": retry,
             "username": self.username,
             "password": self.password,
             "socket_timeout": self.timeout,
@@ -603,7 +623,7 @@ class ClusterLink:
         self.target = target
         self.scripts = tuple(scripts)
         self.client: redis_cluster.RedisCluster = RedisCluster(
-            host=target.host, port=target.port, protocol=2, **target.redis_py_options()
+            host=target.host, port=target.port, protocol=2, **target.redis_py_options(asyncio=True)
         )
         self._loaded = False
 

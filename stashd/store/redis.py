@@ -23,7 +23,9 @@ mid-round may or may not have been applied, as with any networked store.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from stashd.errors import StashError
@@ -84,6 +86,9 @@ class RedisStore(Store):
                     plan.noscript = False
                     await link.load_scripts()
                 commands = steps.send(replies)
+                if plan.backoff:
+                    await asyncio.sleep(plan.backoff)
+                    plan.backoff = 0.0
         except StopIteration as done:
             results: list[Any] = done.value
             return results
@@ -114,6 +119,9 @@ class RedisStore(Store):
                     plan.noscript = False
                     link.load_scripts()
                 commands = steps.send(replies)
+                if plan.backoff:
+                    time.sleep(plan.backoff)
+                    plan.backoff = 0.0
         except StopIteration as done:
             (result,) = done.value
         except LinkError as exc:

@@ -83,6 +83,11 @@ FORMAT: Final = 1
 #: How often an operation may run before it is answered UNAVAILABLE: its check failed
 #: because another node kept changing its keys, or Redis kept losing the scripts.
 MAX_TRIES: Final = 10
+#: Before running failed operations again, the driver waits a random time up to
+#: BACKOFF_S * 2**tries (at most BACKOFF_MAX_S): two nodes that keep changing one key
+#: then stop invalidating each other's checks in lockstep.
+BACKOFF_S: Final = 0.0002
+BACKOFF_MAX_S: Final = 0.05
 #: COUNT of one SCAN call when a whole namespace is walked (DBSIZE, FLUSHDB, KEYS) and
 #: the most a page asks of Redis at once: a few milliseconds of Redis time per call.
 WALK_COUNT: Final = 1000
@@ -532,6 +537,7 @@ class Plan:
         self.results: list[Any] = [_UNSET] * len(ops)
         self.tries = [0] * len(ops)
         self.noscript = False  # a reply said NOSCRIPT: the driver loads the scripts
+        self.backoff = 0.0  # seconds the driver waits before the next round (contention)
         for op in ops:
             _remember_ids(op)
 
@@ -560,6 +566,8 @@ class Plan:
                                 f"the operation's keys kept changing under other writers "
                                 f"(tried {MAX_TRIES} times)"
                             )
+                    most = max(self.tries[i] for i in failed)
+                    self.backoff = _jitter() * min(BACKOFF_MAX_S, BACKOFF_S * 2**most)
                     # Everything after the failed operations waits for them, so no
                     # operation runs before one that came earlier and has yet to land.
                     later = todo[start + len(segment) :]
@@ -867,6 +875,9 @@ class Plan:
                 after, pending = _scan_reply(replies[0], prefix)
                 cursor = after or None
         return total
+
+
+_jitter: Final = random.Random().random  # noqa: S311 - spreading retries, not secrecy
 
 
 def _segments(todo: list[int], ops: list[Op]) -> Iterator[tuple[int, list[int]]]:
