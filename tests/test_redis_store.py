@@ -29,6 +29,7 @@ from stashd.store.redis import RedisStore
 from stashd.store.redis_plan import (
     HEAD_SIZE,
     MAX_TRIES,
+    PAGE_BUDGET,
     SCRIPTS,
     SPLIT,
     Plan,
@@ -377,6 +378,37 @@ def test_scan_pages_never_hold_more_than_count(store: RedisStore) -> None:
             if cursor == 0:
                 break
         assert {b"k%d" % i for i in range(200)} <= set(seen)
+
+
+def test_a_namespace_pages_like_its_own_redis_among_other_keys(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """Among 25,000 keys of others, SCAN 0 COUNT 100 brings a 3-key namespace whole, and
+    a walk over it takes a few pages, each examining at most PAGE_BUDGET keys."""
+    svc = svc_of(store)
+    pipe = raw.pipeline(transaction=False)
+    for i in range(25_000):
+        pipe.set(b"user:{someone-else}:%d" % i, b"x")
+    pipe.execute()
+    for key in (b"a", b"b", b"c"):
+        store.run(svc.set(ALICE, key, b"v"))
+    cursor, page = store.run(svc.scan(ALICE, 0, 2**62))
+    assert (cursor, sorted(page)) == (0, [b"a", b"b", b"c"])
+    pages = 0
+    seen: list[bytes] = []
+    cursor = 0
+    while True:
+        cursor, page = store.run(svc.scan(ALICE, cursor, 10))
+        seen += page
+        pages += 1
+        if cursor == 0:
+            break
+    assert sorted(seen) == [b"a", b"b", b"c"]
+    assert 25_000 // PAGE_BUDGET <= pages <= 25_000 // PAGE_BUDGET + 2
+    small = Principal("small", LIMITS)
+    store.run(svc.set(small, b"only", b"v"))
+    raw.delete(*[b"user:{someone-else}:%d" % i for i in range(24_000)])
+    assert store.run(svc.scan(small, 0, 100)) == (0, [b"only"])
 
 
 def test_a_split_keeps_equal_crcs_together_and_resumes_after_them() -> None:

@@ -91,6 +91,9 @@ BACKOFF_MAX_S: Final = 0.05
 #: COUNT of one SCAN call when a whole namespace is walked (DBSIZE, FLUSHDB, KEYS) and
 #: the most a page asks of Redis at once: a few milliseconds of Redis time per call.
 WALK_COUNT: Final = 1000
+#: Keys of the whole Redis one page of a namespace may examine (SCAN COUNTs summed):
+#: bounds a request's work on a Redis that many namespaces share (a few ms of Redis).
+PAGE_BUDGET: Final = 10_000
 #: Keys per MGET when a SCAN page's entries are fetched.
 MGET_CHUNK: Final = 1000
 #: A SCAN cursor at or above this marks a page of Redis's that had to be split because
@@ -801,15 +804,18 @@ class Plan:
                 base[(ns, key)] = decode(raw)
 
     def _fetch_page(self, ns: str, cursor: int, count: int) -> Steps:
-        """At most ``count`` live entries from ``cursor`` on, each SCAN page whole.
+        """At most ``count`` live entries from ``cursor`` on, each SCAN step whole.
 
-        COUNT bounds the keys Redis examines, as in Redis; the page returned holds at
-        most ``count`` keys of the namespace. When one SCAN call brings more, it is
-        asked again from the same cursor with half the COUNT, down to 1, so every page
-        returned is one Redis really gave, and Redis's guarantee holds: a key present
-        for the whole walk is returned. Only when a single minimal step still brings
-        too many (keys sharing a hash bucket) is that step split by the keys' CRC32,
-        marked in the cursor with :data:`SPLIT`.
+        SCAN MATCH examines keys of the whole Redis, other namespaces' included, so a page
+        keeps asking until it holds ``count`` keys of the namespace, the walk ends, or
+        :data:`PAGE_BUDGET` keys of Redis were examined (or ``count``, if more: KEYS asks for
+        everything at once): a small namespace in a small
+        Redis comes back whole, as it would from its own Redis. Redis's COUNT grows
+        where the namespace is sparse and is halved, from the same cursor, when a step
+        would overflow the page, so every step taken is one Redis really gave and its
+        guarantee holds: a key present for the whole walk is returned. Only when a
+        single minimal step brings too many keys (they share a hash bucket) is that
+        step split by the keys' CRC32, marked in the cursor with :data:`SPLIT`.
         """
         prefix = key_prefix(ns)
         pattern = match_pattern(prefix)
@@ -819,9 +825,10 @@ class Plan:
         keys: list[bytes] = []
         seen: set[bytes] = set()
         examined = 0
+        budget = max(PAGE_BUDGET, count)  # KEYS asks for everything in one page
         nxt = cursor
+        step = 1 if split_from is not None else max(1, min(count, WALK_COUNT))
         while True:
-            step = 1 if split_from is not None else max(1, min(count - examined, WALK_COUNT))
             while True:
                 command = Routed(("SCAN", cursor, "MATCH", pattern, "COUNT", step), prefix)
                 (reply,) = yield [command]
@@ -846,8 +853,12 @@ class Plan:
             examined += step
             cursor = nxt = after
             split_from = None
-            if after == 0 or examined >= count or len(keys) >= count:
+            room = count - len(keys)
+            if after == 0 or room <= 0 or examined >= budget:
                 break
+            # Aim the next step at the room left, from the share of matches seen so far.
+            step = room * step // len(found) if found else step * 4
+            step = max(1, min(step, WALK_COUNT, budget - examined))
         return (yield from self._entries(ns, nxt, keys))
 
     def _entries(self, ns: str, nxt: int, keys: list[bytes]) -> Steps:
