@@ -8,11 +8,13 @@ on one server stand for two stashd nodes.
 from __future__ import annotations
 
 import asyncio
+import signal
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -510,3 +512,72 @@ def test_the_cluster_store_runs_directly_too(redis_cluster: Any) -> None:  # noq
     entry = store.run(svc.get(people[1], b"k1"))
     assert isinstance(entry, Entry)
     asyncio.run(store.close())
+
+
+def test_a_password_a_user_and_a_database_from_the_url(tmp_path: Path) -> None:
+    """AUTH (with or without a user name) and SELECT come from the URL; a wrong one is named."""
+    with RedisServer("--requirepass", "s3cret", "--unixsocket", str(tmp_path / "r.sock")) as own:
+        for n, url in enumerate(
+            (
+                f"redis://:s3cret@127.0.0.1:{own.port}/2",
+                f"redis://default:s3cret@127.0.0.1:{own.port}/2",
+                f"unix://default:s3cret@{tmp_path}/r.sock?db=2",
+            ),
+            start=1,
+        ):
+            store = RedisStore.from_url(url)
+
+            async def use(store: RedisStore = store) -> list[Any]:
+                await store.open()
+                try:
+                    return await store.run_many([svc_of(store).incr(ALICE, b"n", 1)])
+                finally:
+                    await store.close()
+
+            assert asyncio.run(use()) == [n]
+            assert store.run(svc_of(store).get(ALICE, b"n")).value == b"%d" % n
+        raw = redis.Redis(port=own.port, password="s3cret", db=2, protocol=2)
+        assert raw.get(b"user:{alice}:n") is not None
+        raw.close()
+        wrong = RedisStore.from_url(f"redis://:nope@127.0.0.1:{own.port}/0")
+        with pytest.raises(StoreOpenError, match="Redis refused the connection setup: WRONGPASS"):
+            asyncio.run(wrong.open())
+
+
+def test_a_redis_that_stops_answering_is_an_error_within_the_timeout() -> None:
+    """A frozen Redis (SIGSTOP) gets UNAVAILABLE after socket_timeout, and serves once thawed."""
+    with RedisServer() as own:
+        assert own.proc is not None
+        store = RedisStore.from_url(f"{own.url}?socket_timeout=0.5")
+        svc = svc_of(store)
+
+        async def scenario() -> None:
+            await store.open()
+            own.proc.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                (frozen,) = await store.run_many([svc.set(ALICE, b"k", b"v")])
+                assert 0.4 < time.monotonic() - started < 2
+                assert isinstance(frozen, StoreUnavailable)
+                assert "did not answer within 0.5 s" in str(frozen)
+            finally:
+                own.proc.send_signal(signal.SIGCONT)
+            for _ in range(40):
+                (thawed,) = await store.run_many([svc.incr(ALICE, b"n", 1)])
+                if thawed == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert thawed == 1
+            await store.close()
+
+        asyncio.run(scenario())
+
+
+def test_redis_refusing_a_write_is_unavailable_with_its_reason(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """A key of another type under the prefix: Redis's WRONGTYPE, passed on, nothing changed."""
+    raw.hset(b"user:{alice}:h", b"f", b"v")
+    with pytest.raises(StoreUnavailable, match="Redis refused the write: WRONGTYPE"):
+        store.run(svc_of(store).incr(ALICE, b"h", 1))
+    assert raw.type(b"user:{alice}:h") == b"hash"

@@ -399,3 +399,33 @@ def test_stash_then_recall_and_forget(svc: Service) -> None:
     assert run(svc, svc.get(ALICE, some)).value.startswith(b'{"n":')
     assert run(svc, svc.delete(ALICE, [some, some, b"nope"])) == 1
     assert run(svc, svc.count(ALICE)) == 19
+
+
+def test_a_transaction_sees_its_own_writes_in_namespace_wide_commands(svc: Service) -> None:
+    """Inside MULTI, DBSIZE, SCAN and FLUSHDB see the writes queued before them."""
+    run(svc, svc.set(ALICE, b"old", b"1"))
+    txn = ops.Transaction(
+        [
+            svc.set(ALICE, b"a", b"1"),
+            svc.count(ALICE),
+            svc.scan(ALICE, 0, 100),
+            svc.delete(ALICE, [b"old"]),
+            svc.count(ALICE),
+            svc.flush(ALICE),
+            svc.set(ALICE, b"b", b"2"),
+            svc.get(ALICE, b"a"),
+            svc.scan(ALICE, 0, 100),
+            svc.count(ALICE),
+        ],
+        [],
+    )
+    results = run(svc, txn)
+    assert results[1] == 2
+    assert sorted(results[2][1]) == [b"a", b"old"]
+    assert results[4] == 1
+    assert results[7] is None
+    assert results[8] == (0, [b"b"])
+    assert results[9] == 1
+    after = run(svc, svc.get_many(ALICE, [b"a", b"b", b"old"]))
+    assert [e and e.value for e in after] == [None, b"2", None]
+    assert run(svc, svc.count(ALICE)) == 1
