@@ -115,13 +115,29 @@ class RedisLimiter:
             task.add_done_callback(self._tasks.discard)
 
     async def _ask(self, batch: list[tuple[str, Rate, int, Callable[[Grant], None]]]) -> None:
+        """One round for the batch's questions; every question is answered, whatever happens."""
+        try:
+            replies = await self._round(batch)
+        except Exception:  # a bug must not leave connections waiting for good
+            logger.exception("rate_limit_round_failed")
+            replies = None
+        for i, (subject, rate, wanted, done) in enumerate(batch):
+            reply = None if replies is None else replies[i]
+            if reply is None or isinstance(reply, ReplyError):
+                done(self._local(subject, rate, wanted))
+            else:
+                done(grant_of(reply, wanted))
+
+    async def _round(
+        self, batch: list[tuple[str, Rate, int, Callable[[Grant], None]]]
+    ) -> list[Any] | None:
+        """GCRA for each question, in one round; None when Redis cannot be reached."""
         if self._link is None:
             self._link = self.target.async_link([GCRA])
         commands = [
             GCRA.call([rate_key(subject)], [repr(rate.interval_ms), rate.burst, wanted])
             for subject, rate, wanted, _ in batch
         ]
-        replies: list[Any] | None
         try:
             replies = await self._link.round(commands)
             if any(is_noscript(r) for r in replies):
@@ -131,17 +147,11 @@ class RedisLimiter:
             if not self._degraded:
                 logger.warning("rate_limits_per_node", redis=self.target.display(), error=str(exc))
             self._degraded = True
-            replies = None
-        else:
-            if self._degraded:
-                logger.info("rate_limits_shared_again", redis=self.target.display())
-            self._degraded = False
-        for i, (subject, rate, wanted, done) in enumerate(batch):
-            reply = None if replies is None else replies[i]
-            if reply is None or isinstance(reply, ReplyError):
-                done(self._local(subject, rate, wanted))
-            else:
-                done(grant_of(reply, wanted))
+            return None
+        if self._degraded:
+            logger.info("rate_limits_shared_again", redis=self.target.display())
+        self._degraded = False
+        return replies
 
     def _local(self, subject: str, rate: Rate, wanted: int) -> Grant:
         """The grant of this process's own limiter, asked one request at a time."""

@@ -25,6 +25,7 @@ from stashd.errors import (
     ProtocolError,
     RateLimited,
     StashError,
+    StoreUnavailable,
     UnknownCommand,
     WrongArity,
 )
@@ -516,6 +517,9 @@ class Connection(asyncio.Protocol):
                 result = reply.finish(await reply.start())
             except StashError as exc:
                 result = exc
+            except Exception as exc:  # a bug must not leave the connection paused for good
+                logger.exception("deferred_reply_failed", command=cmd.name)
+                result = StoreUnavailable(type(exc).__name__)
             self._waiting = False
             turn.ready = (result, before, cmd, args)
             self._dispatch(items, turn=turn)

@@ -267,3 +267,29 @@ def test_a_node_on_a_redis_cluster_serves_every_command(
         assert ca.call("GET", "x").render() == "$'2'"
         ca.close()
         cb.close()
+
+
+def test_pipelined_auth_and_rate_decisions_keep_replies_in_order(server: RedisServer) -> None:
+    """One write holding AUTHs and commands of two users: every reply in order, each rate
+    decision for the right user, and AUTH queued in MULTI refused (EXEC is one step)."""
+    (node,) = nodes(server.url, "--auth", "keys", count=1)
+    first, second = key_for(server.url, "free"), key_for(server.url, "enterprise")
+    with node:
+        client = RespClient(node.port)
+        script: list[tuple[str, ...]] = [("AUTH", first), ("SET", "a", "1")]
+        script += [("GET", "a")] * 12
+        script += [("AUTH", second), ("GET", "a"), ("SET", "a", "2"), ("GET", "a")]
+        script += [("MULTI",), ("AUTH", first), ("GET", "a"), ("EXEC",)]
+        for command in script:
+            client.send(*command)
+        replies = [client.read().render() for _ in script]
+        assert replies[:2] == ["+OK", "+OK"]
+        assert replies[2:11] == ["$'1'"] * 9  # burst 10: AUTH is free, SET and 9 GETs fit
+        assert all(r.startswith("-RATELIMIT rate limit exceeded") for r in replies[11:14])
+        assert replies[14:18] == ["+OK", "(nil)", "+OK", "$'2'"]  # the other user's namespace
+        assert replies[18:21] == ["+OK", "+QUEUED", "+QUEUED"]
+        assert replies[21] == (
+            "[-ERR AUTH with a key cannot run inside MULTI when keys are checked in Redis; "
+            "send it before MULTI, $'2']"
+        )
+        client.close()
