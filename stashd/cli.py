@@ -271,14 +271,18 @@ def _when(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _db_option(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
+    return click.option(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help="SQLite file holding the keys. [STASH_DB; in the user data directory]",
+    )(fn)
+
+
 def _registry_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
+    """--db, or --backend redis with --redis-url (and --redis-cluster): where keys are."""
     options = [
-        click.option(
-            "--db",
-            default=None,
-            metavar="PATH",
-            help="SQLite file holding the keys. [STASH_DB; in the user data directory]",
-        ),
         click.option(
             "--backend",
             type=click.Choice(BACKENDS),
@@ -302,7 +306,7 @@ def _registry_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are un
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return _db_option(fn)
 
 
 @stash_main.group(name="keys")
