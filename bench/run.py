@@ -10,6 +10,9 @@ subject for several rounds and taking medians.
   redis-server with ``--appendonly yes --appendfsync everysec``, the comparable durable
   setup, at -P 1 and -P 16; then once more at -P 1 over 100,000 random keys
   (``-r 100000``), where writes land all over the table instead of on one row.
+- ``redis``: stashd on the Redis backend against the very redis-server it stores in,
+  used directly, at -P 1 (target 0.5x) and -P 16 (reported): what a node costs over
+  talking to Redis yourself.
 - ``http``: ``wrk`` against the HTTP sidecar and a bare aiohttp handler (bench/http_suite.py).
 """
 
@@ -48,11 +51,13 @@ SUITES: dict[str, tuple[Case, ...]] = {
     # No targets: how close any Python server gets, for reading the memory suite.
     "ceiling": (Case(1, 0, None, None), Case(16, 0, None, None)),
     "sqlite": (Case(1, 0, 0.5, 0.8), Case(16, 0, None, None), Case(1, 100_000, None, None)),
+    "redis": (Case(1, 0, 0.5, 0.5), Case(16, 0, None, None)),
 }
 ANCHORS: dict[str, tuple[str, ...]] = {
     "memory": (),
     "ceiling": (),
     "sqlite": ("--appendonly", "yes", "--appendfsync", "everysec"),
+    "redis": (),
 }
 
 
@@ -125,10 +130,7 @@ class Row:
 def run_suite(suite: str, rounds: int, requests: int) -> list[Row]:
     """Measure one suite; a row per test and case."""
     rows: list[Row] = []
-    subject: StashDaemon | BareResp = (
-        BareResp() if suite == "ceiling" else StashDaemon("--backend", suite, "--no-http")
-    )
-    with RedisServer(*ANCHORS[suite]) as anchor, subject:
+    with RedisServer(*ANCHORS[suite]) as anchor, _subject(suite, anchor) as subject:
         for case in SUITES[suite]:
             a: dict[str, list[float]] = {"SET": [], "GET": []}
             s: dict[str, list[float]] = {"SET": [], "GET": []}
@@ -141,6 +143,16 @@ def run_suite(suite: str, rounds: int, requests: int) -> list[Row]:
                 ar, sr = statistics.median(a[test]), statistics.median(s[test])
                 rows.append(Row(suite, test, case, ar, sr, target))
     return rows
+
+
+def _subject(suite: str, anchor: RedisServer) -> StashDaemon | BareResp:
+    """stashd on the suite's backend (on ``redis``, stored in the anchor itself), or the
+    bare Python server of the ceiling suite."""
+    if suite == "ceiling":
+        return BareResp()
+    if suite == "redis":
+        return StashDaemon("--backend", "redis", "--redis-url", anchor.url, "--no-http")
+    return StashDaemon("--backend", suite, "--no-http")
 
 
 def main() -> int:

@@ -9,10 +9,14 @@ from typing import TYPE_CHECKING, Final
 
 from stashd import log
 from stashd.http import HttpApi, HttpServer
+from stashd.ratelimit import LocalLimiter
+from stashd.ratelimit_redis import RedisLimiter
 from stashd.registry import SQLiteRegistry
+from stashd.registry_redis import RedisRegistry
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
 from stashd.store import open_store
+from stashd.store.redis import RedisStore
 from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import Keyring, OpenKeyring, StrictKeyring, open_limits
 
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
     import socket
 
     from stashd.config import Config
+    from stashd.ratelimit import RateLimiter, SharedLimiter
+    from stashd.registry import Registry
     from stashd.store.base import Store
 
 logger = log.get("stashd.app")
@@ -38,21 +44,37 @@ SPARE_FDS: Final = 64
 
 def make_store(config: Config) -> Store:
     """The backend named by the config."""
+    if config.backend == "redis":
+        return RedisStore(config.redis_target)
     return open_store(config.backend, path=config.db_path, synchronous=config.sqlite_synchronous)
 
 
+def make_registry(config: Config) -> Registry:
+    """The key registry: in Redis with ``--backend redis``, else in the SQLite file."""
+    if config.backend == "redis":
+        return RedisRegistry(config.redis_target)
+    return SQLiteRegistry(config.db_path)
+
+
 def make_keyring(config: Config) -> Keyring:
-    """Open mode's keyring, or strict mode's on the registry in the database file."""
+    """Open mode's keyring, or strict mode's on the registry (file or Redis)."""
     if config.auth == "open":
         return OpenKeyring(open_limits(config))
-    keyring = StrictKeyring(SQLiteRegistry(config.db_path), config.tier_table())
+    keyring = StrictKeyring(make_registry(config), config.tier_table())
     if not keyring.registry.records():
-        logger.warning(
-            "no_api_keys",
-            db=str(config.db_path),
-            hint=f"create one with: stash keys create --db {config.db_path}",
-        )
+        if config.backend == "redis":
+            where = f"--backend redis --redis-url {config.redis_target.display()}"
+        else:
+            where = f"--db {config.db_path}"
+        logger.warning("no_api_keys", hint=f"create one with: stash keys create {where}")
     return keyring
+
+
+def make_limiter(config: Config) -> RateLimiter | SharedLimiter:
+    """Rate limits in Redis with ``--backend redis`` (one limit for all nodes), else local."""
+    if config.backend == "redis":
+        return RedisLimiter(config.redis_target)
+    return LocalLimiter()
 
 
 def raise_fd_limit(max_clients: int) -> None:
@@ -92,9 +114,15 @@ async def serve(
     raise_fd_limit(config.max_clients)
     keyring = make_keyring(config)
     store = make_store(config)
-    await store.open()
+    try:
+        await store.open()
+    except BaseException:
+        await _close_keyring(keyring)
+        raise
     if isinstance(store, SQLiteStore):
         logger.info("database_opened", path=str(store.path), synchronous=store.synchronous)
+    elif isinstance(store, RedisStore):
+        logger.info("redis_connected", redis=store.target.display())
     ctx = ServerContext(
         MemoryService(store),
         keyring,
@@ -102,6 +130,7 @@ async def serve(
         max_clients=config.max_clients,
         auth_timeout=float(config.auth_timeout),
         max_query_buffer=config.max_query_buffer,
+        limiter=make_limiter(config),
     )
     ctx.log_writes = config.log_level in ("debug", "info")
     loop = asyncio.get_running_loop()
@@ -125,6 +154,8 @@ async def serve(
         except BaseException:
             server.close()
             await store.close()
+            await _close_limiter(ctx)
+            await _close_keyring(keyring)
             raise
     logger.info(
         "listening",
@@ -143,13 +174,19 @@ async def serve(
             store.maintain()
 
     async def watch_revocations(strict: StrictKeyring) -> None:
+        failing = False  # one warning per run of failures, not one a second
         while True:
             await asyncio.sleep(REVOCATION_INTERVAL)
             try:
-                revoked = strict.revoked()
-            except Exception:  # a busy or broken file must not stop the daemon
-                logger.exception("revocation_check_failed")
+                revoked = await strict.revoked_async() if strict.remote else strict.revoked()
+            except Exception as exc:  # noqa: BLE001 - a broken file or Redis down must not stop us
+                if not failing:
+                    logger.warning("revocation_check_failed", error=str(exc))
+                failing = True
                 continue
+            if failing:
+                logger.info("revocation_check_recovered")
+                failing = False
             if revoked and (closed := ctx.close_connections_of(revoked)):
                 logger.info("revoked_key_connections_closed", connections=closed)
 
@@ -176,9 +213,20 @@ async def serve(
             conn.close_when_idle()
         await server.wait_closed()
         await store.close()
-        if isinstance(keyring, StrictKeyring):
-            keyring.close()
+        await _close_limiter(ctx)
+        await _close_keyring(keyring)
         logger.info("stopped")
+
+
+async def _close_keyring(keyring: Keyring) -> None:
+    if isinstance(keyring, StrictKeyring):
+        await keyring.aclose()
+
+
+async def _close_limiter(ctx: ServerContext) -> None:
+    closer = getattr(ctx.limiter, "aclose", None)
+    if closer is not None:
+        await closer()
 
 
 def run(config: Config) -> None:

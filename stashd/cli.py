@@ -41,13 +41,15 @@ from stashd.errors import (
     StoreUnavailable,
 )
 from stashd.ops import dump_json, load_json
-from stashd.registry import RegistryError, SQLiteRegistry
+from stashd.registry import RegistryError
 from stashd.store.base import StoreOpenError
 from stashd.tenancy import DEFAULT_USER, issue_key
 from stashd.tiers import TIER_NAMES, render
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+
+    from stashd.registry import Registry
 
 
 def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
@@ -101,6 +103,19 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             default=None,
             help="normal survives a crash of stashd; full also a power loss, with an fsync "
             "per commit. [STASH_SQLITE_SYNCHRONOUS; normal]",
+        ),
+        click.option(
+            "--redis-url",
+            default=None,
+            metavar="URL",
+            help="--backend redis: redis://[user:pass@]host:port/db, rediss:// for TLS "
+            "(certificates checked). [STASH_REDIS_URL, REDIS_URL; redis://127.0.0.1:6379/0]",
+        ),
+        click.option(
+            "--redis-cluster",
+            is_flag=True,
+            default=None,
+            help="--backend redis: the URL names a node of a Redis Cluster. [STASH_REDIS_CLUSTER]",
         ),
         click.option(
             "--auth",
@@ -249,14 +264,22 @@ def _config(**flags: Any) -> Config:  # noqa: ANN401 - option values
 
 
 class _Registry:
-    """Open the registry named by --db (or STASH_DB, .env, the default), close it after."""
+    """Open the registry the options name (flags, then STASH_* and .env), close it after.
 
-    def __init__(self, db: str | None) -> None:
-        self.path = _config(db=db).db_path
+    With ``--backend redis`` it is in Redis at ``--redis-url``; otherwise in the SQLite
+    file named by ``--db``.
+    """
 
-    def __enter__(self) -> SQLiteRegistry:
+    def __init__(self, where: dict[str, Any]) -> None:
+        self.config = _config(**where)
+        if self.config.backend == "redis":
+            self.label = self.config.redis_target.display()
+        else:
+            self.label = str(self.config.db_path)
+
+    def __enter__(self) -> Registry:
         try:
-            self.registry = SQLiteRegistry(self.path)
+            self.registry = app.make_registry(self.config)
         except RegistryError as exc:
             _fail(str(exc))
         return self.registry
@@ -280,6 +303,35 @@ def _db_option(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
     )(fn)
 
 
+def _registry_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
+    """--db, or --backend redis with --redis-url (and --redis-cluster): where keys are."""
+    options = [
+        click.option(
+            "--backend",
+            type=click.Choice(BACKENDS),
+            default=None,
+            help="redis: the keys are in Redis (--redis-url), shared by every node; "
+            "otherwise in the SQLite file. [STASH_BACKEND; sqlite]",
+        ),
+        click.option(
+            "--redis-url",
+            default=None,
+            metavar="URL",
+            help="--backend redis: the Redis holding the keys. "
+            "[STASH_REDIS_URL, REDIS_URL; redis://127.0.0.1:6379/0]",
+        ),
+        click.option(
+            "--redis-cluster",
+            is_flag=True,
+            default=None,
+            help="--backend redis: the URL names a node of a Redis Cluster. [STASH_REDIS_CLUSTER]",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return _db_option(fn)
+
+
 @stash_main.group(name="keys")
 def keys() -> None:
     """Create, list and revoke the API keys of strict mode (stashd --auth keys).
@@ -289,6 +341,7 @@ def keys() -> None:
       stash keys create --user alice --tier pro --db ./stash.db
       stash keys list --db ./stash.db
       stash keys revoke key_3fT9xQ2mLp0A --db ./stash.db
+      stash keys list --backend redis --redis-url redis://redis:6379/0
     """
 
 
@@ -305,8 +358,8 @@ def keys() -> None:
     default=None,
     help="The user's tier. New users start on free; giving it moves an existing user.",
 )
-@_db_option
-def keys_create(user: str, tier: str | None, db: str | None) -> None:
+@_registry_options
+def keys_create(user: str, tier: str | None, **where: Any) -> None:  # noqa: ANN401
     """Create a key and print it once (only its digest is stored).
 
     The key goes to stdout alone, so it can be captured; what it is goes to stderr.
@@ -316,7 +369,7 @@ def keys_create(user: str, tier: str | None, db: str | None) -> None:
       KEY=$(stash keys create --user alice --tier pro --db ./stash.db)
       redis-cli -p 6380 -a "$KEY" SET plan '{"step":1}'
     """
-    with _Registry(db) as registry:
+    with _Registry(where) as registry:
         try:
             issued = issue_key(registry, user, tier)
         except ValueError as exc:
@@ -337,16 +390,19 @@ def keys_create(user: str, tier: str | None, db: str | None) -> None:
 
 
 @keys.command(name="list")
-@_db_option
-def keys_list(db: str | None) -> None:
+@_registry_options
+def keys_list(**where: Any) -> None:  # noqa: ANN401
     """Show users, tiers, key ids and creation times; never a key.
 
     \b
     Example:
       stash keys list --db ./stash.db
     """
-    with _Registry(db) as registry:
-        records = registry.records()
+    with _Registry(where) as registry:
+        try:
+            records = registry.records()
+        except RegistryError as exc:
+            _fail(str(exc))
     if not records:
         click.echo("no keys yet; create one with: stash keys create --user NAME", err=True)
         return
@@ -365,23 +421,23 @@ def _table(rows: Sequence[tuple[str, ...]]) -> Iterator[str]:
 
 @keys.command(name="revoke")
 @click.argument("key_id")
-@_db_option
-def keys_revoke(key_id: str, db: str | None) -> None:
+@_registry_options
+def keys_revoke(key_id: str, **where: Any) -> None:  # noqa: ANN401
     """Revoke one key: refused at the next AUTH, its connections closed within a second.
 
     \b
     Example:
       stash keys revoke key_3fT9xQ2mLp0A --db ./stash.db
     """
-    with _Registry(db) as registry:
+    opened = _Registry(where)
+    with opened as registry:
         now = time.time_ns() // 1_000_000
         try:
             record = registry.revoke(key_id, now)
         except RegistryError as exc:
             _fail(str(exc))
-        path = registry.path
     if record is None:
-        _fail(f"no key with id {key_id!r} in {path}; see: stash keys list")
+        _fail(f"no key with id {key_id!r} in {opened.label}; see: stash keys list")
     assert record.revoked_at_ms is not None
     if record.revoked_at_ms < now:
         click.echo(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self, overload
 
 from dotenv import dotenv_values
 
-from stashd.config import load
+from stashd.config import DEFAULT_REDIS_URL, load
 from stashd.embedded import AsyncEmbeddedTransport, EmbeddedTransport
 from stashd.ops import INT64_MAX, dump_json, load_stored
 from stashd.store import open_store
@@ -183,10 +183,13 @@ def _target(
     settings: dict[str, Any],
 ) -> _Remote | _Embedded:
     """Remote or embedded, from the arguments first and the environment second."""
-    embedded = backend is not None or path is not None
+    embedded = backend is not None or path is not None or settings.get("redis_url") is not None
     remote = url is not None or api_key is not None
     if embedded and remote:
-        msg = "backend and path choose embedded mode, url and api_key remote mode: give one kind"
+        msg = (
+            "backend, path and redis_url choose embedded mode, url and api_key remote mode: "
+            "give one kind"
+        )
         raise ValueError(msg)
     env = {} if embedded else remote_environment()
     if remote or env:
@@ -202,11 +205,22 @@ def _target(
         msg = "path names a SQLite file; the memory backend has none"
         raise ValueError(msg)
     flags = dict(settings)
-    # A path means SQLite even when STASH_BACKEND says otherwise: the argument is explicit.
-    flags["backend"] = backend or ("sqlite" if path is not None else None)
+    # A path means SQLite, and a Redis URL Redis, even when STASH_BACKEND says otherwise:
+    # the argument is explicit.
+    if backend is None and path is not None:
+        backend = "sqlite"
+    elif backend is None and settings.get("redis_url") is not None:
+        backend = "redis"
+    flags["backend"] = backend
     flags["db"] = None if path is None else os.fspath(path)
     config = load(flags)
-    store = open_store(config.backend, path=config.db_path, synchronous=config.sqlite_synchronous)
+    store = open_store(
+        config.backend,
+        path=config.db_path,
+        synchronous=config.sqlite_synchronous,
+        redis_url=config.redis_url or DEFAULT_REDIS_URL,
+        redis_cluster=config.redis_cluster,
+    )
     return _Embedded(store, open_limits(config))
 
 
@@ -260,7 +274,9 @@ class Stash:
 
     ``Stash()`` opens the SQLite file in-process, with no daemon and no configuration;
     ``Stash("memory")`` keeps entries in this process only; ``Stash(path="work.db")``
-    opens that file; ``Stash(url="redis://host:6380", api_key="...")`` talks to a
+    opens that file; ``Stash(backend="redis", redis_url="redis://host:6379/0")`` keeps
+    them in Redis or Valkey as a stashd node with that backend does (``redis_cluster``
+    for a Redis Cluster); ``Stash(url="redis://host:6380", api_key="...")`` talks to a
     stashd. ``default_ttl``, ``max_ttl`` and ``max_payload_bytes`` (and ``rate_limit``
     such as ``"600/min"`` with ``rate_burst``) override the embedded limits; in remote
     mode the daemon's apply. A client is safe to share between threads; close it (or
@@ -284,6 +300,8 @@ class Stash:
         backend: str | None = None,
         *,
         path: str | os.PathLike[str] | None = None,
+        redis_url: str | None = None,
+        redis_cluster: bool | None = None,
         url: str | None = None,
         api_key: str | None = None,
         default_ttl: int | None = None,
@@ -293,6 +311,8 @@ class Stash:
         rate_burst: int | None = None,
     ) -> None:
         settings = {
+            "redis_url": redis_url,
+            "redis_cluster": redis_cluster,
             "default_ttl": default_ttl,
             "max_ttl": max_ttl,
             "max_payload_bytes": max_payload_bytes,
@@ -490,6 +510,8 @@ class AsyncStash:
         backend: str | None = None,
         *,
         path: str | os.PathLike[str] | None = None,
+        redis_url: str | None = None,
+        redis_cluster: bool | None = None,
         url: str | None = None,
         api_key: str | None = None,
         default_ttl: int | None = None,
@@ -499,6 +521,8 @@ class AsyncStash:
         rate_burst: int | None = None,
     ) -> None:
         settings = {
+            "redis_url": redis_url,
+            "redis_cluster": redis_cluster,
             "default_ttl": default_ttl,
             "max_ttl": max_ttl,
             "max_payload_bytes": max_payload_bytes,

@@ -12,6 +12,7 @@ import platformdirs
 from dotenv import dotenv_values
 
 from stashd.ratelimit import Rate
+from stashd.redislink import RedisTarget
 from stashd.tiers import ENV_PREFIX as TIER_ENV_PREFIX
 from stashd.tiers import resolve as resolve_tiers
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
     from stashd.tenancy import Limits
 
-BACKENDS: Final = ("sqlite", "memory")
+BACKENDS: Final = ("sqlite", "memory", "redis")
+#: The Redis of ``--backend redis`` when neither --redis-url nor an env variable names one.
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 SQLITE_SYNCHRONOUS: Final = ("normal", "full")
 AUTH_MODES: Final = ("open", "keys")
 LOG_FORMATS: Final = ("json", "console")
@@ -59,6 +62,8 @@ class Config:
     max_clients: int = 10000  # connection N+1 is told so and closed
     auth_timeout: int = 10  # strict mode: seconds a connection has to authenticate
     max_query_buffer: int = MAX_QUERY_BUFFER  # bytes one connection's request may hold
+    redis_url: str = ""  # --backend redis: where Redis is; "" means DEFAULT_REDIS_URL
+    redis_cluster: bool = False  # --backend redis: the URL names a node of a Redis Cluster
     # STASH_TIER_<TIER>_<SETTING> variables found in env and .env, applied over the file.
     tier_overrides: tuple[tuple[str, str], ...] = ()
 
@@ -104,6 +109,8 @@ class Config:
         if self.rate_burst and not self.rate_limit:
             raise ConfigError(f"rate_burst ({self.rate_burst}) needs a rate_limit such as 600/min")
         self.rate  # noqa: B018 - parses rate_limit, raising ConfigError if it cannot
+        if self.backend == "redis":
+            self.redis_target  # noqa: B018 - parses redis_url, raising ConfigError if it cannot
         table = self.tier_table()  # read in either mode, so a bad override is never silent
         largest, where = self.max_payload_bytes, "max_payload_bytes"
         if self.auth == "keys":
@@ -125,6 +132,16 @@ class Config:
             return Rate.parse(self.rate_limit, self.rate_burst or None)
         except ValueError as exc:
             raise ConfigError(f"rate_limit: {exc}") from None
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        """The Redis of ``--backend redis``: redis_url (or the default) with redis_cluster."""
+        try:
+            return RedisTarget.parse(
+                self.redis_url or DEFAULT_REDIS_URL, cluster=self.redis_cluster
+            )
+        except ValueError as exc:
+            raise ConfigError(f"redis_url: {exc}") from None
 
     def tier_table(self) -> dict[str, Limits]:
         """Strict mode's tiers: defaults, then the ``tiers`` file, then STASH_TIER_* variables."""
@@ -210,13 +227,19 @@ def load(
         if field.name in _DERIVED:
             continue
         var = "STASH_" + field.name.upper()
+        # REDIS_URL is the name most tools and platforms use; STASH_REDIS_URL wins over it.
+        fallback = "REDIS_URL" if field.name == "redis_url" else None
         raw: Any = None
         if flags and flags.get(field.name) is not None:
             raw = flags[field.name]
         elif var in env:
             raw = env[var]
+        elif fallback is not None and fallback in env:
+            raw = env[fallback]
         elif var in dotenv:
             raw = dotenv[var]
+        elif fallback is not None and fallback in dotenv:
+            raw = dotenv[fallback]
         if raw is not None:
             values[field.name] = _coerce(var, field.type, raw)
     return Config(**values)

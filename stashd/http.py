@@ -61,7 +61,8 @@ if TYPE_CHECKING:
     from aiohttp.web_request import BaseRequest
 
     from stashd.batch import Batcher
-    from stashd.ratelimit import Decision, Rate, RateLimiter
+    from stashd.commands.connection import RemoteKeyring
+    from stashd.ratelimit import Decision, Rate, RateLimiter, SharedLimiter
     from stashd.server import ServerContext
     from stashd.service import MemoryService
     from stashd.store.base import Entry
@@ -448,7 +449,7 @@ class HttpApi:
         ctx: ServerContext,
         *,
         backend: str = "memory",
-        limiter: RateLimiter | None = None,
+        limiter: RateLimiter | SharedLimiter | None = None,
         rate_of: Callable[[Principal], Rate | None] | None = None,
     ) -> None:
         self.service: MemoryService = ctx.service
@@ -520,8 +521,14 @@ class HttpApi:
             key = unquote_to_bytes(parts[2])
             if not key:
                 raise NotFound
-        principal = self.authenticate(request)
-        rate = self.admit(principal)
+        if getattr(self.keyring, "remote", False):
+            principal = await self.authenticate_async(request)
+        else:
+            principal = self.authenticate(request)
+        if self.limiter is not None and hasattr(self.limiter, "request"):
+            rate = await self.admit_shared(principal)
+        else:
+            rate = self.admit(principal)
         resp: web.StreamResponse = await handler(request, principal, key, conn)
         if rate is not None:
             resp.headers.update(rate)
@@ -530,6 +537,22 @@ class HttpApi:
     # -- who is asking ------------------------------------------------------------------
     def authenticate(self, request: BaseRequest) -> Principal:
         """The principal of ``X-API-KEY`` or ``Authorization: Bearer``, by RESP AUTH's rules."""
+        key, address = self._credentials(request)
+        if key is None:
+            return self._anonymous()
+        principal = self.keyring.authenticate(None, key)
+        return self._checked(principal, address)
+
+    async def authenticate_async(self, request: BaseRequest) -> Principal:
+        """:meth:`authenticate` with a keyring that looks keys up in Redis."""
+        key, address = self._credentials(request)
+        if key is None:
+            return self._anonymous()
+        remote = cast("RemoteKeyring", self.keyring)
+        return self._checked(await remote.authenticate_async(None, key), address)
+
+    def _credentials(self, request: BaseRequest) -> tuple[bytes | None, str]:
+        """The key sent (None: none) and the client's address, throttle checked."""
         headers = request.headers
         key = headers.get("X-API-KEY")
         auth = headers.get("Authorization")
@@ -541,23 +564,28 @@ class HttpApi:
             if key is not None and key != token:
                 raise BadRequest("X-API-KEY and Authorization carry different keys")
             key = token
+        address = request.remote or ""
         if key is None:
-            anonymous = self.keyring.anonymous()
-            if anonymous is None:
-                raise NoAuth
-            return anonymous
-        # aiohttp decodes header bytes as UTF-8 with surrogateescape; this gives the bytes
-        # back, so a key names the same namespace here as in RESP AUTH.
+            return None, address
         # The same failed-key throttle as RESP AUTH, per client address: while an address
         # has failed too often its keys are not even looked up.
-        address = request.remote or ""
         throttle = self.throttle
         if throttle is not None and throttle.blocked(address):
             raise WrongPass
-        principal = self.keyring.authenticate(None, key.encode("utf-8", "surrogateescape"))
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape; this gives the bytes
+        # back, so a key names the same namespace here as in RESP AUTH.
+        return key.encode("utf-8", "surrogateescape"), address
+
+    def _anonymous(self) -> Principal:
+        anonymous = self.keyring.anonymous()
+        if anonymous is None:
+            raise NoAuth
+        return anonymous
+
+    def _checked(self, principal: Principal | None, address: str) -> Principal:
         if principal is None:
-            if throttle is not None:
-                throttle.failed(address)
+            if self.throttle is not None:
+                self.throttle.failed(address)
             raise WrongPass
         return principal
 
@@ -573,15 +601,19 @@ class HttpApi:
         rate = self.rate_of(principal)
         if rate is None:
             return None
-        decision: Decision = self.limiter.acquire(principal.namespace, rate)
-        headers = {
-            "RateLimit-Policy": f'"default";q={rate.limit};w={rate.period_s}',
-            "RateLimit": f'"default";r={decision.remaining};t={-(-decision.reset_ms // 1000)}',
-        }
-        if not decision.allowed:
-            headers["Retry-After"] = str(max(1, -(-decision.retry_after_ms // 1000)))
-            raise _Limited(decision.retry_after_ms, headers)
-        return headers
+        limiter = cast("RateLimiter", self.limiter)
+        return _rate_fields(rate, limiter.acquire(principal.namespace, rate))
+
+    async def admit_shared(self, principal: Principal) -> dict[str, str] | None:
+        """:meth:`admit` with a limiter kept in Redis, asked without blocking the loop."""
+        if self.limiter is None or self.rate_of is None:
+            return None
+        rate = self.rate_of(principal)
+        if rate is None:
+            return None
+        limiter = cast("SharedLimiter", self.limiter)
+        grant = await limiter.take(principal.namespace, rate)
+        return _rate_fields(rate, grant.decision)
 
     # -- bodies ---------------------------------------------------------------------------
     async def read_body(self, request: BaseRequest, conn: _Connection, limit: int) -> bytes:
@@ -765,6 +797,18 @@ class HttpApi:
             for k, e in items
         ]
         return _json(200, {"memories": memories, "next_cursor": str(nxt) if nxt else None})
+
+
+def _rate_fields(rate: Rate, decision: Decision) -> dict[str, str]:
+    """The RateLimit fields of a decision; raises the 429 when it refuses."""
+    headers = {
+        "RateLimit-Policy": f'"default";q={rate.limit};w={rate.period_s}',
+        "RateLimit": f'"default";r={decision.remaining};t={-(-decision.reset_ms // 1000)}',
+    }
+    if not decision.allowed:
+        headers["Retry-After"] = str(max(1, -(-decision.retry_after_ms // 1000)))
+        raise _Limited(decision.retry_after_ms, headers)
+    return headers
 
 
 class _Limited(RateLimited):

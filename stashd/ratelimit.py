@@ -87,6 +87,38 @@ class RateLimiter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """How many of the requests asked for may run now, in order, and a decision.
+
+    The decision is on the first request refused or, when all may run, on the last one.
+    """
+
+    granted: int
+    decision: Decision
+
+
+class SharedLimiter(Protocol):
+    """A limiter whose state is elsewhere (Redis), asked without blocking the event loop.
+
+    A connection asks once for all the metered commands one read brought, and those
+    commands wait for the answer as they wait for a batch; the first ``granted`` run,
+    the rest are refused, as if each had been asked in turn.
+    """
+
+    def request(self, subject: str, rate: Rate, wanted: int, done: Callable[[Grant], None]) -> None:
+        """Ask for ``wanted`` requests; ``done`` is called with the grant, always."""
+        ...
+
+    async def take(self, subject: str, rate: Rate, wanted: int = 1) -> Grant:
+        """:meth:`request`, awaited."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection."""
+        ...
+
+
 def monotonic_ms() -> float:
     """A clock that never goes back, for spacing requests."""
     return time.monotonic() * 1000

@@ -81,6 +81,22 @@ class Registry(Protocol):
         ...
 
 
+class AsyncRegistry(Registry, Protocol):
+    """A registry reached over the network (Redis): the daemon's lookups are awaited."""
+
+    async def find_async(self, digest: bytes) -> KeyRecord | None:
+        """:meth:`find` without blocking the event loop."""
+        ...
+
+    async def revoked_since_async(self, since_ms: int) -> set[str]:
+        """:meth:`revoked_since` without blocking the event loop."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the storage, asynchronous connections included."""
+        ...
+
+
 class SQLiteRegistry:
     """The registry in a SQLite file, shared with the data store and other processes."""
 

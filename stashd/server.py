@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from stashd import log
 from stashd.batch import Batcher
 from stashd.commands import DIRECT, TABLE
-from stashd.commands.base import NOAUTH, WRITE, Deferred, Session
+from stashd.commands.base import NOAUTH, WRITE, Awaiting, Deferred, Session
 from stashd.commands.transactions import CONTROL as TXN_CONTROL
 from stashd.errors import (
     MaxClients,
@@ -25,6 +25,7 @@ from stashd.errors import (
     ProtocolError,
     RateLimited,
     StashError,
+    StoreUnavailable,
     UnknownCommand,
     WrongArity,
 )
@@ -45,10 +46,10 @@ if TYPE_CHECKING:
     from collections.abc import Collection
 
     from stashd.ops import Op
-    from stashd.ratelimit import Rate
+    from stashd.ratelimit import Grant, Rate, SharedLimiter
     from stashd.service import MemoryService
     from stashd.store.base import Store
-    from stashd.tenancy import Keyring
+    from stashd.tenancy import Keyring, Principal
 
 logger = log.get("stashd.server")
 
@@ -102,8 +103,9 @@ class ServerContext:
     log_writes: bool = True
     connections: set[Connection] = field(default_factory=set)
     batcher: Batcher | None = None
-    # One limiter for every connection and door, keyed by the principal's namespace.
-    limiter: RateLimiter = field(default_factory=LocalLimiter)
+    # One limiter for every connection and door, keyed by the principal's namespace: this
+    # process's own, or a shared one (Redis) that is asked without blocking the loop.
+    limiter: RateLimiter | SharedLimiter = field(default_factory=LocalLimiter)
     auth_throttle: AuthThrottle = field(default_factory=AuthThrottle)
     max_clients: int = 10000
     auth_timeout: float = 10.0  # seconds an unauthenticated connection may stay (strict)
@@ -287,7 +289,7 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         assert session.principal is not None
-        decision = self.ctx.limiter.acquire(session.principal.namespace, rate)
+        decision = cast("RateLimiter", self.ctx.limiter).acquire(session.principal.namespace, rate)
         if decision.allowed:
             return None
         out = bytearray()
@@ -304,8 +306,16 @@ class Connection(asyncio.Protocol):
         self._apply_limits()
         self.close_when_idle()
 
-    def _dispatch(self, items: list[Any], out: bytearray | None = None) -> None:
-        """Run each request in order; ``out`` holds replies already encoded for this read."""
+    def _dispatch(
+        self, items: list[Any], out: bytearray | None = None, turn: _Turn | None = None
+    ) -> None:
+        """Run each request in order; ``out`` holds replies already encoded for this read.
+
+        The loop can pause: for a reply that must be awaited (AUTH against a key registry
+        in Redis) and, with a shared limiter, for the rate decision on the read's
+        metered commands. It then saves where it was in a :class:`_Turn`, stops reading,
+        and is called again with that turn once the answer is in.
+        """
         session = self.session
         transport = self.transport
         if session is None or transport is None:
@@ -318,71 +328,112 @@ class Connection(asyncio.Protocol):
         # earlier request of this read is still waiting for its batch.
         inline_reads = store.inline_reads
         run_now = store.run if inline else store.read_now
-        replies: list[Any] = []
-        pending: list[tuple[int, Deferred, Any]] = []  # (reply slot, deferred, command)
-        close = False
-        proto = start_proto = session.proto
         rate = self._rate
-        # Everything in one read arrives at one instant: once a command of it is over the
-        # rate, so is every later metered one, and they share the refusal (a flooding
-        # client is turned away without a limiter call per command).
-        refused: _Encoded | None = None
-        for args in items:
-            if type(args) is not list:
-                # A per-request refusal from the framing guard, or a protocol error.
-                replies.append(args)
-                if isinstance(args, ProtocolError):
-                    close = True
+        ready: tuple[Any, Principal | None, Any, list[bytes]] | None = None
+        if turn is None:
+            replies: list[Any] = []
+            pending: list[tuple[int, Deferred, Any]] = []  # (reply slot, deferred, command)
+            close = False
+            proto = start_proto = session.proto
+            # Everything in one read arrives at one instant: once a command of it is over
+            # the rate, so is every later metered one, and they share the refusal (a
+            # flooding client is turned away without a limiter call per command).
+            refused: _Encoded | None = None
+            allowance: _Allowance | None = None
+            pos = 0
+        else:
+            replies, pending, close = turn.replies, turn.pending, turn.close
+            proto, start_proto, refused = turn.proto, turn.start_proto, turn.refused
+            allowance, pos, out, ready = turn.allowance, turn.pos, turn.out, turn.ready
+        n = len(items)
+        while True:
+            if ready is not None:
+                reply, before, cmd, args = ready
+                ready = None
+            else:
+                if pos >= n:
                     break
-                continue
-            name = args[0].lower()
-            cmd = TABLE.get(name)
-            if rate is not None and name not in _UNMETERED:
-                if refused is None:
-                    refused = self._over_rate(rate)
-                if refused is not None:
-                    replies.append(refused)
+                args = items[pos]
+                pos += 1
+                if type(args) is not list:
+                    # A per-request refusal from the framing guard, or a protocol error.
+                    replies.append(args)
+                    if isinstance(args, ProtocolError):
+                        close = True
+                        break
+                    continue
+                name = args[0].lower()
+                cmd = TABLE.get(name)
+                if rate is not None and name not in _UNMETERED:
+                    if refused is None:
+                        limiter = ctx.limiter
+                        if not hasattr(limiter, "request"):
+                            refused = self._over_rate(rate)
+                        elif allowance is None:
+                            wanted = _metered(items, pos - 1)
+                            turn = _Turn(
+                                replies, pending, close, proto, start_proto, refused, None,
+                                pos - 1, out, None,
+                            )  # fmt: skip
+                            self._ask_rate(
+                                cast("SharedLimiter", limiter), rate, wanted, items, turn
+                            )
+                            return
+                        elif allowance.left:
+                            allowance.left -= 1
+                        else:
+                            refused = allowance.refusal
+                    if refused is not None:
+                        replies.append(refused)
+                        if session.multi is not None:
+                            session.multi_dirty = True
+                        continue
+                if cmd is None:
+                    if name in _HTTP_LINES:
+                        logger.warning("http_request_on_resp_port", peer=session.peer)
+                        close = True
+                        replies.clear()
+                        pending.clear()
+                        break
+                    replies.append(UnknownCommand(_text(args[0]), [_text(a) for a in args[1:]]))
                     if session.multi is not None:
                         session.multi_dirty = True
                     continue
-            if cmd is None:
-                if name in _HTTP_LINES:
-                    logger.warning("http_request_on_resp_port", peer=session.peer)
-                    close = True
-                    replies.clear()
-                    pending.clear()
-                    break
-                replies.append(UnknownCommand(_text(args[0]), [_text(a) for a in args[1:]]))
-                if session.multi is not None:
-                    session.multi_dirty = True
-                continue
-            arity = cmd.arity
-            n = len(args)
-            if (arity > 0 and n != arity) or n < -arity:
-                replies.append(WrongArity(cmd.name))
-                if session.multi is not None:
-                    session.multi_dirty = True
-                continue
-            if session.principal is None and NOAUTH not in cmd.flags:
-                replies.append(NoAuth())
-                if session.multi is not None:
-                    session.multi_dirty = True
-                continue
-            if session.multi is not None and name not in TXN_CONTROL:
-                # Inside MULTI: checked now, run at EXEC.
-                session.multi.append(args)
-                replies.append(QUEUED)
-                continue
-            session.last_command = cmd.name
-            before = session.principal
-            try:
-                reply = cmd.handler(session, args)
-            except StashError as exc:
-                reply = exc
+                arity = cmd.arity
+                nargs = len(args)
+                if (arity > 0 and nargs != arity) or nargs < -arity:
+                    replies.append(WrongArity(cmd.name))
+                    if session.multi is not None:
+                        session.multi_dirty = True
+                    continue
+                if session.principal is None and NOAUTH not in cmd.flags:
+                    replies.append(NoAuth())
+                    if session.multi is not None:
+                        session.multi_dirty = True
+                    continue
+                if session.multi is not None and name not in TXN_CONTROL:
+                    # Inside MULTI: checked now, run at EXEC.
+                    session.multi.append(args)
+                    replies.append(QUEUED)
+                    continue
+                session.last_command = cmd.name
+                before = session.principal
+                try:
+                    reply = cmd.handler(session, args)
+                except StashError as exc:
+                    reply = exc
+                if type(reply) is Awaiting:
+                    turn = _Turn(
+                        replies, pending, close, proto, start_proto, refused, allowance,
+                        pos, out, None,
+                    )  # fmt: skip
+                    self._await_reply(reply, (before, cmd, args), items, turn)
+                    return
             if session.principal is not before:
                 self._apply_limits()
                 rate = self._rate
                 refused = None
+                allowance = None
             if session.proto != proto:
                 # HELLO or RESET: this reply and later ones use the new protocol, earlier
                 # ones keep the protocol they were run under, as in Redis.
@@ -415,12 +466,68 @@ class Connection(asyncio.Protocol):
             replies.insert(0, _Encoded(out))
             shift += 1
         if shift:
-            for i, (slot, deferred, cmd) in enumerate(pending):
-                pending[i] = (slot + shift, deferred, cmd)
+            for i, (slot, deferred, command) in enumerate(pending):
+                pending[i] = (slot + shift, deferred, command)
         if pending:
             self._wait_for(pending, replies, close)
             return
-        self._send(replies, close)
+        if turn is None:
+            self._send(replies, close)
+            return
+        # The read was paused and is done now: answer it and read again.
+        closing = close or self._close_after_batch
+        self._send(replies, closing)
+        if self.transport is not None and not closing and not self._paused_for_writes:
+            self.transport.resume_reading()
+
+    def _pause(self) -> None:
+        """Stop reading while a read's dispatch waits for an answer."""
+        self._waiting = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _ask_rate(
+        self, limiter: SharedLimiter, rate: Rate, wanted: int, items: list[Any], turn: _Turn
+    ) -> None:
+        """Ask the shared limiter for the read's metered commands; resume with the grant."""
+        session = self.session
+        assert session is not None
+        assert session.principal is not None
+        self._pause()
+
+        def done(grant: Grant) -> None:
+            self._waiting = False
+            refusal = None
+            if grant.granted < wanted:
+                refusal = _Encoded(bytearray())
+                encode(RateLimited(grant.decision.retry_after_ms), 2, refusal.data)
+            turn.allowance = _Allowance(grant.granted, refusal)
+            self._dispatch(items, turn=turn)
+
+        limiter.request(session.principal.namespace, rate, wanted, done)
+
+    def _await_reply(
+        self, reply: Awaiting, context: tuple[Any, Any, list[bytes]], items: list[Any], turn: _Turn
+    ) -> None:
+        """Await a reply's first step (a remote key lookup); resume with its finished reply."""
+        self._pause()
+        before, cmd, args = context
+
+        async def wait() -> None:
+            try:
+                result = reply.finish(await reply.start())
+            except StashError as exc:
+                result = exc
+            except Exception as exc:  # a bug must not leave the connection paused for good
+                logger.exception("deferred_reply_failed", command=cmd.name)
+                result = StoreUnavailable(type(exc).__name__)
+            self._waiting = False
+            turn.ready = (result, before, cmd, args)
+            self._dispatch(items, turn=turn)
+
+        task = asyncio.get_running_loop().create_task(wait())
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
 
     def _wait_for(
         self, pending: list[tuple[int, Deferred, Any]], replies: list[Any], close: bool
@@ -497,6 +604,86 @@ class _Proto:
 
     def __init__(self, proto: int) -> None:
         self.proto = proto
+
+
+class _Allowance:
+    """A shared limiter's grant for one read.
+
+    ``left`` metered commands may still run; ``refusal`` is the encoded reply of the
+    ones after them.
+    """
+
+    __slots__ = ("left", "refusal")
+
+    def __init__(self, left: int, refusal: _Encoded | None) -> None:
+        self.left = left
+        self.refusal = refusal
+
+
+class _Turn:
+    """Where a paused dispatch stopped: its replies so far and the loop's state."""
+
+    __slots__ = (
+        "allowance",
+        "close",
+        "out",
+        "pending",
+        "pos",
+        "proto",
+        "ready",
+        "refused",
+        "replies",
+        "start_proto",
+    )
+
+    def __init__(  # noqa: PLR0917 - the loop's locals, saved and restored as they are
+        self,
+        replies: list[Any],
+        pending: list[tuple[int, Deferred, Any]],
+        close: bool,
+        proto: int,
+        start_proto: int,
+        refused: _Encoded | None,
+        allowance: _Allowance | None,
+        pos: int,
+        out: bytearray | None,
+        ready: tuple[Any, Principal | None, Any, list[bytes]] | None,
+    ) -> None:
+        self.replies = replies
+        self.pending = pending
+        self.close = close
+        self.proto = proto
+        self.start_proto = start_proto
+        self.refused = refused
+        self.allowance = allowance
+        self.pos = pos
+        self.out = out
+        self.ready = ready
+
+
+# Tasks awaiting a reply's first step: kept referenced until done.
+_TASKS: set[asyncio.Task[None]] = set()
+
+# Commands after which the principal (and so the rate) may change.
+_PRINCIPAL_CHANGES: Final = frozenset({b"auth", b"hello", b"reset"})
+
+
+def _metered(items: list[Any], start: int) -> int:
+    """How many metered commands a read holds from ``start`` on.
+
+    Counting stops at the first command that may change the principal (AUTH, HELLO,
+    RESET): this is what a connection asks a shared limiter for at once.
+    """
+    wanted = 0
+    for args in items[start:]:
+        if type(args) is not list:
+            continue
+        name = args[0].lower()
+        if name in _PRINCIPAL_CHANGES:
+            break
+        if name not in _UNMETERED:
+            wanted += 1
+    return max(wanted, 1)
 
 
 def _text(raw: bytes) -> str:

@@ -25,7 +25,7 @@ import secrets
 import time
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from stashd import log
 from stashd.errors import StoreUnavailable
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from stashd.config import Config
-    from stashd.registry import KeyRecord, Registry
+    from stashd.registry import AsyncRegistry, KeyRecord, Registry
 
 logger = log.get("stashd.tenancy")
 
@@ -123,6 +123,9 @@ def namespace_of_user(user: str) -> str:
 
 class OpenKeyring:
     """Open mode: every non-empty key is its own namespace, all with the same limits."""
+
+    #: Nothing is looked up: AUTH is answered at once.
+    remote = False
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
@@ -246,6 +249,15 @@ class StrictKeyring:
         """Every connection must authenticate."""
         return None
 
+    @property
+    def remote(self) -> bool:
+        """True when the registry is reached over the network (Redis).
+
+        AUTH is then answered with :meth:`authenticate_async`, so that the event loop
+        never waits on it.
+        """
+        return hasattr(self.registry, "find_async")
+
     def authenticate(self, username: str | None, key: bytes) -> Principal | None:
         """One indexed lookup by digest; a constant-time comparison of the digests.
 
@@ -261,6 +273,26 @@ class StrictKeyring:
             # Not the client's fault and maybe passing: say so rather than WRONGPASS.
             logger.exception("key_registry_unavailable", error=str(exc))
             raise StoreUnavailable("key registry") from None
+        return self._principal(username, digest, record)
+
+    async def authenticate_async(self, username: str | None, key: bytes) -> Principal | None:
+        """:meth:`authenticate` with the registry's asynchronous lookup (Redis)."""
+        if not well_formed(key):
+            logger.debug("key_refused", reason="malformed")
+            return None
+        digest = key_digest(key)
+        registry = cast("AsyncRegistry", self.registry)
+        try:
+            record = await registry.find_async(digest)
+        except RegistryError as exc:
+            logger.error("key_registry_unavailable", error=str(exc))  # noqa: TRY400 - expected
+            raise StoreUnavailable("key registry") from None
+        return self._principal(username, digest, record)
+
+    def _principal(
+        self, username: str | None, digest: bytes, record: KeyRecord | None
+    ) -> Principal | None:
+        """The rules after the lookup: known, same digest, not revoked, right user, known tier."""
         if record is None or not hmac.compare_digest(record.digest, digest):
             logger.debug("key_refused", reason="unknown")
             return None
@@ -283,9 +315,24 @@ class StrictKeyring:
         self._since_ms = now - self._overlap_ms
         return ids
 
+    async def revoked_async(self) -> set[str]:
+        """:meth:`revoked` with the registry's asynchronous query (Redis)."""
+        now = time.time_ns() // 1_000_000
+        ids = await cast("AsyncRegistry", self.registry).revoked_since_async(self._since_ms)
+        self._since_ms = now - self._overlap_ms
+        return ids
+
     def close(self) -> None:
         """Release the registry."""
         self.registry.close()
+
+    async def aclose(self) -> None:
+        """Release the registry, its asynchronous connections included."""
+        closer = getattr(self.registry, "aclose", None)
+        if closer is not None:
+            await closer()
+        else:
+            self.registry.close()
 
 
 # -- failed authentication ----------------------------------------------------------------

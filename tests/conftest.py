@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.servers import RedisServer, StashDaemon
+from tests.support.servers import RedisClusterServers, RedisServer, StashDaemon
 
 
 @pytest.fixture(scope="session", params=["sqlite", "memory"])
@@ -21,3 +21,17 @@ def redis_server() -> Iterator[RedisServer]:
     """A real redis-server on a free port, for comparing replies."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_store() -> Iterator[RedisServer]:
+    """A redis-server for the Redis backend's tests, flushed by each test that uses it."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServers]:
+    """A three-master Redis Cluster started for the session (a few seconds to set up)."""
+    with RedisClusterServers() as cluster:
+        yield cluster

@@ -1,4 +1,4 @@
-"""One client suite for every mode: embedded memory, embedded SQLite and remote, sync and async.
+"""One client suite for every mode: embedded memory, SQLite and Redis, and remote; sync and async.
 
 Each test gets a ``client`` whose calls are all awaited: for ``Stash`` the call simply
 runs, for ``AsyncStash`` it is awaited, so one test body checks both APIs. Remote
@@ -39,7 +39,7 @@ from stashd import (
 from stashd.errors import DataAndMerge, EmptyUpdate, StoredNotJSON, WrongPass
 from stashd.service import MemoryService
 from stashd.tenancy import DEFAULT_NAMESPACE, Principal
-from tests.support.servers import StashDaemon
+from tests.support.servers import RedisServer, StashDaemon
 
 # The limits every mode runs with: the daemon's flags and the embedded arguments agree.
 PAYLOAD = 4096
@@ -59,7 +59,7 @@ DAEMON_FLAGS = (
     "--max-payload-bytes",
     str(PAYLOAD),
 )
-BACKENDS = ("memory", "sqlite", "remote")
+BACKENDS = ("memory", "sqlite", "redis", "remote")
 MODES = [f"{backend}-{face}" for backend in BACKENDS for face in ("sync", "async")]
 BASE62_ID = re.compile(r"[0-9A-Za-z]{8}")
 
@@ -77,6 +77,13 @@ def daemon() -> Iterator[StashDaemon]:
     """One stashd (SQLite) with the suite's limits; tests keep apart by namespace."""
     with StashDaemon(*DAEMON_FLAGS) as d:
         yield d
+
+
+@pytest.fixture(scope="module")
+def redis_for_clients() -> Iterator[RedisServer]:
+    """A redis-server of the suite's own for the embedded Redis backend."""
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +136,7 @@ def _embedded_raw_set(inner: Stash | AsyncStash) -> Callable[[str, bytes], None]
 
 
 def make_client(
-    mode: str, tmp_path: Path, daemon: StashDaemon, **extra: Any
+    mode: str, tmp_path: Path, daemon: StashDaemon, redis_port: int = 0, **extra: Any
 ) -> tuple[Client, Callable[[], None]]:
     """A client of ``mode`` with the suite's limits, and how to release what it holds."""
     backend, face = mode.split("-")
@@ -147,6 +154,13 @@ def make_client(
         return Client(inner, raw_set), cleanup
     if backend == "memory":
         inner = kind("memory", **LIMITS, **extra)
+    elif backend == "redis":
+        # Embedded clients share the default namespace, so each test starts on an empty
+        # Redis of the suite's own (never the machine's on 6379).
+        admin = redis.Redis(port=redis_port)
+        admin.flushall()
+        admin.close()
+        inner = kind(redis_url=f"redis://127.0.0.1:{redis_port}/0", **LIMITS, **extra)
     else:
         inner = kind(path=tmp_path / f"{uuid.uuid4().hex}.db", **LIMITS, **extra)
     return Client(inner, _embedded_raw_set(inner)), cleanup
@@ -154,10 +168,13 @@ def make_client(
 
 @pytest.fixture(params=MODES)
 async def client(
-    request: pytest.FixtureRequest, tmp_path: Path, daemon: StashDaemon
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    daemon: StashDaemon,
+    redis_for_clients: RedisServer,
 ) -> AsyncIterator[Client]:
     """A client of every mode in turn."""
-    c, cleanup = make_client(request.param, tmp_path, daemon)
+    c, cleanup = make_client(request.param, tmp_path, daemon, redis_for_clients.port)
     yield c
     await c.close()
     cleanup()
@@ -483,10 +500,12 @@ async def test_invalid_ttl_names_the_request_and_the_maximum(client: Client) -> 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_rate_limited_says_how_long_to_wait(
-    mode: str, tmp_path: Path, limited_daemon: StashDaemon
+    mode: str, tmp_path: Path, limited_daemon: StashDaemon, redis_for_clients: RedisServer
 ) -> None:
     """Past the burst every call raises RateLimited with retry_after; nothing runs."""
-    c, cleanup = make_client(mode, tmp_path, limited_daemon, rate_limit="5/min", rate_burst=5)
+    c, cleanup = make_client(
+        mode, tmp_path, limited_daemon, redis_for_clients.port, rate_limit="5/min", rate_burst=5
+    )
     try:
         for i in range(5):
             await c.set(f"k{i}", i)
@@ -527,9 +546,11 @@ async def _increment(client: Client, memory_id: str, times: int) -> int:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_one_client_is_shared_by_threads(backend: str, tmp_path: Path, daemon: StashDaemon) -> None:
+def test_one_client_is_shared_by_threads(
+    backend: str, tmp_path: Path, daemon: StashDaemon, redis_for_clients: RedisServer
+) -> None:
     """Threads share a Stash: versioned increments never lose one, plain writes all land."""
-    c, cleanup = make_client(f"{backend}-sync", tmp_path, daemon)
+    c, cleanup = make_client(f"{backend}-sync", tmp_path, daemon, redis_for_clients.port)
     stash = c.inner
     assert isinstance(stash, Stash)
     memory_id = stash.stash({"n": 0})
@@ -563,10 +584,10 @@ def test_one_client_is_shared_by_threads(backend: str, tmp_path: Path, daemon: S
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_one_client_is_shared_by_tasks(
-    backend: str, tmp_path: Path, daemon: StashDaemon
+    backend: str, tmp_path: Path, daemon: StashDaemon, redis_for_clients: RedisServer
 ) -> None:
     """Tasks share an AsyncStash: versioned increments never lose one, plain writes all land."""
-    c, cleanup = make_client(f"{backend}-async", tmp_path, daemon)
+    c, cleanup = make_client(f"{backend}-async", tmp_path, daemon, redis_for_clients.port)
     memory_id = await c.stash({"n": 0})
     tasks, times = 10, 20
 

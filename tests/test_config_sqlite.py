@@ -45,5 +45,7 @@ def test_an_unknown_sync_mode_is_refused_naming_it() -> None:
         ConfigError, match="sqlite_synchronous must be one of normal, full, got 'off'"
     ):
         Config(sqlite_synchronous="off")
-    with pytest.raises(ConfigError, match="backend must be one of sqlite, memory, got 'redis'"):
-        Config(backend="redis")
+    with pytest.raises(
+        ConfigError, match="backend must be one of sqlite, memory, redis, got 'postgres'"
+    ):
+        Config(backend="postgres")

@@ -42,10 +42,13 @@ def _cases() -> list[Transcript]:
     return [parse(p) for p in sorted(CASES.glob("*.case"))]
 
 
-@pytest.fixture(scope="module", params=["sqlite", "memory"])
+@pytest.fixture(scope="module", params=["sqlite", "memory", "redis"])
 def daemon(request: pytest.FixtureRequest) -> Iterator[StashDaemon]:
     """The daemon on each backend: the transcripts must not tell them apart."""
-    with StashDaemon("--backend", request.param) as d:
+    extra: tuple[str, ...] = ()
+    if request.param == "redis":
+        extra = ("--redis-url", request.getfixturevalue("redis_store").url)
+    with StashDaemon("--backend", request.param, *extra) as d:
         yield d
 
 

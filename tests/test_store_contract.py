@@ -1,8 +1,9 @@
 """The store contract: the rules and every operation, on every backend, with an injected clock.
 
 Each test runs once per backend in tests/support/backends.py (memory; SQLite through its
-direct path, batched on the loop, and batched on its worker thread), so every backend
-must give exactly the same results. Time never passes by sleeping: the clock is set.
+direct path, batched on the loop, and batched on its worker thread; Redis batched,
+direct, and on a Redis Cluster), so every backend must give exactly the same results.
+Time never passes by sleeping: the clock is set.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from stashd.errors import (
 from stashd.service import MemoryService
 from stashd.store.base import Entry
 from stashd.tenancy import Limits, Principal
-from tests.support.backends import BACKENDS, Backend, open_backend
+from tests.support.backends import BACKENDS, REDIS_BACKENDS, Backend, open_backend
 
 LIMITS = Limits(max_payload=1000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)
 ALICE = Principal("alice", LIMITS)
@@ -62,7 +63,14 @@ def clock() -> Clock:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, clock: Clock, tmp_path: Path) -> Iterator[Backend]:
-    opened = open_backend(request.param, clock, tmp_path)
+    url = ""
+    if request.param in REDIS_BACKENDS:
+        server = request.getfixturevalue(
+            "redis_cluster" if request.param == "redis-cluster" else "redis_store"
+        )
+        server.flush()
+        url = server.url
+    opened = open_backend(request.param, clock, tmp_path, url)
     yield opened
     opened.close()
 
@@ -391,3 +399,33 @@ def test_stash_then_recall_and_forget(svc: Service) -> None:
     assert run(svc, svc.get(ALICE, some)).value.startswith(b'{"n":')
     assert run(svc, svc.delete(ALICE, [some, some, b"nope"])) == 1
     assert run(svc, svc.count(ALICE)) == 19
+
+
+def test_a_transaction_sees_its_own_writes_in_namespace_wide_commands(svc: Service) -> None:
+    """Inside MULTI, DBSIZE, SCAN and FLUSHDB see the writes queued before them."""
+    run(svc, svc.set(ALICE, b"old", b"1"))
+    txn = ops.Transaction(
+        [
+            svc.set(ALICE, b"a", b"1"),
+            svc.count(ALICE),
+            svc.scan(ALICE, 0, 100),
+            svc.delete(ALICE, [b"old"]),
+            svc.count(ALICE),
+            svc.flush(ALICE),
+            svc.set(ALICE, b"b", b"2"),
+            svc.get(ALICE, b"a"),
+            svc.scan(ALICE, 0, 100),
+            svc.count(ALICE),
+        ],
+        [],
+    )
+    results = run(svc, txn)
+    assert results[1] == 2
+    assert sorted(results[2][1]) == [b"a", b"old"]
+    assert results[4] == 1
+    assert results[7] is None
+    assert results[8] == (0, [b"b"])
+    assert results[9] == 1
+    after = run(svc, svc.get_many(ALICE, [b"a", b"b", b"old"]))
+    assert [e and e.value for e in after] == [None, b"2", None]
+    assert run(svc, svc.count(ALICE)) == 1

@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from stashd.config import ConfigError, load
 from stashd.errors import StoreUnavailable
 from stashd.ratelimit import Rate
-from stashd.registry import RegistryError, SQLiteRegistry
+from stashd.redislink import RedisTarget
+from stashd.registry import Registry, RegistryError, SQLiteRegistry
+from stashd.registry_redis import RedisRegistry
 from stashd.tenancy import (
     AUTH_FAILURES,
     BASE62,
@@ -44,9 +46,18 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[SQLiteRegistry]:
-    reg = SQLiteRegistry(tmp_path / "keys.db")
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Registry]:
+    """Each registry the daemon can use: the SQLite file's, Redis's, a Redis Cluster's."""
+    reg: Registry
+    if request.param == "sqlite":
+        reg = SQLiteRegistry(tmp_path / "keys.db")
+    else:
+        server = request.getfixturevalue(
+            "redis_cluster" if request.param == "redis-cluster" else "redis_store"
+        )
+        server.flush()
+        reg = RedisRegistry(RedisTarget.parse(server.url))
     yield reg
     reg.close()
 
@@ -104,7 +115,7 @@ def test_namespaces_of_users_never_meet_open_mode_ones() -> None:
 
 
 def test_issued_keys_authenticate_to_the_users_namespace_and_tier(
-    registry: SQLiteRegistry,
+    registry: Registry,
 ) -> None:
     """Two keys of one user share its namespace and tier; another user is elsewhere."""
     keyring = StrictKeyring(registry, TIERS)
@@ -126,7 +137,7 @@ def test_issued_keys_authenticate_to_the_users_namespace_and_tier(
     assert keyring.anonymous() is None
 
 
-def test_refusals_unknown_revoked_malformed_wrong_user(registry: SQLiteRegistry) -> None:
+def test_refusals_unknown_revoked_malformed_wrong_user(registry: Registry) -> None:
     """Every kind of bad credential resolves to None (the door answers WRONGPASS)."""
     keyring = StrictKeyring(registry, TIERS)
     issued = issue_key(registry, "alice")
@@ -139,14 +150,14 @@ def test_refusals_unknown_revoked_malformed_wrong_user(registry: SQLiteRegistry)
     assert registry.revoke("key_nosuchkey000", 1) is None
 
 
-def test_a_tier_the_daemon_does_not_know_is_refused(registry: SQLiteRegistry) -> None:
+def test_a_tier_the_daemon_does_not_know_is_refused(registry: Registry) -> None:
     """A row edited to a strange tier is refused rather than given made-up limits."""
     issued = issue_key(registry, "alice")
     keyring = StrictKeyring(registry, {"pro": TIERS["pro"]})
     assert keyring.authenticate(None, issued.secret.encode()) is None
 
 
-def test_giving_a_tier_moves_the_user(registry: SQLiteRegistry) -> None:
+def test_giving_a_tier_moves_the_user(registry: Registry) -> None:
     """keys create --tier on an existing user changes the tier of all its keys."""
     first = issue_key(registry, "alice")
     moved = issue_key(registry, "alice", "enterprise")
@@ -156,7 +167,7 @@ def test_giving_a_tier_moves_the_user(registry: SQLiteRegistry) -> None:
     assert first.record.key_id in {r.key_id for r in registry.records()}
 
 
-def test_revocation_is_reported_once_with_overlap(registry: SQLiteRegistry) -> None:
+def test_revocation_is_reported_once_with_overlap(registry: Registry) -> None:
     """revoked() lists keys revoked lately; a second revoke keeps the first time."""
     keyring = StrictKeyring(registry, TIERS)
     issued = issue_key(registry, "alice")

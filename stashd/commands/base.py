@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,6 +32,21 @@ class Deferred:
 
     def __init__(self, op: Op, finish: Finish | None = None) -> None:
         self.op = op
+        self.finish = finish
+
+
+class Awaiting:
+    """A reply that needs an awaited step first, such as a key lookup in Redis.
+
+    The connection pauses its dispatch (and its reading), awaits ``start()``, and
+    resumes with ``finish(result)`` as the reply; an error from either becomes the
+    reply instead. Requests after it wait, so replies keep their order.
+    """
+
+    __slots__ = ("finish", "start")
+
+    def __init__(self, start: Callable[[], Awaitable[Any]], finish: Finish) -> None:
+        self.start = start
         self.finish = finish
 
 

@@ -7,7 +7,7 @@ SETINFO, CLIENT MAINT_NOTIFICATIONS) so that no error or warning reaches the use
 from __future__ import annotations
 
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from stashd import __version__, log
 from stashd.commands.base import (
@@ -15,6 +15,7 @@ from stashd.commands.base import (
     LOADING,
     NOAUTH,
     STALE,
+    Awaiting,
     Command,
     Reply,
     Session,
@@ -34,31 +35,60 @@ from stashd.errors import (
 from stashd.ops import parse_int64
 from stashd.resp import OK, Verbatim
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from stashd.tenancy import Principal
+
 logger = log.get("stashd.auth")
+
+
+class RemoteKeyring(Protocol):
+    """A keyring that looks keys up over the network (its ``remote`` is True)."""
+
+    async def authenticate_async(self, username: str | None, key: bytes) -> Principal | None:
+        """The principal for ``key``, or None; raises StoreUnavailable if it cannot tell."""
+        ...
+
 
 #: The Redis version whose commands and replies Stash follows; clients key features on it.
 REDIS_COMPAT_VERSION: Final = "7.0.0"
 
 
-def _authenticate(s: Session, username: bytes | None, key: bytes) -> None:
+def _authenticate(
+    s: Session, username: bytes | None, key: bytes, then: Callable[[], Reply]
+) -> Reply:
     """The AUTH and HELLO AUTH path: throttle check, keyring lookup, new principal.
 
     Every refusal is the same WRONGPASS. An address that has failed too often is not
-    looked up at all, and its connection is closed after the reply.
+    looked up at all, and its connection is closed after the reply. On success the
+    reply is ``then()``. A keyring whose registry is remote (Redis) is asked without
+    blocking the loop: the reply is then an :class:`Awaiting`.
     """
     throttle = s.throttle
     if throttle is not None and throttle.blocked(s.address):
         s.close_after_reply = True
         raise WrongPass
-    principal = s.keyring.authenticate(
-        None if username is None else username.decode("utf-8", "replace"), key
-    )
+    user = None if username is None else username.decode("utf-8", "replace")
+    keyring = s.keyring
+    if getattr(keyring, "remote", False):
+        remote = cast("RemoteKeyring", keyring)
+        return Awaiting(lambda: remote.authenticate_async(user, key), lambda p: _accept(s, p, then))
+    return _accept(s, keyring.authenticate(user, key), then)
+
+
+def _accept(s: Session, principal: Principal | None, then: Callable[[], Reply]) -> Reply:
     if principal is None:
         logger.info("auth_failed", peer=s.peer)
-        if throttle is not None:
-            throttle.failed(s.address)
+        if s.throttle is not None:
+            s.throttle.failed(s.address)
         raise WrongPass
     s.principal = principal
+    return then()
+
+
+def _ok() -> Reply:
+    return OK
 
 
 def auth(s: Session, args: list[bytes]) -> Reply:
@@ -66,10 +96,8 @@ def auth(s: Session, args: list[bytes]) -> Reply:
     if len(args) > 3:
         raise SyntaxErr
     if len(args) == 3:
-        _authenticate(s, args[1], args[2])
-    else:
-        _authenticate(s, None, args[1])
-    return OK
+        return _authenticate(s, args[1], args[2], _ok)
+    return _authenticate(s, None, args[1], _ok)
 
 
 def hello(s: Session, args: list[bytes]) -> Reply:
@@ -98,23 +126,27 @@ def hello(s: Session, args: list[bytes]) -> Reply:
             raise CommandError(
                 f"Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'"
             )
+
+    def answer() -> Reply:
+        if name is not None:
+            s.name = name or None
+        s.proto = int(proto)
+        return {
+            b"server": b"stash",
+            b"version": REDIS_COMPAT_VERSION.encode(),
+            b"stash_version": __version__.encode(),
+            b"proto": s.proto,
+            b"id": s.client_id,
+            b"mode": b"standalone",
+            b"role": b"master",
+            b"modules": [],
+        }
+
     if creds is not None:
-        _authenticate(s, creds[0], creds[1])
-    elif s.principal is None:
+        return _authenticate(s, creds[0], creds[1], answer)
+    if s.principal is None:
         raise HelloNoAuth
-    if name is not None:
-        s.name = name or None
-    s.proto = int(proto)
-    return {
-        b"server": b"stash",
-        b"version": REDIS_COMPAT_VERSION.encode(),
-        b"stash_version": __version__.encode(),
-        b"proto": s.proto,
-        b"id": s.client_id,
-        b"mode": b"standalone",
-        b"role": b"master",
-        b"modules": [],
-    }
+    return answer()
 
 
 def ping(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature

@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd import commands as registry
-from stashd.commands.base import FAST, LOADING, STALE, Command, Deferred, Reply, Session
+from stashd.commands.base import (
+    FAST,
+    LOADING,
+    STALE,
+    Awaiting,
+    Command,
+    Deferred,
+    Reply,
+    Session,
+)
 from stashd.errors import CommandError, StashError
 from stashd.ops import Op, Transaction, snapshot
 from stashd.resp import NULL_ARRAY, OK
@@ -89,6 +98,12 @@ def exec_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
             reply = cmd.handler(s, request)
         except StashError as exc:
             reply = exc
+        if type(reply) is Awaiting:
+            # A key lookup in Redis cannot be awaited inside the transaction's one step.
+            reply = CommandError(
+                f"{cmd.name.upper()} with a key cannot run inside MULTI when keys are "
+                "checked in Redis; send it before MULTI"
+            )
         if type(reply) is Deferred:
             parts.append((len(replies), reply))
             replies.append(None)

@@ -17,9 +17,17 @@ def open_store(
     *,
     path: str | os.PathLike[str] | None = None,
     synchronous: str = "normal",
+    redis_url: str | None = None,
+    redis_cluster: bool = False,
     clock: Clock = wall_clock_ms,
 ) -> Store:
-    """A store of the named backend: ``memory``, or ``sqlite`` (the file at ``path``)."""
+    """A store of the named backend: ``memory``, ``sqlite`` or ``redis``.
+
+    ``sqlite`` keeps the file at ``path``; ``redis`` uses the Redis or Valkey at
+    ``redis_url`` (``redis_cluster`` for a Redis Cluster). A Redis store needs no
+    ``open()`` for its synchronous ``run``; the daemon opens it so that an unreachable
+    Redis fails the start.
+    """
     if backend == "memory":
         from stashd.store.memory import MemoryStore  # noqa: PLC0415 - import what is used
 
@@ -31,5 +39,12 @@ def open_store(
             msg = "the sqlite backend needs a file path"
             raise ValueError(msg)
         return SQLiteStore(path, clock, synchronous=synchronous)
-    msg = f"unknown backend {backend!r}: choose memory or sqlite"
+    if backend == "redis":
+        from stashd.store.redis import RedisStore  # noqa: PLC0415
+
+        if not redis_url:
+            msg = "the redis backend needs a URL such as redis://localhost:6379/0"
+            raise ValueError(msg)
+        return RedisStore.from_url(redis_url, cluster=redis_cluster, clock=clock)
+    msg = f"unknown backend {backend!r}: choose memory, sqlite or redis"
     raise ValueError(msg)

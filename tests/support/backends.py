@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd.errors import StashError
 from stashd.store.memory import MemoryStore
+from stashd.store.redis import RedisStore
 from stashd.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -20,8 +21,21 @@ if TYPE_CHECKING:
 #: direct path (its own transaction on the calling thread's connection); the batched
 #: variants go through ``run_many`` as the daemon does: on the loop thread with
 #: synchronous=NORMAL, on the worker thread for writes with FULL; their reads are
-#: answered at once on the loop (``read_now``), as the daemon answers them.
-BACKENDS: Final = ("memory", "sqlite", "sqlite-batched", "sqlite-full")
+#: answered at once on the loop (``read_now``), as the daemon answers them. ``redis``
+#: runs batches over the event loop's lean link as the daemon does, ``redis-direct``
+#: each operation over redis-py's synchronous client, and ``redis-cluster`` batches on a
+#: three-master Redis Cluster; each on a redis-server the test session started.
+BACKENDS: Final = (
+    "memory",
+    "sqlite",
+    "sqlite-batched",
+    "sqlite-full",
+    "redis",
+    "redis-direct",
+    "redis-cluster",
+)
+#: The backends that need a Redis URL.
+REDIS_BACKENDS: Final = frozenset({"redis", "redis-direct", "redis-cluster"})
 
 
 @dataclass
@@ -61,8 +75,11 @@ class Backend:
         self.loop.close()
 
 
-def open_backend(name: str, clock: Clock, tmp: Path) -> Backend:
-    """Open backend ``name`` with ``clock``, keeping any files under ``tmp``."""
+def open_backend(name: str, clock: Clock, tmp: Path, redis_url: str = "") -> Backend:
+    """Open backend ``name`` with ``clock``, keeping any files under ``tmp``.
+
+    Redis backends use the server at ``redis_url``.
+    """
     loop = asyncio.new_event_loop()
     store: Store
     if name == "memory":
@@ -71,8 +88,10 @@ def open_backend(name: str, clock: Clock, tmp: Path) -> Backend:
         store = SQLiteStore(tmp / "stash.db", clock)
     elif name == "sqlite-full":
         store = SQLiteStore(tmp / "stash.db", clock, synchronous="full")
+    elif name in REDIS_BACKENDS:
+        store = RedisStore.from_url(redis_url, clock=clock)
     else:  # pragma: no cover - a typo in BACKENDS
         msg = f"unknown backend {name!r}"
         raise ValueError(msg)
     loop.run_until_complete(store.open())
-    return Backend(name, store, loop, batched=name not in ("memory", "sqlite"))
+    return Backend(name, store, loop, batched=name not in ("memory", "sqlite", "redis-direct"))

@@ -62,7 +62,11 @@ def wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.
 
 
 class RedisServer:
-    """A throwaway redis-server on a free port (never the one on 6379)."""
+    """A throwaway redis-server on a free port (never the one on 6379).
+
+    ``stop()`` and ``start()`` take it down and bring it back on the same port, empty,
+    as a Redis restart without persistence would.
+    """
 
     def __init__(self, *extra: str) -> None:
         self.binary = shutil.which("redis-server")
@@ -73,21 +77,124 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory()
 
-    def __enter__(self) -> RedisServer:
+    @property
+    def url(self) -> str:
+        """A redis:// URL for this server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def dir(self) -> Path:
+        """The server's working directory (its files, if any)."""
+        return Path(self._dir.name)
+
+    def start(self) -> None:
+        """Start the server and wait until it answers PING."""
         assert self.binary is not None
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--save", "", "--appendonly", "no", "--dir", self._dir.name, *self.extra]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for_ping(self.port, self.proc)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM) and wait for it to exit."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def flush(self) -> None:
+        """FLUSHALL, so a test starts from an empty server."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
+            assert sock.recv(64).startswith(b"+OK")
+
+    def __enter__(self) -> RedisServer:
+        self.start()
         return self
 
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        self.stop()
         self._dir.cleanup()
+
+
+class RedisClusterServers:
+    """A Redis Cluster of three masters (no replicas) on free ports, made with redis-cli.
+
+    Each node is a ``redis-server --cluster-enabled yes`` in a directory of its own;
+    ``redis-cli --cluster create`` assigns the slots, and the cluster is ready once
+    every node reports ``cluster_state:ok``.
+    """
+
+    def __init__(self, masters: int = 3) -> None:
+        if shutil.which("redis-cli") is None:
+            pytest.skip("redis-cli is not on PATH: a Redis Cluster cannot be created")
+        # The bus port is given explicitly: the default, port + 10000, does not exist
+        # for the high ports free_port() tends to return.
+        self.nodes = [
+            RedisServer(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-port",
+                str(free_port()),
+            )
+            for _ in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        """A redis+cluster:// URL naming one node; the client finds the others."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def flush(self) -> None:
+        """FLUSHALL on every master."""
+        for node in self.nodes:
+            node.flush()
+
+    def __enter__(self) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        try:
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            create = ["redis-cli", "--cluster", "create", *addresses]
+            subprocess.run(
+                [*create, "--cluster-replicas", "0", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            self._wait_ok()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _wait_ok(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            while True:
+                info = subprocess.run(
+                    ["redis-cli", "-p", str(node.port), "CLUSTER", "INFO"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                ).stdout
+                if "cluster_state:ok" in info:
+                    break
+                if time.monotonic() > deadline:
+                    msg = f"the cluster did not become ready within {timeout} s: {info}"
+                    raise RuntimeError(msg)
+                time.sleep(0.1)
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for node in self.nodes:
+            node.__exit__(t, e, tb)
 
 
 class StashDaemon:
