@@ -79,6 +79,8 @@ def test_watch_conflict_aborts_exec(stashd_server: StashDaemon, password: str) -
         with pytest.raises(redis.WatchError):
             pipe.execute()
     assert r.get("x") == b"5"
+    r.close()
+    other.close()
 
 
 @pytest.mark.parametrize("protocol", [3, 2])
@@ -120,6 +122,8 @@ def test_namespaces_do_not_leak(stashd_server: StashDaemon) -> None:
     anonymous = redis.Redis(port=stashd_server.port)
     assert anonymous.get("only-alice") is None
     alice.flushdb()
+    for client in (alice, bob, anonymous):
+        client.close()
 
 
 def _cli(port: int, *args: str) -> str:
