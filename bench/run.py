@@ -159,7 +159,12 @@ def main() -> int:
     """Run the suites and print the table."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--suite", choices=[*SUITES, "http", "all"], default="all")
-    parser.add_argument("--http-backend", default="memory", help="backend for suite http")
+    parser.add_argument(
+        "--http-backend",
+        choices=("memory", "sqlite", "all"),
+        default="all",
+        help="backend(s) for suite http; the target applies to both",
+    )
     parser.add_argument("--http-seconds", type=int, default=5, help="wrk duration per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=200_000)
@@ -168,14 +173,16 @@ def main() -> int:
     if args.quick:
         args.rounds, args.requests, args.http_seconds = 1, 20_000, 3
     if args.suite in ("all", "http"):
-        started = time.monotonic()
-        results = http_suite(args.http_backend, args.rounds, args.http_seconds)
-        misses = print_http(args.http_backend, results)
-        if results:
-            print(
-                f"summary http: {len(results) - misses} of {len(results)} targets met "
-                f"({time.monotonic() - started:.0f} s)"
-            )
+        backends = ("memory", "sqlite") if args.http_backend == "all" else (args.http_backend,)
+        for backend in backends:
+            started = time.monotonic()
+            results = http_suite(backend, args.rounds, args.http_seconds)
+            misses = print_http(backend, results)
+            if results:
+                print(
+                    f"summary http/{backend}: {len(results) - misses} of {len(results)} "
+                    f"targets met ({time.monotonic() - started:.0f} s)"
+                )
         if args.suite == "http":
             return 0
     if shutil.which("redis-benchmark") is None:
