@@ -269,31 +269,8 @@ class _AsyncTransport(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Stash:
-    """Working memory that always expires: embedded (SQLite or memory) or a remote stashd.
-
-    ``Stash()`` opens the SQLite file in-process, with no daemon and no configuration;
-    ``Stash("memory")`` keeps entries in this process only; ``Stash(path="work.db")``
-    opens that file; ``Stash(backend="redis", redis_url="redis://host:6379/0")`` keeps
-    them in Redis or Valkey as a stashd node with that backend does (``redis_cluster``
-    for a Redis Cluster); ``Stash(url="redis://host:6380", api_key="...")`` talks to a
-    stashd. ``default_ttl``, ``max_ttl`` and ``max_payload_bytes`` (and ``rate_limit``
-    such as ``"600/min"`` with ``rate_burst``) override the embedded limits; in remote
-    mode the daemon's apply. A client is safe to share between threads; close it (or
-    use ``with``) when done.
-
-    Example::
-
-        from stashd import Stash
-
-        with Stash() as stash:
-            stash.set("plan", {"step": 1}, ttl=600)
-            stash.get("plan")  # {'step': 1}
-
-    Raises ``ValueError`` for arguments that contradict each other or a setting out of
-    range, and :class:`~stashd.store.base.StoreOpenError` when the SQLite file cannot
-    be opened. A remote client connects on first use.
-    """
+class _Opening:
+    """What Stash and AsyncStash share: one signature, and how it picks the mode."""
 
     def __init__(
         self,
@@ -319,7 +296,39 @@ class Stash:
             "rate_limit": rate_limit,
             "rate_burst": rate_burst,
         }
-        target = _target(backend, path, url, api_key, settings)
+        self._open(_target(backend, path, url, api_key, settings))
+
+    def _open(self, target: _Remote | _Embedded) -> None:
+        raise NotImplementedError
+
+
+class Stash(_Opening):
+    """Working memory that always expires: embedded (SQLite or memory) or a remote stashd.
+
+    ``Stash()`` opens the SQLite file in-process, with no daemon and no configuration;
+    ``Stash("memory")`` keeps entries in this process only; ``Stash(path="work.db")``
+    opens that file; ``Stash(backend="redis", redis_url="redis://host:6379/0")`` keeps
+    them in Redis or Valkey as a stashd node with that backend does (``redis_cluster``
+    for a Redis Cluster); ``Stash(url="redis://host:6380", api_key="...")`` talks to a
+    stashd. ``default_ttl``, ``max_ttl`` and ``max_payload_bytes`` (and ``rate_limit``
+    such as ``"600/min"`` with ``rate_burst``) override the embedded limits; in remote
+    mode the daemon's apply. A client is safe to share between threads; close it (or
+    use ``with``) when done.
+
+    Example::
+
+        from stashd import Stash
+
+        with Stash() as stash:
+            stash.set("plan", {"step": 1}, ttl=600)
+            stash.get("plan")  # {'step': 1}
+
+    Raises ``ValueError`` for arguments that contradict each other or a setting out of
+    range, and :class:`~stashd.store.base.StoreOpenError` when the SQLite file cannot
+    be opened. A remote client connects on first use.
+    """
+
+    def _open(self, target: _Remote | _Embedded) -> None:
         self._t: _Transport
         if isinstance(target, _Remote):
             from stashd.remote import RemoteTransport  # noqa: PLC0415 - redis-py only when used
@@ -490,7 +499,7 @@ class Stash:
                 return
 
 
-class AsyncStash:
+class AsyncStash(_Opening):
     """:class:`Stash` for asyncio: the same arguments, modes and behaviour, with ``await``.
 
     Embedded, concurrent tasks are group-committed like the daemon's clients; remote, a
@@ -505,31 +514,7 @@ class AsyncStash:
             await stash.get("plan")  # {'step': 1}
     """
 
-    def __init__(
-        self,
-        backend: str | None = None,
-        *,
-        path: str | os.PathLike[str] | None = None,
-        redis_url: str | None = None,
-        redis_cluster: bool | None = None,
-        url: str | None = None,
-        api_key: str | None = None,
-        default_ttl: int | None = None,
-        max_ttl: int | None = None,
-        max_payload_bytes: int | None = None,
-        rate_limit: str | None = None,
-        rate_burst: int | None = None,
-    ) -> None:
-        settings = {
-            "redis_url": redis_url,
-            "redis_cluster": redis_cluster,
-            "default_ttl": default_ttl,
-            "max_ttl": max_ttl,
-            "max_payload_bytes": max_payload_bytes,
-            "rate_limit": rate_limit,
-            "rate_burst": rate_burst,
-        }
-        target = _target(backend, path, url, api_key, settings)
+    def _open(self, target: _Remote | _Embedded) -> None:
         self._t: _AsyncTransport
         if isinstance(target, _Remote):
             from stashd.remote import AsyncRemoteTransport  # noqa: PLC0415 - only when used
