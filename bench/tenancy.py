@@ -20,8 +20,6 @@ subject for several rounds and taking medians:
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import shutil
 import socket
 import statistics
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.run import parse_csv
 from stashd.registry import SQLiteRegistry
 from stashd.tenancy import issue_key
 from tests.support.servers import StashDaemon
@@ -58,14 +57,7 @@ def bench(port: int, pipeline: int, requests: int, *args: str, key: str = "") ->
         check=True,
         timeout=600,
     )
-    out: dict[str, float] = {}
-    for row in csv.reader(io.StringIO(done.stdout)):
-        if len(row) >= 2 and row[0] != "test":
-            try:
-                out[row[0]] = float(row[1])
-            except ValueError:
-                continue
-    return out
+    return parse_csv(done.stdout)
 
 
 def flood(port: int, requests: int, batch: int = 1000) -> dict[str, float]:

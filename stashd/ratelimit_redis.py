@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
 from stashd.ratelimit import Decision, Grant, LocalLimiter
-from stashd.redislink import LinkError, ReplyError, Script, is_noscript
+from stashd.redislink import LinkError, ReplyError, Script, round_with_scripts
 from stashd.store.redis_plan import key_prefix
 
 if TYPE_CHECKING:
@@ -139,10 +139,7 @@ class RedisLimiter:
             for subject, rate, wanted, _ in batch
         ]
         try:
-            replies = await self._link.round(commands)
-            if any(is_noscript(r) for r in replies):
-                await self._link.load_scripts()
-                replies = await self._link.round(commands)
+            replies = await round_with_scripts(self._link, commands)
         except LinkError as exc:
             if not self._degraded:
                 logger.warning("rate_limits_per_node", redis=self.target.display(), error=str(exc))

@@ -125,6 +125,24 @@ def is_noscript(reply: object) -> bool:
     return isinstance(reply, ReplyError) and reply.code == "NOSCRIPT"
 
 
+async def round_with_scripts(link: AsyncLink, commands: Sequence[Command]) -> list[Any]:
+    """One round; if Redis lost the scripts (a restart, SCRIPT FLUSH), load them and redo it."""
+    replies = await link.round(commands)
+    if any(is_noscript(r) for r in replies):
+        await link.load_scripts()
+        replies = await link.round(commands)
+    return replies
+
+
+def round_with_scripts_sync(link: SyncLink, commands: Sequence[Command]) -> list[Any]:
+    """:func:`round_with_scripts` on the synchronous link."""
+    replies = link.round(commands)
+    if any(is_noscript(r) for r in replies):
+        link.load_scripts()
+        replies = link.round(commands)
+    return replies
+
+
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
     """Where Redis is and how to talk to it, from a URL (see :meth:`parse`)."""

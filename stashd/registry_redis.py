@@ -21,7 +21,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from stashd.redislink import LinkError, ReplyError, Script, is_noscript
+from stashd.redislink import (
+    LinkError,
+    ReplyError,
+    Script,
+    round_with_scripts,
+    round_with_scripts_sync,
+)
 from stashd.registry import DEFAULT_TIER, KeyRecord, RegistryError
 
 if TYPE_CHECKING:
@@ -130,10 +136,7 @@ class RedisRegistry:
 
             self._sync = SyncLink(self.target, SCRIPTS)
         try:
-            replies = self._sync.round(commands)
-            if any(is_noscript(r) for r in replies):
-                self._sync.load_scripts()
-                replies = self._sync.round(commands)
+            replies = round_with_scripts_sync(self._sync, commands)
         except LinkError as exc:
             raise self._error(what, exc) from None
         for reply in replies:
@@ -145,10 +148,7 @@ class RedisRegistry:
         if self._link is None:
             self._link = self.target.async_link(SCRIPTS)
         try:
-            replies = await self._link.round(commands)
-            if any(is_noscript(r) for r in replies):
-                await self._link.load_scripts()
-                replies = await self._link.round(commands)
+            replies = await round_with_scripts(self._link, commands)
         except LinkError as exc:
             raise self._error(what, exc) from None
         for reply in replies:
