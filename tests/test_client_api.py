@@ -642,3 +642,17 @@ async def test_an_unreachable_daemon_raises_store_unavailable(face: str) -> None
     assert "cannot reach redis://:***@127.0.0.1:" in caught.value.message
     assert "secret-key" not in caught.value.message
     assert json.dumps(caught.value.message)  # plain text, printable
+
+
+@pytest.mark.parametrize("cls", [Stash, AsyncStash])
+def test_every_public_method_has_a_docstring_with_an_example(cls: type) -> None:
+    """The API promises an example in every docstring; a new method without one fails here."""
+    import inspect  # noqa: PLC0415 - only this test needs it
+
+    missing = [
+        name
+        for name, fn in inspect.getmembers(cls, predicate=inspect.isfunction)
+        if not name.startswith("_") and "Example" not in (inspect.getdoc(fn) or "")
+    ]
+    assert missing == []
+    assert "Example" in (inspect.getdoc(cls) or "")
