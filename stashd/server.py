@@ -166,6 +166,7 @@ class Connection(asyncio.Protocol):
             local=_addr(local),
             throttle=ctx.auth_throttle,
             address=str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or ""),
+            max_clients=ctx.max_clients,
         )
         self._apply_limits()
         ctx.connections.add(self)

@@ -134,7 +134,8 @@ def test_max_clients_refuses_connection_n_plus_one_like_redis() -> None:
         assert extra.read().render() == expected
         assert extra.read() is CLOSED
         clients.pop().close()
-        _served(daemon.port)
+        c = _served(daemon.port)
+        assert c.call("CONFIG", "GET", "maxclients").render() == "[$'maxclients', $'3']"
 
 
 def _served(port: int) -> RespClient:

@@ -118,6 +118,8 @@ class Session:
     # Failed AUTHs are counted per client address (the peer's host, without the port).
     throttle: AuthThrottle | None = None
     address: str = ""
+    # The daemon's connection cap, which CONFIG GET maxclients reports.
+    max_clients: int = 10000
 
     def require(self) -> Principal:
         """The principal; commands that reach data run only once one is set."""

@@ -68,10 +68,11 @@ _CONFIG: Final = {
 }
 
 
-def config_get(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+def config_get(s: Session, args: list[bytes]) -> Reply:
     """CONFIG GET parameter [parameter ...]: every setting matching any glob pattern."""
     matchers = [compile_glob(pattern.lower()).match for pattern in args[2:]]
-    return {name: value for name, value in _CONFIG.items() if any(m(name) for m in matchers)}
+    settings = {**_CONFIG, b"maxclients": b"%d" % s.max_clients}
+    return {name: value for name, value in settings.items() if any(m(name) for m in matchers)}
 
 
 def config_help(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
