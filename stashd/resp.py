@@ -507,7 +507,9 @@ def encode(value: Any, proto: int, out: bytearray) -> None:  # noqa: ANN401 - an
             out += b"$%d\r\n%b\r\n" % (len(text), text)
     elif t is set or t is frozenset:
         out += (b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(value)
-        for item in value:
+        # Sorted, so a reply (COMMAND INFO's flags) reads the same in every process:
+        # Python's set order depends on the process's hash seed.
+        for item in sorted(value):
             encode(item, proto, out)
     elif t is Verbatim:
         body = value.encode()

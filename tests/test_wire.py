@@ -125,3 +125,12 @@ def test_protocol_switch_inside_a_pipeline_matches_redis(
         kinds.append([c.read().kind for _ in range(6)])
         c.close()
     assert kinds[0] == kinds[1] == ["$", ":", "%", "_", "+", "$"]
+
+
+def test_command_info_reads_the_same_in_every_process(daemon: StashDaemon) -> None:
+    """Set replies are sorted, so COMMAND INFO does not depend on the process's hash seed."""
+    c = RespClient(daemon.port)
+    get = c.call("COMMAND", "INFO", "get").value[0].value
+    c.close()
+    assert get[2].render() == "[+fast, +readonly]"  # declared as (readonly, fast)
+    assert get[6].render() == "[+@read, +@string]"
