@@ -141,6 +141,7 @@ def run_subcommand(rows: dict[bytes, Command], s: Session, args: list[bytes]) ->
     n = len(args)
     if (row.arity > 0 and n != row.arity) or n < -row.arity:
         raise WrongArity(row.name)
+    s.last_command = row.name  # CLIENT INFO shows "client|info", as Redis does
     return row.handler(s, args)
 
 
