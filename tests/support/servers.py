@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -12,16 +13,42 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 import pytest
 
+# Ports for test servers come from below Linux's ephemeral range (32768-60999 by
+# default), where the kernel picks the local ports of outgoing connections: a port
+# chosen there can be taken by some client's connection before the server binds it.
+_PORTS: Final = range(20000, 32000)
+_handed_out: set[int] = set()
+# How often a server whose port was taken meanwhile is started again on new ports.
+START_ATTEMPTS: Final = 4
+
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port nothing listens on right now, not handed out before in this process."""
+    for _ in range(200):
+        port = random.choice(_PORTS)  # noqa: S311 - spreading ports, not a secret
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
+        sock.bind(("127.0.0.1", 0))
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _port_taken(error: RuntimeError) -> bool:
+    """True when a server failed to start because its port was taken after it was chosen."""
+    text = str(error).lower()
+    return "address already in use" in text or "address in use" in text
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
@@ -110,7 +137,15 @@ class RedisServer:
             assert sock.recv(64).startswith(b"+OK")
 
     def __enter__(self) -> RedisServer:
-        self.start()
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self.start()
+            except RuntimeError as exc:
+                if not _port_taken(exc) or attempt == START_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+            else:
+                break
         return self
 
     def __exit__(
@@ -237,6 +272,19 @@ class StashDaemon:
         return self.proc.pid
 
     def __enter__(self) -> StashDaemon:
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start()
+            except RuntimeError as exc:
+                if not _port_taken(exc) or attempt == START_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+                self.http_port = free_port() if self.http else 0
+            else:
+                break
+        return self
+
+    def _start(self) -> None:
         args = [sys.executable, "-m", "stashd", "--host", self.host, "--port", str(self.port)]
         if self.http:
             args += ["--http-port", str(self.http_port)]
@@ -247,7 +295,6 @@ class StashDaemon:
         wait_for_ping(self.port, self.proc)
         if self.http:
             wait_for_port(self.http_port, self.proc)
-        return self
 
     @property
     def http_url(self) -> str:
