@@ -210,7 +210,10 @@ class RemoteTransport:
         """Close the pool's connections."""
         if not self._closed:
             self._closed = True
+            # The pool was made here and handed to the client, which therefore does not
+            # close it by itself: disconnect its connections explicitly.
             self.redis.close()
+            self.redis.connection_pool.disconnect()
 
 
 class AsyncRemoteTransport:
@@ -286,4 +289,5 @@ class AsyncRemoteTransport:
         """Close the pool's connections."""
         if not self._closed:
             self._closed = True
-            await self.redis.aclose()
+            # The pool was handed to the client, which then leaves it open unless told.
+            await self.redis.aclose(close_connection_pool=True)

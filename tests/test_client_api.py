@@ -10,11 +10,13 @@ passes in every mode or the modes differ, which is the point.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import re
 import threading
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -607,6 +609,30 @@ async def test_one_client_is_shared_by_tasks(
 
 
 # -- remote only: what an in-process client has no way to meet ----------------------------
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+async def test_closing_a_remote_client_closes_its_connections(
+    face: str, daemon: StashDaemon
+) -> None:
+    """No socket is left for the garbage collector to find (and warn about) after close."""
+    url = f"redis://127.0.0.1:{daemon.port}"
+
+    async def use_and_close() -> None:  # every reference to the client ends with it
+        if face == "async":
+            client = AsyncStash(url=url, api_key="closing")
+            await client.set("k", 1)
+            await client.aclose()
+        else:
+            sync = Stash(url=url, api_key="closing")
+            sync.set("k", 1)
+            sync.close()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        await use_and_close()
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 @pytest.mark.parametrize("face", ["sync", "async"])
