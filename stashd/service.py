@@ -262,6 +262,7 @@ class MemoryService:
         if_version: int | None = None,
     ) -> ops.Update:
         """UPDATE: replace or merge-patch the JSON, extend the TTL, optionally on a version."""
+        self._check_update(data is not None, merge is not None, extend_seconds)
         patch: Any = None
         if data is not None:
             self.check_payload(p, data)
@@ -304,6 +305,7 @@ class MemoryService:
             self.check_payload(p, raw)
         if has_merge:
             self.check_payload(p, encode_json(merge, "merge patch"))
+        self._check_update(has_data, has_merge, extend_seconds)
         op = self._update(
             ops.UpdateEntry,
             p,
@@ -318,6 +320,16 @@ class MemoryService:
         return op
 
     @staticmethod
+    def _check_update(has_data: bool, has_patch: bool, extend_seconds: int) -> None:
+        """The rules every UPDATE follows, whichever door it came through."""
+        if has_data and has_patch:
+            raise DataAndMerge
+        if not has_data and not has_patch and not extend_seconds:
+            raise EmptyUpdate
+        if extend_seconds < 0:
+            raise BadExtend(extend_seconds)
+
+    @staticmethod
     def _update(
         kind: type[ops.Update],
         p: Principal,
@@ -329,13 +341,7 @@ class MemoryService:
         extend_seconds: int,
         if_version: int | tuple[int, ...] | None,
     ) -> ops.Update:
-        """The rules every UPDATE follows, whichever door it came through."""
-        if data is not None and has_patch:
-            raise DataAndMerge
-        if data is None and not has_patch and not extend_seconds:
-            raise EmptyUpdate
-        if extend_seconds < 0:
-            raise BadExtend(extend_seconds)
+        """The operation, once :meth:`_check_update` passed; EXTEND within the maximum TTL."""
         extend_ms = extend_seconds * 1000
         if extend_ms > p.limits.max_ttl_ms:
             raise InvalidTTL(extend_seconds, p.limits.max_ttl_ms // 1000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from stashd.commands.base import (
@@ -16,15 +15,11 @@ from stashd.commands.base import (
     checked_ms,
     int_arg,
 )
-from stashd.errors import CommandError, SyntaxErr
+from stashd.errors import BadExtend, CommandError, SyntaxErr
+from stashd.service import rfc3339, seconds_left
 
 if TYPE_CHECKING:
     from stashd.store.base import Entry
-
-
-def rfc3339(ms: int) -> str:
-    """An absolute time in ms as RFC 3339 UTC with a Z, to the second: 2026-11-24T12:00:00Z."""
-    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def stash(s: Session, args: list[bytes]) -> Reply:
@@ -60,10 +55,9 @@ def recall(s: Session, args: list[bytes]) -> Reply:
         def meta(entry: Entry | None) -> Reply:
             if entry is None:
                 return None
-            left = entry.expires_at - clock()
             return {
                 b"data": entry.value,
-                b"ttl_remaining": max((left + 500) // 1000, 0),
+                b"ttl_remaining": seconds_left(entry.expires_at, clock()),
                 b"expires_at": rfc3339(entry.expires_at).encode(),
                 b"version": entry.version,
             }
@@ -75,7 +69,8 @@ def recall(s: Session, args: list[bytes]) -> Reply:
 
 
 def _seconds_left(ms: int | None) -> Reply:
-    return None if ms is None else max((ms + 500) // 1000, 0)
+    """UPDATE's reply: the remaining TTL (ms, or None for a missing id) in rounded seconds."""
+    return None if ms is None else seconds_left(ms, 0)
 
 
 def update(s: Session, args: list[bytes]) -> Reply:
@@ -99,17 +94,13 @@ def update(s: Session, args: list[bytes]) -> Reply:
             merge = value
         elif opt == b"EXTEND":
             extend = int_arg(value)
-            if extend <= 0:
-                raise CommandError(f"EXTEND needs a positive number of seconds, got {extend}")
+            if extend <= 0:  # 0 would read as "no EXTEND" to the service
+                raise BadExtend(extend)
         elif opt == b"IFVERSION":
             if_version = int_arg(value)
         else:
             raise SyntaxErr
         i += 2
-    if data is not None and merge is not None:
-        raise CommandError("DATA and MERGE cannot be used together")
-    if data is None and merge is None and not extend:
-        raise CommandError("UPDATE needs at least one of DATA, MERGE or EXTEND")
     op = s.service.update(
         p, args[1], data=data, merge=merge, extend_seconds=extend, if_version=if_version
     )
