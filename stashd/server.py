@@ -226,7 +226,6 @@ class Connection(asyncio.Protocol):
         now = self.ctx.store.clock()
         out = bytearray()
         i = 0
-        cmd = None
         for args in items:
             if type(args) is not list:
                 break
@@ -291,11 +290,7 @@ class Connection(asyncio.Protocol):
         assert session is not None
         assert session.principal is not None
         decision = cast("RateLimiter", self.ctx.limiter).acquire(session.principal.namespace, rate)
-        if decision.allowed:
-            return None
-        out = bytearray()
-        encode(RateLimited(decision.retry_after_ms), 2, out)  # errors read the same in RESP3
-        return _Encoded(out)
+        return None if decision.allowed else _refusal(decision.retry_after_ms)
 
     def deauthenticate(self) -> None:
         """The key was revoked: nothing more runs as its principal, and the connection closes."""
@@ -475,7 +470,10 @@ class Connection(asyncio.Protocol):
         if turn is None:
             self._send(replies, close)
             return
-        # The read was paused and is done now: answer it and read again.
+        self._answer_paused(replies, close)
+
+    def _answer_paused(self, replies: list[Any], close: bool) -> None:
+        """Answer a read whose dispatch had paused, then read again unless closing."""
         closing = close or self._close_after_batch
         self._send(replies, closing)
         if self.transport is not None and not closing and not self._paused_for_writes:
@@ -500,8 +498,7 @@ class Connection(asyncio.Protocol):
             self._waiting = False
             refusal = None
             if grant.granted < wanted:
-                refusal = _Encoded(bytearray())
-                encode(RateLimited(grant.decision.retry_after_ms), 2, refusal.data)
+                refusal = _refusal(grant.decision.retry_after_ms)
             turn.allowance = _Allowance(grant.granted, refusal)
             self._dispatch(items, turn=turn)
 
@@ -536,15 +533,11 @@ class Connection(asyncio.Protocol):
         """Hand the operations to the batcher; reply once they have committed."""
         batcher = self.ctx.batcher
         assert batcher is not None
-        transport = self.transport
-        assert transport is not None
-        self._waiting = True
-        transport.pause_reading()
+        self._pause()
         log_writes = self.ctx.log_writes
 
         def done(results: list[Any]) -> None:
             self._waiting = False
-            closing = close or self._close_after_batch
             for (slot, deferred, cmd), result in zip(pending, results, strict=True):
                 if isinstance(result, StashError) or deferred.finish is None:
                     replies[slot] = result
@@ -552,9 +545,7 @@ class Connection(asyncio.Protocol):
                     replies[slot] = deferred.finish(result)
                 if log_writes and WRITE in cmd.flags and not isinstance(result, StashError):
                     _log_write(cmd.name, deferred.op, [], result)
-            self._send(replies, closing)
-            if self.transport is not None and not closing and not self._paused_for_writes:
-                self.transport.resume_reading()
+            self._answer_paused(replies, close)
 
         batcher.submit([d.op for _, d, _ in pending], done)
 
@@ -596,6 +587,13 @@ class _Encoded:
 
     def __init__(self, data: bytearray) -> None:
         self.data = data
+
+
+def _refusal(retry_after_ms: int) -> _Encoded:
+    """The encoded RATELIMIT reply, shared by every command a read has over the rate."""
+    out = bytearray()
+    encode(RateLimited(retry_after_ms), 2, out)  # errors read the same in RESP3
+    return _Encoded(out)
 
 
 class _Proto:
