@@ -62,6 +62,12 @@ class Keyspace:
         self.seqs = [s for s, _ in pairs]
         self.order = [k for _, k in pairs]
 
+    def append(self, key: bytes, seq: int) -> None:
+        """Give a new key its place at the end of the order (its entry is stored by the caller)."""
+        self.seq_of[key] = seq
+        self.seqs.append(seq)
+        self.order.append(key)
+
     def drop(self, key: bytes) -> None:
         """Remove a key; its order pair goes stale and is compacted away later."""
         del self.data[key]
@@ -189,10 +195,7 @@ class _MemoryView:
             space = store.space(ns)
         data = space.data
         if key not in data:
-            seq = store.next_seq()
-            space.seq_of[key] = seq
-            space.seqs.append(seq)
-            space.order.append(key)
+            space.append(key, store.next_seq())
         data[key] = entry
 
     # -- fused forms for the direct path (see stashd.commands.base.Direct) -------------
@@ -215,10 +218,7 @@ class _MemoryView:
         data = space.data
         old = data.get(key)
         if old is None:
-            seq = self.store.next_seq()
-            space.seq_of[key] = seq
-            space.seqs.append(seq)
-            space.order.append(key)
+            space.append(key, self.store.next_seq())
             data[key] = Entry(value, expires_at, 1)
         else:
             data[key] = Entry(value, expires_at, old.version + 1 if old.expires_at > now else 1)
