@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -51,25 +52,14 @@ def _port_taken(error: RuntimeError) -> bool:
     return "address already in use" in text or "address in use" in text
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Block until something accepts TCP connections on ``port``, or fail with the output."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stderr.read().decode() if proc.stderr else ""
-            msg = f"server exited with {proc.returncode}: {out}"
-            raise RuntimeError(msg)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    msg = f"nothing accepted connections on port {port} within {timeout} s"
-    raise RuntimeError(msg)
-
-
-def wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Block until the server on ``port`` answers PING (NOAUTH counts), or fail with its output."""
+def _wait_until(
+    port: int,
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    ready: Callable[[socket.socket], bool],
+    what: str,
+) -> None:
+    """Poll ``port`` until ``ready`` says so on a fresh connection; fail with the output."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -78,14 +68,28 @@ def wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.
             raise RuntimeError(msg)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
+                if ready(sock):
                     return
         except OSError:
             pass
         time.sleep(0.05)
-    msg = f"server on port {port} did not answer PING within {timeout} s"
+    msg = f"server on port {port} did not {what} within {timeout} s"
     raise RuntimeError(msg)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Block until something accepts TCP connections on ``port``, or fail with the output."""
+    _wait_until(port, proc, timeout, lambda _: True, "accept connections")
+
+
+def _pings(sock: socket.socket) -> bool:
+    sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+    return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+
+
+def wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Block until the server on ``port`` answers PING (NOAUTH counts), or fail with its output."""
+    _wait_until(port, proc, timeout, _pings, "answer PING")
 
 
 class RedisServer:
