@@ -466,6 +466,10 @@ class HttpApi:
         self.backend = backend
         self.limiter = limiter
         self.rate_of = rate_of
+        # Which kinds of keyring and limiter these are is fixed for the process: decided
+        # here once, not per request. Remote ones are asked without blocking the loop.
+        self.remote_keyring = bool(getattr(ctx.keyring, "remote", False))
+        self.shared_limiter = limiter is not None and hasattr(limiter, "request")
         # path's first segment -> (takes an id, {method: handler})
         self.routes: dict[str, tuple[bool, dict[str, Any]]] = {
             "stash": (False, {"POST": self.stash, "GET": self.listing}),
@@ -521,11 +525,11 @@ class HttpApi:
             key = unquote_to_bytes(parts[2])
             if not key:
                 raise NotFound
-        if getattr(self.keyring, "remote", False):
+        if self.remote_keyring:
             principal = await self.authenticate_async(request)
         else:
             principal = self.authenticate(request)
-        if self.limiter is not None and hasattr(self.limiter, "request"):
+        if self.shared_limiter:
             rate = await self.admit_shared(principal)
         else:
             rate = self.admit(principal)
