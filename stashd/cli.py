@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import click
@@ -42,7 +40,8 @@ from stashd.errors import (
 )
 from stashd.ops import dump_json, load_json
 from stashd.registry import RegistryError
-from stashd.store.base import StoreOpenError
+from stashd.service import rfc3339
+from stashd.store.base import StoreOpenError, wall_clock_ms
 from stashd.tenancy import DEFAULT_USER, issue_key
 from stashd.tiers import TIER_NAMES, render
 
@@ -291,7 +290,7 @@ class _Registry:
 def _when(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(ms)
 
 
 def _db_option(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
@@ -431,7 +430,7 @@ def keys_revoke(key_id: str, **where: Any) -> None:  # noqa: ANN401
     """
     opened = _Registry(where)
     with opened as registry:
-        now = time.time_ns() // 1_000_000
+        now = wall_clock_ms()
         try:
             record = registry.revoke(key_id, now)
         except RegistryError as exc:

@@ -40,6 +40,7 @@ from stashd.resp import (
     encode,
 )
 from stashd.service import seconds_left
+from stashd.store.base import wall_clock_ms
 from stashd.tenancy import AuthThrottle
 
 if TYPE_CHECKING:
@@ -707,7 +708,7 @@ def _log_write(name: str, op: Op, args: list[bytes], result: Any) -> None:  # no
         fields["keys"] = len(args) - 1
     expires_at = getattr(op, "expires_at", None)
     if isinstance(expires_at, int):
-        fields["ttl_seconds"] = seconds_left(expires_at, _now_ms())
+        fields["ttl_seconds"] = seconds_left(expires_at, wall_clock_ms())
     value = getattr(op, "value", None)
     if isinstance(value, bytes):
         fields["payload_bytes"] = len(value)
@@ -721,9 +722,3 @@ def _log_write(name: str, op: Op, args: list[bytes], result: Any) -> None:  # no
     ):
         fields["removed"] = result
     logger.info(event, **fields)
-
-
-def _now_ms() -> int:
-    import time  # noqa: PLC0415 - only on the logging path
-
-    return time.time_ns() // 1_000_000

@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, cast
@@ -31,6 +30,7 @@ from stashd import log
 from stashd.errors import StoreUnavailable
 from stashd.ratelimit import LocalLimiter, Rate, monotonic_ms
 from stashd.registry import RegistryError
+from stashd.store.base import wall_clock_ms
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -222,7 +222,7 @@ def issue_key(
     """
     check_user_name(user)
     secret = new_key()
-    created = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    created = wall_clock_ms() if now_ms is None else now_ms
     record, previous = registry.add_key(
         new_key_id(), key_digest(secret.encode()), user, tier, created
     )
@@ -243,7 +243,7 @@ class StrictKeyring:
         # Revocations already seen are looked for again for this long, so a revocation
         # written by another process with a slightly different clock is never missed.
         self._overlap_ms = 5000
-        self._since_ms = time.time_ns() // 1_000_000 - self._overlap_ms
+        self._since_ms = wall_clock_ms() - self._overlap_ms
 
     def anonymous(self) -> Principal | None:
         """Every connection must authenticate."""
@@ -310,14 +310,14 @@ class StrictKeyring:
 
     def revoked(self) -> set[str]:
         """Ids of keys revoked since the last call (with some overlap): one indexed query."""
-        now = time.time_ns() // 1_000_000
+        now = wall_clock_ms()
         ids = self.registry.revoked_since(self._since_ms)
         self._since_ms = now - self._overlap_ms
         return ids
 
     async def revoked_async(self) -> set[str]:
         """:meth:`revoked` with the registry's asynchronous query (Redis)."""
-        now = time.time_ns() // 1_000_000
+        now = wall_clock_ms()
         ids = await cast("AsyncRegistry", self.registry).revoked_since_async(self._since_ms)
         self._since_ms = now - self._overlap_ms
         return ids
