@@ -133,6 +133,11 @@ class RequestReader:
         self.max_request = max_request
         self._unauth = not authenticated
 
+    @property
+    def idle(self) -> bool:
+        """At a request boundary with nothing held: the next byte starts a request."""
+        return not self._strict
+
     def feed(self, data: bytes) -> list[Request | StashError]:
         """Take new bytes; return the requests (or per-request errors) they complete."""
         if (
@@ -225,10 +230,7 @@ class RequestReader:
                         out.append(ProtocolError("too big mbulk count string"))
                         return self._fail(out)
                     break
-                try:
-                    count = int(buf[pos + 1 : end])
-                except ValueError:
-                    count = _INT_MAX + 1
+                count = _header_int(buf, pos + 1, end, _INT_MAX + 1)
                 if count > self.max_args:
                     self._flush(buf, feed_from, pos, out)
                     # Before AUTH Redis names the cause, unless the count is nonsense.
@@ -266,10 +268,7 @@ class RequestReader:
                         out.append(ProtocolError("too big bulk count string"))
                         return self._fail(out)
                     break
-                try:
-                    length = int(buf[pos + 1 : end])
-                except ValueError:
-                    length = -1
+                length = _header_int(buf, pos + 1, end, -1)
                 if length < 0 or length > self.max_bulk:
                     self._flush(buf, feed_from, self._start, out)
                     out.append(
@@ -361,6 +360,19 @@ class RequestReader:
         self._skip = 0
         self._oversize = None
         return out
+
+
+# A header's number as Redis's string2ll reads it: an optional minus, then digits with
+# no leading zero ("0" alone aside), no plus, no spaces, no underscores (which int()
+# would take), so "*02" or "$+1" is refused here just as hiredis and Redis refuse it.
+_HEADER_INT: Final = re.compile(rb"0|-?[1-9][0-9]{0,18}")
+
+
+def _header_int(buf: bytearray, start: int, end: int, invalid: int) -> int:
+    """The number in ``buf[start:end]``, or ``invalid`` when Redis would not read one."""
+    if _HEADER_INT.fullmatch(buf, start, end) is None:
+        return invalid
+    return int(buf[start:end])
 
 
 _ESCAPES: Final = {

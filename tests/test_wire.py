@@ -134,3 +134,44 @@ def test_command_info_reads_the_same_in_every_process(daemon: StashDaemon) -> No
     c.close()
     assert get[2].render() == "[+fast, +readonly]"  # declared as (readonly, fast)
     assert get[6].render() == "[+@read, +@string]"
+
+
+@pytest.fixture(scope="module")
+def memory_daemon() -> Iterator[StashDaemon]:
+    """The memory backend, where plain GET and SET take the C hot path."""
+    with StashDaemon("--backend", "memory", "--no-http") as d:
+        yield d
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"*02\r\n$3\r\nGET\r\n$1\r\na\r\n",
+        b"*+2\r\n$3\r\nGET\r\n$1\r\na\r\n",
+        b"* 2\r\n$3\r\nGET\r\n$1\r\na\r\n",
+        b"*-0\r\n*1\r\n$4\r\nPING\r\n",
+        b"*00\r\n*1\r\n$4\r\nPING\r\n",
+        b"*-5\r\n*1\r\n$4\r\nPING\r\n",
+        b"*2\r\n$03\r\nGET\r\n$1\r\na\r\n",
+        b"*2\r\n$3\r\nGET\r\n$+1\r\na\r\n",
+        b"*2\r\n$3\r\nGET\r\n$1_0\r\na\r\n",
+        b"*2\r\n$3\r\nGET\r\n$-0\r\n",
+        b"*3\r\n$3\r\nsEt\r\n$1\r\na\r\n$2\r\nv1\r\n*2\r\n$3\r\ngEt\r\n$1\r\na\r\n*2\r\n$3\r\nget\r\n",
+    ],
+)
+def test_header_numbers_read_as_redis_reads_them(
+    memory_daemon: StashDaemon, redis_server: RedisServer, raw: bytes
+) -> None:
+    """Leading zeros, signs and spaces in a header: the same reply, or the same refusal."""
+    seen = []
+    for port in (memory_daemon.port, redis_server.port):
+        c = RespClient(port)
+        c.send_raw(raw)
+        c.sock.settimeout(0.5)  # a silence this long ends the replies, like a close
+        replies = []
+        while (reply := c.read()) is not CLOSED:
+            replies.append(reply.render())
+        c.close()
+        seen.append(replies)
+    assert seen[0] == seen[1]
+    assert seen[0]
