@@ -158,14 +158,20 @@ class MemoryStore(Store):
             space = self.spaces[ns] = Keyspace()
         return space
 
-    def next_seq(self) -> int:
-        """A new sequence number for a new key (cursor 0 means 'from the start')."""
+    def insert(self, space: Keyspace, key: bytes, entry: Entry) -> None:
+        """Store a key new to ``space``, giving it the next place in SCAN order.
+
+        Every INSERTS_PER_SLICE new keys a sweep slice runs, after the write: run before
+        it, a slice could free the keyspace being written to, and the key would land in
+        a keyspace no longer listed.
+        """
         self._seq += 1
+        space.append(key, self._seq)
+        space.data[key] = entry
         self._inserts += 1
         if self._inserts >= INSERTS_PER_SLICE:
             self._inserts = 0
             self.sweep(self.clock(), SLICE_KEYS)
-        return self._seq
 
 
 class _MemoryView:
@@ -194,9 +200,10 @@ class _MemoryView:
         if space is None:
             space = store.space(ns)
         data = space.data
-        if key not in data:
-            space.append(key, store.next_seq())
-        data[key] = entry
+        if key in data:
+            data[key] = entry
+        else:
+            store.insert(space, key, entry)
 
     # -- fused forms for the direct path (see stashd.commands.base.Direct) -------------
     def value_of(self, ns: str, key: bytes, now: int) -> bytes | None:
@@ -218,8 +225,7 @@ class _MemoryView:
         data = space.data
         old = data.get(key)
         if old is None:
-            space.append(key, self.store.next_seq())
-            data[key] = Entry(value, expires_at, 1)
+            self.store.insert(space, key, Entry(value, expires_at, 1))
         else:
             data[key] = Entry(value, expires_at, old.version + 1 if old.expires_at > now else 1)
 
