@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from stashd.service import MemoryService
-from stashd.store.memory import MemoryStore
+from stashd.store.base import Entry
+from stashd.store.memory import INSERTS_PER_SLICE, MemoryStore
 from stashd.tenancy import Limits, Principal
 
 ALICE = Principal(
@@ -69,3 +70,24 @@ def test_rewriting_one_key_costs_no_expiry_bookkeeping() -> None:
         store.run(svc.set(ALICE, b"hot", b"x"))
     space = store.spaces[ALICE.namespace]
     assert len(space.order) == len(space.seqs) == 1
+
+
+def test_a_sweep_set_off_by_an_insert_never_loses_that_key() -> None:
+    """The slice every INSERTS_PER_SLICE new keys runs after the key is stored.
+
+    Run before, it could free the keyspace being written to (its only other key had
+    expired) and the new key would land in a keyspace the store no longer lists.
+    """
+    clock = Clock()
+    store = MemoryStore(clock)
+    view = store.view
+    for i in range(INSERTS_PER_SLICE - 2):
+        view.put("other", b"%d" % i, Entry(b"v", clock.now + 60_000))
+    view.put("ns", b"old", Entry(b"v", clock.now + 1))
+    clock.now += 10
+    # The slice this insert sets off visits "ns": the sweep takes namespaces in turns.
+    view.put_value("ns", b"new", b"kept", clock.now + 60_000, clock.now)
+    entry = view.get("ns", b"new", clock.now)
+    assert entry is not None
+    assert entry.value == b"kept"
+    assert view.get("ns", b"old", clock.now) is None
