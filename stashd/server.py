@@ -40,8 +40,13 @@ from stashd.resp import (
     encode,
 )
 from stashd.service import seconds_left
-from stashd.store.base import wall_clock_ms
+from stashd.store.base import Entry, wall_clock_ms
 from stashd.tenancy import AuthThrottle
+
+try:
+    from stashd import _fastpath
+except ImportError:  # pragma: no cover - installed with STASH_PURE_PYTHON=1
+    _fastpath = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -55,6 +60,9 @@ if TYPE_CHECKING:
 logger = log.get("stashd.server")
 
 QUEUED: Final = "QUEUED"
+
+# What the C hot path reports as the last command it ran, as CLIENT INFO names it.
+_FAST_NAMES: Final = ("", "get", "set")
 
 # Commands that set up or end a connection touch no data and never count against a rate
 # limit: a client over its limit can still connect (redis-py's handshake is HELLO and
@@ -111,6 +119,9 @@ class ServerContext:
     max_clients: int = 10000
     auth_timeout: float = 10.0  # seconds an unauthenticated connection may stay (strict)
     max_query_buffer: int = MAX_REQUEST_BYTES
+    # Whether the direct path may use the C hot path (stashd._fastpath) when it is built;
+    # tests turn it off to hold it to the Python path's answers.
+    fastpath: bool = _fastpath is not None
 
     def __post_init__(self) -> None:
         """Every door shares one batcher per store, so their work is grouped together."""
@@ -147,6 +158,7 @@ class Connection(asyncio.Protocol):
         view = getattr(ctx.store, "view", None)
         direct_ok = ctx.store.inline and not ctx.log_writes and hasattr(view, "put_value")
         self._view: Any = view if direct_ok else None
+        self._fast = _fastpath.run if direct_ok and ctx.fastpath else None
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -203,29 +215,68 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Parse what the read completed and answer it with one write."""
-        items = self.reader.feed(data)
-        if items:
-            session = self.session
-            if (
-                self._view is not None
-                and session is not None
-                and session.principal is not None
-                and session.multi is None
-                and self._rate is None
-            ):
-                self._dispatch_direct(items, session, self._view)
-            else:
+        session = self.session
+        if (
+            self._view is None
+            or session is None
+            or session.principal is None
+            or session.multi is not None
+            or self._rate is not None
+        ):
+            items = self.reader.feed(data)
+            if items:
                 self._dispatch(items)
-
-    def _dispatch_direct(self, items: list[Any], session: Session, view: Any) -> None:  # noqa: ANN401
-        """The hot path: run leading GET/SET-like requests at once, the rest generally.
-
-        Only for an inline store, an authenticated connection outside MULTI, and with
-        per-write log events off (they need the operation object). One clock read per
-        read from the socket: everything in it arrived at the same moment.
-        """
+            return
+        # The direct path. One clock read per read from the socket: everything in it
+        # arrived at the same moment.
         now = self.ctx.store.clock()
         out = bytearray()
+        reader = self.reader
+        if self._fast is not None and reader.idle:
+            # Leading plain GETs and SETs run in C; it stops at anything else, at a
+            # request boundary, and the rest of the read takes the path below.
+            p = session.principal
+            done, last = self._fast(
+                data,
+                self.ctx.store,
+                p.namespace,
+                Entry,
+                now,
+                p.limits.default_ttl_ms,
+                reader.max_bulk,
+                reader.max_payload,
+                reader.max_request,
+                session.proto,
+                out,
+            )
+            if last:
+                session.last_command = _FAST_NAMES[last]
+            if done == len(data):
+                if self.transport is not None:
+                    self.transport.write(out)
+                return
+            if done:
+                data = data[done:]
+        items = reader.feed(data)
+        if items:
+            self._dispatch_direct(items, session, self._view, now, out)
+        elif out and self.transport is not None:
+            self.transport.write(out)
+
+    def _dispatch_direct(
+        self,
+        items: list[Any],
+        session: Session,
+        view: Any,  # noqa: ANN401
+        now: int,
+        out: bytearray,
+    ) -> None:
+        """Run leading GET/SET-like requests at once, the rest generally.
+
+        Only for an inline store, an authenticated connection outside MULTI, and with
+        per-write log events off (they need the operation object). ``out`` holds the
+        replies already encoded for this read.
+        """
         i = 0
         for args in items:
             if type(args) is not list:

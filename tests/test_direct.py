@@ -46,12 +46,15 @@ class Transport:
         pass
 
 
-def connection(clock: Clock, *, direct: bool) -> tuple[Connection, Transport, MemoryStore]:
+def connection(
+    clock: Clock, *, direct: bool, fast: bool = False
+) -> tuple[Connection, Transport, MemoryStore]:
     store = MemoryStore(clock)
     limits = Limits(max_payload=8, default_ttl_ms=10_000, max_ttl_ms=100_000)
     ctx = ServerContext(MemoryService(store), OpenKeyring(limits), store)
     # Per-write log events need the operation object, so they switch the direct path off.
     ctx.log_writes = not direct
+    ctx.fastpath = fast
     conn = Connection(ctx)
     transport = Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]
