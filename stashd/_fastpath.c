@@ -301,6 +301,12 @@ run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(space);
         return NULL;
     }
+    else if (!PyDict_CheckExact(data)) {
+        PyErr_SetString(PyExc_TypeError, "a keyspace's data must be a dict");
+        Py_DECREF(data);
+        Py_DECREF(space);
+        return NULL;
+    }
 
     /* The guard refuses a bulk over max_bulk and answers TOOLARGE for one over the
      * payload limit, key or value: past the smaller of the two, it must see the request. */
