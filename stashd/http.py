@@ -51,7 +51,7 @@ from stashd.errors import (
     UnsupportedEncoding,
     WrongPass,
 )
-from stashd.ops import load_json, load_stored
+from stashd.jsontext import check_stored, load_json
 from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 
 if TYPE_CHECKING:
@@ -713,7 +713,7 @@ class HttpApi:
         if entry is None:
             raise NotFound
         value = entry.value
-        load_stored(value)  # a value SET raw over RESP may not be JSON: 409, with the position
+        check_stored(value)  # a value SET raw over RESP may not be JSON: 409, with the position
         # The stored text is valid UTF-8 JSON, so it is embedded as it is, unparsed.
         head = f'{{"memory_id":{_ENCODE(_text(key))}'.encode()
         tail = (

@@ -29,7 +29,8 @@ from stashd.errors import (
     PersistRefused,
     TTLNotPositive,
 )
-from stashd.ops import dump_json, load_json, ttl_seconds_up
+from stashd.jsontext import check_json, dump_parsed, load_json
+from stashd.ops import ttl_seconds_up
 
 if TYPE_CHECKING:
     from stashd.store.base import Store
@@ -71,7 +72,7 @@ def encode_json(value: object, what: str = "value") -> bytes:
     ``1e400`` parses as infinity, which has no JSON form, so it cannot be stored.
     """
     try:
-        return dump_json(value)
+        return dump_parsed(value)
     except ValueError:
         raise NotJSON("a number is out of the range of a double", what) from None
 
@@ -231,7 +232,7 @@ class MemoryService:
     def stash(self, p: Principal, raw: bytes, ttl_ms: int | None = None) -> ops.Create:
         """STASH: validate the JSON and store it under a new id."""
         self.check_payload(p, raw)
-        load_json(raw)
+        check_json(raw)
         return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), new_id)
 
     def stash_value(
@@ -266,7 +267,7 @@ class MemoryService:
         patch: Any = None
         if data is not None:
             self.check_payload(p, data)
-            load_json(data)
+            check_json(data)
         if merge is not None:
             self.check_payload(p, merge)
             patch = load_json(merge, "merge patch")
