@@ -51,6 +51,7 @@ from stashd.errors import (
     UnsupportedEncoding,
     WrongPass,
 )
+from stashd.httpreply import Reply
 from stashd.jsontext import check_stored, load_json
 from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 
@@ -177,13 +178,8 @@ def error_response(exc: StashError, headers: dict[str, str] | None = None) -> we
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> web.Response:
-    body = _ENCODE(payload).encode()
-    return web.Response(body=body, status=status, content_type=JSON_TYPE, headers=headers)
-
-
-def _etag(version: int) -> str:
-    return f'"{version}"'
+def _json(status: int, payload: object, fields: str = "") -> Reply:
+    return Reply(status, _ENCODE(payload).encode(), fields)
 
 
 def _text(key: bytes) -> str:
@@ -696,12 +692,7 @@ class HttpApi:
         ttl = seconds_left(op.expires_at, self.service.clock())
         # New ids are base62 (or hex), so they need no JSON escaping.
         reply = f'{{"memory_id":"{memory_id}","ttl":{ttl},"expires_at":"{rfc3339(op.expires_at)}"}}'
-        return web.Response(
-            body=reply.encode(),
-            status=201,
-            content_type=JSON_TYPE,
-            headers={"ETag": '"1"', "Location": f"/recall/{memory_id}"},
-        )
+        return Reply(201, reply.encode(), f'ETag: "1"\r\nLocation: /recall/{memory_id}\r\n')
 
     async def recall(
         self, request: BaseRequest, p: Principal, key: bytes, conn: _Connection
@@ -720,11 +711,8 @@ class HttpApi:
             f',"ttl_remaining":{seconds_left(entry.expires_at, self.service.clock())},'
             f'"expires_at":"{rfc3339(entry.expires_at)}","version":{entry.version}}}'
         ).encode()
-        return web.Response(
-            body=b"".join((head, b',"data":', value, tail)),
-            content_type=JSON_TYPE,
-            headers={"ETag": _etag(entry.version)},
-        )
+        body = b"".join((head, b',"data":', value, tail))
+        return Reply(200, body, f'ETag: "{entry.version}"\r\n')
 
     async def update(
         self, request: BaseRequest, p: Principal, key: bytes, conn: _Connection
@@ -765,7 +753,7 @@ class HttpApi:
                 "expires_at": rfc3339(entry.expires_at),
                 "version": entry.version,
             },
-            {"ETag": _etag(entry.version)},
+            f'ETag: "{entry.version}"\r\n',
         )
 
     async def forget(
