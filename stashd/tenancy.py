@@ -377,6 +377,10 @@ class AuthThrottle:
         self._failures = LocalLimiter(clock)
         self._blocked_until: dict[str, float] = {}
 
+    def blocking(self) -> bool:
+        """False when no address is blocked: then :meth:`blocked` is False for every one."""
+        return bool(self._blocked_until)
+
     def blocked(self, address: str) -> bool:
         """True while ``address`` has no failed attempts left."""
         until = self._blocked_until.get(address)
