@@ -15,18 +15,17 @@ errors included, stays a ``web.Response``.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from multidict import CIMultiDict
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
     from aiohttp.web_request import BaseRequest
-
-_TAIL_KEEP: dict[tuple[int, int], str] = {HttpVersion10: "Connection: keep-alive\r\n\r\n"}
-_TAIL_CLOSE: dict[tuple[int, int], str] = {HttpVersion11: "Connection: close\r\n\r\n"}
 
 
 class Reply(web.StreamResponse):
@@ -37,7 +36,12 @@ class Reply(web.StreamResponse):
     """
 
     def __init__(self, status: int, body: bytes, fields: str = "") -> None:
-        super().__init__(status=status)
+        # What StreamResponse.__init__ sets, without its checks and copies: a Reply is
+        # made per request (tests/test_http_reply.py checks that the attributes match).
+        self._state = {}
+        self._headers = CIMultiDict()
+        self._status = status
+        self._reason = _REASONS.get(status) or HTTPStatus(status).phrase
         self.body = body
         self.fields = fields
 
@@ -49,15 +53,21 @@ class Reply(web.StreamResponse):
         if keep_alive is None:
             keep_alive = self._keep_alive = request.keep_alive
         version = request.version
-        tail = (_TAIL_KEEP if keep_alive else _TAIL_CLOSE).get(version, "\r\n")
-        fields = self.fields + "Content-Type: application/json\r\n"
-        if self.headers:
-            fields += "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+        # The Connection field aiohttp adds: close (1.1) or keep-alive (1.0) when not
+        # the version's default, none for other versions.
+        if keep_alive:
+            tail = "Connection: keep-alive\r\n\r\n" if version == HttpVersion10 else "\r\n"
+        else:
+            tail = "Connection: close\r\n\r\n" if version == HttpVersion11 else "\r\n"
+        headers = self._headers
+        extra = (
+            "".join(f"{name}: {value}\r\n" for name, value in headers.items()) if headers else ""
+        )
         body = self.body
         # Fields in web.Response's order, so the bytes are the ones it would send.
         head = (
-            f"HTTP/{version.major}.{version.minor} {self.status} {self.reason}\r\n"
-            f"{fields}Content-Length: {len(body)}\r\n"
+            f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}\r\n{self.fields}"
+            f"Content-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n"
             f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n{tail}"
         )
         writer = request.writer
@@ -65,3 +75,6 @@ class Reply(web.StreamResponse):
         await writer.write(head.encode() + body)
         self._eof_sent = True  # so the write_eof aiohttp calls next has nothing to do
         return writer
+
+
+_REASONS: dict[int, str] = {200: "OK", 201: "Created"}

@@ -163,3 +163,14 @@ async def test_a_large_answer_reaches_a_slow_reader_whole() -> None:
             assert f'"data":"{data}"'.encode() in got
         finally:
             writer.close()
+
+
+def test_a_reply_sets_what_stream_response_sets() -> None:
+    """Reply sets StreamResponse's attributes itself: one added by aiohttp fails here."""
+    plain = web.StreamResponse(status=201)
+    reply = Reply(201, b"{}")
+    assert set(vars(plain)) <= set(vars(reply))
+    assert (reply.status, reply.reason, reply.keep_alive) == (201, "Created", None)
+    assert not reply.headers
+    assert Reply(200, b"{}").reason == web.StreamResponse(status=200).reason
+    assert Reply(422, b"{}").reason == web.StreamResponse(status=422).reason
