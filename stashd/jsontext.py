@@ -80,14 +80,7 @@ def load_json(raw: bytes, what: str = "value") -> Any:  # noqa: ANN401 - any JSO
     value = _orjson_read(raw)
     if value is not _UNREAD:
         return value
-    try:
-        return _DECODER.decode(raw.decode("utf-8"))
-    except json.JSONDecodeError as exc:
-        raise NotJSON(
-            json_error_position(exc), what, line=exc.lineno, column=exc.colno, position=exc.pos
-        ) from None
-    except ValueError as exc:
-        raise NotJSON(json_error_position(exc), what) from None
+    return _load_slowly(raw, what)
 
 
 def check_json(raw: bytes, what: str = "value") -> None:
@@ -99,7 +92,19 @@ def check_json(raw: bytes, what: str = "value") -> None:
             pass
         else:
             return  # a long integer read as a float is still JSON: no need to look
-    load_json(raw, what)
+    _load_slowly(raw, what)
+
+
+def _load_slowly(raw: bytes, what: str) -> Any:  # noqa: ANN401 - any JSON value
+    """:func:`load_json` by the standard library alone."""
+    try:
+        return _DECODER.decode(raw.decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise NotJSON(
+            json_error_position(exc), what, line=exc.lineno, column=exc.colno, position=exc.pos
+        ) from None
+    except ValueError as exc:
+        raise NotJSON(json_error_position(exc), what) from None
 
 
 def load_stored(raw: bytes) -> Any:  # noqa: ANN401 - any JSON value
