@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stashd import Stash
-from stashd.ops import dump_json
+from stashd.jsontext import dump_json
 
 TTL = 3600
 TARGET = 1.0

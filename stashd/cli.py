@@ -38,7 +38,7 @@ from stashd.errors import (
     StashError,
     StoreUnavailable,
 )
-from stashd.ops import dump_json, load_json
+from stashd.jsontext import dump_json, load_json
 from stashd.registry import RegistryError
 from stashd.service import rfc3339
 from stashd.store.base import StoreOpenError, wall_clock_ms

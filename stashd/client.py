@@ -32,7 +32,8 @@ from dotenv import dotenv_values
 
 from stashd.config import DEFAULT_REDIS_URL, load
 from stashd.embedded import AsyncEmbeddedTransport, EmbeddedTransport
-from stashd.ops import INT64_MAX, dump_json, load_stored
+from stashd.jsontext import dump_json, load_stored
+from stashd.ops import INT64_MAX
 from stashd.store import open_store
 from stashd.tenancy import open_limits
 

@@ -51,7 +51,8 @@ from stashd.errors import (
     UnsupportedEncoding,
     WrongPass,
 )
-from stashd.ops import load_json, load_stored
+from stashd.httpreply import Reply
+from stashd.jsontext import check_stored, load_json
 from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 
 if TYPE_CHECKING:
@@ -177,13 +178,8 @@ def error_response(exc: StashError, headers: dict[str, str] | None = None) -> we
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> web.Response:
-    body = _ENCODE(payload).encode()
-    return web.Response(body=body, status=status, content_type=JSON_TYPE, headers=headers)
-
-
-def _etag(version: int) -> str:
-    return f'"{version}"'
+def _json(status: int, payload: object, fields: str = "") -> Reply:
+    return Reply(status, _ENCODE(payload).encode(), fields)
 
 
 def _text(key: bytes) -> str:
@@ -541,22 +537,21 @@ class HttpApi:
     # -- who is asking ------------------------------------------------------------------
     def authenticate(self, request: BaseRequest) -> Principal:
         """The principal of ``X-API-KEY`` or ``Authorization: Bearer``, by RESP AUTH's rules."""
-        key, address = self._credentials(request)
+        key = self._credentials(request)
         if key is None:
             return self._anonymous()
-        principal = self.keyring.authenticate(None, key)
-        return self._checked(principal, address)
+        return self._checked(self.keyring.authenticate(None, key), request)
 
     async def authenticate_async(self, request: BaseRequest) -> Principal:
         """:meth:`authenticate` with a keyring that looks keys up in Redis."""
-        key, address = self._credentials(request)
+        key = self._credentials(request)
         if key is None:
             return self._anonymous()
         remote = cast("RemoteKeyring", self.keyring)
-        return self._checked(await remote.authenticate_async(None, key), address)
+        return self._checked(await remote.authenticate_async(None, key), request)
 
-    def _credentials(self, request: BaseRequest) -> tuple[bytes | None, str]:
-        """The key sent (None: none) and the client's address, throttle checked."""
+    def _credentials(self, request: BaseRequest) -> bytes | None:
+        """The key sent (None: none), once the client's address is known not to be blocked."""
         headers = request.headers
         key = headers.get("X-API-KEY")
         auth = headers.get("Authorization")
@@ -568,17 +563,17 @@ class HttpApi:
             if key is not None and key != token:
                 raise BadRequest("X-API-KEY and Authorization carry different keys")
             key = token
-        address = request.remote or ""
         if key is None:
-            return None, address
+            return None
         # The same failed-key throttle as RESP AUTH, per client address: while an address
-        # has failed too often its keys are not even looked up.
+        # has failed too often its keys are not even looked up. The address is only
+        # worked out while some address is blocked.
         throttle = self.throttle
-        if throttle is not None and throttle.blocked(address):
+        if throttle is not None and throttle.blocking() and throttle.blocked(request.remote or ""):
             raise WrongPass
         # aiohttp decodes header bytes as UTF-8 with surrogateescape; this gives the bytes
         # back, so a key names the same namespace here as in RESP AUTH.
-        return key.encode("utf-8", "surrogateescape"), address
+        return key.encode("utf-8", "surrogateescape")
 
     def _anonymous(self) -> Principal:
         anonymous = self.keyring.anonymous()
@@ -586,10 +581,10 @@ class HttpApi:
             raise NoAuth
         return anonymous
 
-    def _checked(self, principal: Principal | None, address: str) -> Principal:
+    def _checked(self, principal: Principal | None, request: BaseRequest) -> Principal:
         if principal is None:
             if self.throttle is not None:
-                self.throttle.failed(address)
+                self.throttle.failed(request.remote or "")
             raise WrongPass
         return principal
 
@@ -696,12 +691,7 @@ class HttpApi:
         ttl = seconds_left(op.expires_at, self.service.clock())
         # New ids are base62 (or hex), so they need no JSON escaping.
         reply = f'{{"memory_id":"{memory_id}","ttl":{ttl},"expires_at":"{rfc3339(op.expires_at)}"}}'
-        return web.Response(
-            body=reply.encode(),
-            status=201,
-            content_type=JSON_TYPE,
-            headers={"ETag": '"1"', "Location": f"/recall/{memory_id}"},
-        )
+        return Reply(201, reply.encode(), f'ETag: "1"\r\nLocation: /recall/{memory_id}\r\n')
 
     async def recall(
         self, request: BaseRequest, p: Principal, key: bytes, conn: _Connection
@@ -713,18 +703,16 @@ class HttpApi:
         if entry is None:
             raise NotFound
         value = entry.value
-        load_stored(value)  # a value SET raw over RESP may not be JSON: 409, with the position
-        # The stored text is valid UTF-8 JSON, so it is embedded as it is, unparsed.
-        head = f'{{"memory_id":{_ENCODE(_text(key))}'.encode()
+        check_stored(value)  # a value SET raw over RESP may not be JSON: 409, with the position
+        # An id Stash made (base62 or hex) needs no escaping; any other is encoded.
+        memory_id = b'"' + key + b'"' if key.isalnum() else _ENCODE(_text(key)).encode()
         tail = (
             f',"ttl_remaining":{seconds_left(entry.expires_at, self.service.clock())},'
             f'"expires_at":"{rfc3339(entry.expires_at)}","version":{entry.version}}}'
         ).encode()
-        return web.Response(
-            body=b"".join((head, b',"data":', value, tail)),
-            content_type=JSON_TYPE,
-            headers={"ETag": _etag(entry.version)},
-        )
+        # The stored text is valid UTF-8 JSON, so it is embedded as it is, unparsed.
+        body = b"".join((b'{"memory_id":', memory_id, b',"data":', value, tail))
+        return Reply(200, body, f'ETag: "{entry.version}"\r\n')
 
     async def update(
         self, request: BaseRequest, p: Principal, key: bytes, conn: _Connection
@@ -765,7 +753,7 @@ class HttpApi:
                 "expires_at": rfc3339(entry.expires_at),
                 "version": entry.version,
             },
-            {"ETag": _etag(entry.version)},
+            f'ETag: "{entry.version}"\r\n',
         )
 
     async def forget(

@@ -9,7 +9,6 @@ turns them into wire replies.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd.errors import (
@@ -18,12 +17,11 @@ from stashd.errors import (
     InvalidTTL,
     NoSuchKey,
     NotInteger,
-    NotJSON,
     PayloadTooLarge,
-    StoredNotJSON,
 )
 from stashd.glob import compile_glob
 from stashd.jsonmerge import merge_patch
+from stashd.jsontext import dump_parsed, load_stored
 from stashd.store.base import Entry, View
 
 if TYPE_CHECKING:
@@ -391,7 +389,7 @@ class Update(Op):
             version += 1
         elif self.patch is not _NO_PATCH:
             merged = merge_patch(load_stored(old.value), self.patch)
-            value = dump_json(merged)
+            value = dump_parsed(merged)
             if len(value) > self.max_payload:
                 raise PayloadTooLarge(self.max_payload, len(value))
             version += 1
@@ -545,78 +543,6 @@ def parse_int64(raw: bytes) -> int:
     if raw[:2] == b"-0":
         raise NotInteger
     return n
-
-
-def dump_json(value: object) -> bytes:
-    """Compact UTF-8 JSON, the form Stash writes when it builds a document itself."""
-    return _ENCODER.encode(value).encode()
-
-
-def load_json(raw: bytes, what: str = "value") -> Any:  # noqa: ANN401 - any JSON value
-    """Parse JSON sent by a client; the error names the position, never the input.
-
-    The text must be UTF-8 (RFC 8259 section 8.1): ``json.loads`` would also guess UTF-16
-    and UTF-32 from bytes, and such a value could not be embedded in a UTF-8 reply.
-    """
-    try:
-        return _DECODER.decode(raw.decode("utf-8"))
-    except json.JSONDecodeError as exc:
-        raise NotJSON(
-            json_error_position(exc), what, line=exc.lineno, column=exc.colno, position=exc.pos
-        ) from None
-    except ValueError as exc:
-        raise NotJSON(json_error_position(exc), what) from None
-
-
-def load_stored(raw: bytes) -> Any:  # noqa: ANN401 - any JSON value
-    """Parse a stored value that must be JSON to be read (it may have been SET raw over RESP).
-
-    The same rules as :func:`load_json`; the error is :class:`StoredNotJSON`, with the
-    position, since the caller did not send this text.
-    """
-    try:
-        text = raw.decode("utf-8")
-        try:
-            # The scanner alone, as JSONDecoder.decode calls it but without the two
-            # whitespace matches around it: values Stash writes have no whitespace
-            # around them, and this halves the cost of reading one. Anything else
-            # (whitespace, trailing text, nothing) goes through decode() for its rules
-            # and its error message.
-            value, end = _SCAN(text, 0)
-            if end == len(text):
-                return value
-        except StopIteration:
-            pass
-        return _DECODER.decode(text)
-    except json.JSONDecodeError as exc:
-        raise StoredNotJSON(
-            json_error_position(exc), line=exc.lineno, column=exc.colno, position=exc.pos
-        ) from None
-    except ValueError as exc:
-        raise StoredNotJSON(json_error_position(exc)) from None
-
-
-def _reject_constant(name: str) -> float:
-    """NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them."""
-    msg = f"{name} is not a JSON value"
-    raise ValueError(msg)
-
-
-# Built once: json.loads and json.dumps with any option build a new decoder or encoder
-# on every call, which costs more than parsing a small document.
-_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-# The decoder's scanner (typeshed does not list the attribute; the json module sets it).
-_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = _DECODER.scan_once  # type: ignore[attr-defined]
-
-
-def json_error_position(exc: ValueError) -> str:
-    """The decoder's message without the document: 'Expecting value at line 1 column 5'."""
-    if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"invalid UTF-8 at byte {exc.start}"
-    return str(exc)
 
 
 def snapshot(entry: Entry | None) -> tuple[bytes, int, int] | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -29,7 +28,8 @@ from stashd.errors import (
     PersistRefused,
     TTLNotPositive,
 )
-from stashd.ops import dump_json, load_json, ttl_seconds_up
+from stashd.jsontext import check_json, dump_parsed, load_json
+from stashd.ops import ttl_seconds_up
 
 if TYPE_CHECKING:
     from stashd.store.base import Store
@@ -71,7 +71,7 @@ def encode_json(value: object, what: str = "value") -> bytes:
     ``1e400`` parses as infinity, which has no JSON form, so it cannot be stored.
     """
     try:
-        return dump_json(value)
+        return dump_parsed(value)
     except ValueError:
         raise NotJSON("a number is out of the range of a double", what) from None
 
@@ -88,26 +88,27 @@ def new_id(attempt: int) -> bytes:
     """A fresh id: 8 base62 characters from ``secrets`` (~47.6 bits), a UUID as last resort."""
     if attempt >= ops.Create.TRIES:
         return uuid.uuid4().hex.encode()
-    pool = _pool
-    with _pool_lock:  # stores may create ids on worker threads: no byte is handed out twice
-        while len(pool) < ID_LENGTH:
-            # Drawn in blocks: one getrandom() call serves many ids; each byte is used once.
-            pool += secrets.token_bytes(_POOL_BYTES).translate(_TO_BASE62, _DROP)
-        out = bytes(pool[:ID_LENGTH])
-        del pool[:ID_LENGTH]
+    # Stores may create ids on worker threads: list.pop and list.extend are atomic, so no
+    # id is handed out twice, without a lock.
+    try:
+        return _ids.pop()
+    except IndexError:
+        pass
+    # Drawn in blocks: one getrandom() call serves many ids; each byte is used once.
+    block = secrets.token_bytes(_POOL_BYTES).translate(_TO_BASE62, _DROP)
+    fresh = [block[i : i + ID_LENGTH] for i in range(0, len(block) - ID_LENGTH + 1, ID_LENGTH)]
+    out = fresh.pop()
+    _ids.extend(fresh)
     return out
 
 
 _POOL_BYTES: Final = 1024
-_pool = bytearray()
-_pool_lock = threading.Lock()
+_ids: list[bytes] = []
 
 
 def _reset_pool() -> None:
-    """In a forked child: drop the parent's unused bytes and a lock another thread held."""
-    global _pool_lock  # noqa: PLW0603 - replaced, not shared, after a fork
-    _pool.clear()
-    _pool_lock = threading.Lock()
+    """In a forked child: drop the parent's unused ids, which the parent may hand out too."""
+    _ids.clear()
 
 
 os.register_at_fork(after_in_child=_reset_pool)
@@ -231,7 +232,7 @@ class MemoryService:
     def stash(self, p: Principal, raw: bytes, ttl_ms: int | None = None) -> ops.Create:
         """STASH: validate the JSON and store it under a new id."""
         self.check_payload(p, raw)
-        load_json(raw)
+        check_json(raw)
         return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), new_id)
 
     def stash_value(
@@ -266,7 +267,7 @@ class MemoryService:
         patch: Any = None
         if data is not None:
             self.check_payload(p, data)
-            load_json(data)
+            check_json(data)
         if merge is not None:
             self.check_payload(p, merge)
             patch = load_json(merge, "merge patch")

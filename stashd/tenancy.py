@@ -4,7 +4,8 @@ This is the one place that maps credentials to a :class:`Principal`. Two keyring
 
 - :class:`OpenKeyring` (``--auth open``, the zero-config default): any non-empty key is
   accepted and names its own namespace (a digest of the key, so the key itself is never
-  stored or logged); connections that never authenticate share the default namespace.
+  stored or logged; recent keys are kept in memory with their principals, to spare a
+  digest per request); connections that never authenticate share the default namespace.
 - :class:`StrictKeyring` (``--auth keys``): only keys registered with ``stash keys
   create`` are accepted. A key is ``sk_live_`` + 32 random base62 characters + a 6
   character checksum, so secret scanners recognise it and a mistyped key is refused
@@ -126,10 +127,15 @@ class OpenKeyring:
 
     #: Nothing is looked up: AUTH is answered at once.
     remote = False
+    #: Principals kept by key, in memory only: an HTTP request authenticates on every
+    #: request, and hashing its key each time was a visible share of its cost. Past this
+    #: many keys the table starts over, so a client inventing keys cannot grow it.
+    KNOWN_KEYS: Final = 10_000
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._anonymous = Principal(DEFAULT_NAMESPACE, limits)
+        self._known: dict[bytes, Principal] = {}
 
     def anonymous(self) -> Principal | None:
         """Unauthenticated connections share the default namespace."""
@@ -139,7 +145,15 @@ class OpenKeyring:
         """Accept any non-empty key; the username does not change the namespace."""
         if not key:
             return None
-        return Principal(namespace_of(key), self.limits, username or DEFAULT_USER)
+        if username is not None and username != DEFAULT_USER:
+            return Principal(namespace_of(key), self.limits, username)
+        known = self._known
+        principal = known.get(key)
+        if principal is None:
+            if len(known) >= self.KNOWN_KEYS:
+                known.clear()
+            principal = known[key] = Principal(namespace_of(key), self.limits)
+        return principal
 
 
 # -- registered keys --------------------------------------------------------------------
@@ -362,6 +376,10 @@ class AuthThrottle:
         self.clock = clock
         self._failures = LocalLimiter(clock)
         self._blocked_until: dict[str, float] = {}
+
+    def blocking(self) -> bool:
+        """False when no address is blocked: then :meth:`blocked` is False for every one."""
+        return bool(self._blocked_until)
 
     def blocked(self, address: str) -> bool:
         """True while ``address`` has no failed attempts left."""

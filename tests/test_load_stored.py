@@ -1,4 +1,4 @@
-"""ops.load_stored: the fast read of stored JSON agrees with the full parser, errors included."""
+"""jsontext.load_stored: the fast read of stored JSON agrees with the full parser, errors included."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stashd.errors import NotJSON, StoredNotJSON
-from stashd.ops import load_json, load_stored
+from stashd.jsontext import load_json, load_stored
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

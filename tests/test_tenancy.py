@@ -22,6 +22,8 @@ from stashd.tenancy import (
     KEY_LENGTH,
     AuthThrottle,
     Limits,
+    OpenKeyring,
+    Principal,
     StrictKeyring,
     check_user_name,
     issue_key,
@@ -109,6 +111,25 @@ def test_namespaces_of_users_never_meet_open_mode_ones() -> None:
         check_user_name("bad name")
     with pytest.raises(ValueError, match="1 to 64 characters"):
         check_user_name("x" * 65)
+
+
+def test_open_mode_keeps_principals_of_recent_keys_within_a_bound() -> None:
+    """The same key gets the same principal; new keys past the bound start the table over."""
+    limits = Limits(max_payload=100, default_ttl_ms=1000, max_ttl_ms=2000)
+    keyring = OpenKeyring(limits)
+    alice = keyring.authenticate(None, b"alice")
+    assert alice == Principal(namespace_of(b"alice"), limits)
+    assert keyring.authenticate(None, b"alice") is alice
+    assert keyring.authenticate("default", b"alice") is alice
+    named = keyring.authenticate("bob", b"alice")
+    assert named == Principal(namespace_of(b"alice"), limits, "bob")
+    assert keyring.authenticate(None, b"") is None
+    for n in range(OpenKeyring.KNOWN_KEYS + 10):
+        principal = keyring.authenticate(None, b"key %d" % n)
+        assert principal is not None
+        assert principal.namespace == namespace_of(b"key %d" % n)
+        assert len(keyring._known) <= OpenKeyring.KNOWN_KEYS
+    assert keyring.authenticate(None, b"alice") == alice
 
 
 # -- registry and strict keyring ----------------------------------------------------------
