@@ -14,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 
 static PyObject *str_data;       /* "data": Keyspace.data, key -> Entry */
@@ -118,15 +119,62 @@ bulk(const char *p, const char *end, long long cap, const char **start, Py_ssize
     return 0;
 }
 
+/* Entry's three __slots__, by their offsets in the instance. Entries are read and built
+ * here by these offsets, as CPython's own slot descriptors do, rather than through
+ * getattr and a call of Entry.__init__ in Python, which cost as much as the rest of a
+ * SET. Entry.__init__ only assigns the three fields, so the entries are the same. */
+static PyTypeObject *entry_cls;
+static Py_ssize_t off_value, off_expires, off_version;
+
 static int
-long_attr(PyObject *obj, PyObject *name, long long *value)
+entry_layout(PyObject *type)
 {
-    PyObject *attr = PyObject_GetAttr(obj, name);
-    if (attr == NULL) {
+    if ((PyTypeObject *)type == entry_cls) {
+        return 0;
+    }
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "entry_type must be a class");
         return -1;
     }
-    *value = PyLong_AsLongLong(attr);
-    Py_DECREF(attr);
+    PyObject *names[3] = {str_value, str_expires_at, str_version};
+    Py_ssize_t offsets[3];
+    for (int i = 0; i < 3; i++) {
+        PyObject *d = PyObject_GetAttr(type, names[i]);
+        if (d == NULL) {
+            return -1;
+        }
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+        if (ok) {
+            offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        }
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_SetString(PyExc_TypeError, "entry_type's fields must be __slots__");
+            return -1;
+        }
+    }
+    Py_INCREF(type);
+    Py_XSETREF(entry_cls, (PyTypeObject *)type);
+    off_value = offsets[0];
+    off_expires = offsets[1];
+    off_version = offsets[2];
+    return 0;
+}
+
+/* A field of an entry of exactly entry_cls (borrowed; NULL if never set). */
+#define FIELD(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* An int field as a C number: 0, or -1 (with an exception set, or none when the field
+ * is unset or not an int: the Python path then takes the request). */
+static int
+long_field(PyObject *obj, Py_ssize_t off, long long *value)
+{
+    PyObject *v = FIELD(obj, off);
+    if (v == NULL || !PyLong_CheckExact(v)) {
+        return -1;
+    }
+    *value = PyLong_AsLongLong(v);
     return (*value == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
@@ -153,25 +201,18 @@ run_get(PyObject *data, const char *key, Py_ssize_t klen, long long now, int pro
         }
         return out_write(o, proto == 2 ? "$-1\r\n" : "_\r\n", proto == 2 ? 5 : 3) < 0 ? FAIL : DONE;
     }
-    Py_INCREF(entry);
     long long expires_at;
-    if (long_attr(entry, str_expires_at, &expires_at) < 0) {
-        Py_DECREF(entry);
-        return FAIL;
+    if (Py_TYPE(entry) != entry_cls || long_field(entry, off_expires, &expires_at) < 0) {
+        return PyErr_Occurred() ? FAIL : STOP;
     }
     if (expires_at <= now) {
-        Py_DECREF(entry);
         return STOP;
     }
-    PyObject *value = PyObject_GetAttr(entry, str_value);
-    Py_DECREF(entry);
-    if (value == NULL) {
-        return FAIL;
-    }
-    if (!PyBytes_Check(value)) {
-        Py_DECREF(value);
+    PyObject *value = FIELD(entry, off_value);
+    if (value == NULL || !PyBytes_Check(value)) {
         return STOP;
     }
+    Py_INCREF(value);
     char head[32];
     Py_ssize_t n = PyBytes_GET_SIZE(value);
     int hlen = snprintf(head, sizeof head, "$%zd\r\n", n);
@@ -190,7 +231,7 @@ run_get(PyObject *data, const char *key, Py_ssize_t klen, long long now, int pro
  * expired one, exactly as MemoryView.put_value. A new key goes through store.insert, which
  * gives it its SCAN place. */
 static int
-run_set(PyObject *store, PyObject *space, PyObject *data, PyObject *entry_type, const char *key,
+run_set(PyObject *store, PyObject *space, PyObject *data, const char *key,
         Py_ssize_t klen, const char *val, Py_ssize_t vlen, long long now, long long expires_at,
         Out *o)
 {
@@ -209,28 +250,24 @@ run_set(PyObject *store, PyObject *space, PyObject *data, PyObject *entry_type, 
     }
     if (old != NULL) {
         long long old_expires, old_version;
-        Py_INCREF(old);
-        int bad = long_attr(old, str_expires_at, &old_expires) < 0 ||
-                  long_attr(old, str_version, &old_version) < 0;
-        Py_DECREF(old);
-        if (bad) {
+        if (Py_TYPE(old) != entry_cls || long_field(old, off_expires, &old_expires) < 0 ||
+            long_field(old, off_version, &old_version) < 0) {
             Py_DECREF(k);
-            return FAIL;
+            return PyErr_Occurred() ? FAIL : STOP;
         }
         version = old_expires > now ? old_version + 1 : 1;
     }
-    PyObject *args[3] = {NULL, NULL, NULL};
-    args[0] = PyBytes_FromStringAndSize(val, vlen);
-    args[1] = PyLong_FromLongLong(expires_at);
-    args[2] = PyLong_FromLongLong(version);
-    PyObject *entry = NULL;
-    if (args[0] != NULL && args[1] != NULL && args[2] != NULL) {
-        entry = PyObject_Vectorcall(entry_type, args, 3, NULL);
-    }
-    Py_XDECREF(args[0]);
-    Py_XDECREF(args[1]);
-    Py_XDECREF(args[2]);
+    /* Entry(value, expires_at, version), its slots filled as its __init__ would. */
+    PyObject *entry = entry_cls->tp_alloc(entry_cls, 0);
     if (entry == NULL) {
+        Py_DECREF(k);
+        return FAIL;
+    }
+    FIELD(entry, off_value) = PyBytes_FromStringAndSize(val, vlen);
+    FIELD(entry, off_expires) = PyLong_FromLongLong(expires_at);
+    FIELD(entry, off_version) = PyLong_FromLongLong(version);
+    if (!FIELD(entry, off_value) || !FIELD(entry, off_expires) || !FIELD(entry, off_version)) {
+        Py_DECREF(entry);
         Py_DECREF(k);
         return FAIL;
     }
@@ -278,7 +315,7 @@ run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long long max_payload = PyLong_AsLongLong(args[7]);
     long long max_request = PyLong_AsLongLong(args[8]);
     long proto = PyLong_AsLong(args[9]);
-    if (PyErr_Occurred()) {
+    if (PyErr_Occurred() || entry_layout(entry_type) < 0) {
         return NULL;
     }
 
@@ -353,7 +390,7 @@ run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         status = kind == GET
                      ? run_get(data, key, klen, now, (int)proto, &o)
-                     : run_set(store, space, data, entry_type, key, klen, val, vlen, now,
+                     : run_set(store, space, data, key, klen, val, vlen, now,
                                now + ttl_ms, &o);
         if (status != DONE) {
             break;

@@ -32,6 +32,8 @@ class StoreOpenError(RuntimeError):
 class Entry:
     """One stored value: the bytes, the absolute expiry in ms, and the data version."""
 
+    # stashd/_fastpath.c reads and builds entries through these slots directly: keep
+    # them slots, and keep __init__ a plain assignment of the three.
     __slots__ = ("expires_at", "value", "version")
 
     def __init__(self, value: bytes, expires_at: int, version: int = 1) -> None:
