@@ -15,4 +15,4 @@ def run(
     proto: int,
     out: bytearray,
     /,
-) -> tuple[int, int]: ...
+) -> int: ...  # bytes consumed * 4 + the last command run (0 none, 1 GET, 2 SET)

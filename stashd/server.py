@@ -236,7 +236,7 @@ class Connection(asyncio.Protocol):
             # Leading plain GETs and SETs run in C; it stops at anything else, at a
             # request boundary, and the rest of the read takes the path below.
             p = session.principal
-            done, last = self._fast(
+            done = self._fast(
                 data,
                 self.ctx.store,
                 p.namespace,
@@ -249,8 +249,9 @@ class Connection(asyncio.Protocol):
                 session.proto,
                 out,
             )
-            if last:
-                session.last_command = _FAST_NAMES[last]
+            if done & 3:
+                session.last_command = _FAST_NAMES[done & 3]
+            done >>= 2
             if done == len(data):
                 if self.transport is not None:
                     self.transport.write(out)
