@@ -83,16 +83,25 @@ def load_json(raw: bytes, what: str = "value") -> Any:  # noqa: ANN401 - any JSO
     return _load_slowly(raw, what)
 
 
+def _orjson_accepts(raw: bytes) -> bool:
+    """True when orjson may judge ``raw`` and finds it JSON; False sends it to ``json``.
+
+    A long integer that orjson reads as a float is still JSON, so for a verdict alone
+    its value need not be looked at.
+    """
+    if not _orjson_may_judge(raw):
+        return False
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def check_json(raw: bytes, what: str = "value") -> None:
     """:func:`load_json` for its verdict alone: raises what it raises, returns nothing."""
-    if _orjson_may_judge(raw):
-        try:
-            orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            return  # a long integer read as a float is still JSON: no need to look
-    _load_slowly(raw, what)
+    if not _orjson_accepts(raw):
+        _load_slowly(raw, what)
 
 
 def _load_slowly(raw: bytes, what: str) -> Any:  # noqa: ANN401 - any JSON value
@@ -121,14 +130,8 @@ def load_stored(raw: bytes) -> Any:  # noqa: ANN401 - any JSON value
 
 def check_stored(raw: bytes) -> None:
     """:func:`load_stored` for its verdict alone: raises what it raises, returns nothing."""
-    if _orjson_may_judge(raw):
-        try:
-            orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            return
-    _load_stored_slowly(raw)
+    if not _orjson_accepts(raw):
+        _load_stored_slowly(raw)
 
 
 def _load_stored_slowly(raw: bytes) -> Any:  # noqa: ANN401 - any JSON value
