@@ -22,6 +22,7 @@ static PyObject *str_value;      /* Entry.value */
 static PyObject *str_expires_at; /* Entry.expires_at, ms since the epoch */
 static PyObject *str_version;    /* Entry.version */
 static PyObject *str_insert;     /* MemoryStore.insert(space, key, entry) */
+static PyObject *str_spaces;     /* MemoryStore.spaces, namespace -> Keyspace */
 
 /* A growable output buffer: replies are gathered here and appended to the caller's
  * bytearray once, so a read costs one resize however many commands it holds. */
@@ -181,13 +182,21 @@ long_field(PyObject *obj, Py_ssize_t off, long long *value)
 enum { NONE = 0, GET = 1, SET = 2 };
 enum { DONE = 0, STOP = 1, FAIL = -1 };
 
+/* The protocol's null: RESP2's null bulk string, or RESP3's null. */
+static int
+null_reply(Out *o, int proto)
+{
+    int rc = proto == 2 ? out_write(o, "$-1\r\n", 5) : out_write(o, "_\r\n", 3);
+    return rc < 0 ? FAIL : DONE;
+}
+
 /* GET key: the live value, or the protocol's null; an expired entry is left for the
  * Python path to free (STOP). */
 static int
 run_get(PyObject *data, const char *key, Py_ssize_t klen, long long now, int proto, Out *o)
 {
     if (data == NULL) {
-        return out_write(o, proto == 2 ? "$-1\r\n" : "_\r\n", proto == 2 ? 5 : 3) < 0 ? FAIL : DONE;
+        return null_reply(o, proto);
     }
     PyObject *k = PyBytes_FromStringAndSize(key, klen);
     if (k == NULL) {
@@ -199,7 +208,7 @@ run_get(PyObject *data, const char *key, Py_ssize_t klen, long long now, int pro
         if (PyErr_Occurred()) {
             return FAIL;
         }
-        return out_write(o, proto == 2 ? "$-1\r\n" : "_\r\n", proto == 2 ? 5 : 3) < 0 ? FAIL : DONE;
+        return null_reply(o, proto);
     }
     long long expires_at;
     if (Py_TYPE(entry) != entry_cls || long_field(entry, off_expires, &expires_at) < 0) {
@@ -321,7 +330,7 @@ run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     /* The namespace's keyspace and its dict, held for the whole read: an insert's sweep
      * may drop other namespaces' keyspaces, never one it has just written to. */
-    PyObject *spaces = PyObject_GetAttrString(store, "spaces");
+    PyObject *spaces = PyObject_GetAttr(store, str_spaces);
     if (spaces == NULL) {
         return NULL;
     }
@@ -444,7 +453,9 @@ PyInit__fastpath(void)
     str_expires_at = PyUnicode_InternFromString("expires_at");
     str_version = PyUnicode_InternFromString("version");
     str_insert = PyUnicode_InternFromString("insert");
-    if (!str_data || !str_value || !str_expires_at || !str_version || !str_insert) {
+    str_spaces = PyUnicode_InternFromString("spaces");
+    if (!str_data || !str_value || !str_expires_at || !str_version || !str_insert ||
+        !str_spaces) {
         return NULL;
     }
     return PyModule_Create(&module);
