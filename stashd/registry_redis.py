@@ -130,6 +130,13 @@ class RedisRegistry:
             f"cannot {what} the key registry in Redis at {self.target.display()}: {exc}"
         )
 
+    def _checked(self, replies: list[Any], what: str) -> list[Any]:
+        """The replies of a round, or the registry error for the first that is an error."""
+        for reply in replies:
+            if isinstance(reply, ReplyError):
+                raise self._error(what, reply)
+        return replies
+
     def _round(self, commands: Sequence[Command], what: str) -> list[Any]:
         if self._sync is None:
             from stashd.redislink import SyncLink  # noqa: PLC0415 - imports redis-py
@@ -139,10 +146,7 @@ class RedisRegistry:
             replies = round_with_scripts_sync(self._sync, commands)
         except LinkError as exc:
             raise self._error(what, exc) from None
-        for reply in replies:
-            if isinstance(reply, ReplyError):
-                raise self._error(what, reply)
-        return replies
+        return self._checked(replies, what)
 
     async def _round_async(self, commands: Sequence[Command], what: str) -> list[Any]:
         if self._link is None:
@@ -151,10 +155,7 @@ class RedisRegistry:
             replies = await round_with_scripts(self._link, commands)
         except LinkError as exc:
             raise self._error(what, exc) from None
-        for reply in replies:
-            if isinstance(reply, ReplyError):
-                raise self._error(what, reply)
-        return replies
+        return self._checked(replies, what)
 
     # -- Registry ----------------------------------------------------------------------------
     def add_key(
