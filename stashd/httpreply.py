@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion, HttpVersion10, HttpVersion11
 from multidict import CIMultiDict
 
 if TYPE_CHECKING:
@@ -52,7 +52,15 @@ class Reply(web.StreamResponse):
         keep_alive = self._keep_alive
         if keep_alive is None:
             keep_alive = self._keep_alive = request.keep_alive
-        version = request.version
+        data = self.render(request.version, keep_alive=keep_alive)
+        writer = request.writer
+        # Its own drain waits while the client is slow to read a large body.
+        await writer.write(data)
+        self._eof_sent = True  # so the write_eof aiohttp calls next has nothing to do
+        return writer
+
+    def render(self, version: HttpVersion, *, keep_alive: bool) -> bytes:
+        """The whole answer as it goes out to a client speaking ``version``."""
         # The Connection field aiohttp adds: close (1.1) or keep-alive (1.0) when not
         # the version's default, none for other versions.
         if keep_alive:
@@ -70,11 +78,7 @@ class Reply(web.StreamResponse):
             f"Content-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n"
             f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n{tail}"
         )
-        writer = request.writer
-        # Its own drain waits while the client is slow to read a large body.
-        await writer.write(head.encode() + body)
-        self._eof_sent = True  # so the write_eof aiohttp calls next has nothing to do
-        return writer
+        return head.encode() + body
 
 
 _REASONS: dict[int, str] = {200: "OK", 201: "Created"}
