@@ -53,6 +53,7 @@ class Sidecar:
     clock: Clock
     session: aiohttp.ClientSession
     api: HttpApi
+    server: HttpServer
 
     def count(self, ns: str) -> int:
         """Live entries in a namespace, read from the store itself."""
@@ -67,20 +68,25 @@ async def sidecar(
     limiter: RateLimiter | None = None,
     rate_of: Callable[[Principal], Rate | None] | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
+    direct: bool = True,
+    log_writes: bool = False,
 ) -> AsyncIterator[Sidecar]:
-    """Serve the HTTP API on a free port of this loop until the block ends."""
+    """Serve the HTTP API on a free port of this loop until the block ends.
+
+    ``direct=False`` answers every request through aiohttp's request loop.
+    """
     clock = Clock()
     store = store or MemoryStore(clock)
     store.clock = clock
     ctx = ServerContext(MemoryService(store), keyring or OpenKeyring(LIMITS), store)
-    ctx.log_writes = False
+    ctx.log_writes = log_writes
     api = HttpApi(ctx, limiter=limiter, rate_of=rate_of)
-    server = HttpServer(api, request_timeout=request_timeout)
+    server = HttpServer(api, request_timeout=request_timeout, direct=direct)
     port = await server.start("127.0.0.1", 0)
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession(url) as session:
         try:
-            yield Sidecar(url, port, store, clock, session, api)
+            yield Sidecar(url, port, store, clock, session, api, server)
         finally:
             await server.close()
 

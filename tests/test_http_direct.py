@@ -1,0 +1,376 @@
+"""The HTTP direct path: a POST /stash answered from data_received gives the general path's answer.
+
+Every request is sent on a raw socket to two sidecars that differ only in the direct path
+(on, off) and the two answers are compared byte for byte, after the one thing that must
+differ (the new id) and the Date field are masked; so is what each store then holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stashd import http
+from stashd.http import DIRECT_SUPPORTED, HttpApi
+from stashd.ops import Op
+from stashd.store.sqlite import SQLiteStore
+from stashd.tenancy import namespace_of
+from tests.support.http import Sidecar, StrictKeyring, sidecar, split_response
+
+KEY = b"X-API-KEY: alice-key\r\n"
+
+
+def test_the_installed_aiohttp_allows_the_direct_path() -> None:
+    """An aiohttp upgrade that removed what the direct path uses would silently slow it down."""
+    assert DIRECT_SUPPORTED
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> bytes:
+    """One whole answer: the head, then Content-Length bytes of body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    match = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+    assert match is not None, head
+    return head + await asyncio.wait_for(reader.readexactly(int(match[1])), 5)
+
+
+async def exchange(port: int, *requests: bytes, answers: int | None = None) -> list[bytes]:
+    """Send each request as its own write on one connection; the answers, then EOF or not."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for request in requests:
+            writer.write(request)
+            await writer.drain()
+        return [await _read_answer(reader) for _ in range(answers or len(requests))]
+    finally:
+        writer.close()
+
+
+def masked(answer: bytes) -> bytes:
+    """The answer with the Date field and the ids it names replaced by fixed text."""
+    answer = re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", answer)
+    return re.sub(rb'(?<="memory_id":")[0-9A-Za-z]{8}|(?<=/recall/)[0-9A-Za-z]{8}', b"ID", answer)
+
+
+def post(
+    body: bytes, headers: bytes = KEY, *, path: bytes = b"/stash", version: bytes = b"1.1"
+) -> bytes:
+    """A POST with a Content-Length."""
+    return (
+        b"POST " + path + b" HTTP/" + version + b"\r\nHost: t\r\n" + headers
+        + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def twins(**kw: object) -> AsyncIterator[tuple[Sidecar, Sidecar]]:
+    """Two sidecars alike but for the direct path: (on, off)."""
+    async with sidecar(direct=True, **kw) as on, sidecar(direct=False, **kw) as off:  # type: ignore[arg-type]
+        yield on, off
+
+
+async def same_answers(on: Sidecar, off: Sidecar, *requests: bytes) -> list[bytes]:
+    """Send the requests to both; their answers must match; returns the direct path's."""
+    got = await exchange(on.port, *requests)
+    want = await exchange(off.port, *requests)
+    assert [masked(a) for a in got] == [masked(a) for a in want]
+    return got
+
+
+def held(s: Sidecar) -> list[tuple[str, list[bytes]]]:
+    """What a memory store holds: each namespace's values."""
+    return sorted(
+        (ns, [e.value for e in space.data.values()]) for ns, space in s.store.spaces.items()
+    )
+
+
+# -- the same answers -------------------------------------------------------------------
+
+BODIES = st.one_of(
+    st.builds(
+        lambda data, ttl: json.dumps({"data": data} if ttl is None else {"data": data, "ttl": ttl}),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+            ),
+            max_leaves=6,
+        ),
+        st.none() | st.integers(-5, 200_000) | st.sampled_from([1.0, 1.5, "60", True]),
+    ),
+    st.sampled_from(
+        [
+            "",
+            "{",
+            "[]",
+            "null",
+            '{"ttl": 60}',
+            '{"data": 1, "extend": 5}',
+            '{"data": "' + "x" * 1200 + '"}',
+            '{"data": NaN}',
+            '{"data": 1e400}',
+            '{"data": "\\ud800"}',
+            '{"data": 1}\n',
+            ' {"data": 2} ',
+        ]
+    ),
+    st.binary(max_size=20),
+).map(lambda b: b if isinstance(b, bytes) else b.encode())
+
+HEADERS = st.sampled_from(
+    [
+        KEY,
+        b"",
+        b"X-API-KEY: \r\n",
+        b"Authorization: Bearer bob-key\r\n",
+        b"Authorization: Basic Ym9iOng=\r\n",
+        b"X-API-KEY: a\r\nAuthorization: Bearer b\r\n",
+        KEY + b"Content-Encoding: identity\r\n",
+        KEY + b"Content-Encoding: gzip\r\n",
+        KEY + b"Content-Type: application/x-www-form-urlencoded\r\n",
+        KEY + b"Expect: 100-continue\r\n",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=BODIES, headers=HEADERS, version=st.sampled_from([b"1.1", b"1.0"]))
+def test_random_posts_get_the_same_answers_and_store_the_same(
+    body: bytes, headers: bytes, version: bytes
+) -> None:
+    """Bodies and header fields of every kind: status, fields and body as the general path's."""
+
+    async def run() -> None:
+        async with twins() as (on, off):
+            await same_answers(on, off, post(body, headers, version=version))
+            assert held(on) == held(off)
+
+    asyncio.run(run())
+
+
+async def test_other_routes_and_forms_take_the_general_path_alike() -> None:
+    """Query strings, other paths, methods, chunked bodies, Connection: close, strict keys."""
+    chunked = (
+        b"POST /stash HTTP/1.1\r\nHost: t\r\n" + KEY
+        + b'Transfer-Encoding: chunked\r\n\r\n9\r\n{"data":1\r\n1\r\n}\r\n0\r\n\r\n'
+    )  # fmt: skip
+    async with twins() as (on, off):
+        for request in (
+            post(b'{"data": 1}', path=b"/stash?x=1"),
+            post(b'{"data": 1}', path=b"/stash/"),
+            post(b'{"data": 1}', path=b"/recall/abc"),
+            post(b'{"data": 1}', path=b"http://t/stash"),
+            post(b'{"data": 1}', KEY + b"Connection: close\r\n"),
+            chunked,
+            b"GET /stash HTTP/1.1\r\nHost: t\r\n" + KEY + b"\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        ):
+            await same_answers(on, off, request)
+    strict = StrictKeyring({b"alice-key": "alice"})
+    async with twins(keyring=strict) as (on, off):
+        for headers in (KEY, b"X-API-KEY: nope\r\n", b""):
+            await same_answers(on, off, post(b'{"data": 1}', headers))
+
+
+async def test_the_direct_path_is_the_one_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain POST never reaches the general handler; a refused body does, once."""
+    calls: list[str] = []
+    general = HttpApi.stash
+
+    async def spy(self: HttpApi, *args: object) -> object:
+        calls.append("general")
+        return await general(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(HttpApi, "stash", spy)
+    async with sidecar() as s:
+        (ok,) = await exchange(s.port, post(b'{"data": {"a": 1}, "ttl": 60}'))
+        assert b" 201 Created\r\n" in ok
+        assert calls == []
+        (bad,) = await exchange(s.port, post(b'{"data": 1, "ttl": 0}'))
+        assert b" 422 " in bad
+        assert calls == ["general"]
+        assert s.count(namespace_of(b"alice-key")) == 1
+
+
+# -- order, connections, time -------------------------------------------------------------
+
+
+async def _ordered(s: Sidecar) -> None:
+    for _ in range(30):
+        answers = await exchange(
+            s.port,
+            post(b'{"data": 1}'),
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+            post(b'{"data": 2}'),
+        )
+        assert [split_response(a)[0] for a in answers] == [201, 200, 201]
+
+
+async def test_requests_behind_a_direct_answer_are_answered_after_it() -> None:
+    """A request arriving while a direct answer waits (end of turn, a batch) comes second."""
+    async with sidecar() as s:
+        await _ordered(s)
+
+
+@contextlib.asynccontextmanager
+async def sqlite_sidecar(path: Path, *, direct: bool = True) -> AsyncIterator[Sidecar]:
+    """A sidecar on the SQLite store, whose writes go through the batcher."""
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        async with sidecar(store=store, direct=direct) as s:  # type: ignore[arg-type]
+            yield s
+    finally:
+        await store.close()
+
+
+async def test_sqlite_answers_after_the_commit_in_order(tmp_path: Path) -> None:
+    """On SQLite the answer waits for the batch; the same answers as the general path."""
+    async with sqlite_sidecar(tmp_path / "on.db") as s:
+        await _ordered(s)
+        (created,) = await exchange(s.port, post(b'{"data": {"k": [1, 2]}, "ttl": 60}'))
+        mid = json.loads(split_response(created)[2])["memory_id"].encode()
+        recall = b"GET /recall/" + mid + b" HTTP/1.1\r\nHost: t\r\n" + KEY + b"\r\n"
+        (got,) = await exchange(s.port, recall)
+        assert json.loads(split_response(got)[2])["data"] == {"k": [1, 2]}
+        async with sqlite_sidecar(tmp_path / "off.db", direct=False) as off:
+            await same_answers(
+                s, off, post(b'{"data": 1, "ttl": 5}'), post(b'{"data": 1, "ttl": -1}')
+            )
+
+
+class HeldStore(SQLiteStore):
+    """A SQLite store whose batches wait until the test lets them run."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run_many(self, ops: list[Op]) -> list[Any]:
+        """Run the batch once released."""
+        self.started.set()
+        await self.release.wait()
+        return await super().run_many(ops)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_a_request_sent_while_an_answer_waits_is_answered_after_it(
+    tmp_path: Path, direct: bool
+) -> None:
+    """HTTP answers in request order: a GET behind a POST whose batch waits comes second."""
+    store = HeldStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        async with sidecar(store=store, direct=direct) as s:  # type: ignore[arg-type]
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            writer.write(post(b'{"data": 1}'))
+            await asyncio.wait_for(store.started.wait(), 5)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            await asyncio.sleep(0.05)
+            store.release.set()
+            answers = [await _read_answer(reader) for _ in range(2)]
+            writer.close()
+    finally:
+        await store.close()
+    assert [split_response(a)[0] for a in answers] == [201, 200]
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_a_client_that_half_closes_while_its_answer_waits_gets_it_with_close(
+    tmp_path: Path, direct: bool
+) -> None:
+    """The client stops sending while its write is under way: the answer says close, then EOF."""
+    store = HeldStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        async with sidecar(store=store, direct=direct) as s:  # type: ignore[arg-type]
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            writer.write(post(b'{"data": 1}'))
+            await asyncio.wait_for(store.started.wait(), 5)
+            writer.write_eof()
+            await asyncio.sleep(0.05)
+            store.release.set()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+    finally:
+        await store.close()
+    status, headers, _ = split_response(answer)
+    assert status == 201
+    assert headers["connection"] == "close"
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a direct answer the idle timer runs as after any other."""
+    monkeypatch.setattr(http, "IDLE_TIMEOUT", 0.3)
+    async with sidecar() as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(post(b'{"data": 1}'))
+        assert b" 201 " in await _read_answer(reader)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+
+
+async def test_the_write_is_logged_as_on_the_general_path() -> None:
+    """stash_created, with the same fields, whichever path answered."""
+    for direct in (True, False):
+        async with sidecar(direct=direct, log_writes=True) as s:
+            with structlog.testing.capture_logs() as logs:
+                await exchange(s.port, post(b'{"data": [1, 2, 3], "ttl": 60}'))
+        (event,) = [e for e in logs if e["event"] == "stash_created"]
+        assert event["door"] == "http"
+        assert event["ttl_seconds"] == 60
+        assert event["payload_bytes"] == len(b"[1,2,3]")
+
+
+async def test_a_failing_store_gets_a_500_and_a_closed_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure of our own: the general path's 500 body, and the connection ends."""
+    async with sidecar() as s:
+
+        def broken(_op: object) -> object:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(s.store, "run", broken)
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(post(b'{"data": 1}'))
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        status, headers, body = split_response(answer)
+        assert status == 500
+        assert headers["connection"] == "close"
+        assert body == http.INTERNAL_ERROR
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_shutdown_waits_for_an_answer_under_way(tmp_path: Path, direct: bool) -> None:
+    """Closing the sidecar while an answer waits for its batch still sends it."""
+    store = HeldStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        async with sidecar(store=store, direct=direct) as s:  # type: ignore[arg-type]
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            writer.write(post(b'{"data": 1}'))
+            await asyncio.wait_for(store.started.wait(), 5)
+            closing = asyncio.ensure_future(s.server.close())
+            await asyncio.sleep(0.05)
+            assert not closing.done()
+            store.release.set()
+            assert b" 201 " in await _read_answer(reader)
+            await asyncio.wait_for(closing, 5)
+            writer.close()
+    finally:
+        await store.close()
