@@ -10,6 +10,11 @@ It runs on aiohttp's low-level server rather than ``web.Application``: the guard
 slow clients, a JSON answer to requests that are not HTTP, and a reply to a body cut short
 by a half-closed connection all need our own connection protocol, which only the
 low-level server lets us supply; five fixed paths need no router.
+
+The two hot requests, POST /stash and GET /recall/{id}, are answered from the
+connection's ``data_received`` when they arrive whole on an idle connection (the direct
+path, see :meth:`HttpApi.direct_request`); everything else goes through aiohttp's request
+loop. Both give the same bytes (tests/test_http_direct.py).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ if TYPE_CHECKING:
 
     from stashd.batch import Batcher
     from stashd.commands.connection import RemoteKeyring
-    from stashd.ops import Create
+    from stashd.ops import Create, Op
     from stashd.ratelimit import Decision, Rate, RateLimiter, SharedLimiter
     from stashd.server import ServerContext
     from stashd.service import MemoryService
@@ -405,26 +410,35 @@ class _Connection(RequestHandler):
         message, payload = self._messages[0]
         if not isinstance(message, RawRequestMessage):  # a request that failed to parse
             return False
-        principal = api.direct_principal(message, payload)
-        if principal is None:
+        taken = api.direct_request(message, payload)
+        if taken is None:
             return False
+        principal, key = taken
         self._messages.popleft()
-        body = payload.read_nowait(-1)
-        if api.direct_stash(self, message.version, principal, body):
-            if self._parser is not None:  # aiohttp's count of requests in its queue
-                self._parser.message_consumed()
-            return True
-        # Refused by the rules: the general path answers it, from a copy of the body.
-        copy = StreamReader(self, READ_BUFSIZE, loop=self.loop)
-        copy.feed_data(body)
-        copy.feed_eof()
-        self._messages.appendleft((message, copy))
-        return False
+        if key:
+            api.direct_recall(self, message.version, principal, key)
+        elif not api.direct_stash(
+            self, message.version, principal, body := payload.read_nowait(-1)
+        ):
+            # Refused by the rules: the general path answers it, from a copy of the body.
+            copy = StreamReader(self, READ_BUFSIZE, loop=self.loop)
+            copy.feed_data(body)
+            copy.feed_eof()
+            self._messages.appendleft((message, copy))
+            return False
+        if self._parser is not None:  # aiohttp's count of requests in its queue
+            self._parser.message_consumed()
+        return True
 
-    def answer(self, reply: Reply, version: HttpVersion, *, keep_alive: bool = True) -> None:
-        """Send a direct answer; then serve what arrived meanwhile, as aiohttp's loop would."""
+    def answer(self, reply: Reply | None, version: HttpVersion) -> None:
+        """Send a direct answer (None: a failure of our own, a 500 that ends the connection).
+
+        Then serve what arrived meanwhile, as aiohttp's request loop would.
+        """
         self.pending = False
-        keep_alive = keep_alive and not self.peer_eof
+        keep_alive = reply is not None and not self.peer_eof
+        if reply is None:
+            reply = Reply(500, INTERNAL_ERROR)
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(reply.render(version, keep_alive=keep_alive))
@@ -606,7 +620,7 @@ class HttpApi:
         self.limiter = limiter
         self.rate_of = rate_of
         # Direct answers of this turn of the loop, sent together at its end.
-        self._answers: list[tuple[_Connection, HttpVersion, Principal, Create, object]] = []
+        self._answers: list[tuple[_Connection, HttpVersion, Reply | None]] = []
         # Which kinds of keyring and limiter these are is fixed for the process: decided
         # here once, not per request. Remote ones are asked without blocking the loop.
         self.remote_keyring = bool(getattr(ctx.keyring, "remote", False))
@@ -769,50 +783,64 @@ class HttpApi:
     # -- the direct path ------------------------------------------------------------------
     # aiohttp gives every request a task, a request object, a payload stream and a
     # response writer, which together cost more than everything Stash does for a POST
-    # /stash (a fifth of a request, measured). A POST /stash that arrives whole on an
-    # idle connection is therefore answered from the connection's data_received: the
-    # same checks, the same operation, the same bytes out. Whatever could make the answer
-    # differ (another route, a body still arriving, a metered or refused key, a blocked
+    # /stash or a GET /recall. Those two, when they arrive whole on an idle connection,
+    # are therefore answered from the connection's data_received: the same checks, the
+    # same operation, the same bytes out. Whatever could make the answer differ (another
+    # route, a body still arriving, an id to unquote, a metered or refused key, a blocked
     # address, a body the rules refuse) is left to the general path above, before
     # anything has changed; tests/test_http_direct.py holds the two to the same answers.
 
-    def direct_principal(
+    def direct_request(
         self, message: RawRequestMessage, payload: StreamReader
-    ) -> Principal | None:
-        """The sender of a request the direct path may answer; None: the general path answers.
+    ) -> tuple[Principal, bytes] | None:
+        """The sender and id of a request the direct path may answer (b"": a POST /stash).
 
-        Decided without side effects, so the general path can still take the request.
+        None: the general path answers. Decided without side effects, so the general path
+        can still take the request.
         """
-        if (
-            message.method != "POST"
-            or message.path != "/stash"
-            or message.should_close
-            or not payload.is_eof()
-            or self.remote_keyring
-        ):
+        if message.should_close or self.remote_keyring:
             return None
-        headers = message.headers
-        length = headers.get("Content-Length")
-        if (
-            length is None  # chunked
-            or not (length.isascii() and length.isdigit())
-            or int(length) != payload.total_bytes
-            or "Content-Encoding" in headers
-        ):
+        method, path, headers = message.method, message.path, message.headers
+        key = b""
+        if method == "POST" and path == "/stash":
+            length = headers.get("Content-Length")
+            if (
+                length is None  # chunked
+                or not (length.isascii() and length.isdigit())
+                or int(length) != payload.total_bytes
+                or not payload.is_eof()
+                or "Content-Encoding" in headers
+            ):
+                return None
+        elif method == "GET" and path.startswith("/recall/"):
+            # An id as Stash makes them; anything to unquote or decode is the general path's.
+            memory_id = path[8:]
+            if (
+                not memory_id
+                or not memory_id.isascii()
+                or "/" in memory_id
+                or "?" in memory_id
+                or "%" in memory_id
+                or payload.total_bytes
+                or not payload.is_eof()
+            ):
+                return None
+            key = memory_id.encode()
+        else:
             return None
         throttle = self.throttle
         if throttle is not None and throttle.blocking():
             return None
         try:
-            key = self._key_of(headers)
-            p = self.keyring.anonymous() if key is None else self.keyring.authenticate(None, key)
+            sent = self._key_of(headers)
+            p = self.keyring.anonymous() if sent is None else self.keyring.authenticate(None, sent)
         except StashError:
             return None
         if p is None or payload.total_bytes > p.limits.max_payload:
             return None
         if self.limiter is not None and self.rate_of is not None and self.rate_of(p) is not None:
             return None  # admitting costs a unit of the rate: the general path does it once
-        return p
+        return p, key
 
     def direct_stash(
         self, conn: _Connection, version: HttpVersion, p: Principal, raw: bytes
@@ -822,16 +850,33 @@ class HttpApi:
             op = self.stash_op(p, raw)
         except StashError:
             return False
+        self._direct(conn, version, op, lambda key: self.created(p, op, cast("bytes", key)))
+        return True
+
+    def direct_recall(
+        self, conn: _Connection, version: HttpVersion, p: Principal, key: bytes
+    ) -> None:
+        """Read the id and answer."""
+        get = self.service.get(p, key)
+        self._direct(
+            conn, version, get, lambda entry: self.recalled(key, cast("Entry | None", entry))
+        )
+
+    def _direct(
+        self, conn: _Connection, version: HttpVersion, op: Op, reply: Callable[[Any], Reply]
+    ) -> None:
+        """Run ``op`` and send ``reply(result)``, or the error, once the loop turn is done."""
         conn.enter()
         conn.pending = True
-        if not self.inline:
+        store = self.store
+        if not (self.inline or (store.inline_reads and not op.writes)):
             self.batcher.submit(
-                [op], lambda results: self._direct_answer(conn, version, p, op, results[0])
+                [op], lambda results: conn.answer(self._answer_of(reply, results[0]), version)
             )
-            return True
+            return
         result: object
         try:
-            result = self.store.run(op)
+            result = store.run(op) if self.inline else store.read_now(op)
         except StashError as exc:
             result = exc
         except Exception:
@@ -841,25 +886,26 @@ class HttpApi:
         # handled, not one by one as each request is: measured, writing each answer at
         # once cost a third more CPU per request (every write wakes the client again).
         answers = self._answers
-        answers.append((conn, version, p, op, result))
+        answers.append((conn, version, self._answer_of(reply, result)))
         if len(answers) == 1:
             conn.loop.call_soon(self._send_answers)
-        return True
+
+    @staticmethod
+    def _answer_of(reply: Callable[[Any], Reply], result: object) -> Reply | None:
+        """The answer to an operation's result; None for a failure of our own."""
+        if result is _FAILED:
+            return None
+        if isinstance(result, StashError):
+            return error_reply(result)
+        try:
+            return reply(result)
+        except StashError as exc:  # the result refused (not found, not JSON)
+            return error_reply(exc)
 
     def _send_answers(self) -> None:
         answers, self._answers = self._answers, []
-        for conn, version, p, op, result in answers:
-            self._direct_answer(conn, version, p, op, result)
-
-    def _direct_answer(
-        self, conn: _Connection, version: HttpVersion, p: Principal, op: Create, result: object
-    ) -> None:
-        if result is _FAILED:
-            conn.answer(Reply(500, INTERNAL_ERROR), version, keep_alive=False)
-        elif isinstance(result, StashError):
-            conn.answer(error_reply(result), version)
-        else:
-            conn.answer(self.created(p, op, cast("bytes", result)), version)
+        for conn, version, reply in answers:
+            conn.answer(reply, version)
 
     # -- bodies ---------------------------------------------------------------------------
     async def read_body(self, request: BaseRequest, conn: _Connection, limit: int) -> bytes:
@@ -955,6 +1001,10 @@ class HttpApi:
         del request, conn
         get = self.service.get(p, key)
         entry: Entry | None = self.store.run(get) if self.inline else await self.batcher.run(get)
+        return self.recalled(key, entry)
+
+    def recalled(self, key: bytes, entry: Entry | None) -> Reply:
+        """The 200 of a GET /recall, or the 404 (or 409) it raises."""
         if entry is None:
             raise NotFound
         value = entry.value

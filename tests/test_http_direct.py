@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from stashd import http
 from stashd.http import DIRECT_SUPPORTED, HttpApi
-from stashd.ops import Op
+from stashd.ops import Op, Set
 from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import namespace_of
 from tests.support.http import Sidecar, StrictKeyring, sidecar, split_response
@@ -158,6 +158,64 @@ def test_random_posts_get_the_same_answers_and_store_the_same(
     asyncio.run(run())
 
 
+def seed(s: Sidecar) -> None:
+    """The same entries in a sidecar's store: alice's, bob's, one not JSON, one expired."""
+    alice, bob = namespace_of(b"alice-key"), namespace_of(b"bob-key")
+    now = s.clock()
+    for ns, key, value, ttl in (
+        (alice, b"known001", b'{"k":[1,2]}', 60_000),
+        (alice, b"notjson1", b"raw bytes", 60_000),
+        (alice, b"expired1", b"1", 1_000),
+        (alice, "\u00e9t\u00e9".encode(), b'"summer"', 60_000),
+        (bob, b"bobs0001", b'"bob"', 60_000),
+    ):
+        s.store.run(Set(ns, key, value, now + ttl))
+    s.clock.now += 2_000
+
+
+IDS = st.sampled_from(
+    [
+        b"known001",
+        b"missing1",
+        b"bobs0001",
+        b"notjson1",
+        b"expired1",
+        b"known001?x=1",
+        b"known001/",
+        b"known001/x",
+        b"kno%77n001",
+        b"%C3%A9t%C3%A9",
+        b"\xc3\xa9t\xc3\xa9",
+        b"",
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(memory_id=IDS, headers=HEADERS, version=st.sampled_from([b"1.1", b"1.0"]))
+def test_random_recalls_get_the_same_answers(
+    memory_id: bytes, headers: bytes, version: bytes
+) -> None:
+    """Found, missing, another tenant's, not JSON, expired, odd forms: the same bytes."""
+
+    async def run() -> None:
+        async with twins() as (on, off):
+            seed(on)
+            seed(off)
+            request = (
+                b"GET /recall/"
+                + memory_id
+                + b" HTTP/"
+                + version
+                + b"\r\nHost: t\r\n"
+                + headers
+                + b"\r\n"
+            )
+            await same_answers(on, off, request)
+
+    asyncio.run(run())
+
+
 async def test_other_routes_and_forms_take_the_general_path_alike() -> None:
     """Query strings, other paths, methods, chunked bodies, Connection: close, strict keys."""
     chunked = (
@@ -200,6 +258,22 @@ async def test_the_direct_path_is_the_one_taken(monkeypatch: pytest.MonkeyPatch)
         assert b" 422 " in bad
         assert calls == ["general"]
         assert s.count(namespace_of(b"alice-key")) == 1
+
+
+async def test_a_plain_recall_takes_the_direct_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /recall/{id} never reaches the general handler, found or not."""
+
+    async def never(*_: object) -> object:
+        raise AssertionError("the general path answered")
+
+    monkeypatch.setattr(HttpApi, "recall", never)
+    async with sidecar() as s:
+        seed(s)
+        for memory_id, status in ((b"known001", 200), (b"missing1", 404), (b"notjson1", 409)):
+            (answer,) = await exchange(
+                s.port, b"GET /recall/" + memory_id + b" HTTP/1.1\r\nHost: t\r\n" + KEY + b"\r\n"
+            )
+            assert split_response(answer)[0] == status
 
 
 # -- order, connections, time -------------------------------------------------------------
@@ -245,7 +319,11 @@ async def test_sqlite_answers_after_the_commit_in_order(tmp_path: Path) -> None:
         assert json.loads(split_response(got)[2])["data"] == {"k": [1, 2]}
         async with sqlite_sidecar(tmp_path / "off.db", direct=False) as off:
             await same_answers(
-                s, off, post(b'{"data": 1, "ttl": 5}'), post(b'{"data": 1, "ttl": -1}')
+                s,
+                off,
+                post(b'{"data": 1, "ttl": 5}'),
+                post(b'{"data": 1, "ttl": -1}'),
+                b"GET /recall/missing1 HTTP/1.1\r\nHost: t\r\n" + KEY + b"\r\n",
             )
 
 
