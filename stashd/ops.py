@@ -191,6 +191,28 @@ class Create(Op):
         raise RuntimeError(msg)  # pragma: no cover
 
 
+class FirstIds:
+    """Create's id source, remembered per attempt.
+
+    Running a Create again (a store fetched its first ids first, or tried them in a
+    faster way that failed) then asks for the same ids, not new ones: ``made`` holds
+    the ids already drawn, by attempt.
+    """
+
+    __slots__ = ("made", "make")
+
+    def __init__(self, make: Callable[[int], bytes], made: dict[int, bytes] | None = None) -> None:
+        self.make = make
+        self.made: dict[int, bytes] = made or {}
+
+    def __call__(self, attempt: int) -> bytes:
+        """The id of ``attempt``, drawn once."""
+        made = self.made.get(attempt)
+        if made is None:
+            made = self.made[attempt] = self.make(attempt)
+        return made
+
+
 class Delete(Op):
     """DEL, UNLINK, FORGET: the result is how many live keys were removed."""
 

@@ -619,3 +619,58 @@ def test_many_first_opens_of_a_new_file_at_once_all_succeed(tmp_path: Path) -> N
         for t in threads:
             t.join()
     assert errors == []
+
+
+def _create(value: bytes, expires_at: int, *ids: bytes) -> ops.Create:
+    """A Create whose attempts draw ``ids`` in turn."""
+    return ops.Create("alice", value, expires_at, lambda attempt: ids[attempt])
+
+
+async def test_a_batch_of_creates_is_one_insert_without_reads(db: Path, clock: Clock) -> None:
+    """New ids need no SELECT: a batch of STASH is one INSERT per 128 rows and a commit."""
+    store = SQLiteStore(db, clock)
+    await store.open()
+    try:
+        statements: list[str] = []
+        conn = store._own(wait=False).conn  # the loop's connection, made by open()
+        conn.set_trace_callback(statements.append)
+        batch: list[ops.Op] = [
+            _create(b'{"n":%d}' % i, T0 + 60_000, b"id%05d" % i) for i in range(300)
+        ]
+        assert await store.run_many(batch) == [b"id%05d" % i for i in range(300)]
+        conn.set_trace_callback(None)
+        assert not [s for s in statements if s.startswith("SELECT")]
+        assert sum(s.startswith("INSERT") for s in statements) == 3
+        stored = {r[1]: r for r in rows(db)}
+        assert len(stored) == 300
+        assert stored[b"id00007"][2:5] == (b'{"n":7}', T0 + 60_000, 1)
+    finally:
+        await store.close()
+
+
+async def test_a_live_id_is_never_overwritten_and_an_expired_one_is_reused(
+    db: Path, clock: Clock
+) -> None:
+    """An id in use sends the batch the general way (next id); an expired row is replaced."""
+    store = SQLiteStore(db, clock)
+    await store.open()
+    try:
+        first: list[ops.Op] = [_create(b"1", T0 + 60_000, b"live"), _create(b"2", T0 + 10, b"old")]
+        await store.run_many(first)
+        clock.now = T0 + 20  # "old" has expired
+        got = await store.run_many(
+            [
+                _create(b"3", T0 + 60_000, b"live", b"fresh"),
+                _create(b"4", T0 + 60_000, b"old"),
+                _create(b"5", T0 + 60_000, b"twin", b"other"),
+                _create(b"6", T0 + 60_000, b"twin", b"another"),
+            ]
+        )
+        # "live" is in use and the batch repeats "twin": the general way draws again.
+        assert got == [b"fresh", b"old", b"twin", b"another"]
+        stored = {r[1]: r[2:5] for r in rows(db)}
+        assert stored[b"live"] == (b"1", T0 + 60_000, 1)
+        assert stored[b"fresh"] == (b"3", T0 + 60_000, 1)
+        assert stored[b"old"] == (b"4", T0 + 60_000, 1)
+    finally:
+        await store.close()

@@ -51,6 +51,7 @@ from stashd.ops import (
     Count,
     Create,
     Delete,
+    FirstIds,
     Flush,
     Get,
     GetMany,
@@ -270,29 +271,9 @@ def keys_of(op: Op) -> Iterator[Slot]:
         yield ns, op.key
 
 
-class _FirstIds:
-    """Create's id source, remembered per attempt.
-
-    Running Create again (after a fetch) then asks for the ids it already fetched,
-    instead of drawing new ones that would need fetching in turn.
-    """
-
-    __slots__ = ("made", "make")
-
-    def __init__(self, make: Callable[[int], bytes]) -> None:
-        self.make = make
-        self.made: dict[int, bytes] = {}
-
-    def __call__(self, attempt: int) -> bytes:
-        made = self.made.get(attempt)
-        if made is None:
-            made = self.made[attempt] = self.make(attempt)
-        return made
-
-
 def _remember_ids(op: Op) -> None:
-    if isinstance(op, Create) and not isinstance(op.make_id, _FirstIds):
-        op.make_id = _FirstIds(op.make_id)
+    if isinstance(op, Create) and not isinstance(op.make_id, FirstIds):
+        op.make_id = FirstIds(op.make_id)
     elif isinstance(op, Transaction):
         for inner in op.ops:
             _remember_ids(inner)
