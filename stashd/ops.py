@@ -471,6 +471,10 @@ class Scan(Op):
 
     def run(self, view: View, now: int) -> tuple[int, list[bytes]]:
         """Read one page."""
+        if self.cursor > INT64_MAX:
+            # SCAN takes cursors up to 2**64 - 1, as Redis does; no store hands out one
+            # past a signed 64-bit number, so such a cursor is past the end.
+            return 0, []
         nxt, items = view.scan(self.ns, self.cursor, self.count, now)
         if self.kind is not None and self.kind.lower() != b"string":
             return nxt, []

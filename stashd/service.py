@@ -380,7 +380,8 @@ class MemoryService:
                 maximum=PAGE_MAX,
                 requested=limit,
             )
-        if cursor < 0:
+        # Cursors are row ids, 64-bit signed: a larger number was never returned.
+        if not 0 <= cursor <= ops.INT64_MAX:
             raise InvalidRequest("cursor must be a value returned as next_cursor", field="cursor")
         return ops.Page(p.namespace, cursor, limit)
 

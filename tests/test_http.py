@@ -327,6 +327,7 @@ async def test_listing_pages_through_every_memory_without_data() -> None:
             ({"limit": "ten"}, "limit"),
             ({"cursor": "-1"}, "cursor"),
             ({"cursor": "x"}, "cursor"),
+            ({"cursor": "9223372036854775808"}, "cursor"),  # past a 64-bit row id
         ]:
             async with s.session.get("/stash", params=params, headers=KEY) as resp:
                 assert resp.status == 422
