@@ -342,11 +342,11 @@ class HeldStore(SQLiteStore):
         return await super().run_many(ops)
 
 
-@pytest.mark.parametrize("direct", [True, False])
-async def test_a_request_sent_while_an_answer_waits_is_answered_after_it(
-    tmp_path: Path, direct: bool
-) -> None:
-    """HTTP answers in request order: a GET behind a POST whose batch waits comes second."""
+@contextlib.asynccontextmanager
+async def held_post(
+    tmp_path: Path, *, direct: bool
+) -> AsyncIterator[tuple[HeldStore, Sidecar, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A POST /stash sent to a SQLite sidecar, its batch started and held until released."""
     store = HeldStore(tmp_path / "s.db")
     await store.open()
     try:
@@ -354,13 +354,24 @@ async def test_a_request_sent_while_an_answer_waits_is_answered_after_it(
             reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
             writer.write(post(b'{"data": 1}'))
             await asyncio.wait_for(store.started.wait(), 5)
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-            await asyncio.sleep(0.05)
-            store.release.set()
-            answers = [await _read_answer(reader) for _ in range(2)]
-            writer.close()
+            try:
+                yield store, s, reader, writer
+            finally:
+                writer.close()
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_a_request_sent_while_an_answer_waits_is_answered_after_it(
+    tmp_path: Path, direct: bool
+) -> None:
+    """HTTP answers in request order: a GET behind a POST whose batch waits comes second."""
+    async with held_post(tmp_path, direct=direct) as (store, _, reader, writer):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        await asyncio.sleep(0.05)
+        store.release.set()
+        answers = [await _read_answer(reader) for _ in range(2)]
     assert [split_response(a)[0] for a in answers] == [201, 200]
 
 
@@ -369,20 +380,11 @@ async def test_a_client_that_half_closes_while_its_answer_waits_gets_it_with_clo
     tmp_path: Path, direct: bool
 ) -> None:
     """The client stops sending while its write is under way: the answer says close, then EOF."""
-    store = HeldStore(tmp_path / "s.db")
-    await store.open()
-    try:
-        async with sidecar(store=store, direct=direct) as s:  # type: ignore[arg-type]
-            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
-            writer.write(post(b'{"data": 1}'))
-            await asyncio.wait_for(store.started.wait(), 5)
-            writer.write_eof()
-            await asyncio.sleep(0.05)
-            store.release.set()
-            answer = await asyncio.wait_for(reader.read(), 5)
-            writer.close()
-    finally:
-        await store.close()
+    async with held_post(tmp_path, direct=direct) as (store, _, reader, writer):
+        writer.write_eof()
+        await asyncio.sleep(0.05)
+        store.release.set()
+        answer = await asyncio.wait_for(reader.read(), 5)
     status, headers, _ = split_response(answer)
     assert status == 201
     assert headers["connection"] == "close"
@@ -436,19 +438,10 @@ async def test_a_failing_store_gets_a_500_and_a_closed_connection(
 @pytest.mark.parametrize("direct", [True, False])
 async def test_shutdown_waits_for_an_answer_under_way(tmp_path: Path, direct: bool) -> None:
     """Closing the sidecar while an answer waits for its batch still sends it."""
-    store = HeldStore(tmp_path / "s.db")
-    await store.open()
-    try:
-        async with sidecar(store=store, direct=direct) as s:  # type: ignore[arg-type]
-            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
-            writer.write(post(b'{"data": 1}'))
-            await asyncio.wait_for(store.started.wait(), 5)
-            closing = asyncio.ensure_future(s.server.close())
-            await asyncio.sleep(0.05)
-            assert not closing.done()
-            store.release.set()
-            assert b" 201 " in await _read_answer(reader)
-            await asyncio.wait_for(closing, 5)
-            writer.close()
-    finally:
-        await store.close()
+    async with held_post(tmp_path, direct=direct) as (store, s, reader, _):
+        closing = asyncio.ensure_future(s.server.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()
+        store.release.set()
+        assert b" 201 " in await _read_answer(reader)
+        await asyncio.wait_for(closing, 5)
