@@ -29,7 +29,6 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 from aiohttp.http import HttpRequestParser, HttpVersion
 from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from stashd import __version__, log
@@ -66,6 +65,7 @@ from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from aiohttp.streams import StreamReader
     from aiohttp.web_request import BaseRequest
     from multidict import CIMultiDictProxy
 
@@ -98,9 +98,6 @@ SHUTDOWN_TIMEOUT: Final = 5.0
 LINGER: Final = 2.0
 #: Request line and each header line: aiohttp's default, stated so it is visible here.
 MAX_LINE: Final = 8190
-
-#: The buffer size of a request body's stream: aiohttp's default (read_bufsize).
-READ_BUFSIZE: Final = 2**16
 
 #: The parts of aiohttp's connection protocol the direct path uses besides its public
 #: ones: its request queue and the future its request loop waits on, the parser's count
@@ -208,6 +205,33 @@ def error_fields(exc: StashError, status: int) -> dict[str, str]:
     if isinstance(exc, MethodNotAllowed):
         return {"Allow": ", ".join(exc.allowed)}
     return {}
+
+
+def _answer_of(
+    reply: Callable[[Any, Any], Reply],
+    op: Op,
+    result: object,
+    rate: dict[str, str] | None,
+) -> Reply | None:
+    """The direct path's answer to an operation's result; None for a failure of our own."""
+    if result is _FAILED:
+        return None
+    if isinstance(result, StashError):
+        return error_reply(result)
+    try:
+        answer = reply(op, result)
+    except StashError as exc:  # the result refused (not found, not JSON)
+        return error_reply(exc)
+    if rate is not None:
+        answer.headers.update(rate)
+    return answer
+
+
+def limited_reply(exc: _Limited) -> Reply:
+    """``error_response(exc, exc.headers)`` as a :class:`Reply`: the 429 and its fields."""
+    status, body = error_body(exc)
+    fields = "".join(f"{name}: {value}\r\n" for name, value in exc.headers.items())
+    return Reply(status, body, fields)
 
 
 def error_reply(exc: StashError) -> Reply:
@@ -417,15 +441,8 @@ class _Connection(RequestHandler):
         self._messages.popleft()
         if key:
             api.direct_recall(self, message.version, principal, key)
-        elif not api.direct_stash(
-            self, message.version, principal, body := payload.read_nowait(-1)
-        ):
-            # Refused by the rules: the general path answers it, from a copy of the body.
-            copy = StreamReader(self, READ_BUFSIZE, loop=self.loop)
-            copy.feed_data(body)
-            copy.feed_eof()
-            self._messages.appendleft((message, copy))
-            return False
+        else:
+            api.direct_stash(self, message.version, principal, payload.read_nowait(-1))
         if self._parser is not None:  # aiohttp's count of requests in its queue
             self._parser.message_consumed()
         return True
@@ -785,10 +802,11 @@ class HttpApi:
     # response writer, which together cost more than everything Stash does for a POST
     # /stash or a GET /recall. Those two, when they arrive whole on an idle connection,
     # are therefore answered from the connection's data_received: the same checks, the
-    # same operation, the same bytes out. Whatever could make the answer differ (another
-    # route, a body still arriving, an id to unquote, a metered or refused key, a blocked
-    # address, a body the rules refuse) is left to the general path above, before
-    # anything has changed; tests/test_http_direct.py holds the two to the same answers.
+    # same operation, the same rate limit, the same bytes out, refusals included. Whatever
+    # could make the answer differ (another route, a body still arriving or too large, an
+    # id to unquote, a refused key, a blocked address, a limiter in Redis) is left to the
+    # general path above, before anything has changed; tests/test_http_direct.py holds
+    # the two to the same answers.
 
     def direct_request(
         self, message: RawRequestMessage, payload: StreamReader
@@ -838,40 +856,59 @@ class HttpApi:
             return None
         if p is None or payload.total_bytes > p.limits.max_payload:
             return None
-        if self.limiter is not None and self.rate_of is not None and self.rate_of(p) is not None:
-            return None  # admitting costs a unit of the rate: the general path does it once
+        if self.shared_limiter and self.rate_of is not None and self.rate_of(p) is not None:
+            return None  # a limiter in Redis is asked without blocking: the general path
         return p, key
 
     def direct_stash(
         self, conn: _Connection, version: HttpVersion, p: Principal, raw: bytes
-    ) -> bool:
-        """Store the body and answer; False, with nothing done, when its rules refuse it."""
-        try:
-            op = self.stash_op(p, raw)
-        except StashError:
-            return False
-        self._direct(conn, version, op, lambda key: self.created(p, op, cast("bytes", key)))
-        return True
+    ) -> None:
+        """Admit, check the body, store it, and answer (refusals included)."""
+
+        def make() -> Create:
+            return self.stash_op(p, raw)
+
+        self._direct(conn, version, p, make, lambda op, key: self.created(p, op, key))
 
     def direct_recall(
         self, conn: _Connection, version: HttpVersion, p: Principal, key: bytes
     ) -> None:
-        """Read the id and answer."""
-        get = self.service.get(p, key)
-        self._direct(
-            conn, version, get, lambda entry: self.recalled(key, cast("Entry | None", entry))
-        )
+        """Admit, read the id, and answer."""
+
+        def make() -> Op:
+            return self.service.get(p, key)
+
+        self._direct(conn, version, p, make, lambda _op, entry: self.recalled(key, entry))
 
     def _direct(
-        self, conn: _Connection, version: HttpVersion, op: Op, reply: Callable[[Any], Reply]
+        self,
+        conn: _Connection,
+        version: HttpVersion,
+        p: Principal,
+        make: Callable[[], Any],
+        reply: Callable[[Any, Any], Reply],
     ) -> None:
-        """Run ``op`` and send ``reply(result)``, or the error, once the loop turn is done."""
+        """Admit, run ``make()``'s operation, and answer ``reply(op, result)`` or the error.
+
+        As on the general path: a refusal by the rate limit is a 429 with its fields, any
+        other refusal has none, and a success carries the RateLimit fields.
+        """
         conn.enter()
         conn.pending = True
+        try:
+            rate = self.admit(p)
+            op = make()
+        except _Limited as exc:
+            self._send_later(conn, version, limited_reply(exc))
+            return
+        except StashError as exc:
+            self._send_later(conn, version, error_reply(exc))
+            return
         store = self.store
         if not (self.inline or (store.inline_reads and not op.writes)):
             self.batcher.submit(
-                [op], lambda results: conn.answer(self._answer_of(reply, results[0]), version)
+                [op],
+                lambda results: conn.answer(_answer_of(reply, op, results[0], rate), version),
             )
             return
         result: object
@@ -882,25 +919,16 @@ class HttpApi:
         except Exception:
             logger.exception("http_internal_error")
             result = _FAILED
+        self._send_later(conn, version, _answer_of(reply, op, result, rate))
+
+    def _send_later(self, conn: _Connection, version: HttpVersion, reply: Reply | None) -> None:
         # As in Redis, answers go out once the reads of this turn of the loop have been
         # handled, not one by one as each request is: measured, writing each answer at
         # once cost a third more CPU per request (every write wakes the client again).
         answers = self._answers
-        answers.append((conn, version, self._answer_of(reply, result)))
+        answers.append((conn, version, reply))
         if len(answers) == 1:
             conn.loop.call_soon(self._send_answers)
-
-    @staticmethod
-    def _answer_of(reply: Callable[[Any], Reply], result: object) -> Reply | None:
-        """The answer to an operation's result; None for a failure of our own."""
-        if result is _FAILED:
-            return None
-        if isinstance(result, StashError):
-            return error_reply(result)
-        try:
-            return reply(result)
-        except StashError as exc:  # the result refused (not found, not JSON)
-            return error_reply(exc)
 
     def _send_answers(self) -> None:
         answers, self._answers = self._answers, []

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from stashd import http
 from stashd.http import DIRECT_SUPPORTED, HttpApi
 from stashd.ops import Op, Set
+from stashd.ratelimit import LocalLimiter, Rate
 from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import namespace_of
 from tests.support.http import Sidecar, StrictKeyring, sidecar, split_response
@@ -216,6 +217,37 @@ def test_random_recalls_get_the_same_answers(
     asyncio.run(run())
 
 
+def _frozen() -> float:
+    return 0.0
+
+
+def _three(_p: object) -> Rate:
+    return Rate(3, 60, 3)
+
+
+async def test_metered_keys_get_the_same_fields_and_refusals() -> None:
+    """Under a rate limit: the RateLimit fields, the 429 with Retry-After, refusals counted once."""
+    for requests in (
+        [post(b'{"data": 1}')] * 4,
+        [post(b'{"data": 1, "ttl": 0}'), post(b"{"), post(b'{"data": 1}'), post(b'{"data": 2}')],
+        [b"GET /recall/known001 HTTP/1.1\r\nHost: t\r\n" + KEY + b"\r\n"] * 4,
+    ):
+        async with (
+            sidecar(direct=True, limiter=LocalLimiter(_frozen), rate_of=_three) as on,
+            sidecar(direct=False, limiter=LocalLimiter(_frozen), rate_of=_three) as off,
+        ):
+            seed(on)
+            seed(off)
+            answers = await same_answers(on, off, *requests)
+            statuses = [split_response(a)[0] for a in answers]
+            assert statuses[-1] == 429
+            assert b"\r\nRetry-After: " in answers[-1]
+            assert all(
+                b"\r\nRateLimit: " in a for a, st in zip(answers, statuses, strict=True) if st < 300
+            )
+            assert held(on) == held(off)
+
+
 async def test_other_routes_and_forms_take_the_general_path_alike() -> None:
     """Query strings, other paths, methods, chunked bodies, Connection: close, strict keys."""
     chunked = (
@@ -241,7 +273,7 @@ async def test_other_routes_and_forms_take_the_general_path_alike() -> None:
 
 
 async def test_the_direct_path_is_the_one_taken(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A plain POST never reaches the general handler; a refused body does, once."""
+    """A POST, refused or not, never reaches the general handler; a chunked one does."""
     calls: list[str] = []
     general = HttpApi.stash
 
@@ -256,8 +288,15 @@ async def test_the_direct_path_is_the_one_taken(monkeypatch: pytest.MonkeyPatch)
         assert calls == []
         (bad,) = await exchange(s.port, post(b'{"data": 1, "ttl": 0}'))
         assert b" 422 " in bad
-        assert calls == ["general"]
-        assert s.count(namespace_of(b"alice-key")) == 1
+        (chunked,) = await exchange(
+            s.port,
+            b"POST /stash HTTP/1.1\r\nHost: t\r\n"
+            + KEY
+            + b'Transfer-Encoding: chunked\r\n\r\nb\r\n{"data": 2}\r\n0\r\n\r\n',
+        )
+        assert b" 201 " in chunked
+        assert calls == ["general"]  # the chunked one only
+        assert s.count(namespace_of(b"alice-key")) == 2
 
 
 async def test_a_plain_recall_takes_the_direct_path(monkeypatch: pytest.MonkeyPatch) -> None:
