@@ -115,7 +115,14 @@ DIRECT_SUPPORTED: Final = all(
         "_keepalive_timeout",
         "_next_keepalive_close_time",
     )
-) and hasattr(HttpRequestParser, "message_consumed")
+) and all(
+    hasattr(cls, name)
+    for cls, name in (
+        (HttpRequestParser, "message_consumed"),
+        (RequestHandler, "writing_paused"),
+        (RequestHandler, "_process_keepalive"),
+    )
+)
 
 #: The fields each JSON body may carry; anything else is refused, so a typo such as
 #: ``extend`` does not silently do nothing.
