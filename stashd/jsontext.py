@@ -11,7 +11,8 @@ provably the same; everything else, every error included, goes through ``json`` 
   with a run of 19 digits (the shortest such integer) is read by ``json``.
 - ``json`` recurses, and fails past Python's recursion limit (about 1000 levels, less the
   caller's frames); orjson goes to 1024 levels. A text with many opening brackets could
-  nest that deep, so it is read by ``json`` and fails, or not, exactly as it did.
+  nest that deep, so it is read by ``json``, and refused as not JSON (:data:`TOO_DEEP`)
+  where ``json`` runs out of recursion.
 - orjson writes floats below 1e-4 differently (``0.00001``, ``1.5e-7``, where ``json``
   writes ``1e-05`` and ``1.5e-07``), writes infinity as ``null`` where ``json`` refuses
   it, and refuses integers beyond 64 bits, lone surrogates and nesting deeper than 254
@@ -32,6 +33,10 @@ from stashd.errors import NotJSON, StoredNotJSON
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+#: The error of a text nested past what the standard library's parser can follow (its
+#: recursion, about 1000 levels): refused as not JSON, never a failure of the server.
+TOO_DEEP: Final = "nested too deeply (about 1000 levels is the limit)"
 
 #: Fewer opening brackets than this cannot nest deep enough to reach the standard
 #: library's recursion limit, so orjson's acceptance is the standard library's.
@@ -114,6 +119,8 @@ def _load_slowly(raw: bytes, what: str) -> Any:  # noqa: ANN401 - any JSON value
         ) from None
     except ValueError as exc:
         raise NotJSON(json_error_position(exc), what) from None
+    except RecursionError:
+        raise NotJSON(TOO_DEEP, what) from None
 
 
 def load_stored(raw: bytes) -> Any:  # noqa: ANN401 - any JSON value
@@ -156,6 +163,8 @@ def _load_stored_slowly(raw: bytes) -> Any:  # noqa: ANN401 - any JSON value
         ) from None
     except ValueError as exc:
         raise StoredNotJSON(json_error_position(exc)) from None
+    except RecursionError:
+        raise StoredNotJSON(TOO_DEEP) from None
 
 
 def dump_json(value: object) -> bytes:

@@ -28,7 +28,7 @@ from stashd.errors import (
     PersistRefused,
     TTLNotPositive,
 )
-from stashd.jsontext import check_json, dump_parsed, load_json
+from stashd.jsontext import TOO_DEEP, check_json, dump_parsed, load_json
 from stashd.ops import ttl_seconds_up
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ def encode_json(value: object, what: str = "value") -> bytes:
         return dump_parsed(value)
     except ValueError:
         raise NotJSON("a number is out of the range of a double", what) from None
+    except RecursionError:  # parsed near the limit, written from deeper in the stack
+        raise NotJSON(TOO_DEEP, what) from None
 
 
 # Random bytes map onto base62 by a translation table: a byte below 248 (4 * 62) becomes

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from stashd import errors
 from stashd.errors import StashError, from_wire
+from stashd.jsontext import TOO_DEEP
 
 
 # One instance of every class, with numbers that differ from each other so a swapped
@@ -68,6 +69,7 @@ SAMPLES: dict[type[StashError], StashError] = {
 MORE: list[StashError] = [
     errors.NotJSON("NaN is not a JSON value"),
     errors.NotJSON("invalid UTF-8 at byte 3"),
+    errors.NotJSON(TOO_DEEP),
     errors.StoredNotJSON("invalid UTF-8 at byte 0"),
     errors.BodyTooLarge(1024, None),
     errors.MethodNotAllowed("GET/../x", ("POST",)),

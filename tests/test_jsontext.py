@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from stashd.errors import NotJSON, StoredNotJSON
 from stashd.jsontext import (
     NESTING_SAFE,
+    TOO_DEEP,
     check_json,
     check_stored,
     dump_json,
@@ -147,14 +149,22 @@ def test_deep_nesting_reads_as_plain_json_reads(depth: int) -> None:
     agree(b"[" * depth + b"]" * depth)
 
 
-def test_nesting_past_json_s_limit_keeps_json_s_verdict() -> None:
-    """orjson reads 1000 levels; json cannot, and what json does with such a text stands."""
-    raw = b"[" * 1000 + b"]" * 1000
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_nesting_past_json_s_limit_is_refused_as_not_json(depth: int) -> None:
+    """orjson reads 1000 levels; json runs out of recursion, which is a refusal, not a crash."""
+    raw = b"[" * depth + b"]" * depth
     with pytest.raises(RecursionError):
         _REFERENCE.decode(raw.decode())
-    for read in (load_json, check_json, load_stored, check_stored):
-        with pytest.raises(RecursionError):
+    sent: list[Callable[[bytes], object]] = [load_json, check_json]
+    for read in sent:
+        with pytest.raises(NotJSON) as caught:
             read(raw)
+        assert caught.value.message == f"value is not valid JSON: {TOO_DEEP}"
+    stored: list[Callable[[bytes], object]] = [load_stored, check_stored]
+    for read in stored:
+        with pytest.raises(StoredNotJSON) as caught:
+            read(raw)
+        assert caught.value.message.endswith(TOO_DEEP)
 
 
 _ALPHABET = st.sampled_from(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from stashd.jsontext import TOO_DEEP
 from tests.support.resp_client import CLOSED, RespClient
 from tests.support.servers import RedisServer, StashDaemon
 
@@ -175,3 +176,13 @@ def test_header_numbers_read_as_redis_reads_them(
         seen.append(replies)
     assert seen[0] == seen[1]
     assert seen[0]
+
+
+def test_json_nested_too_deeply_is_refused_and_the_connection_lives(
+    memory_daemon: StashDaemon,
+) -> None:
+    """Past the JSON parser's recursion: -NOTJSON with the limit, then the next command."""
+    c = RespClient(memory_daemon.port)
+    deep = b"[" * 5000 + b"]" * 5000
+    assert c.call("STASH", deep).render() == f"-NOTJSON value is not valid JSON: {TOO_DEEP}"
+    assert c.call("PING").render() == "+PONG"
