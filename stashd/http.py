@@ -229,9 +229,23 @@ def _answer_of(
         answer = reply(op, result)
     except StashError as exc:  # the result refused (not found, not JSON)
         return error_reply(exc)
+    except Exception:
+        # Called from a batch's end too, where raising would leave the batch's other
+        # callers unanswered: a failure of our own is this request's 500 alone.
+        logger.exception("http_internal_error")
+        return None
     if rate is not None:
         answer.headers.update(rate)
     return answer
+
+
+def _remote(peer: object) -> str | None:
+    """The client's address as aiohttp's ``BaseRequest.remote`` gives it."""
+    if peer is None:
+        return None
+    if isinstance(peer, (list, tuple)):
+        return str(peer[0])
+    return str(peer)
 
 
 def limited_reply(exc: _Limited) -> Reply:
@@ -441,12 +455,19 @@ class _Connection(RequestHandler):
         message, payload = self._messages[0]
         if not isinstance(message, RawRequestMessage):  # a request that failed to parse
             return False
-        taken = api.direct_request(message, payload)
+        taken = api.direct_request(self, message, payload)
         if taken is None:
             return False
         principal, key = taken
         self._messages.popleft()
-        if key:
+        # Not idle while the answer is under way (aiohttp's loop clears this timer while
+        # a handler runs): answer() starts the idle time again.
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+        if isinstance(principal, StashError):
+            api.direct_refusal(self, message.version, principal)
+        elif key:
             api.direct_recall(self, message.version, principal, key)
         else:
             api.direct_stash(self, message.version, principal, payload.read_nowait(-1))
@@ -723,7 +744,7 @@ class HttpApi:
         key = self._credentials(request)
         if key is None:
             return self._anonymous()
-        return self._checked(self.keyring.authenticate(None, key), request)
+        return self._checked(self.keyring.authenticate(None, key), lambda: request.remote)
 
     async def authenticate_async(self, request: BaseRequest) -> Principal:
         """:meth:`authenticate` with a keyring that looks keys up in Redis."""
@@ -731,7 +752,7 @@ class HttpApi:
         if key is None:
             return self._anonymous()
         remote = cast("RemoteKeyring", self.keyring)
-        return self._checked(await remote.authenticate_async(None, key), request)
+        return self._checked(await remote.authenticate_async(None, key), lambda: request.remote)
 
     def _credentials(self, request: BaseRequest) -> bytes | None:
         """The key sent (None: none), once the client's address is known not to be blocked."""
@@ -771,10 +792,11 @@ class HttpApi:
             raise NoAuth
         return anonymous
 
-    def _checked(self, principal: Principal | None, request: BaseRequest) -> Principal:
+    def _checked(self, principal: Principal | None, remote: Callable[[], str | None]) -> Principal:
+        """The principal; a refused key counts against the client's address, then 401."""
         if principal is None:
             if self.throttle is not None:
-                self.throttle.failed(request.remote or "")
+                self.throttle.failed(remote() or "")
             raise WrongPass
         return principal
 
@@ -816,12 +838,12 @@ class HttpApi:
     # the two to the same answers.
 
     def direct_request(
-        self, message: RawRequestMessage, payload: StreamReader
-    ) -> tuple[Principal, bytes] | None:
-        """The sender and id of a request the direct path may answer (b"": a POST /stash).
+        self, conn: _Connection, message: RawRequestMessage, payload: StreamReader
+    ) -> tuple[Principal | StashError, bytes] | None:
+        """The sender and id of a request the direct path answers (b"": a POST /stash).
 
-        None: the general path answers. Decided without side effects, so the general path
-        can still take the request.
+        The sender may be the refusal of its key, to be answered as such. None: the
+        general path answers; that is decided before any side effect, so it still can.
         """
         if message.should_close or self.remote_keyring:
             return None
@@ -858,11 +880,16 @@ class HttpApi:
             return None
         try:
             sent = self._key_of(headers)
-            p = self.keyring.anonymous() if sent is None else self.keyring.authenticate(None, sent)
-        except StashError:
-            return None
-        if p is None or payload.total_bytes > p.limits.max_payload:
-            return None
+            if sent is None:
+                p = self._anonymous()
+            else:
+                p = self._checked(
+                    self.keyring.authenticate(None, sent), lambda: _remote(conn.peername)
+                )
+        except StashError as exc:  # as the general path refuses it
+            return exc, key
+        if payload.total_bytes > p.limits.max_payload:
+            return None  # refused before the body is read, by the general path
         if self.shared_limiter and self.rate_of is not None and self.rate_of(p) is not None:
             return None  # a limiter in Redis is asked without blocking: the general path
         return p, key
@@ -911,6 +938,10 @@ class HttpApi:
         except StashError as exc:
             self._send_later(conn, version, error_reply(exc))
             return
+        except Exception:
+            logger.exception("http_internal_error")
+            self._send_later(conn, version, None)
+            return
         store = self.store
         if not (self.inline or (store.inline_reads and not op.writes)):
             self.batcher.submit(
@@ -927,6 +958,12 @@ class HttpApi:
             logger.exception("http_internal_error")
             result = _FAILED
         self._send_later(conn, version, _answer_of(reply, op, result, rate))
+
+    def direct_refusal(self, conn: _Connection, version: HttpVersion, exc: StashError) -> None:
+        """Answer a request whose key was refused (401) or could not be checked (503)."""
+        conn.enter()
+        conn.pending = True
+        self._send_later(conn, version, error_reply(exc))
 
     def _send_later(self, conn: _Connection, version: HttpVersion, reply: Reply | None) -> None:
         # As in Redis, answers go out once the reads of this turn of the loop have been

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 
 from stashd import http
 from stashd.http import DIRECT_SUPPORTED, HttpApi
+from stashd.httpreply import Reply
+from stashd.jsontext import TOO_DEEP
 from stashd.ops import Op, Set
 from stashd.ratelimit import LocalLimiter, Rate
 from stashd.store.sqlite import SQLiteStore
-from stashd.tenancy import namespace_of
+from stashd.tenancy import Limits, OpenKeyring, Principal, namespace_of
 from tests.support.http import Sidecar, StrictKeyring, sidecar, split_response
 
 KEY = b"X-API-KEY: alice-key\r\n"
@@ -484,3 +486,94 @@ async def test_shutdown_waits_for_an_answer_under_way(tmp_path: Path, direct: bo
         store.release.set()
         assert b" 201 " in await _read_answer(reader)
         await asyncio.wait_for(closing, 5)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_the_idle_timer_never_ends_a_connection_whose_answer_is_under_way(
+    tmp_path: Path, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle means no request in progress: a write waiting for its batch past the idle time
+    is still answered (the client would otherwise store it again on retry)."""
+    monkeypatch.setattr(http, "IDLE_TIMEOUT", 0.3)
+    async with held_post(tmp_path, direct=direct) as (store, _, reader, _writer):
+        await asyncio.sleep(0.6)
+        store.release.set()
+        assert b" 201 " in await _read_answer(reader)
+
+
+class CountingKeyring(StrictKeyring):
+    """A strict keyring that counts its lookups."""
+
+    def __init__(self) -> None:
+        super().__init__({b"alice-key": "alice"})
+        self.lookups = 0
+
+    def authenticate(self, username: str | None, key: bytes) -> Principal | None:
+        """Count, then look up."""
+        self.lookups += 1
+        return super().authenticate(username, key)
+
+
+async def test_a_refused_key_is_looked_up_and_counted_once() -> None:
+    """One lookup per request, refused or not, and the same 401 and throttle on both paths."""
+    answers = []
+    for direct in (True, False):
+        keyring = CountingKeyring()
+        async with sidecar(keyring=keyring, direct=direct) as s:
+            throttle = s.api.throttle
+            assert throttle is not None
+            failed: list[str] = []
+            count = throttle.failed
+
+            def counted(
+                address: str, count: Callable[[str], None] = count, failed: list[str] = failed
+            ) -> None:
+                failed.append(address)
+                count(address)
+
+            throttle.failed = counted  # type: ignore[method-assign]
+            answers.append(
+                await exchange(
+                    s.port,
+                    post(b'{"data": 1}', b"X-API-KEY: nope\r\n"),
+                    b"GET /recall/abc HTTP/1.1\r\nHost: t\r\nX-API-KEY: nope\r\n\r\n",
+                    post(b'{"data": 1}'),
+                )
+            )
+            assert keyring.lookups == 3
+            assert failed == ["127.0.0.1", "127.0.0.1"]
+    assert [masked(a) for a in answers[0]] == [masked(a) for a in answers[1]]
+    assert [split_response(a)[0] for a in answers[0]] == [401, 401, 201]
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_failure_of_our_own_is_a_500_for_that_request_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """An answer that cannot be made ends its own connection with the 500, on a batch too."""
+
+    def broken(*_: object) -> Reply:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(HttpApi, "created", broken)
+    chosen = sidecar() if backend == "memory" else sqlite_sidecar(tmp_path / "s.db")
+    async with chosen as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(post(b'{"data": 1}'))
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        status, _, body = split_response(answer)
+        assert (status, body) == (500, http.INTERNAL_ERROR)
+        (ok,) = await exchange(s.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert split_response(ok)[0] == 200
+
+
+async def test_json_nested_too_deep_is_refused_alike() -> None:
+    """Past the parser's recursion: 400 invalid_json on both paths, not a 500 or a reset."""
+    body = b'{"data":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    roomy = OpenKeyring(Limits(max_payload=100_000, default_ttl_ms=60_000, max_ttl_ms=60_000))
+    async with twins(keyring=roomy) as (on, off):
+        (answer,) = await same_answers(on, off, post(body))
+    status, _, error = split_response(answer)
+    assert status == 400
+    assert json.loads(error)["error"]["message"].endswith(TOO_DEEP)
