@@ -97,7 +97,12 @@ class Batcher:
         finally:
             self._running = None
         for start, stop, done in waiters:
-            done(results[start:stop])
+            try:
+                done(results[start:stop])
+            except Exception:
+                # One caller's failure to take its answer must not keep the batch's other
+                # callers waiting for theirs.
+                logger.exception("batch_callback_failed")
         if self._ops:
             self._start()
 

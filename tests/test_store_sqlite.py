@@ -674,3 +674,26 @@ async def test_a_live_id_is_never_overwritten_and_an_expired_one_is_reused(
         assert stored[b"old"] == (b"4", T0 + 60_000, 1)
     finally:
         await store.close()
+
+
+async def test_a_caller_whose_callback_fails_does_not_hold_up_the_others(
+    db: Path, clock: Clock
+) -> None:
+    """Each caller of a batch gets its results even when another caller's callback raises."""
+    store = SQLiteStore(db, clock)
+    await store.open()
+    try:
+        batcher = Batcher(store)
+        got: list[list[Any]] = []
+
+        def broken(_results: list[Any]) -> None:
+            raise RuntimeError("boom")
+
+        with capture_logs() as logs:
+            batcher.submit([_create(b"1", T0 + 60_000, b"first")], broken)
+            batcher.submit([_create(b"2", T0 + 60_000, b"second")], got.append)
+            await batcher.drain()
+        assert got == [[b"second"]]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["batch_callback_failed"]
+    finally:
+        await store.close()
