@@ -460,11 +460,6 @@ class _Connection(RequestHandler):
             return False
         principal, key = taken
         self._messages.popleft()
-        # Not idle while the answer is under way (aiohttp's loop clears this timer while
-        # a handler runs): answer() starts the idle time again.
-        if self._keepalive_handle is not None:
-            self._keepalive_handle.cancel()
-            self._keepalive_handle = None
         if isinstance(principal, StashError):
             api.direct_refusal(self, message.version, principal)
         elif key:
@@ -502,6 +497,18 @@ class _Connection(RequestHandler):
         waiter = self._waiter
         if self._messages and waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _process_keepalive(self) -> None:
+        """The idle check of aiohttp, except that a connection whose answer is pending is busy.
+
+        aiohttp's loop stops this timer while a handler runs; a direct answer waiting for
+        its batch leaves that loop waiting, which the check would take for idleness.
+        :meth:`answer` starts the idle time again and sets the timer.
+        """
+        if self.pending:
+            self._keepalive_handle = None
+            return
+        super()._process_keepalive()
 
     async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
         """Let a direct answer under way go out first, within the same time limit."""
