@@ -10,6 +10,7 @@ are split here, as Redis does.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Final
 
@@ -56,6 +57,17 @@ _ODD_TYPE: Final = re.compile(rb"\n[-+=%~>|:,#_(!]")
 _NULL_BULK: Final = re.compile(rb"\$-")
 
 
+@functools.cache
+def _long_bulk(max_payload: int) -> re.Pattern[bytes]:
+    """A bulk header with as many digits as ``max_payload``: it may be over the limit.
+
+    The fast path does not see bulk lengths, so such a read takes the strict scan, which
+    answers TOOLARGE for a bulk over the limit whatever the command; a length with fewer
+    digits is always within it.
+    """
+    return re.compile(rb"\$\d{%d}" % len(str(max_payload)))
+
+
 class RequestReader:
     """Turns bytes from one connection into requests, refusing what Redis would refuse.
 
@@ -79,6 +91,7 @@ class RequestReader:
         "_args_left",
         "_buf",
         "_hiredis",
+        "_long",
         "_oversize",
         "_pos",
         "_req_bytes",
@@ -105,6 +118,7 @@ class RequestReader:
         # A bulk over this (but within max_bulk) is skipped and answered with TOOLARGE
         # instead of being buffered: the pre-read gate.
         self.max_payload = max_payload
+        self._long = _long_bulk(max_payload)
         self.max_request = max_request
         self._unauth = False  # under the pre-auth caps, whose errors Redis words its own way
         self._buf = bytearray()
@@ -130,6 +144,7 @@ class RequestReader:
         self.max_args = max_args
         self.max_bulk = max_bulk
         self.max_payload = max_payload
+        self._long = _long_bulk(max_payload)
         self.max_request = max_request
         self._unauth = not authenticated
 
@@ -148,6 +163,7 @@ class RequestReader:
             or _BIG_AGGREGATE.search(data) is not None
             or _ODD_TYPE.search(data) is not None
             or _NULL_BULK.search(data) is not None
+            or self._long.search(data) is not None
         ):
             return self._feed_strict(data)
         reader = self._hiredis

@@ -133,3 +133,16 @@ def test_new_keys_get_their_scan_place() -> None:
     assert bytes(out.out).endswith(
         b"*2\r\n$1\r\n0\r\n*6\r\n$5\r\nfirst\r\n" + b"".join(b"$2\r\nk%d\r\n" % i for i in range(5))
     )
+
+
+def test_a_bulk_over_the_payload_limit_is_too_large_whatever_comes_before_it() -> None:
+    """TOOLARGE for any bulk over the limit, on its own in a read or after another request.
+
+    The reader's fast path does not see bulk lengths; a read whose bulk headers are as
+    long as the limit's goes to the strict scan, which does (found by the test above: a
+    GET with an extra oversized argument got the arity error alone, TOOLARGE otherwise).
+    """
+    oversized = b"*3\r\n$3\r\nGET\r\n$1\r\na\r\n$9\r\n" + b"\x00" * 9 + b"\r\n"
+    for reads in ([oversized], [encode([b"SET", b"a", b"("]) + oversized]):
+        for replies, _ in run_all(reads, [0]):
+            assert replies.endswith(b"-TOOLARGE value is 9 bytes, the limit is 8 bytes\r\n")
