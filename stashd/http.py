@@ -129,8 +129,6 @@ DIRECT_SUPPORTED: Final = all(
 STASH_FIELDS: Final = frozenset({"data", "ttl"})
 UPDATE_FIELDS: Final = frozenset({"data", "merge", "extra_seconds"})
 
-JSON_TYPE: Final = "application/json"
-
 # -- errors -----------------------------------------------------------------------------
 # One table: error class -> (HTTP status, code, attributes reported as fields). A class
 # missing here is looked up by its bases, so every StashError has an answer.
@@ -195,12 +193,17 @@ def error_body(exc: StashError) -> tuple[int, bytes]:
     return status, _ENCODE({"error": err}).encode()
 
 
-def error_response(exc: StashError, headers: dict[str, str] | None = None) -> web.Response:
-    """An error as a response; 401 says how to authenticate, 405 what is allowed."""
+def error_response(exc: StashError, headers: dict[str, str] | None = None) -> Reply:
+    """An error as a response; 401 says how to authenticate, 405 what is allowed.
+
+    ``headers`` (the 429's rate-limit fields) come first, as ``web.Response(headers=...)``
+    sends them; a :class:`Reply` is written by both paths, with or without a request.
+    """
     status, body = error_body(exc)
-    resp = web.Response(body=body, status=status, content_type=JSON_TYPE, headers=headers)
-    resp.headers.update(error_fields(exc, status))
-    return resp
+    fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items()) if headers else ""
+    reply = Reply(status, body, fields)
+    reply.headers.update(error_fields(exc, status))
+    return reply
 
 
 def error_fields(exc: StashError, status: int) -> dict[str, str]:
@@ -224,11 +227,11 @@ def _answer_of(
     if result is _FAILED:
         return None
     if isinstance(result, StashError):
-        return error_reply(result)
+        return error_response(result)
     try:
         answer = reply(op, result)
     except StashError as exc:  # the result refused (not found, not JSON)
-        return error_reply(exc)
+        return error_response(exc)
     except Exception:
         # Called from a batch's end too, where raising would leave the batch's other
         # callers unanswered: a failure of our own is this request's 500 alone.
@@ -246,21 +249,6 @@ def _remote(peer: object) -> str | None:
     if isinstance(peer, (list, tuple)):
         return str(peer[0])
     return str(peer)
-
-
-def limited_reply(exc: _Limited) -> Reply:
-    """``error_response(exc, exc.headers)`` as a :class:`Reply`: the 429 and its fields."""
-    status, body = error_body(exc)
-    fields = "".join(f"{name}: {value}\r\n" for name, value in exc.headers.items())
-    return Reply(status, body, fields)
-
-
-def error_reply(exc: StashError) -> Reply:
-    """:func:`error_response` as a :class:`Reply`, for answers written without aiohttp's request."""
-    status, body = error_body(exc)
-    reply = Reply(status, body)
-    reply.headers.update(error_fields(exc, status))
-    return reply
 
 
 #: The result of an operation that failed in a way it should not (a bug, not a refusal).
@@ -585,7 +573,7 @@ class _Connection(RequestHandler):
             raise ConnectionError(msg)
         if status >= 500:
             logger.error("http_internal_error", exc_info=exc)
-            resp = web.Response(body=INTERNAL_ERROR, status=500, content_type=JSON_TYPE)
+            resp = Reply(500, INTERNAL_ERROR)
         else:
             logger.info("http_malformed_request", error=type(exc).__name__)
             detail = (
@@ -940,10 +928,10 @@ class HttpApi:
             rate = self.admit(p)
             op = make()
         except _Limited as exc:
-            self._send_later(conn, version, limited_reply(exc))
+            self._send_later(conn, version, error_response(exc, exc.headers))
             return
         except StashError as exc:
-            self._send_later(conn, version, error_reply(exc))
+            self._send_later(conn, version, error_response(exc))
             return
         except Exception:
             logger.exception("http_internal_error")
@@ -970,7 +958,7 @@ class HttpApi:
         """Answer a request whose key was refused (401) or could not be checked (503)."""
         conn.enter()
         conn.pending = True
-        self._send_later(conn, version, error_reply(exc))
+        self._send_later(conn, version, error_response(exc))
 
     def _send_later(self, conn: _Connection, version: HttpVersion, reply: Reply | None) -> None:
         # As in Redis, answers go out once the reads of this turn of the loop have been

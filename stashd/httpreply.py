@@ -9,8 +9,9 @@ It keeps what clients see from ``web.Response`` the same: the status line in the
 HTTP version, ``Content-Type``, ``Content-Length``, ``Date`` and ``Server``, and the
 ``Connection`` field aiohttp would add (``close`` when the connection will close,
 ``keep-alive`` for an HTTP/1.0 client that asked to keep it). It is for answers with a
-body to a method other than HEAD (no route of the sidecar allows HEAD); everything else,
-errors included, stays a ``web.Response``.
+body to a method other than HEAD (no route of the sidecar allows HEAD), errors included.
+:meth:`Reply.render` gives the bytes without a request, for answers written straight to
+the transport.
 """
 
 from __future__ import annotations
