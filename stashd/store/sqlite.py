@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.resources
 import os
 import queue
@@ -853,22 +854,17 @@ def _create_all(conn: sqlite3.Connection, ops: list[Create], now: int) -> list[b
     return keys
 
 
+@functools.cache
 def _create_sql(rows: int) -> str:
     """The INSERT of ``rows`` new entries (version 1) that replaces only expired rows."""
-    sql = _CREATES.get(rows)
-    if sql is None:
-        # Built from placeholders only, never from data.
-        sql = _CREATES[rows] = (
-            "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at) "  # noqa: S608
-            f"VALUES {', '.join(['(?, ?, ?, ?, 1, ?)'] * rows)} "
-            "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
-            "expires_at = excluded.expires_at, version = 1, sweep_at = excluded.sweep_at "
-            "WHERE entries.expires_at <= ?"
-        )
-    return sql
-
-
-_CREATES: dict[int, str] = {}
+    # Built from placeholders only, never from data.
+    return (
+        "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at) "  # noqa: S608
+        f"VALUES {', '.join(['(?, ?, ?, ?, 1, ?)'] * rows)} "
+        "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+        "expires_at = excluded.expires_at, version = 1, sweep_at = excluded.sweep_at "
+        "WHERE entries.expires_at <= ?"
+    )
 
 
 def _end_read(owned: _Owned) -> None:
