@@ -9,9 +9,13 @@ from __future__ import annotations
 import collections
 import re
 import threading
+from typing import TYPE_CHECKING
 
 from stashd import ops, service
 from stashd.service import BASE62, PREFIX_LENGTH, new_id
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def _uniform(chars: list[str]) -> None:
@@ -67,3 +71,18 @@ def test_threads_never_share_an_id_and_the_last_try_is_a_uuid() -> None:
         t.join()
     assert len(set(out)) == 20_000
     assert re.fullmatch(rb"[0-9a-f]{32}", new_id(ops.Create.TRIES))
+
+
+def test_a_block_never_holds_the_same_id_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids of a block share a prefix, so their 5 random characters can repeat: never handed out twice."""
+    calls = iter(range(1, 200))
+
+    def repeating(n: int) -> bytes:
+        k = next(calls)  # a prefix of its own per block, then one suffix over and over
+        return (bytes([k, k, k]) + bytes([1, 2, 3, 4, 5]) * n)[:n]
+
+    monkeypatch.setattr(service.secrets, "token_bytes", repeating)
+    service._reset_pool()
+    drawn = [new_id(0) for _ in range(50)]
+    assert len(set(drawn)) == len(drawn)
+    service._reset_pool()
