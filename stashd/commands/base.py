@@ -178,8 +178,13 @@ def upper(raw: bytes) -> bytes:
 
 
 def checked_ms(value: int, unit_ms: int, error: Exception) -> int:
-    """Seconds or milliseconds as ms, refusing values whose ms form leaves 64 bits."""
-    if unit_ms != 1 and not INT64_MIN // unit_ms <= value <= INT64_MAX // unit_ms:
+    """Seconds or milliseconds as ms, refusing values whose ms form leaves 64 bits.
+
+    The bounds are Redis's ``LLONG_MIN / 1000`` and ``LLONG_MAX / 1000``: C division
+    truncates toward zero, so the lowest second count is -9223372036854775, not the
+    floor -9223372036854776 (whose ms form would be below INT64_MIN).
+    """
+    if unit_ms != 1 and not -(-INT64_MIN // unit_ms) <= value <= INT64_MAX // unit_ms:
         raise error
     return value * unit_ms
 

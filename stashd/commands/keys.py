@@ -16,7 +16,7 @@ from stashd.commands.base import (
     int_arg,
 )
 from stashd.errors import CommandError, SyntaxErr
-from stashd.ops import parse_int64
+from stashd.ops import INT64_MAX, parse_int64
 from stashd.resp import OK
 
 if TYPE_CHECKING:
@@ -56,7 +56,10 @@ def _expire(s: Session, args: list[bytes], unit_ms: int, absolute: bool, name: s
     invalid = CommandError(f"invalid expire time in '{name}' command")
     when = checked_ms(amount, unit_ms, invalid)
     if not absolute:
-        when += s.service.clock()
+        now = s.service.clock()
+        if when > INT64_MAX - now:  # Redis refuses a relative time that overflows, too
+            raise invalid
+        when += now
     cond = b"" if not flags else (flags - {b"XX"} or {b"XX"}).pop()
     return Deferred(s.service.expire(p, args[1], when, cond))
 
