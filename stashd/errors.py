@@ -131,6 +131,20 @@ class MaxClients(CommandError):
         super().__init__("max number of clients reached")
 
 
+class TransactionAborted(CommandError):
+    """EXEC whose transaction failed with a bug of ours: none of it was applied, it was logged.
+
+    ``cause`` names the exception's class. Refusals (any other error of this module) never
+    abort a transaction: each stands in its command's place, as in Redis.
+    """
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(
+            f"transaction aborted by an internal error ({cause}); none of its commands were applied"
+        )
+        self.cause = cause
+
+
 class StoreUnavailable(StashError):
     """The backend failed under a batch (disk error, Redis unreachable); retrying may work."""
 
@@ -233,11 +247,18 @@ class PersistRefused(CommandError):
         self.maximum = max_seconds
 
 
+def nested_past(actual: int, limit: int) -> str:
+    """The detail of a NOTJSON error for a text whose arrays and objects nest past the limit."""
+    return f"nested {actual} levels deep, the limit is {limit} levels"
+
+
 class NotJSON(StashError):
     """A value that had to be JSON and is not; the message gives the position, never the input.
 
     ``line``, ``column`` (1-based) and ``position`` (0-based character offset) are set when
-    the parser reported them, so the HTTP door can return them as fields.
+    the parser reported them, so the HTTP door can return them as fields. A text nested
+    too deeply (:func:`nested_past`) keeps the depth limit as ``limit`` and its own depth
+    as ``actual``.
     """
 
     code = "NOTJSON"
@@ -250,16 +271,23 @@ class NotJSON(StashError):
         line: int | None = None,
         column: int | None = None,
         position: int | None = None,
+        limit: int | None = None,
+        actual: int | None = None,
     ) -> None:
         super().__init__(f"{what} is not valid JSON: {detail}")
         self.what = what
         self.line = line
         self.column = column
         self.position = position
+        self.limit = limit
+        self.actual = actual
 
 
 class StoredNotJSON(NotJSON):
-    """The stored value had to be JSON (a merge, an HTTP read) and is not: it was SET over RESP."""
+    """The stored value had to be JSON (a merge, an HTTP read) and is not: it was SET over RESP.
+
+    Or it nests deeper than the limit: written before there was one.
+    """
 
     def __init__(
         self,
@@ -268,8 +296,18 @@ class StoredNotJSON(NotJSON):
         line: int | None = None,
         column: int | None = None,
         position: int | None = None,
+        limit: int | None = None,
+        actual: int | None = None,
     ) -> None:
-        super().__init__(detail, "stored value", line=line, column=column, position=position)
+        super().__init__(
+            detail,
+            "stored value",
+            line=line,
+            column=column,
+            position=position,
+            limit=limit,
+            actual=actual,
+        )
 
 
 class Conflict(StashError):
@@ -460,6 +498,11 @@ _WIRE_FORMS: Final[tuple[_WireForm, ...]] = (
     _form("ERR", "max number of clients reached", lambda _: MaxClients()),
     _form(
         "ERR",
+        r"transaction aborted by an internal error \((.*)\); none of its commands were applied",
+        lambda m: TransactionAborted(m[1]),
+    ),
+    _form(
+        "ERR",
         f"PERSIST is not supported: every key in Stash expires \\(maximum ttl {_N} seconds\\)",
         lambda m: PersistRefused(int(m[1])),
     ),
@@ -544,6 +587,7 @@ _WIRE_FORMS: Final[tuple[_WireForm, ...]] = (
 )
 
 _JSON_POSITION: Final = re.compile(r".* at line (\d+) column (\d+) \(char (\d+)\)", re.DOTALL)
+_NESTED: Final = re.compile(f"nested {_N} levels deep, the limit is {_N} levels")
 
 
 def _not_json(m: re.Match[str], kind: type[NotJSON]) -> NotJSON:
@@ -551,9 +595,15 @@ def _not_json(m: re.Match[str], kind: type[NotJSON]) -> NotJSON:
     what, detail = m[1], m[2]
     at = _JSON_POSITION.fullmatch(detail)
     line, column, position = (None, None, None) if at is None else map(int, at.groups())
+    nested = _NESTED.fullmatch(detail)
+    actual, limit = (None, None) if nested is None else map(int, nested.groups())
     if kind is StoredNotJSON:
-        return StoredNotJSON(detail, line=line, column=column, position=position)
-    return NotJSON(detail, what, line=line, column=column, position=position)
+        return StoredNotJSON(
+            detail, line=line, column=column, position=position, limit=limit, actual=actual
+        )
+    return NotJSON(
+        detail, what, line=line, column=column, position=position, limit=limit, actual=actual
+    )
 
 
 def from_wire(text: str) -> StashError:

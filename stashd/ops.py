@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
+from stashd import log
 from stashd.errors import (
     Conflict,
     IncrOverflow,
@@ -18,6 +19,8 @@ from stashd.errors import (
     NoSuchKey,
     NotInteger,
     PayloadTooLarge,
+    StashError,
+    TransactionAborted,
 )
 from stashd.glob import compile_glob
 from stashd.jsonmerge import merge_patch
@@ -26,6 +29,8 @@ from stashd.store.base import Entry, View
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+logger = log.get("stashd.ops")
 
 INT64_MAX: Final = 2**63 - 1
 INT64_MIN: Final = -(2**63)
@@ -582,6 +587,13 @@ class Transaction(Op):
     The result is None when a watched key changed (nothing ran), else one result per
     operation, an operation's own error standing in its place as Redis does (no rollback:
     operations refuse before writing, so a refused one changed nothing).
+
+    An operation that fails any other way (a bug) aborts the whole transaction: the
+    writes of the operations before it are undone, the failure is logged, and the
+    transaction's result is :class:`~stashd.errors.TransactionAborted`. This holds on
+    every store alike, since the operations run on an :class:`Undoable` over the store's
+    view. A failure of the store's view itself passes through untouched, for the store to
+    handle as it handles any (a rolled-back batch, a key to fetch first).
     """
 
     __slots__ = ("ops", "watched")
@@ -595,10 +607,139 @@ class Transaction(Op):
         self.writes = any(op.writes for op in ops)
 
     def run(self, view: View, now: int) -> list[Any] | None:
-        """Check, then run each."""
-        from stashd.store.base import run_each  # noqa: PLC0415 - base imports ops lazily too
-
+        """Check, then run each; undo them all if one fails with a bug."""
         for ns, key, snap in self.watched:
             if snapshot(view.get(ns, key, now)) != snap:
                 return None
-        return run_each(view, self.ops, now)
+        undoable = Undoable(view, now)
+        results: list[Any] = []
+        op: Op | None = None
+        try:
+            for op in self.ops:
+                try:
+                    results.append(op.run(undoable, now))
+                except StashError as exc:
+                    results.append(exc)
+        except Exception as exc:
+            if exc is undoable.fault:
+                raise
+            undoable.undo()
+            logger.exception("transaction_aborted", operation=type(op).__name__)
+            raise TransactionAborted(type(exc).__name__) from None
+        undoable.commit()
+        return results
+
+
+Slot = tuple[str, bytes]  # (namespace, key)
+
+
+class Undoable:
+    """A view over a store's view that can take back every write made through it.
+
+    Reads and writes go through to the store's view at once (operations see their own
+    writes, and the store its usual calls), and the first write to each key remembers
+    the live entry it replaced, so :meth:`undo` can put it back. A namespace cleared
+    here is held apart instead: the store's view is cleared, and given what was written
+    after, only at :meth:`commit`, so an undo never has to bring back a whole namespace.
+    ``fault`` is the exception the store's view raised, if it raised one.
+    """
+
+    __slots__ = ("_cleared", "_now", "_prior", "_view", "fault")
+
+    def __init__(self, view: View, now: int) -> None:
+        self._view = view
+        self._now = now
+        self._prior: dict[Slot, Entry | None] = {}
+        # Namespaces cleared here: what was written to each since, in SCAN order.
+        self._cleared: dict[str, dict[bytes, Entry]] = {}
+        self.fault: BaseException | None = None
+
+    def _remember(self, ns: str, key: bytes) -> None:
+        slot = (ns, key)
+        if slot not in self._prior:
+            self._prior[slot] = self._view.get(ns, key, self._now)
+
+    def get(self, ns: str, key: bytes, now: int) -> Entry | None:
+        """The live entry, from the store or from what this cleared namespace holds."""
+        space = self._cleared.get(ns)
+        if space is not None:
+            entry = space.get(key)
+            return entry if entry is not None and entry.expires_at > now else None
+        try:
+            return self._view.get(ns, key, now)
+        except BaseException as exc:
+            self.fault = exc
+            raise
+
+    def put(self, ns: str, key: bytes, entry: Entry) -> None:
+        """Write through, after remembering what the key held."""
+        space = self._cleared.get(ns)
+        if space is not None:
+            space[key] = entry
+            return
+        try:
+            self._remember(ns, key)
+            self._view.put(ns, key, entry)
+        except BaseException as exc:
+            self.fault = exc
+            raise
+
+    def delete(self, ns: str, key: bytes, now: int) -> bool:
+        """Delete through, after remembering what the key held."""
+        space = self._cleared.get(ns)
+        if space is not None:
+            entry = space.pop(key, None)
+            return entry is not None and entry.expires_at > now
+        try:
+            self._remember(ns, key)
+            return self._view.delete(ns, key, now)
+        except BaseException as exc:
+            self.fault = exc
+            raise
+
+    def scan(
+        self, ns: str, cursor: int, count: int, now: int
+    ) -> tuple[int, list[tuple[bytes, Entry]]]:
+        """The store's page; in a namespace cleared here, all it holds now, in one page."""
+        space = self._cleared.get(ns)
+        if space is not None:
+            return 0, [(k, e) for k, e in space.items() if e.expires_at > now]
+        try:
+            return self._view.scan(ns, cursor, count, now)
+        except BaseException as exc:
+            self.fault = exc
+            raise
+
+    def count(self, ns: str, now: int) -> int:
+        """The store's count, or what this cleared namespace holds."""
+        space = self._cleared.get(ns)
+        if space is not None:
+            return sum(1 for e in space.values() if e.expires_at > now)
+        try:
+            return self._view.count(ns, now)
+        except BaseException as exc:
+            self.fault = exc
+            raise
+
+    def clear(self, ns: str) -> None:
+        """Hold the namespace apart, empty, until :meth:`commit`."""
+        self._cleared[ns] = {}
+
+    def undo(self) -> None:
+        """Put back every key written through this view as it was; drop the cleared ones."""
+        view = self._view
+        for (ns, key), entry in self._prior.items():
+            if entry is None:
+                view.delete(ns, key, self._now)
+            else:
+                view.put(ns, key, entry)
+        self._prior.clear()
+        self._cleared.clear()
+
+    def commit(self) -> None:
+        """Clear the namespaces cleared here in the store, and write what they hold now."""
+        view = self._view
+        for ns, space in self._cleared.items():
+            view.clear(ns)
+            for key, entry in space.items():
+                view.put(ns, key, entry)

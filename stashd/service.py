@@ -28,7 +28,14 @@ from stashd.errors import (
     PersistRefused,
     TTLNotPositive,
 )
-from stashd.jsontext import TOO_DEEP, check_json, dump_parsed, load_json
+from stashd.jsontext import (
+    check_depth,
+    check_json,
+    dump_parsed,
+    load_json,
+    too_deep,
+    value_nesting,
+)
 from stashd.ops import ttl_seconds_up
 
 if TYPE_CHECKING:
@@ -66,16 +73,20 @@ _last_rfc3339: tuple[int, str] = (-1, "")
 
 
 def encode_json(value: object, what: str = "value") -> bytes:
-    """A parsed JSON value as the compact text Stash stores; out-of-range numbers are refused.
+    """A parsed JSON value as the compact text Stash stores, within the depth limit.
 
-    ``1e400`` parses as infinity, which has no JSON form, so it cannot be stored.
+    ``1e400`` parses as infinity, which has no JSON form, so it cannot be stored. A value
+    nested past :data:`~stashd.jsontext.MAX_DEPTH` is refused as a text would be (a value
+    an HTTP body held is within it already; one from a Python caller may not be).
     """
     try:
-        return dump_parsed(value)
+        raw = dump_parsed(value)
     except ValueError:
         raise NotJSON("a number is out of the range of a double", what) from None
-    except RecursionError:  # parsed near the limit, written from deeper in the stack
-        raise NotJSON(TOO_DEEP, what) from None
+    except RecursionError:  # deeper than the writer can follow, so far past the limit
+        raise too_deep(value_nesting(value), what) from None
+    check_depth(raw, what)
+    return raw
 
 
 # Random bytes map onto base62 by a translation table: a byte below 248 (4 * 62) becomes

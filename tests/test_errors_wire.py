@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from stashd import errors
 from stashd.errors import StashError, from_wire
-from stashd.jsontext import TOO_DEEP
+from stashd.jsontext import too_deep
 
 
 # One instance of every class, with numbers that differ from each other so a swapped
@@ -36,6 +36,7 @@ SAMPLES: dict[type[StashError], StashError] = {
     errors.ProtocolError: errors.ProtocolError("invalid bulk length"),
     errors.QueryBufferFull: errors.QueryBufferFull(1024, 4096),
     errors.MaxClients: errors.MaxClients(),
+    errors.TransactionAborted: errors.TransactionAborted("RecursionError"),
     errors.StoreUnavailable: errors.StoreUnavailable("disk I/O error"),
     errors.AuthenticationError: errors.NoAuth("custom refusal"),
     errors.NoAuth: errors.NoAuth(),
@@ -69,7 +70,9 @@ SAMPLES: dict[type[StashError], StashError] = {
 MORE: list[StashError] = [
     errors.NotJSON("NaN is not a JSON value"),
     errors.NotJSON("invalid UTF-8 at byte 3"),
-    errors.NotJSON(TOO_DEEP),
+    too_deep(2000),
+    too_deep(2000, "merge patch"),
+    errors.StoredNotJSON(errors.nested_past(600, 512), limit=512, actual=600),
     errors.StoredNotJSON("invalid UTF-8 at byte 0"),
     errors.BodyTooLarge(1024, None),
     errors.MethodNotAllowed("GET/../x", ("POST",)),

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from stashd.errors import NotJSON, StoredNotJSON
 from stashd.jsontext import (
-    NESTING_SAFE,
-    TOO_DEEP,
+    MAX_DEPTH,
     check_json,
     check_stored,
     dump_json,
@@ -26,6 +25,8 @@ from stashd.jsontext import (
     json_error_position,
     load_json,
     load_stored,
+    nesting,
+    value_nesting,
 )
 from stashd.service import encode_json
 
@@ -143,28 +144,70 @@ def test_error_positions_are_json_s() -> None:
     assert (caught.value.line, caught.value.column, caught.value.position) == (1, 13, 12)
 
 
-@pytest.mark.parametrize("depth", [NESTING_SAFE - 1, NESTING_SAFE, 600])
-def test_deep_nesting_reads_as_plain_json_reads(depth: int) -> None:
-    """Past NESTING_SAFE brackets json reads the text, so its recursion limit still applies."""
-    agree(b"[" * depth + b"]" * depth)
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH])
+@pytest.mark.parametrize("shape", ["[]", '{"a":}'])
+def test_nesting_up_to_the_limit_reads_as_plain_json_reads(depth: int, shape: str) -> None:
+    """Every parser reads a text nested to the limit, arrays or objects, as json does."""
+    opener, closer = shape[:-1].encode(), shape[-1].encode()
+    agree(opener * depth + closer * depth)
+    agree(opener * depth + b'"x' + closer + b'"' + closer * depth)  # a closer in a string
 
 
-@pytest.mark.parametrize("depth", [1000, 100_000])
-def test_nesting_past_json_s_limit_is_refused_as_not_json(depth: int) -> None:
-    """orjson reads 1000 levels; json runs out of recursion, which is a refusal, not a crash."""
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1000, 100_000])
+def test_nesting_past_the_limit_is_refused_naming_it(depth: int) -> None:
+    """Past the limit every reader refuses the text unparsed, naming the limit and the depth."""
     raw = b"[" * depth + b"]" * depth
-    with pytest.raises(RecursionError):
-        _REFERENCE.decode(raw.decode())
     sent: list[Callable[[bytes], object]] = [load_json, check_json]
     for read in sent:
         with pytest.raises(NotJSON) as caught:
             read(raw)
-        assert caught.value.message == f"value is not valid JSON: {TOO_DEEP}"
+        assert caught.value.message == (
+            f"value is not valid JSON: nested {depth} levels deep, the limit is {MAX_DEPTH} levels"
+        )
+        assert (caught.value.limit, caught.value.actual) == (MAX_DEPTH, depth)
     stored: list[Callable[[bytes], object]] = [load_stored, check_stored]
     for read in stored:
         with pytest.raises(StoredNotJSON) as caught:
             read(raw)
-        assert caught.value.message.endswith(TOO_DEEP)
+        assert caught.value.message == (
+            f"stored value is not valid JSON: nested {depth} levels deep, "
+            f"the limit is {MAX_DEPTH} levels"
+        )
+        assert (caught.value.limit, caught.value.actual) == (MAX_DEPTH, depth)
+
+
+def test_deep_text_that_is_not_json_either_is_refused_for_its_depth() -> None:
+    """Openers that never close are measured like any: the depth is the refusal."""
+    with pytest.raises(NotJSON, match=f"nested 2000 levels deep, the limit is {MAX_DEPTH}"):
+        load_json(b'{"a":' * 2000)
+
+
+def test_brackets_in_strings_do_not_nest() -> None:
+    """Many brackets inside strings (escaped quotes too) are text, not levels."""
+    raw = b'["' + b"[{" * 2000 + b'\\", \\"\\\\' + b"[" * 2000 + b'"]'
+    assert json.loads(raw) == ["[{" * 2000 + '", "\\' + "[" * 2000]
+    assert nesting(raw) == 1
+    agree(raw)
+    assert nesting(b'[["a\\"]]]"],[[]]]') == 3
+    assert nesting(b'"[[[["') == 0
+
+
+# Strings full of brackets, quotes and backslashes, in values and in keys.
+_BRACKETY = st.text(alphabet='[]{}"\\x')
+_DEEP_JSON = st.recursive(
+    st.none() | st.integers() | _BRACKETY,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_BRACKETY, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@given(_DEEP_JSON, st.booleans(), st.booleans())
+def test_nesting_is_the_depth_of_the_value(value: object, ascii_only: bool, deep: bool) -> None:
+    """nesting() of a text is the depth of the value it holds, whatever its strings hold."""
+    if deep:  # past the levels nesting() peels off one at a time
+        value = [[[[[[[[[[[[[[[[[[[value]]]]]]]]]]]]]]]]]]]
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert nesting(raw) == value_nesting(value)
 
 
 _ALPHABET = st.sampled_from(
@@ -281,6 +324,21 @@ def test_deep_values_are_written_by_json() -> None:
     for _ in range(300):
         value = [value]
     assert dump_parsed(value) == b"[" * 301 + b"]" * 301
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5000])
+def test_values_nested_past_the_limit_are_refused_naming_it(depth: int) -> None:
+    """A parsed value (or a Python caller's) past the limit is refused as its text would be."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    with pytest.raises(NotJSON) as caught:
+        encode_json(value, "merge patch")
+    assert caught.value.message == (
+        f"merge patch is not valid JSON: nested {depth} levels deep, "
+        f"the limit is {MAX_DEPTH} levels"
+    )
+    assert (caught.value.limit, caught.value.actual) == (MAX_DEPTH, depth)
 
 
 def test_infinity_is_refused_not_written_as_null() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stashd.jsontext import TOO_DEEP
+from stashd.jsontext import MAX_DEPTH
 from tests.support.resp_client import CLOSED, RespClient
 from tests.support.servers import RedisServer, StashDaemon
 
@@ -181,8 +181,10 @@ def test_header_numbers_read_as_redis_reads_them(
 def test_json_nested_too_deeply_is_refused_and_the_connection_lives(
     memory_daemon: StashDaemon,
 ) -> None:
-    """Past the JSON parser's recursion: -NOTJSON with the limit, then the next command."""
+    """Past the depth limit: -NOTJSON naming the limit and the depth, then the next command."""
     c = RespClient(memory_daemon.port)
     deep = b"[" * 5000 + b"]" * 5000
-    assert c.call("STASH", deep).render() == f"-NOTJSON value is not valid JSON: {TOO_DEEP}"
+    assert c.call("STASH", deep).render() == (
+        f"-NOTJSON value is not valid JSON: nested 5000 levels deep, the limit is {MAX_DEPTH} levels"
+    )
     assert c.call("PING").render() == "+PONG"
