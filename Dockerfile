@@ -7,13 +7,6 @@
 
 # -- build: the package and its dependencies as wheels -------------------------------------
 FROM python:3.11-slim AS build
-# The wheel compiles the C hot path (stashd/_fastpath.c); the run stage needs no compiler.
-# Unpinned on purpose: the build stage only compiles, and pinned Debian versions vanish
-# from the mirror with every point release, which would break the build, not secure it.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc libc6-dev \
- && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stashd ./stashd

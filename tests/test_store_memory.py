@@ -86,7 +86,7 @@ def test_a_sweep_set_off_by_an_insert_never_loses_that_key() -> None:
     view.put("ns", b"old", Entry(b"v", clock.now + 1))
     clock.now += 10
     # The slice this insert sets off visits "ns": the sweep takes namespaces in turns.
-    view.put_value("ns", b"new", b"kept", clock.now + 60_000, clock.now)
+    view.put("ns", b"new", Entry(b"kept", clock.now + 60_000))
     entry = view.get("ns", b"new", clock.now)
     assert entry is not None
     assert entry.value == b"kept"

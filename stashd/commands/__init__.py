@@ -11,17 +11,12 @@ if TYPE_CHECKING:
     from stashd.commands.base import Command
 
 TABLE: dict[bytes, Command] = {}
-# Commands with a direct handler, under the exact spellings clients send (redis-py and
-# redis-benchmark upper case, people lower case), so the hot path skips lower().
-DIRECT: dict[bytes, Command] = {}
 
 
 def _register(commands: tuple[Command, ...]) -> None:
     for cmd in commands:
         assert cmd.name.encode() not in TABLE, f"{cmd.name} registered twice"
         TABLE[cmd.name.encode()] = cmd
-        if cmd.direct is not None:
-            DIRECT[cmd.name.encode()] = DIRECT[cmd.name.upper().encode()] = cmd
 
 
 def _load() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from stashd.commands.base import (
     FAST,
@@ -15,8 +15,8 @@ from stashd.commands.base import (
     checked_ms,
     int_arg,
 )
-from stashd.errors import CommandError, PayloadTooLarge, SyntaxErr, WrongArity
-from stashd.resp import NULL2, NULL3, OK
+from stashd.errors import CommandError, SyntaxErr, WrongArity
+from stashd.resp import OK
 
 if TYPE_CHECKING:
     from stashd.store.base import Entry
@@ -50,35 +50,6 @@ def _int_of_bool(written: tuple[bool, Entry | None]) -> Reply:
 def get(s: Session, args: list[bytes]) -> Reply:
     """GET key."""
     return Deferred(s.service.get(s.require(), args[1]), _value)
-
-
-def get_direct(s: Session, args: list[bytes], view: Any, now: int, out: bytearray) -> bool:  # noqa: ANN401
-    """GET on the memory store: :class:`~stashd.ops.Get`'s read, fused, encoded at once."""
-    if len(args) != 2:
-        return False
-    p = s.principal
-    assert p is not None
-    value = view.value_of(p.namespace, args[1], now)
-    if value is None:
-        out += NULL2 if s.proto == 2 else NULL3
-    else:
-        out += b"$%d\r\n%b\r\n" % (len(value), value)
-    return True
-
-
-def set_direct(s: Session, args: list[bytes], view: Any, now: int, out: bytearray) -> bool:  # noqa: ANN401
-    """Plain ``SET key value`` on the memory store: the service's rules, then a fused write."""
-    if len(args) != 3:
-        return False
-    p = s.principal
-    assert p is not None
-    value = args[2]
-    limits = p.limits
-    if len(value) > limits.max_payload:
-        raise PayloadTooLarge(limits.max_payload, len(value))
-    view.put_value(p.namespace, args[1], value, now + limits.default_ttl_ms, now)
-    out += b"+OK\r\n"
-    return True
 
 
 _EXPIRY_UNITS: Final = {b"EX": 1000, b"PX": 1, b"EXAT": 1000, b"PXAT": 1}
@@ -243,7 +214,6 @@ COMMANDS: Final = (
         1,
         1,
         1,
-        get_direct,
     ),
     Command(
         "set",
@@ -258,7 +228,6 @@ COMMANDS: Final = (
         1,
         1,
         1,
-        set_direct,
     ),
     Command(
         "setnx",
