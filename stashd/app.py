@@ -130,6 +130,7 @@ async def serve(
         max_clients=config.max_clients,
         auth_timeout=float(config.auth_timeout),
         max_query_buffer=config.max_query_buffer,
+        output_limits=config.output_limits,
         limiter=make_limiter(config),
     )
     ctx.log_writes = config.log_level in ("debug", "info")

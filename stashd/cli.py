@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import click
 
-from stashd import __version__, app, log
+from stashd import __version__, app, log, outputlimit
 from stashd.client import Stash, remote_environment
 from stashd.config import (
     AUTH_MODES,
@@ -175,6 +175,14 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             default=None,
             help="Bytes one connection's request may make the server hold. "
             "[STASH_MAX_QUERY_BUFFER; 1073741824]",
+        ),
+        click.option(
+            "--client-output-buffer-limit",
+            default=None,
+            metavar="LIMITS",
+            help="Unsent reply bytes a connection may hold, as Redis writes it: "
+            "'<class> <hard> <soft> <seconds>' for normal and pubsub. "
+            f"[STASH_CLIENT_OUTPUT_BUFFER_LIMIT; {outputlimit.DEFAULT}]",
         ),
     ]
     for option in reversed(options):

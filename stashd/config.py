@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Final
 import platformdirs
 from dotenv import dotenv_values
 
+from stashd import outputlimit
+from stashd.outputlimit import OutputLimits
 from stashd.ratelimit import Rate
 from stashd.redislink import RedisTarget
 from stashd.tiers import ENV_PREFIX as TIER_ENV_PREFIX
@@ -62,6 +64,8 @@ class Config:
     max_clients: int = 10000  # connection N+1 is told so and closed
     auth_timeout: int = 10  # strict mode: seconds a connection has to authenticate
     max_query_buffer: int = MAX_QUERY_BUFFER  # bytes one connection's request may hold
+    # Redis's form: "<class> <hard> <soft> <seconds>" for normal and pubsub connections.
+    client_output_buffer_limit: str = outputlimit.DEFAULT
     redis_url: str = ""  # --backend redis: where Redis is; "" means DEFAULT_REDIS_URL
     redis_cluster: bool = False  # --backend redis: the URL names a node of a Redis Cluster
     # STASH_TIER_<TIER>_<SETTING> variables found in env and .env, applied over the file.
@@ -109,6 +113,7 @@ class Config:
         if self.rate_burst and not self.rate_limit:
             raise ConfigError(f"rate_burst ({self.rate_burst}) needs a rate_limit such as 600/min")
         self.rate  # noqa: B018 - parses rate_limit, raising ConfigError if it cannot
+        self.output_limits  # noqa: B018 - parses client_output_buffer_limit likewise
         if self.backend == "redis":
             self.redis_target  # noqa: B018 - parses redis_url, raising ConfigError if it cannot
         table = self.tier_table()  # read in either mode, so a bad override is never silent
@@ -132,6 +137,14 @@ class Config:
             return Rate.parse(self.rate_limit, self.rate_burst or None)
         except ValueError as exc:
             raise ConfigError(f"rate_limit: {exc}") from None
+
+    @property
+    def output_limits(self) -> OutputLimits:
+        """The client output buffer limits of every connection class."""
+        try:
+            return OutputLimits.parse(self.client_output_buffer_limit)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @property
     def redis_target(self) -> RedisTarget:

@@ -131,6 +131,18 @@ class MaxClients(CommandError):
         super().__init__("max number of clients reached")
 
 
+class InternalError(CommandError):
+    """A command that failed with a bug of ours: this reply, a logged traceback, nothing else.
+
+    The connection and every other request of its pipeline are served as usual.
+    """
+
+    def __init__(self, command: str, cause: str) -> None:
+        super().__init__(f"internal error in '{command}' command ({cause}); it was logged")
+        self.command = command
+        self.cause = cause
+
+
 class TransactionAborted(CommandError):
     """EXEC whose transaction failed with a bug of ours: none of it was applied, it was logged.
 
@@ -496,6 +508,11 @@ _WIRE_FORMS: Final[tuple[_WireForm, ...]] = (
     ),
     _form("ERR", "Protocol error: (.*)", lambda m: ProtocolError(m[1])),
     _form("ERR", "max number of clients reached", lambda _: MaxClients()),
+    _form(
+        "ERR",
+        r"internal error in '(.*)' command \((.*)\); it was logged",
+        lambda m: InternalError(m[1], m[2]),
+    ),
     _form(
         "ERR",
         r"transaction aborted by an internal error \((.*)\); none of its commands were applied",

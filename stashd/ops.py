@@ -65,6 +65,11 @@ class Op:
         """Apply the operation; raise a StashError before writing anything to refuse it."""
         raise NotImplementedError
 
+    @property
+    def size(self) -> int:
+        """How many keys it reads or writes: a measure of its work (one for most)."""
+        return 1
+
 
 class Get(Op):
     """The live entry under a key, or None (GET, RECALL, TTL, TYPE, STRLEN, EXISTS)."""
@@ -91,6 +96,11 @@ class GetMany(Op):
     def run(self, view: View, now: int) -> list[Entry | None]:
         """Read each key."""
         return [view.get(self.ns, k, now) for k in self.keys]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return len(self.keys)
 
 
 class Set(Op):

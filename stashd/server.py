@@ -6,20 +6,28 @@ read on a store that offers it (SQLite); otherwise the operations of a read go t
 :class:`Batcher`, which gathers what every connection asked for in one
 turn of the loop and runs it as one batch (one SQLite transaction), and the replies are
 written only after that batch has returned, so an acknowledged write is durable.
+
+No connection holds the loop for long or makes the server hold its replies without
+bound: a read's requests are run in slices (a few milliseconds, or a few hundred KiB of
+replies, each), the rest kept until the slice's replies are written and the socket has
+room again, and the client output buffer limits cut a connection that still leaves too
+much unread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from stashd import log
 from stashd.batch import Batcher
-from stashd.commands import DIRECT, TABLE
+from stashd.commands import TABLE
 from stashd.commands.base import NOAUTH, WRITE, Awaiting, Deferred, Session
 from stashd.commands.transactions import CONTROL as TXN_CONTROL
 from stashd.errors import (
+    InternalError,
     MaxClients,
     NoAuth,
     ProtocolError,
@@ -29,6 +37,8 @@ from stashd.errors import (
     UnknownCommand,
     WrongArity,
 )
+from stashd.outputlimit import DEFAULT as DEFAULT_OUTPUT_LIMITS
+from stashd.outputlimit import OutputLimits
 from stashd.ratelimit import LocalLimiter, RateLimiter
 from stashd.resp import (
     MAX_ARGS,
@@ -36,17 +46,13 @@ from stashd.resp import (
     MAX_REQUEST_BYTES,
     PREAUTH_MAX_ARGS,
     PREAUTH_MAX_BULK,
+    ReplyTooLarge,
     RequestReader,
     encode,
 )
 from stashd.service import seconds_left
-from stashd.store.base import Entry, wall_clock_ms
+from stashd.store.base import wall_clock_ms
 from stashd.tenancy import AuthThrottle
-
-try:
-    from stashd import _fastpath
-except ImportError:  # pragma: no cover - installed with STASH_PURE_PYTHON=1
-    _fastpath = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -61,8 +67,20 @@ logger = log.get("stashd.server")
 
 QUEUED: Final = "QUEUED"
 
-# What the C hot path reports as the last command it ran, as CLIENT INFO names it.
-_FAST_NAMES: Final = ("", "get", "set")
+# One slice of a connection's requests ends once it has run this long, encoded this many
+# reply bytes, or queued this many operations for a batch; the rest waits for the next
+# turn of the loop (and, if the client is not reading, for its socket to drain). Small
+# enough that other clients wait a few milliseconds at most behind one pipeline, large
+# enough that a pipeline still costs one write per slice, not one per reply.
+SLICE_SECONDS: Final = 0.005
+SLICE_BYTES: Final = 256 * 1024
+SLICE_OPS: Final = 256
+# The clock is read once per this many requests, and after any request with more
+# arguments than this (a multi-key command costs in proportion to its keys).
+_CLOCK_EVERY: Final = 16
+# A read that touches more keys than this goes to the batch (SQLite's thread) even when
+# the store could answer it at once: MGET of 16,384 keys read on the loop takes 100 ms.
+INLINE_READ_MAX: Final = 256
 
 # Commands that set up or end a connection touch no data and never count against a rate
 # limit: a client over its limit can still connect (redis-py's handshake is HELLO and
@@ -119,9 +137,9 @@ class ServerContext:
     max_clients: int = 10000
     auth_timeout: float = 10.0  # seconds an unauthenticated connection may stay (strict)
     max_query_buffer: int = MAX_REQUEST_BYTES
-    # Whether the direct path may use the C hot path (stashd._fastpath) when it is built;
-    # tests turn it off to hold it to the Python path's answers.
-    fastpath: bool = _fastpath is not None
+    output_limits: OutputLimits = field(
+        default_factory=lambda: OutputLimits.parse(DEFAULT_OUTPUT_LIMITS)
+    )
 
     def __post_init__(self) -> None:
         """Every door shares one batcher per store, so their work is grouped together."""
@@ -154,11 +172,13 @@ class Connection(asyncio.Protocol):
         self._close_after_batch = False  # close once the batch in flight has replied
         self._rate: Rate | None = None  # the principal's rate limit, None when unlimited
         self._auth_timer: asyncio.TimerHandle | None = None
-        # The memory store's view, when the direct path may be used at all.
-        view = getattr(ctx.store, "view", None)
-        direct_ok = ctx.store.inline and not ctx.log_writes and hasattr(view, "put_value")
-        self._view: Any = view if direct_ok else None
-        self._fast = _fastpath.run if direct_ok and ctx.fastpath else None
+        # Requests read but not yet run: what is left when a slice ends. Reading stops
+        # while there are any, so this holds at most what one read brought.
+        self._backlog: list[Any] | None = None
+        # When the unsent replies last went over the soft output limit (None: below it),
+        # and the timer that checks them again once the soft limit's seconds are up.
+        self._soft_since: float | None = None
+        self._soft_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -180,6 +200,8 @@ class Connection(asyncio.Protocol):
             throttle=ctx.auth_throttle,
             address=str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or ""),
             max_clients=ctx.max_clients,
+            output_buffer_limit=ctx.output_limits.render(),
+            run=ctx.batcher.run if ctx.batcher is not None else None,
         )
         self._apply_limits()
         ctx.connections.add(self)
@@ -197,9 +219,13 @@ class Connection(asyncio.Protocol):
         """Forget the connection; a batch still in flight finishes without it."""
         self.ctx.connections.discard(self)
         self.transport = None
+        self._backlog = None
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
+        if self._soft_timer is not None:
+            self._soft_timer.cancel()
+            self._soft_timer = None
 
     def pause_writing(self) -> None:
         """The client is not reading its replies: stop reading its requests too."""
@@ -208,96 +234,45 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        """Replies drained: read again, unless a batch is still in flight."""
+        """Replies drained: run what is left of the last read, or read again."""
         self._paused_for_writes = False
-        if self.transport is not None and not self._waiting:
+        self._soft_since = None  # below the low-water mark, so below any soft limit
+        if self._backlog is not None and not self._waiting:
+            asyncio.get_running_loop().call_soon(self._run_backlog)
+        else:
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again unless a batch, a slice or the client's unread replies hold us."""
+        if (
+            self.transport is not None
+            and not self._closing
+            and not self._waiting
+            and not self._paused_for_writes
+            and self._backlog is None
+        ):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        """Parse what the read completed and answer it with one write."""
-        session = self.session
-        if (
-            self._view is None
-            or session is None
-            or session.principal is None
-            or session.multi is not None
-            or self._rate is not None
-        ):
-            items = self.reader.feed(data)
-            if items:
-                self._dispatch(items)
+        """Parse what the read completed and run it, a slice at a time."""
+        items = self.reader.feed(data)
+        if not items:
             return
-        # The direct path. One clock read per read from the socket: everything in it
-        # arrived at the same moment.
-        now = self.ctx.store.clock()
-        out = bytearray()
-        reader = self.reader
-        if self._fast is not None and reader.idle:
-            # Leading plain GETs and SETs run in C; it stops at anything else, at a
-            # request boundary, and the rest of the read takes the path below.
-            p = session.principal
-            done = self._fast(
-                data,
-                self.ctx.store,
-                p.namespace,
-                Entry,
-                now,
-                p.limits.default_ttl_ms,
-                reader.max_bulk,
-                reader.max_payload,
-                reader.max_request,
-                session.proto,
-                out,
-            )
-            if done & 3:
-                session.last_command = _FAST_NAMES[done & 3]
-            done >>= 2
-            if done == len(data):
-                if self.transport is not None:
-                    self.transport.write(out)
-                return
-            if done:
-                data = data[done:]
-        items = reader.feed(data)
-        if items:
-            self._dispatch_direct(items, session, self._view, now, out)
-        elif out and self.transport is not None:
-            self.transport.write(out)
-
-    def _dispatch_direct(
-        self,
-        items: list[Any],
-        session: Session,
-        view: Any,  # noqa: ANN401
-        now: int,
-        out: bytearray,
-    ) -> None:
-        """Run leading GET/SET-like requests at once, the rest generally.
-
-        Only for an inline store, an authenticated connection outside MULTI, and with
-        per-write log events off (they need the operation object). ``out`` holds the
-        replies already encoded for this read.
-        """
-        i = 0
-        for args in items:
-            if type(args) is not list:
-                break
-            cmd = DIRECT.get(args[0])
-            if cmd is None:
-                break
-            try:
-                if not cmd.direct(session, args, view, now, out):  # type: ignore[misc]
-                    break
-            except StashError as exc:
-                encode(exc, session.proto, out)
-            i += 1
-        if i:
-            session.last_command = items[i - 1][0].decode().lower()
-        if i == len(items):
-            if self.transport is not None:
-                self.transport.write(out)
+        if self._backlog is not None:  # a read that was under way when reading paused
+            self._backlog += items
             return
-        self._dispatch(items[i:] if i else items, out)
+        self._dispatch(items)
+
+    def _run_backlog(self) -> None:
+        """The next slice of what a read brought; then read again once all of it ran."""
+        items = self._backlog
+        if items is None or self.transport is None or self._waiting:
+            return
+        if self._paused_for_writes:
+            return  # resume_writing calls again once the client has read
+        self._backlog = None
+        self._dispatch(items)
+        self._resume_reading()
 
     # -- dispatch ---------------------------------------------------------------------
     def _apply_limits(self) -> None:
@@ -395,6 +370,10 @@ class Connection(asyncio.Protocol):
             proto, start_proto, refused = turn.proto, turn.start_proto, turn.refused
             allowance, pos, out, ready = turn.allowance, turn.pos, turn.out, turn.ready
         n = len(items)
+        if out is None:
+            out = bytearray()
+        started = time.perf_counter()
+        checked = pos
         while True:
             if ready is not None:
                 reply, before, cmd, args = ready
@@ -402,6 +381,22 @@ class Connection(asyncio.Protocol):
             else:
                 if pos >= n:
                     break
+                if pos - checked >= _CLOCK_EVERY or (
+                    pos > checked and len(items[pos - 1]) > _CLOCK_EVERY
+                ):
+                    # The slice so far: encode what is ready, so its size is known.
+                    checked = pos
+                    if not pending and replies:
+                        start_proto = _encode_replies(replies, start_proto, out)
+                        replies.clear()
+                    if (
+                        len(out) >= SLICE_BYTES
+                        or len(pending) >= SLICE_OPS
+                        or time.perf_counter() - started >= SLICE_SECONDS
+                    ):
+                        self._backlog = items[pos:]
+                        transport.pause_reading()
+                        break
                 args = items[pos]
                 pos += 1
                 if type(args) is not list:
@@ -471,6 +466,8 @@ class Connection(asyncio.Protocol):
                     reply = cmd.handler(session, args)
                 except StashError as exc:
                     reply = exc
+                except Exception as exc:  # noqa: BLE001 - a bug: this command fails, not the connection
+                    reply = _internal_error(cmd.name, exc)
                 if type(reply) is Awaiting:
                     turn = _Turn(
                         replies, pending, close, proto, start_proto, refused, allowance,
@@ -489,16 +486,23 @@ class Connection(asyncio.Protocol):
                 proto = session.proto
                 replies.append(_Proto(proto))
             if type(reply) is Deferred:
-                if inline or (inline_reads and not pending and not reply.op.writes):
+                op = reply.op
+                if inline or (
+                    inline_reads and not pending and not op.writes and op.size <= INLINE_READ_MAX
+                ):
                     try:
                         result = run_now(reply.op)
+                        finish = reply.finish
+                        answer = result if finish is None else finish(result)
                     except StashError as exc:
                         replies.append(exc)
                         continue
+                    except Exception as exc:  # noqa: BLE001 - a bug in the operation or its reply
+                        replies.append(_internal_error(cmd.name, exc))
+                        continue
                     if log_writes and WRITE in cmd.flags:
                         _log_write(cmd.name, reply.op, args, result)
-                    finish = reply.finish
-                    replies.append(result if finish is None else finish(result))
+                    replies.append(answer)
                 else:
                     pending.append((len(replies), reply, cmd))
                     replies.append(None)
@@ -527,10 +531,8 @@ class Connection(asyncio.Protocol):
 
     def _answer_paused(self, replies: list[Any], close: bool) -> None:
         """Answer a read whose dispatch had paused, then read again unless closing."""
-        closing = close or self._close_after_batch
-        self._send(replies, closing)
-        if self.transport is not None and not closing and not self._paused_for_writes:
-            self.transport.resume_reading()
+        self._send(replies, close or self._close_after_batch)
+        self._resume_reading()
 
     def _pause(self) -> None:
         """Stop reading while a read's dispatch waits for an answer."""
@@ -603,25 +605,78 @@ class Connection(asyncio.Protocol):
         batcher.submit([d.op for _, d, _ in pending], done)
 
     def _send(self, replies: list[Any], close: bool) -> None:
+        """Write the replies, within the output limit; then the next slice, if any."""
         transport = self.transport
         session = self.session
         if transport is None or session is None:
             return
+        limit = self.ctx.output_limits.normal
         out = bytearray()
-        proto = session.proto
-        for reply in replies:
-            kind = type(reply)
-            if kind is _Encoded:
-                out += reply.data
-            elif kind is _Proto:
-                proto = reply.proto
-            else:
-                encode(reply, proto, out)
+        try:
+            _encode_replies(
+                replies,
+                session.proto,
+                out,
+                limit.hard - transport.get_write_buffer_size() if limit.hard else None,
+            )
+        except ReplyTooLarge:
+            # Never built whole: the encoder stopped at the limit.
+            self._cut("hard", transport.get_write_buffer_size() + len(out))
+            return
         if out:
             transport.write(out)
         if close:
             self._closing = True
+            self._backlog = None
             transport.close()
+            return
+        self._check_output(transport.get_write_buffer_size())
+        if self._backlog is not None and not self._paused_for_writes and not self._closing:
+            asyncio.get_running_loop().call_soon(self._run_backlog)
+
+    def _check_output(self, buffered: int) -> None:
+        """Apply the output limits to ``buffered`` unsent bytes; start the soft limit's clock."""
+        limit = self.ctx.output_limits.normal
+        now = time.monotonic()
+        if limit.soft and buffered > limit.soft:
+            if self._soft_since is None:
+                self._soft_since = now
+            if self._soft_timer is None:
+                # Rescheduled for what is left: a loop's timers may fire a little early.
+                left = self._soft_since + limit.soft_seconds - now
+                self._soft_timer = asyncio.get_running_loop().call_later(
+                    max(left, 0.001), self._recheck_output
+                )
+        else:
+            self._soft_since = None
+        broken = limit.over(buffered, self._soft_since, now)
+        if broken is not None:
+            self._cut(broken, buffered)
+
+    def _recheck_output(self) -> None:
+        """The soft limit's seconds are up: cut the client if it is still over."""
+        self._soft_timer = None
+        if self.transport is not None and self._soft_since is not None:
+            self._check_output(self.transport.get_write_buffer_size())
+
+    def _cut(self, which: str, buffered: int) -> None:
+        """Over an output limit: drop the unsent replies and the connection, as Redis does."""
+        transport = self.transport
+        if transport is None:
+            return
+        limit = self.ctx.output_limits.normal
+        session = self.session
+        logger.warning(
+            "client_output_buffer_limit_reached",
+            peer=session.peer if session is not None else "",
+            limit=which,
+            buffered_bytes=buffered,
+            limit_bytes=limit.hard if which == "hard" else limit.soft,
+            soft_seconds=limit.soft_seconds,
+        )
+        self._closing = True
+        self._backlog = None
+        transport.abort()
 
     def close_when_idle(self) -> None:
         """Close now if no batch is in flight, else right after it replies."""
@@ -736,6 +791,32 @@ def _metered(items: list[Any], start: int) -> int:
         if name not in _UNMETERED:
             wanted += 1
     return max(wanted, 1)
+
+
+def _encode_replies(
+    replies: list[Any], proto: int, out: bytearray, limit: int | None = None
+) -> int:
+    """Encode a read's replies in order, switching protocol at each marker; the final one.
+
+    With ``limit``, raises :class:`ReplyTooLarge` once ``out`` would pass it.
+    """
+    for reply in replies:
+        kind = type(reply)
+        if kind is _Encoded:
+            out += reply.data
+        elif kind is _Proto:
+            proto = reply.proto
+        else:
+            encode(reply, proto, out, limit)
+    if limit is not None and len(out) > limit:
+        raise ReplyTooLarge
+    return proto
+
+
+def _internal_error(name: str, exc: Exception) -> InternalError:
+    """A command that failed with a bug: logged with its traceback, answered as an error."""
+    logger.error("command_failed", command=name, exc_info=exc)
+    return InternalError(name, type(exc).__name__)
 
 
 def _text(raw: bytes) -> str:

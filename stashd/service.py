@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from stashd import ops
 from stashd.errors import (
     BadExtend,
+    CommandError,
     DataAndMerge,
     EmptyUpdate,
     InvalidRequest,
@@ -50,6 +51,12 @@ ID_LENGTH: Final = 8
 #: and the reply of one request).
 PAGE_DEFAULT: Final = 100
 PAGE_MAX: Final = 1000
+#: Entries one SCAN call examines at most, whatever its COUNT asks (COUNT is a hint in
+#: Redis too): a page of a huge namespace must not hold the loop every client shares.
+SCAN_COUNT_MAX: Final = 1000
+#: Bytes of a KEYS/SCAN MATCH pattern. Compiling costs a few microseconds per pattern
+#: byte and matching grows with it; Redis has no cap, but no real pattern comes near.
+PATTERN_MAX: Final = 1024
 
 
 def seconds_left(expires_at: int, now: int) -> int:
@@ -245,8 +252,10 @@ class MemoryService:
         pattern: bytes | None = None,
         kind: bytes | None = None,
     ) -> ops.Scan:
-        """SCAN and KEYS."""
-        return ops.Scan(p.namespace, cursor, count, pattern, kind)
+        """SCAN and each page of KEYS: at most SCAN_COUNT_MAX entries examined."""
+        if pattern is not None and len(pattern) > PATTERN_MAX:
+            raise CommandError(f"pattern is {len(pattern)} bytes, the limit is {PATTERN_MAX} bytes")
+        return ops.Scan(p.namespace, cursor, min(count, SCAN_COUNT_MAX), pattern, kind)
 
     def count(self, p: Principal) -> ops.Count:
         """DBSIZE."""

@@ -37,6 +37,7 @@ SAMPLES: dict[type[StashError], StashError] = {
     errors.QueryBufferFull: errors.QueryBufferFull(1024, 4096),
     errors.MaxClients: errors.MaxClients(),
     errors.TransactionAborted: errors.TransactionAborted("RecursionError"),
+    errors.InternalError: errors.InternalError("get", "RuntimeError"),
     errors.StoreUnavailable: errors.StoreUnavailable("disk I/O error"),
     errors.AuthenticationError: errors.NoAuth("custom refusal"),
     errors.NoAuth: errors.NoAuth(),

@@ -43,7 +43,15 @@ def test_inline_commands_work(daemon: StashDaemon) -> None:
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
-        (b"*2000000000\r\n", "-ERR Protocol error: invalid multibulk length"),
+        (b"*2147483648\r\n", "-ERR Protocol error: invalid multibulk length"),
+        (
+            b"*2000000000\r\n",
+            "-ERR Protocol error: request has 2000000000 arguments, the limit is 16384",
+        ),
+        (
+            b"*16385\r\n$3\r\nDEL\r\n",
+            "-ERR Protocol error: request has 16385 arguments, the limit is 16384",
+        ),
         (b"*1\r\n+PING\r\n", "-ERR Protocol error: expected '$', got '+'"),
         (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nabcdef\r\n", "-ERR Protocol error: bulk length"),
         (b"*1\r\n$-5\r\n", "-ERR Protocol error: invalid bulk length"),

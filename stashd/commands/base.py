@@ -43,21 +43,18 @@ class Awaiting:
     reply instead. Requests after it wait, so replies keep their order.
     """
 
-    __slots__ = ("finish", "start")
+    __slots__ = ("finish", "in_multi", "start")
 
-    def __init__(self, start: Callable[[], Awaitable[Any]], finish: Finish) -> None:
+    def __init__(
+        self, start: Callable[[], Awaitable[Any]], finish: Finish, in_multi: str = ""
+    ) -> None:
         self.start = start
         self.finish = finish
+        # Why it cannot run inside MULTI (a transaction is one step, nothing is awaited).
+        self.in_multi = in_multi
 
 
 Handler = Callable[["Session", list[bytes]], Reply]
-# A direct handler runs a command at once against the memory store's view (its fused
-# value_of/put_value), at the read's clock, and appends the encoded reply to the output:
-# the hot commands' path, skipping the operation object and the generic encoder. It
-# returns False, having written nothing, for the forms it does not cover; they take the
-# general path. tests/test_direct.py checks both paths give the same replies and state.
-Direct = Callable[["Session", list[bytes], Any, int, bytearray], bool]
-
 # Flags, as COMMAND INFO reports them.
 WRITE: Final = "write"
 READONLY: Final = "readonly"
@@ -86,7 +83,6 @@ class Command:
     first_key: int = 0
     last_key: int = 0
     key_step: int = 0
-    direct: Direct | None = None
     subcommands: tuple[Command, ...] = ()
 
 
@@ -120,6 +116,11 @@ class Session:
     address: str = ""
     # The daemon's connection cap, which CONFIG GET maxclients reports.
     max_clients: int = 10000
+    # The daemon's output buffer limits, as CONFIG GET client-output-buffer-limit shows them.
+    output_buffer_limit: str = ""
+    # Runs an operation in its turn among every connection's (the server's batcher), for
+    # commands that work in several steps (KEYS); None where no server runs them.
+    run: Callable[[Op], Awaitable[Any]] | None = None
 
     def require(self) -> Principal:
         """The principal; commands that reach data run only once one is set."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Final
 
 from stashd.commands.base import (
     FAST,
     READONLY,
     WRITE,
+    Awaiting,
     Command,
     Deferred,
     Reply,
@@ -18,6 +20,7 @@ from stashd.commands.base import (
 from stashd.errors import CommandError, SyntaxErr
 from stashd.ops import INT64_MAX, parse_int64
 from stashd.resp import OK
+from stashd.service import SCAN_COUNT_MAX
 
 if TYPE_CHECKING:
     from stashd.store.base import Entry
@@ -142,12 +145,39 @@ def type_(s: Session, args: list[bytes]) -> Reply:
 
 
 def keys(s: Session, args: list[bytes]) -> Reply:
-    """KEYS pattern: every match, gathered page by page within one operation."""
-    return Deferred(s.service.scan(s.require(), 0, 2**62, args[1]), _keys_only)
+    """KEYS pattern: every match, gathered a SCAN page at a time.
+
+    Each page is one operation in its turn, so other clients are served between pages
+    however large the namespace: like SCAN, a key present for the whole call is
+    returned (once), one written or deleted meanwhile may or may not be.
+    """
+    p = s.require()
+    pattern = args[1]
+    first = s.service.scan(p, 0, SCAN_COUNT_MAX, pattern)  # refuses a bad pattern now
+    run = s.run
+    if run is None:  # pragma: no cover - every server session has one
+        raise CommandError("KEYS needs a server to run it")
+
+    async def gather() -> list[bytes]:
+        found: dict[bytes, None] = {}
+        op = first
+        while True:
+            cursor, page = await run(op)
+            found.update(dict.fromkeys(page))
+            if cursor == 0:
+                return list(found)
+            await asyncio.sleep(0)  # a store that answers at once would not yield
+            op = s.service.scan(p, cursor, SCAN_COUNT_MAX, pattern)
+
+    return Awaiting(
+        gather,
+        _same,
+        "KEYS cannot run inside MULTI: it reads the namespace a page at a time; use SCAN",
+    )
 
 
-def _keys_only(result: tuple[int, list[bytes]]) -> Reply:
-    return result[1]
+def _same(found: list[bytes]) -> Reply:
+    return found
 
 
 def _scan_reply(result: tuple[int, list[bytes]]) -> Reply:

@@ -71,7 +71,11 @@ _CONFIG: Final = {
 def config_get(s: Session, args: list[bytes]) -> Reply:
     """CONFIG GET parameter [parameter ...]: every setting matching any glob pattern."""
     matchers = [compile_glob(pattern.lower()).match for pattern in args[2:]]
-    settings = {**_CONFIG, b"maxclients": b"%d" % s.max_clients}
+    settings = {
+        **_CONFIG,
+        b"maxclients": b"%d" % s.max_clients,
+        b"client-output-buffer-limit": s.output_buffer_limit.encode(),
+    }
     return {name: value for name, value in settings.items() if any(m(name) for m in matchers)}
 
 

@@ -99,9 +99,10 @@ def exec_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
         except StashError as exc:
             reply = exc
         if type(reply) is Awaiting:
-            # A key lookup in Redis cannot be awaited inside the transaction's one step.
+            # Nothing can be awaited inside the transaction's one step.
             reply = CommandError(
-                f"{cmd.name.upper()} with a key cannot run inside MULTI when keys are "
+                reply.in_multi
+                or f"{cmd.name.upper()} with a key cannot run inside MULTI when keys are "
                 "checked in Redis; send it before MULTI"
             )
         if type(reply) is Deferred:

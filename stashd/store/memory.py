@@ -34,6 +34,9 @@ REPEAT_RATIO: Final = 0.1
 MAINTAIN_BUDGET_S: Final = 0.025
 # New keys between opportunistic slices, for embedded use where no timer calls maintain().
 INSERTS_PER_SLICE: Final = 1024
+# A flushed namespace with more entries than this is freed by maintain() in slices of
+# this many: dropping a million entries at once holds the loop for a few hundred ms.
+FREE_SLICE: Final = 4096
 
 
 class Keyspace:
@@ -87,6 +90,8 @@ class MemoryStore(Store):
         self._seq = 0
         self._inserts = 0
         self._turn = 0  # which keyspace the sweep visits next
+        # Entries of flushed namespaces, gone from every view, still to be freed.
+        self.retired: list[dict[bytes, Entry]] = []
         self.view = _MemoryView(self)
 
     # -- Store ---------------------------------------------------------------------
@@ -105,6 +110,8 @@ class MemoryStore(Store):
         clients for long; the hand resumes there on the next tick.
         """
         deadline = time.perf_counter() + MAINTAIN_BUDGET_S
+        while self.retired and time.perf_counter() < deadline:
+            self.free_retired()
         quota = sum(len(space.seqs) for space in self.spaces.values()) // CYCLE_TICKS
         now = self.clock()
         while True:
@@ -114,6 +121,14 @@ class MemoryStore(Store):
                 return
             if time.perf_counter() >= deadline:
                 return
+
+    def free_retired(self) -> None:
+        """Free one slice of a flushed namespace's entries."""
+        data = self.retired[-1]
+        for _ in range(min(len(data), FREE_SLICE)):
+            data.popitem()
+        if not data:
+            self.retired.pop()
 
     # -- expiry --------------------------------------------------------------------
     def sweep(self, now: int, budget: int) -> tuple[int, int]:
@@ -172,6 +187,8 @@ class MemoryStore(Store):
         if self._inserts >= INSERTS_PER_SLICE:
             self._inserts = 0
             self.sweep(self.clock(), SLICE_KEYS)
+            if self.retired:  # embedded use has no maintain() timer to free them
+                self.free_retired()
 
 
 class _MemoryView:
@@ -204,30 +221,6 @@ class _MemoryView:
             data[key] = entry
         else:
             store.insert(space, key, entry)
-
-    # -- fused forms for the direct path (see stashd.commands.base.Direct) -------------
-    def value_of(self, ns: str, key: bytes, now: int) -> bytes | None:
-        """The live value under ``key``: :meth:`get` without building anything."""
-        space = self.store.spaces.get(ns)
-        if space is not None:
-            entry = space.data.get(key)
-            if entry is not None:
-                if entry.expires_at > now:
-                    return entry.value
-                space.drop(key)
-        return None
-
-    def put_value(self, ns: str, key: bytes, value: bytes, expires_at: int, now: int) -> None:
-        """:func:`stashd.ops.put_value` fused into one call: new expiry, one version up."""
-        space = self.store.spaces.get(ns)
-        if space is None:
-            space = self.store.space(ns)
-        data = space.data
-        old = data.get(key)
-        if old is None:
-            self.store.insert(space, key, Entry(value, expires_at, 1))
-        else:
-            data[key] = Entry(value, expires_at, old.version + 1 if old.expires_at > now else 1)
 
     def delete(self, ns: str, key: bytes, now: int) -> bool:
         space = self.store.spaces.get(ns)
@@ -268,4 +261,6 @@ class _MemoryView:
         return sum(1 for e in space.data.values() if e.expires_at > now)
 
     def clear(self, ns: str) -> None:
-        self.store.spaces.pop(ns, None)
+        space = self.store.spaces.pop(ns, None)
+        if space is not None and len(space.data) > FREE_SLICE:
+            self.store.retired.append(space.data)  # freed a slice per tick, not now
