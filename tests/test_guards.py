@@ -20,6 +20,7 @@ from stashd.store.memory import MemoryStore
 from stashd.tenancy import Limits, OpenKeyring, Principal
 from tests.support.resp_client import CLOSED, Reply, RespClient
 from tests.support.servers import RedisServer, StashDaemon
+from tests.support.transport import Transport
 
 
 def _request(*args: bytes) -> bytes:
@@ -182,33 +183,6 @@ def test_open_mode_rate_limit_from_env_is_per_namespace() -> None:
 
 
 # -- closing a connection whose key was revoked, in process -------------------------------
-
-
-class Transport:
-    """The socket end of a connection: collects writes, records close."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.9", 5000)
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "nothing may be written after close"
-        self.out += data
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0  # every write is taken at once
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class BatchingMemoryStore(MemoryStore):

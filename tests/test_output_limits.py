@@ -23,6 +23,7 @@ from stashd.store.memory import FREE_SLICE, MemoryStore
 from stashd.tenancy import Limits, OpenKeyring
 from tests.support.resp_client import RespClient
 from tests.support.servers import StashDaemon
+from tests.support.transport import Transport
 
 MIB = 1024 * 1024
 
@@ -252,35 +253,6 @@ def test_a_client_over_the_soft_limit_for_its_seconds_is_cut() -> None:
 # -- in process -----------------------------------------------------------------------
 
 
-class _Transport:
-    """Collects writes; the server's side of a socket that takes everything at once."""
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.closed = False
-
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 5000)
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-
 class _FaultyStore(MemoryStore):
     """A memory store whose GET has a bug."""
 
@@ -298,7 +270,7 @@ async def test_a_bug_in_one_command_is_its_error_alone() -> None:
         MemoryService(store), OpenKeyring(Limits(1024 * 1024, 3_600_000, 86_400_000)), store
     )
     conn = Connection(ctx)
-    transport = _Transport()
+    transport = Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]
     with structlog.testing.capture_logs() as logs:
         conn.data_received(_request(b"SET", b"a", b"1") + _request(b"GET", b"a") + b"PING\r\n")
