@@ -41,6 +41,10 @@ REVOCATION_INTERVAL: Final = 1.0
 # File descriptors kept beyond --max-clients for the listening sockets, the database and logs.
 SPARE_FDS: Final = 64
 
+#: Connections the kernel queues before they are accepted: Redis's tcp-backlog. asyncio's
+#: default of 100 drops SYNs under a burst of connects (1,000 took 8 s instead of 0.02).
+LISTEN_BACKLOG: Final = 511
+
 
 def make_store(config: Config) -> Store:
     """The backend named by the config."""
@@ -139,7 +143,11 @@ async def serve(
         server = await loop.create_server(lambda: Connection(ctx), sock=sock)
     else:
         server = await loop.create_server(
-            lambda: Connection(ctx), config.host, config.port, reuse_address=True
+            lambda: Connection(ctx),
+            config.host,
+            config.port,
+            reuse_address=True,
+            backlog=LISTEN_BACKLOG,
         )
     port = server.sockets[0].getsockname()[1]
     http: HttpServer | None = None

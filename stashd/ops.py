@@ -18,6 +18,7 @@ from stashd.errors import (
     InvalidTTL,
     NoSuchKey,
     NotInteger,
+    NotJSON,
     PayloadTooLarge,
     StashError,
     TransactionAborted,
@@ -426,13 +427,27 @@ class Update(Op):
             version += 1
         elif self.patch is not _NO_PATCH:
             merged = merge_patch(load_stored(old.value), self.patch)
-            value = dump_parsed(merged)
+            try:
+                value = dump_parsed(merged)
+            except ValueError as exc:
+                # Python reads 1e400 as infinity and "\ud800" as a lone surrogate; JSON
+                # text can carry neither back, so the merge is refused before writing.
+                raise NotJSON(_unwritable(exc), "merge patch") from None
             if len(value) > self.max_payload:
                 raise PayloadTooLarge(self.max_payload, len(value))
             version += 1
         entry = Entry(value, expires, version)
         view.put(self.ns, self.key, entry)
         return entry
+
+
+def _unwritable(exc: ValueError) -> str:
+    """Why a merged document cannot be written as JSON text."""
+    if isinstance(exc, UnicodeError):
+        return (
+            "the merged document holds a lone surrogate (a \\uD800-\\uDFFF escape without its pair)"
+        )
+    return "the merged document holds a number out of the range of a double (such as 1e400)"
 
 
 class UpdateEntry(Update):

@@ -382,7 +382,9 @@ class Connection(asyncio.Protocol):
                 if pos >= n:
                     break
                 if pos - checked >= _CLOCK_EVERY or (
-                    pos > checked and len(items[pos - 1]) > _CLOCK_EVERY
+                    pos > checked
+                    and type(items[pos - 1]) is list
+                    and len(items[pos - 1]) > _CLOCK_EVERY
                 ):
                     # The slice so far: encode what is ready, so its size is known.
                     checked = pos

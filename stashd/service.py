@@ -59,6 +59,12 @@ SCAN_COUNT_MAX: Final = 1000
 PATTERN_MAX: Final = 1024
 
 
+def check_pattern(pattern: bytes) -> None:
+    """Refuse a glob pattern over PATTERN_MAX bytes (KEYS, SCAN MATCH, CONFIG GET)."""
+    if len(pattern) > PATTERN_MAX:
+        raise CommandError(f"pattern is {len(pattern)} bytes, the limit is {PATTERN_MAX} bytes")
+
+
 def seconds_left(expires_at: int, now: int) -> int:
     """Remaining TTL in whole seconds, rounded to nearest, never negative (as TTL replies)."""
     return max((expires_at - now + 500) // 1000, 0)
@@ -253,8 +259,8 @@ class MemoryService:
         kind: bytes | None = None,
     ) -> ops.Scan:
         """SCAN and each page of KEYS: at most SCAN_COUNT_MAX entries examined."""
-        if pattern is not None and len(pattern) > PATTERN_MAX:
-            raise CommandError(f"pattern is {len(pattern)} bytes, the limit is {PATTERN_MAX} bytes")
+        if pattern is not None:
+            check_pattern(pattern)
         return ops.Scan(p.namespace, cursor, min(count, SCAN_COUNT_MAX), pattern, kind)
 
     def count(self, p: Principal) -> ops.Count:

@@ -297,3 +297,39 @@ def test_a_flushed_namespace_is_freed_a_slice_at_a_time() -> None:
     assert sum(map(len, store.retired)) == 2 * FREE_SLICE
     store.maintain()
     assert store.retired == []
+
+
+def test_a_refused_bulk_among_a_sliced_pipeline_keeps_every_reply(daemon: StashDaemon) -> None:
+    """300 SETs, a SET over the payload limit, a PING, in one write: 300 OKs, TOOLARGE, PONG."""
+    c = RespClient(daemon.port, timeout=30)
+    big = b"x" * (MIB + 1)
+    c.send_raw(_request(b"SET", b"k", b"v") * 300 + _request(b"SET", b"k", big) + b"PING\r\n")
+    for _ in range(300):
+        assert c.read().render() == "+OK"
+    assert c.read().render() == "-TOOLARGE value is 1048577 bytes, the limit is 1048576 bytes"
+    assert c.read().render() == "+PONG"
+
+
+@pytest.mark.parametrize(
+    ("patch", "holds"),
+    [(b'{"a":1e400}', "a number out of the range"), (b'{"b":"\\ud800"}', "a lone surrogate")],
+)
+def test_a_merge_that_json_cannot_write_is_refused(
+    daemon: StashDaemon, patch: bytes, holds: str
+) -> None:
+    """Python reads these, JSON cannot write them back: NOTJSON, and the memory is unchanged."""
+    c = RespClient(daemon.port)
+    key = c.call("STASH", '{"a":1}').value
+    assert isinstance(key, bytes)
+    reply = c.call("UPDATE", key, "MERGE", patch).render()
+    assert reply.startswith("-NOTJSON merge patch is not valid JSON: the merged document holds")
+    assert holds in reply
+    assert c.call("RECALL", key).render() == "$'{\"a\":1}'"
+
+
+def test_config_get_refuses_a_long_pattern(daemon: StashDaemon) -> None:
+    """The same pattern limit as KEYS: a 1 MiB pattern would hold the loop for seconds."""
+    c = RespClient(daemon.port)
+    assert c.call("CONFIG", "GET", "?" * MIB).render() == (
+        "-ERR pattern is 1048576 bytes, the limit is 1024 bytes"
+    )

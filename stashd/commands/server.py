@@ -28,6 +28,7 @@ from stashd.commands.connection import REDIS_COMPAT_VERSION
 from stashd.errors import SyntaxErr
 from stashd.glob import compile_glob
 from stashd.resp import OK, Verbatim
+from stashd.service import check_pattern
 
 _STARTED: Final = time.monotonic()
 _S: Final = (LOADING, STALE)
@@ -70,6 +71,8 @@ _CONFIG: Final = {
 
 def config_get(s: Session, args: list[bytes]) -> Reply:
     """CONFIG GET parameter [parameter ...]: every setting matching any glob pattern."""
+    for pattern in args[2:]:
+        check_pattern(pattern)
     matchers = [compile_glob(pattern.lower()).match for pattern in args[2:]]
     settings = {
         **_CONFIG,
