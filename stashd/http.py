@@ -6,15 +6,20 @@ through the :class:`Batcher` the RESP connections share, so both doors land in t
 batches and obey the same rules. Nothing here decides what data means: this module
 decides how requests and replies look, and how a misbehaving connection is cut off.
 
-It runs on aiohttp's low-level server rather than ``web.Application``: the guard against
-slow clients, a JSON answer to requests that are not HTTP, and a reply to a body cut short
-by a half-closed connection all need our own connection protocol, which only the
-low-level server lets us supply; five fixed paths need no router.
+It runs on aiohttp's low-level server (``web.Server``, a documented protocol factory)
+through its public API only: five fixed paths are routed by a dict
+(:meth:`HttpApi.handle`), and every answer is a ``web.Response`` the handler writes
+itself. Its ``write_eof`` waits while the client is behind in reading, and aiohttp
+stops reading a connection while 32 of its requests wait to be handled
+(``MAX_MSG_QUEUE_SIZE``, aiohttp 3.14.1), so a client that pipelines and never reads
+holds a bounded share of the server: a socket buffer, one answer, 32 parsed requests.
 
-The two hot requests, POST /stash and GET /recall/{id}, are answered from the
-connection's ``data_received`` when they arrive whole on an idle connection (the direct
-path, see :meth:`HttpApi.direct_request`); everything else goes through aiohttp's request
-loop. Both give the same bytes (tests/test_http_direct.py).
+What that API does not offer is done one level down, in asyncio: :class:`_Connection`
+is each socket's protocol; it passes the bytes on to aiohttp's protocol and gives it
+:class:`_Wire` as its transport. From there it bounds each request from its first byte
+(slowloris), keeps a half-closed connection open for the answer under way, drops a
+client that has read nothing for too long, and answers in the JSON shape, quoting
+nothing, the requests aiohttp refuses itself because it cannot parse them.
 """
 
 from __future__ import annotations
@@ -22,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
-from aiohttp.http import HttpRequestParser, HttpVersion
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.web_protocol import RequestHandler
 
 from stashd import __version__, log
 from stashd.errors import (
@@ -58,20 +62,18 @@ from stashd.errors import (
     UnsupportedEncoding,
     WrongPass,
 )
-from stashd.httpreply import Reply
 from stashd.jsontext import check_stored, load_json
 from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable, Iterable
 
     from aiohttp.streams import StreamReader
-    from aiohttp.web_request import BaseRequest
     from multidict import CIMultiDictProxy
 
     from stashd.batch import Batcher
     from stashd.commands.connection import RemoteKeyring
-    from stashd.ops import Create, Op
+    from stashd.ops import Create
     from stashd.ratelimit import Decision, Rate, RateLimiter, SharedLimiter
     from stashd.server import ServerContext
     from stashd.service import MemoryService
@@ -87,6 +89,11 @@ REQUEST_TIMEOUT: Final = 9.5
 #: A keep-alive connection with no request in progress is closed after this long; it costs
 #: a socket and a little memory, not a handler.
 IDLE_TIMEOUT: Final = 60.0
+#: A connection whose client has read nothing of its answers for this long, while the
+#: socket's send buffer stayed full, is dropped: it pins a handler, a socket and up to
+#: the transport's high-water mark of answer bytes, and a client that reads again gets
+#: the rest, so only one that has stopped reading loses anything.
+SEND_TIMEOUT: Final = 60.0
 #: How often request deadlines are checked: a cut-off comes at most this much late, and
 #: the check costs one pass over open connections, not a timer per request.
 WATCH_INTERVAL: Final = 0.25
@@ -98,31 +105,12 @@ SHUTDOWN_TIMEOUT: Final = 5.0
 LINGER: Final = 2.0
 #: Request line and each header line: aiohttp's default, stated so it is visible here.
 MAX_LINE: Final = 8190
-
-#: The parts of aiohttp's connection protocol the direct path uses besides its public
-#: ones: its request queue and the future its request loop waits on, the parser's count
-#: of queued requests, and the idle timer. Checked once: with an aiohttp that lacks one,
-#: every request takes the general path.
-DIRECT_SUPPORTED: Final = all(
-    any(name in getattr(cls, "__slots__", ()) for cls in RequestHandler.__mro__)
-    for name in (
-        "_waiter",
-        "_messages",
-        "_parser",
-        "_upgraded",
-        "_keepalive",
-        "_keepalive_handle",
-        "_keepalive_timeout",
-        "_next_keepalive_close_time",
-    )
-) and all(
-    hasattr(cls, name)
-    for cls, name in (
-        (HttpRequestParser, "message_consumed"),
-        (RequestHandler, "writing_paused"),
-        (RequestHandler, "_process_keepalive"),
-    )
-)
+#: Answers are sent once the reads of this turn of the loop have been handled, as Redis
+#: does, not one by one as each is written: writing each at once cost a third more CPU
+#: per request (every write wakes the client for one answer). A connection holding this
+#: many unsent bytes sends them at once, so the transport's own limit, which aiohttp
+#: waits on for a slow reader, sees them.
+SEND_AT: Final = 64 * 1024
 
 #: The fields each JSON body may carry; anything else is refused, so a typo such as
 #: ``extend`` does not silently do nothing.
@@ -170,6 +158,18 @@ _MESSAGES: Final[dict[type[StashError], str]] = {
     WrongPass: "the API key is not valid",
 }
 
+#: The answer to bytes aiohttp cannot parse as a request. Which rule they broke is not
+#: said: aiohttp's own text quotes the offending bytes.
+MALFORMED: Final = (
+    f"request is not valid HTTP/1.1, or a request line or header is longer than {MAX_LINE} bytes"
+)
+
+#: The answer to a failure of our own: it says nothing about the request or the failure.
+INTERNAL_ERROR: Final = b'{"error":{"code":"internal_error","message":"internal error"}}'
+
+# Built once: json.dumps with options builds an encoder per call.
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 
 def error_row(kind: type[StashError]) -> tuple[int, str, tuple[str, ...]]:
     """The table's row for an error class, or for its nearest base that has one."""
@@ -193,17 +193,15 @@ def error_body(exc: StashError) -> tuple[int, bytes]:
     return status, _ENCODE({"error": err}).encode()
 
 
-def error_response(exc: StashError, headers: dict[str, str] | None = None) -> Reply:
+def error_response(exc: StashError, headers: dict[str, str] | None = None) -> web.Response:
     """An error as a response; 401 says how to authenticate, 405 what is allowed.
 
-    ``headers`` (the 429's rate-limit fields) come first, as ``web.Response(headers=...)``
-    sends them; a :class:`Reply` is written by both paths, with or without a request.
+    ``headers`` (the 429's rate-limit fields) come first.
     """
     status, body = error_body(exc)
-    fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items()) if headers else ""
-    reply = Reply(status, body, fields)
-    reply.headers.update(error_fields(exc, status))
-    return reply
+    fields = dict(headers) if headers else {}
+    fields.update(error_fields(exc, status))
+    return _response(status, body, fields)
 
 
 def error_fields(exc: StashError, status: int) -> dict[str, str]:
@@ -217,53 +215,28 @@ def error_fields(exc: StashError, status: int) -> dict[str, str]:
     return {}
 
 
-def _answer_of(
-    reply: Callable[[Any, Any], Reply],
-    op: Op,
-    result: object,
-    rate: dict[str, str] | None,
-) -> Reply | None:
-    """The direct path's answer to an operation's result; None for a failure of our own."""
-    if result is _FAILED:
-        return None
-    if isinstance(result, StashError):
-        return error_response(result)
-    try:
-        answer = reply(op, result)
-    except StashError as exc:  # the result refused (not found, not JSON)
-        return error_response(exc)
-    except Exception:
-        # Called from a batch's end too, where raising would leave the batch's other
-        # callers unanswered: a failure of our own is this request's 500 alone.
-        logger.exception("http_internal_error")
-        return None
-    if rate is not None:
-        answer.headers.update(rate)
-    return answer
+def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=body, headers=headers, content_type="application/json")
 
 
-def _remote(peer: object) -> str | None:
-    """The client's address as aiohttp's ``BaseRequest.remote`` gives it."""
-    if peer is None:
-        return None
-    if isinstance(peer, (list, tuple)):
-        return str(peer[0])
-    return str(peer)
+def _json(status: int, payload: object, headers: dict[str, str] | None = None) -> web.Response:
+    return _response(status, _ENCODE(payload).encode(), headers)
 
 
-#: The result of an operation that failed in a way it should not (a bug, not a refusal).
-_FAILED: Final = object()
-
-#: The answer to a failure of our own: it says nothing about the request or the failure.
-INTERNAL_ERROR: Final = b'{"error":{"code":"internal_error","message":"internal error"}}'
-
-
-# Built once: json.dumps with options builds an encoder per call.
-_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+def _internal_error() -> web.Response:
+    """The 500 of a failure of our own; the connection ends with it."""
+    resp = _response(500, INTERNAL_ERROR)
+    resp.force_close()
+    return resp
 
 
-def _json(status: int, payload: object, fields: str = "") -> Reply:
-    return Reply(status, _ENCODE(payload).encode(), fields)
+def _closing_answer(status: int, body: bytes) -> bytes:
+    """A whole answer written by the connection itself, after which it closes."""
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def _text(key: bytes) -> str:
@@ -332,203 +305,135 @@ def _object(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
 
 
 # -- connections --------------------------------------------------------------------------
-class _Connection(RequestHandler):
-    """aiohttp's protocol plus a request deadline, and an answer to a body cut short.
+class _Connection(asyncio.Protocol):
+    """The asyncio protocol of one client socket, in front of aiohttp's.
 
-    ``deadline`` is armed by a request's first byte and bounds headers and body together;
-    the watchdog (:class:`_Guard`) ends a connection whose request is not whole by then.
-    While a handler runs (``in_handler``) the body read enforces the same deadline itself.
+    Bytes and events from the socket go on to ``inner`` (aiohttp's protocol for this
+    connection); aiohttp writes through :attr:`wire`. ``deadline`` is armed by a
+    request's first byte and bounds headers and body together; the watchdog
+    (:class:`_Guard`) ends a connection whose request is not whole by then. While the
+    handler runs (``in_handler``) the body read enforces the same deadline itself, and a
+    half-close ends that read at once (``body_timeout``).
     """
 
-    # RequestHandler has __slots__; ours keep the per-connection cost as small.
     __slots__ = (
         "arrived",
-        "body",
+        "body_timeout",
         "deadline",
-        "direct",
         "draining",
         "guard",
         "in_handler",
-        "lingering",
+        "inner",
         "loop",
         "peer_eof",
-        "pending",
-        "settled",
+        "stalled",
+        "transport",
+        "unsent",
+        "unsent_size",
+        "wire",
     )
 
-    def __init__(
-        self,
-        manager: web.Server,
-        *,
-        loop: asyncio.AbstractEventLoop,
-        guard: _Guard,
-        direct: HttpApi | None,
-        **kw: Any,  # noqa: ANN401 - aiohttp's options
-    ) -> None:
-        super().__init__(manager, loop=loop, **kw)
-        self.loop = loop
+    def __init__(self, guard: _Guard, inner: asyncio.Protocol) -> None:
         self.guard = guard
-        self.direct = direct  # the API answering on the direct path (None: never)
-        self.pending = False  # a direct answer waits for its batch
-        self.settled: asyncio.Future[None] | None = None  # made by shutdown() while pending
+        self.loop = guard.loop
+        self.inner = inner
+        self.wire = _Wire(self)
+        self.transport: asyncio.Transport | None = None
         self.deadline = 0.0  # loop time; 0 when no request is arriving
         self.in_handler = False
         self.draining = False
-        self.arrived = 0  # bytes received while a handler ran: the next request began
+        self.arrived = 0  # bytes received while the handler ran: the next request began
         self.peer_eof = False
-        self.body: StreamReader | None = None  # the body being read, fed EOF on half-close
-        # An unread body aiohttp is dropping after our answer: ended when the client or
-        # the deadline ends the connection, so the drain stops with it.
-        self.lingering: StreamReader | None = None
+        self.body_timeout: asyncio.Timeout | None = None  # the body read under way
+        self.stalled = 0.0  # loop time the socket's send buffer filled up; 0 when it is not
+        self.unsent: list[bytes] = []  # written by aiohttp, sent at the end of the turn
+        self.unsent_size = 0
 
+    # -- from the socket ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Register with the watchdog."""
-        super().connection_made(transport)
+        """Register with the watchdog and start aiohttp's protocol on the wire."""
+        self.transport = cast("asyncio.Transport", transport)
         self.guard.connections.add(self)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        """Unregister, and end any drain of an unread body."""
-        self.guard.connections.discard(self)
-        self.stop_lingering()
-        super().connection_lost(exc)
-
-    def stop_lingering(self) -> None:
-        """Let aiohttp's drain of an unread body finish now."""
-        if self.lingering is not None:
-            self.lingering.feed_eof()
-            self.lingering = None
+        self.inner.connection_made(self.wire)
 
     def data_received(self, data: bytes) -> None:
-        """Arm the deadline on a request's first byte, then parse; answer directly if we can.
-
-        aiohttp's request loop waits on ``_waiter`` for parsed requests. The direct path
-        parses with it asleep, then either answers the one request itself or wakes it.
-        """
+        """Arm the deadline on a request's first byte, then let aiohttp parse."""
         if self.in_handler:
             self.arrived += len(data)
         elif not self.deadline:
             self.deadline = self.loop.time() + self.guard.request_timeout
-        if self.pending:  # queued behind the direct answer under way, in order
-            self._parse_quietly(data)
-            return
-        waiter = self._waiter
-        if (
-            self.direct is None
-            or not data
-            or self.in_handler
-            or self._messages
-            or waiter is None
-            or waiter.done()
-            or self.writing_paused  # the client is not reading: the general path waits
-        ):
-            super().data_received(data)
-            return
-        self._parse_quietly(data)
-        messages = self._messages
-        if len(messages) == 1 and not self._upgraded and self._serve_direct(self.direct):
-            return
-        if messages and not waiter.done():
-            waiter.set_result(None)
+        self.inner.data_received(data)
 
-    def _parse_quietly(self, data: bytes) -> None:
-        """Let aiohttp parse ``data`` into its queue without waking its request loop."""
-        waiter, self._waiter = self._waiter, None
-        try:
-            super().data_received(data)
-        finally:
-            self._waiter = waiter
-
-    def _serve_direct(self, api: HttpApi) -> bool:
-        """Answer the one queued request directly, if the API takes it."""
-        message, payload = self._messages[0]
-        if not isinstance(message, RawRequestMessage):  # a request that failed to parse
-            return False
-        taken = api.direct_request(self, message, payload)
-        if taken is None:
-            return False
-        principal, key = taken
-        self._messages.popleft()
-        if isinstance(principal, StashError):
-            api.direct_refusal(self, message.version, principal)
-        elif key:
-            api.direct_recall(self, message.version, principal, key)
-        else:
-            api.direct_stash(self, message.version, principal, payload.read_nowait(-1))
-        if self._parser is not None:  # aiohttp's count of requests in its queue
-            self._parser.message_consumed()
-        return True
-
-    def answer(self, reply: Reply | None, version: HttpVersion) -> None:
-        """Send a direct answer (None: a failure of our own, a 500 that ends the connection).
-
-        Then serve what arrived meanwhile, as aiohttp's request loop would.
-        """
-        self.pending = False
-        keep_alive = reply is not None and not self.peer_eof
-        if reply is None:
-            reply = Reply(500, INTERNAL_ERROR)
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(reply.render(version, keep_alive=keep_alive))
-        self.leave()
-        if self.settled is not None and not self.settled.done():
-            self.settled.set_result(None)
-        if not keep_alive:
-            self.force_close()
-            return
-        # What aiohttp's loop does after an answer: the idle timeout counts from now.
-        self._keepalive = True
-        close_time = self.loop.time() + self._keepalive_timeout
-        self._next_keepalive_close_time = close_time
-        if self._keepalive_handle is None and self._keepalive_timeout:
-            self._keepalive_handle = self.loop.call_at(close_time, self._process_keepalive)
-        waiter = self._waiter
-        if self._messages and waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _process_keepalive(self) -> None:
-        """The idle check of aiohttp, except that a connection whose answer is pending is busy.
-
-        aiohttp's loop stops this timer while a handler runs; a direct answer waiting for
-        its batch leaves that loop waiting, which the check would take for idleness.
-        :meth:`answer` starts the idle time again and sets the timer.
-        """
-        if self.pending:
-            self._keepalive_handle = None
-            return
-        super()._process_keepalive()
-
-    async def shutdown(self, timeout: float | None = 15.0) -> None:  # noqa: ASYNC109 - aiohttp's signature
-        """Let a direct answer under way go out first, within the same time limit."""
-        if self.pending:
-            self.settled = self.loop.create_future()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.settled
-        await super().shutdown(timeout)
-
-    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio: True keeps it open
+    def eof_received(self) -> bool:
         """A half-close: keep the socket open for the answer if a request is under way.
 
-        A body that ends before its Content-Length then gets its 400 instead of a reset.
+        A body that ends before its Content-Length then gets its 400 at once instead of
+        a reset or a wait for the deadline.
         """
         self.peer_eof = True
-        if self.body is not None:
-            self.body.feed_eof()
-        if self.lingering is not None:  # answered already: nothing more will come
-            self.stop_lingering()
+        self.inner.eof_received()
+        if self.body_timeout is not None:
+            self.body_timeout.reschedule(self.loop.time())
+        if self.draining or not (self.in_handler or self.deadline):
+            # Nothing more will come and nothing is under way: the transport closes once
+            # the answers written so far are sent.
+            self.flush()
             return False
-        return self.in_handler or bool(self.deadline)
+        return True
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Unregister; aiohttp ends what it had under way."""
+        self.guard.connections.discard(self)
+        self.unsent.clear()
+        self.unsent_size = 0
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The send buffer is full: aiohttp's writes wait, and the stall is timed."""
+        self.stalled = self.loop.time()
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        """The client reads again."""
+        self.stalled = 0.0
+        self.inner.resume_writing()
+
+    # -- sending ----------------------------------------------------------------------------
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes for the end of this turn of the loop (at once past SEND_AT)."""
+        if not self.unsent:
+            self.loop.call_soon(self.flush)
+        # A transport copies what it cannot send at once; a buffer of the writer's could
+        # change before the queue is sent.
+        self.unsent.append(data if type(data) is bytes else bytes(data))
+        self.unsent_size += len(data)
+        if self.unsent_size >= SEND_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what is queued to the socket's transport."""
+        unsent = self.unsent
+        if not unsent:
+            return
+        self.unsent = []
+        self.unsent_size = 0
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if len(unsent) == 1:
+                transport.write(unsent[0])
+            else:
+                transport.writelines(unsent)
+
+    # -- from the handler -----------------------------------------------------------------
     def enter(self) -> None:
-        """A handler starts: the request's headers are complete."""
+        """The handler starts: the request's headers are complete."""
         self.in_handler = True
         self.arrived = 0
         if not self.deadline:  # pipelined behind the previous request
             self.deadline = self.loop.time() + self.guard.request_timeout
 
     def leave(self, *, draining: bool = False) -> None:
-        """A handler is done: the next request's clock starts with its first byte.
+        """The answer is written: the next request's clock starts with its first byte.
 
         ``draining``: the answer went out before the body was read, and aiohttp drops the
         rest for up to LINGER seconds before closing; the request's own deadline still
@@ -539,93 +444,200 @@ class _Connection(RequestHandler):
         if not draining:
             self.deadline = self.loop.time() + self.guard.request_timeout if self.arrived else 0.0
 
+    # -- from the watchdog ----------------------------------------------------------------
     def expire(self, now: float) -> None:
-        """Called by the watchdog: end a request that has not arrived in time."""
+        """End a request that has not arrived in time, or a client that stopped reading."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        guard = self.guard
+        if self.stalled and now - self.stalled >= guard.send_timeout:
+            logger.info("http_send_timeout", seconds=guard.send_timeout)
+            transport.abort()  # what it holds can never be delivered
+            return
         if self.in_handler or not self.deadline or now < self.deadline:
             return
-        transport = self.transport
-        if self.draining:  # already answered: just stop listening
-            transport = None
-            self.stop_lingering()
-        if transport is not None and not transport.is_closing():
-            _, body = error_body(RequestTimeout(self.guard.request_timeout))
-            head = (
-                "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            transport.write(head.encode() + body)
-        logger.info("http_request_timeout", seconds=self.guard.request_timeout)
-        self.force_close()
+        self.flush()
+        if not self.draining:  # nothing answered yet: say why the connection ends
+            _, body = error_body(RequestTimeout(guard.request_timeout))
+            transport.write(_closing_answer(408, body))
+        logger.info("http_request_timeout", seconds=guard.request_timeout)
+        transport.close()
 
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,  # noqa: ARG002 - aiohttp's text may quote the request
-    ) -> web.StreamResponse:
-        """Requests that are not HTTP, and failures of our own, in the one JSON shape.
+    # -- from aiohttp -----------------------------------------------------------------------
+    def refuse(self, first: bytes) -> None:
+        """An answer aiohttp made to a request it never handed to the API: ours goes instead.
 
-        aiohttp's default text quotes the offending bytes; ours never does.
+        That happens when it cannot parse the bytes (its text would quote them). The
+        status is read from its status line (RFC 9112); the answer has the JSON shape
+        and a 404 or 400 says no more than that, and the connection ends with it.
         """
-        if request.writer.output_size > 0:  # pragma: no cover - our handlers return whole
-            msg = "response already started"
-            raise ConnectionError(msg)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        status = int(first[9:12]) if first[:7] == b"HTTP/1." and first[9:12].isdigit() else 500
         if status >= 500:
-            logger.error("http_internal_error", exc_info=exc)
-            resp = Reply(500, INTERNAL_ERROR)
+            answer = _closing_answer(500, INTERNAL_ERROR)
         else:
-            logger.info("http_malformed_request", error=type(exc).__name__)
-            detail = (
-                f"a request line or header is longer than {MAX_LINE} bytes"
-                if type(exc).__name__ == "LineTooLong"
-                else "request is not valid HTTP/1.1"
+            answer = _closing_answer(
+                *error_body(NoRoute() if status == 404 else BadRequest(MALFORMED))
             )
-            resp = error_response(BadRequest(detail))
-        resp.force_close()
-        return resp
+        self.flush()
+        transport.write(answer)
+        transport.close()
 
 
-class _Server(web.Server):
-    """aiohttp's low-level server, making :class:`_Connection` protocols."""
+class _Wire(asyncio.Transport):
+    """The transport aiohttp writes to: the socket's, as long as the API is answering.
 
-    def __init__(
-        self,
-        handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
-        guard: _Guard,
-        direct: HttpApi | None,
-        **kw: Any,  # noqa: ANN401 - aiohttp's protocol options
-    ) -> None:
-        super().__init__(handler, **kw)
-        self.guard = guard
-        self.direct = direct
-        self.protocol_kw = kw
+    Everything the handler sends (the answer, a ``100 Continue``) is written while
+    :attr:`_Connection.in_handler`, and queued to go out at the end of the loop's turn
+    (:meth:`_Connection.send`); a write at any other time is an answer aiohttp made by
+    itself, which :meth:`_Connection.refuse` replaces.
+    """
 
-    def __call__(self) -> RequestHandler:
-        return _Connection(
-            self,
-            loop=asyncio.get_running_loop(),
-            guard=self.guard,
-            direct=self.direct,
-            **self.protocol_kw,
-        )
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: _Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def _socket(self) -> asyncio.Transport:
+        transport = self.conn.transport
+        assert transport is not None  # aiohttp is handed the wire once the socket is there
+        return transport
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send, or replace aiohttp's own answer."""
+        conn = self.conn
+        if conn.in_handler:
+            conn.send(data)
+        else:
+            conn.refuse(bytes(data[:12]))
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Send, or replace aiohttp's own answer."""
+        conn = self.conn
+        if conn.in_handler:
+            for data in list_of_data:
+                conn.send(data)
+        else:
+            conn.refuse(b"".join(bytes(chunk) for chunk in list_of_data)[:12])
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:  # noqa: ANN401 - asyncio's signature
+        """The socket's."""
+        return self._socket().get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        """The socket's."""
+        transport = self.conn.transport
+        return transport is None or transport.is_closing()
+
+    def close(self) -> None:
+        """Close the socket once what is queued and buffered is sent."""
+        self.conn.flush()
+        self._socket().close()
+
+    def abort(self) -> None:
+        """Close the socket now, dropping what is queued."""
+        self.conn.unsent.clear()
+        self.conn.unsent_size = 0
+        self._socket().abort()
+
+    def is_reading(self) -> bool:
+        """The socket's."""
+        return self._socket().is_reading()
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket: back-pressure on pipelined requests, from aiohttp."""
+        self._socket().pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the socket again."""
+        self._socket().resume_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """The socket's."""
+        self._socket().set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        """What is queued and what the socket's transport holds."""
+        return self.conn.unsent_size + self._socket().get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """The socket's."""
+        return self._socket().get_write_buffer_limits()
+
+    def write_eof(self) -> None:
+        """Half-close the socket after what is queued."""
+        self.conn.flush()
+        self._socket().write_eof()
+
+    def can_write_eof(self) -> bool:
+        """The socket's."""
+        return self._socket().can_write_eof()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Another protocol for the socket's bytes (aiohttp never asks)."""
+        self.conn.inner = cast("asyncio.Protocol", protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """The protocol the socket's bytes go to (aiohttp's)."""
+        return self.conn.inner
 
 
 class _Guard:
     """The watchdog: every WATCH_INTERVAL, end requests past their deadline."""
 
-    def __init__(self, request_timeout: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, request_timeout: float, send_timeout: float
+    ) -> None:
+        self.loop = loop
         self.request_timeout = request_timeout
+        self.send_timeout = send_timeout
         self.connections: set[_Connection] = set()
 
     async def watch(self) -> None:
         """Run until cancelled."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
             now = loop.time()
             for conn in list(self.connections):
                 conn.expire(now)
+
+
+class _AiohttpLog(logging.Handler):
+    """aiohttp's own log records as this module's events, never quoting a request's bytes.
+
+    aiohttp logs each request it cannot parse with a traceback whose text quotes the
+    bytes; here it is one ``http_malformed_request`` event naming the error's class (an
+    HTTP error of aiohttp's carries its status as ``code``). Anything else it logs is
+    ours to look at: an error with its traceback, or a debug event.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """One event per record."""
+        exc = record.exc_info[1] if record.exc_info else None
+        code = getattr(exc, "code", None)
+        if exc is not None and isinstance(code, int) and 400 <= code < 500:
+            logger.info("http_malformed_request", error=type(exc).__name__)
+        elif record.levelno >= logging.ERROR:
+            logger.error(
+                "http_aiohttp_error", message=record.getMessage(), exc_info=record.exc_info
+            )
+        else:
+            logger.debug("http_aiohttp", message=record.getMessage())
+
+
+def _aiohttp_logger() -> logging.Logger:
+    """The logger handed to aiohttp (its ``logger`` protocol option), set up once."""
+    bridge = logging.getLogger("stashd.http.aiohttp")
+    if not bridge.handlers:
+        bridge.addHandler(_AiohttpLog())
+        bridge.setLevel(logging.DEBUG)  # the handler decides: aiohttp logs some at debug
+        bridge.propagate = False
+    return bridge
 
 
 # -- the API ------------------------------------------------------------------------------
@@ -659,8 +671,6 @@ class HttpApi:
         self.backend = backend
         self.limiter = limiter
         self.rate_of = rate_of
-        # Direct answers of this turn of the loop, sent together at its end.
-        self._answers: list[tuple[_Connection, HttpVersion, Reply | None]] = []
         # Which kinds of keyring and limiter these are is fixed for the process: decided
         # here once, not per request. Remote ones are asked without blocking the loop.
         self.remote_keyring = bool(getattr(ctx.keyring, "remote", False))
@@ -673,30 +683,44 @@ class HttpApi:
             "forget": (True, {"DELETE": self.forget}),
         }
 
-    async def __call__(self, request: BaseRequest) -> web.StreamResponse:
-        """Serve one request; every refusal is a StashError turned into the JSON shape."""
-        conn = cast("_Connection", request.protocol)
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Serve one request and write its answer; every refusal is a StashError's JSON shape.
+
+        The answer is written here rather than by aiohttp once this returns (a prepared,
+        finished response is returned, as aiohttp's low-level docs allow), so every byte
+        of it goes out while the connection knows the API is answering (see
+        :class:`_Wire`); ``write_eof`` waits while the client is behind in reading.
+        """
+        wire = request.transport
+        if not isinstance(wire, _Wire):  # the client has gone: aiohttp drops what comes back
+            return web.Response(status=204)
+        conn = wire.conn
         conn.enter()
         try:
-            resp = await self._dispatch(request, conn)
-        except _Limited as exc:
-            resp = error_response(exc, exc.headers)
-        except StashError as exc:
-            resp = error_response(exc)
-        except BaseException:
-            conn.leave()
-            raise
-        unread = not request.content.is_eof()
-        conn.leave(draining=unread)
-        if unread:
-            conn.lingering = request.content
-        if conn.peer_eof or unread:
-            # The client has stopped sending, or sent a body we did not read: this
-            # connection cannot carry another request.
-            resp.force_close()
+            try:
+                resp = await self._dispatch(request, conn)
+            except _Limited as exc:
+                resp = error_response(exc, exc.headers)
+            except StashError as exc:
+                resp = error_response(exc)
+            except Exception:
+                # A failure of our own: this request's 500 alone, and its connection ends.
+                logger.exception("http_internal_error")
+                resp = _internal_error()
+            if conn.peer_eof or not request.content.is_eof():
+                # The client has stopped sending, or sent a body we did not read: this
+                # connection cannot carry another request.
+                resp.force_close()
+            try:
+                await resp.prepare(request)
+                await resp.write_eof()
+            except ConnectionError:
+                pass  # the client has gone: aiohttp ends the connection
+        finally:
+            conn.leave(draining=not request.content.is_eof())
         return resp
 
-    async def _dispatch(self, request: BaseRequest, conn: _Connection) -> web.StreamResponse:
+    async def _dispatch(self, request: web.BaseRequest, conn: _Connection) -> web.StreamResponse:
         path = request.raw_path
         if path[:1] != "/":  # absolute-form target
             path = request.rel_url.raw_path
@@ -734,14 +758,14 @@ class HttpApi:
         return resp
 
     # -- who is asking ------------------------------------------------------------------
-    def authenticate(self, request: BaseRequest) -> Principal:
+    def authenticate(self, request: web.BaseRequest) -> Principal:
         """The principal of ``X-API-KEY`` or ``Authorization: Bearer``, by RESP AUTH's rules."""
         key = self._credentials(request)
         if key is None:
             return self._anonymous()
         return self._checked(self.keyring.authenticate(None, key), lambda: request.remote)
 
-    async def authenticate_async(self, request: BaseRequest) -> Principal:
+    async def authenticate_async(self, request: web.BaseRequest) -> Principal:
         """:meth:`authenticate` with a keyring that looks keys up in Redis."""
         key = self._credentials(request)
         if key is None:
@@ -749,7 +773,7 @@ class HttpApi:
         remote = cast("RemoteKeyring", self.keyring)
         return self._checked(await remote.authenticate_async(None, key), lambda: request.remote)
 
-    def _credentials(self, request: BaseRequest) -> bytes | None:
+    def _credentials(self, request: web.BaseRequest) -> bytes | None:
         """The key sent (None: none), once the client's address is known not to be blocked."""
         key = self._key_of(request.headers)
         if key is None:
@@ -821,161 +845,8 @@ class HttpApi:
         grant = await limiter.take(principal.namespace, rate)
         return _rate_fields(rate, grant.decision)
 
-    # -- the direct path ------------------------------------------------------------------
-    # aiohttp gives every request a task, a request object, a payload stream and a
-    # response writer, which together cost more than everything Stash does for a POST
-    # /stash or a GET /recall. Those two, when they arrive whole on an idle connection,
-    # are therefore answered from the connection's data_received: the same checks, the
-    # same operation, the same rate limit, the same bytes out, refusals included. Whatever
-    # could make the answer differ (another route, a body still arriving or too large, an
-    # id to unquote, a refused key, a blocked address, a limiter in Redis) is left to the
-    # general path above, before anything has changed; tests/test_http_direct.py holds
-    # the two to the same answers.
-
-    def direct_request(
-        self, conn: _Connection, message: RawRequestMessage, payload: StreamReader
-    ) -> tuple[Principal | StashError, bytes] | None:
-        """The sender and id of a request the direct path answers (b"": a POST /stash).
-
-        The sender may be the refusal of its key, to be answered as such. None: the
-        general path answers; that is decided before any side effect, so it still can.
-        """
-        if message.should_close or self.remote_keyring:
-            return None
-        method, path, headers = message.method, message.path, message.headers
-        key = b""
-        if method == "POST" and path == "/stash":
-            length = headers.get("Content-Length")
-            if (
-                length is None  # chunked
-                or not (length.isascii() and length.isdigit())
-                or int(length) != payload.total_bytes
-                or not payload.is_eof()
-                or "Content-Encoding" in headers
-            ):
-                return None
-        elif method == "GET" and path.startswith("/recall/"):
-            # An id as Stash makes them; anything to unquote or decode is the general path's.
-            memory_id = path[8:]
-            if (
-                not memory_id
-                or not memory_id.isascii()
-                or "/" in memory_id
-                or "?" in memory_id
-                or "%" in memory_id
-                or payload.total_bytes
-                or not payload.is_eof()
-            ):
-                return None
-            key = memory_id.encode()
-        else:
-            return None
-        throttle = self.throttle
-        if throttle is not None and throttle.blocking():
-            return None
-        try:
-            sent = self._key_of(headers)
-            if sent is None:
-                p = self._anonymous()
-            else:
-                p = self._checked(
-                    self.keyring.authenticate(None, sent), lambda: _remote(conn.peername)
-                )
-        except StashError as exc:  # as the general path refuses it
-            return exc, key
-        if payload.total_bytes > p.limits.max_payload:
-            return None  # refused before the body is read, by the general path
-        if self.shared_limiter and self.rate_of is not None and self.rate_of(p) is not None:
-            return None  # a limiter in Redis is asked without blocking: the general path
-        return p, key
-
-    def direct_stash(
-        self, conn: _Connection, version: HttpVersion, p: Principal, raw: bytes
-    ) -> None:
-        """Admit, check the body, store it, and answer (refusals included)."""
-
-        def make() -> Create:
-            return self.stash_op(p, raw)
-
-        self._direct(conn, version, p, make, lambda op, key: self.created(p, op, key))
-
-    def direct_recall(
-        self, conn: _Connection, version: HttpVersion, p: Principal, key: bytes
-    ) -> None:
-        """Admit, read the id, and answer."""
-
-        def make() -> Op:
-            return self.service.get(p, key)
-
-        self._direct(conn, version, p, make, lambda _op, entry: self.recalled(key, entry))
-
-    def _direct(
-        self,
-        conn: _Connection,
-        version: HttpVersion,
-        p: Principal,
-        make: Callable[[], Any],
-        reply: Callable[[Any, Any], Reply],
-    ) -> None:
-        """Admit, run ``make()``'s operation, and answer ``reply(op, result)`` or the error.
-
-        As on the general path: a refusal by the rate limit is a 429 with its fields, any
-        other refusal has none, and a success carries the RateLimit fields.
-        """
-        conn.enter()
-        conn.pending = True
-        try:
-            rate = self.admit(p)
-            op = make()
-        except _Limited as exc:
-            self._send_later(conn, version, error_response(exc, exc.headers))
-            return
-        except StashError as exc:
-            self._send_later(conn, version, error_response(exc))
-            return
-        except Exception:
-            logger.exception("http_internal_error")
-            self._send_later(conn, version, None)
-            return
-        store = self.store
-        if not (self.inline or (store.inline_reads and not op.writes)):
-            self.batcher.submit(
-                [op],
-                lambda results: conn.answer(_answer_of(reply, op, results[0], rate), version),
-            )
-            return
-        result: object
-        try:
-            result = store.run(op) if self.inline else store.read_now(op)
-        except StashError as exc:
-            result = exc
-        except Exception:
-            logger.exception("http_internal_error")
-            result = _FAILED
-        self._send_later(conn, version, _answer_of(reply, op, result, rate))
-
-    def direct_refusal(self, conn: _Connection, version: HttpVersion, exc: StashError) -> None:
-        """Answer a request whose key was refused (401) or could not be checked (503)."""
-        conn.enter()
-        conn.pending = True
-        self._send_later(conn, version, error_response(exc))
-
-    def _send_later(self, conn: _Connection, version: HttpVersion, reply: Reply | None) -> None:
-        # As in Redis, answers go out once the reads of this turn of the loop have been
-        # handled, not one by one as each request is: measured, writing each answer at
-        # once cost a third more CPU per request (every write wakes the client again).
-        answers = self._answers
-        answers.append((conn, version, reply))
-        if len(answers) == 1:
-            conn.loop.call_soon(self._send_answers)
-
-    def _send_answers(self) -> None:
-        answers, self._answers = self._answers, []
-        for conn, version, reply in answers:
-            conn.answer(reply, version)
-
     # -- bodies ---------------------------------------------------------------------------
-    async def read_body(self, request: BaseRequest, conn: _Connection, limit: int) -> bytes:
+    async def read_body(self, request: web.BaseRequest, conn: _Connection, limit: int) -> bytes:
         """The body, refused before reading when its Content-Length is over ``limit``.
 
         A body without a Content-Length (chunked) is read to ``limit + 1`` bytes at most.
@@ -992,36 +863,51 @@ class HttpApi:
         if content.is_eof():  # the whole body is already here: the common case
             body = content.read_nowait(-1)
         else:
-            if request.headers.get("Expect", "").lower() == "100-continue":
-                # The client waits for this before sending a large body (curl does for
-                # bodies over 1 MiB); a body over the limit was refused above instead.
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            got = bytearray()
-            conn.body = content
-            if conn.peer_eof:
-                content.feed_eof()
-            try:
-                async with asyncio.timeout_at(conn.deadline):
-                    while True:
-                        chunk = await content.read(limit + 1 - len(got))
-                        if not chunk:
-                            break
-                        got += chunk
-                        if len(got) > limit:
-                            raise BodyTooLarge(limit, length)
-            except TimeoutError:
-                if length is not None:
-                    raise IncompleteBody(length, len(got)) from None
-                raise RequestTimeout(conn.guard.request_timeout) from None
-            except (ConnectionError, ValueError) as exc:
-                # aiohttp reports a malformed chunked encoding as a ValueError subclass.
-                raise BadRequest("request body is malformed") from exc
-            finally:
-                conn.body = None
-            body = bytes(got)
+            body = await self._read_rest(request, conn, content, limit, length)
         if length is not None and len(body) != length:
             raise IncompleteBody(length, len(body))
         return body
+
+    async def _read_rest(
+        self,
+        request: web.BaseRequest,
+        conn: _Connection,
+        content: StreamReader,
+        limit: int,
+        length: int | None,
+    ) -> bytes:
+        """Wait for the rest of a body, until the request's deadline or a half-close."""
+        transport = request.transport
+        if (
+            transport is not None
+            and not conn.peer_eof
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        ):
+            # The client waits for this before sending a large body (curl does for
+            # bodies over 1 MiB); a body over the limit was refused above instead.
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        got = bytearray()
+        try:
+            async with asyncio.timeout_at(conn.deadline) as deadline:
+                conn.body_timeout = deadline
+                if conn.peer_eof:  # what is buffered is all there is
+                    deadline.reschedule(conn.loop.time())
+                while chunk := await content.read(limit + 1 - len(got)):
+                    got += chunk
+                    if len(got) > limit:
+                        raise BodyTooLarge(limit, length)
+        except TimeoutError:
+            if length is not None:
+                raise IncompleteBody(length, len(got)) from None
+            if conn.peer_eof:
+                raise BadRequest("request body ended before its last chunk") from None
+            raise RequestTimeout(conn.guard.request_timeout) from None
+        except (ConnectionError, ValueError, web.RequestPayloadError) as exc:
+            # A malformed chunked encoding, reported by aiohttp as the body is read.
+            raise BadRequest("request body is malformed") from exc
+        finally:
+            conn.body_timeout = None
+        return bytes(got)
 
     # -- endpoints -------------------------------------------------------------------------
     async def healthz(self) -> web.StreamResponse:
@@ -1030,7 +916,7 @@ class HttpApi:
         return _json(200, {"status": "ok", "version": __version__, "backend": self.backend})
 
     async def stash(
-        self, request: BaseRequest, p: Principal, _key: bytes, conn: _Connection
+        self, request: web.BaseRequest, p: Principal, _key: bytes, conn: _Connection
     ) -> web.StreamResponse:
         """POST /stash {"data": any, "ttl": seconds?} -> 201 with the new id."""
         op = self.stash_op(p, await self.read_body(request, conn, p.limits.max_payload))
@@ -1044,7 +930,7 @@ class HttpApi:
             raise InvalidRequest("data is required", field="data")
         return self.service.stash_value(p, body["data"], _integer(body, "ttl"))
 
-    def created(self, p: Principal, op: Create, key: bytes) -> Reply:
+    def created(self, p: Principal, op: Create, key: bytes) -> web.Response:
         """The 201 of a stored POST /stash (and its log event)."""
         memory_id = key.decode()
         if self.ctx.log_writes:
@@ -1059,19 +945,15 @@ class HttpApi:
         ttl = seconds_left(op.expires_at, self.service.clock())
         # New ids are base62 (or hex), so they need no JSON escaping.
         reply = f'{{"memory_id":"{memory_id}","ttl":{ttl},"expires_at":"{rfc3339(op.expires_at)}"}}'
-        return Reply(201, reply.encode(), f'ETag: "1"\r\nLocation: /recall/{memory_id}\r\n')
+        return _response(201, reply.encode(), {"ETag": '"1"', "Location": f"/recall/{memory_id}"})
 
     async def recall(
-        self, request: BaseRequest, p: Principal, key: bytes, conn: _Connection
+        self, request: web.BaseRequest, p: Principal, key: bytes, conn: _Connection
     ) -> web.StreamResponse:
         """GET /recall/{id} -> the data with its TTL, expiry and version."""
         del request, conn
         get = self.service.get(p, key)
         entry: Entry | None = self.store.run(get) if self.inline else await self.batcher.run(get)
-        return self.recalled(key, entry)
-
-    def recalled(self, key: bytes, entry: Entry | None) -> Reply:
-        """The 200 of a GET /recall, or the 404 (or 409) it raises."""
         if entry is None:
             raise NotFound
         value = entry.value
@@ -1084,10 +966,10 @@ class HttpApi:
         ).encode()
         # The stored text is valid UTF-8 JSON, so it is embedded as it is, unparsed.
         body = b"".join((b'{"memory_id":', memory_id, b',"data":', value, tail))
-        return Reply(200, body, f'ETag: "{entry.version}"\r\n')
+        return _response(200, body, {"ETag": f'"{entry.version}"'})
 
     async def update(
-        self, request: BaseRequest, p: Principal, key: bytes, conn: _Connection
+        self, request: web.BaseRequest, p: Principal, key: bytes, conn: _Connection
     ) -> web.StreamResponse:
         """PATCH /update/{id} {"data"?, "merge"?, "extra_seconds"?}, If-Match -> new TTL."""
         if_version = if_match_version(request.headers.get("If-Match"))
@@ -1125,11 +1007,11 @@ class HttpApi:
                 "expires_at": rfc3339(entry.expires_at),
                 "version": entry.version,
             },
-            f'ETag: "{entry.version}"\r\n',
+            {"ETag": f'"{entry.version}"'},
         )
 
     async def forget(
-        self, request: BaseRequest, p: Principal, key: bytes, conn: _Connection
+        self, request: web.BaseRequest, p: Principal, key: bytes, conn: _Connection
     ) -> web.StreamResponse:
         """DELETE /forget/{id} -> 204, or 404 when there was nothing to forget."""
         del request, conn
@@ -1141,7 +1023,7 @@ class HttpApi:
         return web.Response(status=204)
 
     async def listing(
-        self, request: BaseRequest, p: Principal, _key: bytes, conn: _Connection
+        self, request: web.BaseRequest, p: Principal, _key: bytes, conn: _Connection
     ) -> web.StreamResponse:
         """GET /stash?cursor=&limit= -> a page of ids with TTL, size and version, no data."""
         del conn
@@ -1199,23 +1081,29 @@ class HttpServer:
     """The sidecar as the daemon runs it: bound, served in the running loop, closed first."""
 
     def __init__(
-        self, api: HttpApi, *, request_timeout: float = REQUEST_TIMEOUT, direct: bool = True
+        self,
+        api: HttpApi,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        send_timeout: float = SEND_TIMEOUT,
     ) -> None:
-        """``direct=False`` answers every request through aiohttp's request loop (for tests)."""
         self.api = api
-        self.direct = direct and DIRECT_SUPPORTED
-        self.guard = _Guard(request_timeout)
+        self.request_timeout = request_timeout
+        self.send_timeout = send_timeout
+        self.guard: _Guard | None = None
         self.runner: web.ServerRunner | None = None
+        self.listener: asyncio.Server | None = None
         self.watchdog: asyncio.Task[None] | None = None
         self.port = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Bind and serve; returns the bound port (useful with port 0)."""
-        server = _Server(
-            self.api,
-            self.guard,
-            self.api if self.direct else None,
+        # aiohttp's low-level server: a protocol factory calling the handler with each
+        # request; the options are the protocol's, as documented for AppRunner.
+        server = web.Server(
+            self.api.handle,
             access_log=None,  # write events are logged by the handlers, never request lines
+            logger=_aiohttp_logger(),
             keepalive_timeout=IDLE_TIMEOUT,
             lingering_time=LINGER,
             # A compressed body is refused, never inflated: a small gzip can expand past
@@ -1224,18 +1112,23 @@ class HttpServer:
             max_line_size=MAX_LINE,
             max_field_size=MAX_LINE,
         )
-        self.runner = web.ServerRunner(
+        self.runner = runner = web.ServerRunner(
             server, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-        self.watchdog = asyncio.get_running_loop().create_task(self.guard.watch())
+        await runner.setup()
+        loop = asyncio.get_running_loop()
+        self.guard = guard = _Guard(loop, self.request_timeout, self.send_timeout)
+        self.listener = await loop.create_server(
+            lambda: _Connection(guard, server()), host, port, reuse_address=True
+        )
+        self.port = self.listener.sockets[0].getsockname()[1]
+        self.watchdog = loop.create_task(guard.watch())
         return self.port
 
     async def close(self) -> None:
         """Stop accepting, let in-flight requests finish (bounded), close connections."""
+        if self.listener is not None:
+            self.listener.close()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -1244,3 +1137,7 @@ class HttpServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.watchdog
             self.watchdog = None
+        if self.listener is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.listener.wait_closed(), SHUTDOWN_TIMEOUT)
+            self.listener = None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,24 +17,29 @@ import pytest
 import redis
 import structlog
 
-from stashd import errors
+from stashd import errors, http
 from stashd.http import (
     IDLE_TIMEOUT,
     REQUEST_TIMEOUT,
     WATCH_INTERVAL,
+    HttpApi,
     error_body,
     error_row,
     if_match_version,
 )
+from stashd.jsontext import MAX_DEPTH
 from stashd.ops import Set
 from stashd.ratelimit import LocalLimiter, Rate
 from stashd.service import rfc3339
 from stashd.store.memory import MemoryStore
-from stashd.tenancy import namespace_of
+from stashd.store.sqlite import SQLiteStore
+from stashd.tenancy import Limits, OpenKeyring, Principal, namespace_of
 from tests.support.http import (
     START_MS,
     Sidecar,
     StrictKeyring,
+    exchange,
+    post,
     raw_exchange,
     sidecar,
     split_response,
@@ -622,3 +629,231 @@ async def test_a_value_set_over_resp_that_is_not_json() -> None:
             assert r.status == 200
         async with s.session.get("/recall/plain", headers=KEY) as resp:
             assert (await resp.json())["data"] == {"a": 1}
+
+
+# -- raw requests: what clients see byte by byte ------------------------------------------
+RAW_KEY = b"X-API-KEY: alice-key\r\n"
+
+
+def _recall(memory_id: bytes, headers: bytes = RAW_KEY) -> bytes:
+    return b"GET /recall/" + memory_id + b" HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n"
+
+
+def _frozen() -> float:
+    return 0.0
+
+
+def _three(_p: object) -> Rate:
+    return Rate(3, 60, 3)
+
+
+async def test_metered_requests_carry_their_fields_and_every_refusal_costs_one() -> None:
+    """Under a rate of 3: RateLimit fields on answers, refusals counted, then 429 and Retry-After."""
+    for requests, statuses in (
+        ([post(b'{"data": 1}')] * 4, [201, 201, 201, 429]),
+        (
+            [
+                post(b'{"data": 1, "ttl": 0}'),
+                post(b"{"),
+                post(b'{"data": 1}'),
+                post(b'{"data": 2}'),
+            ],
+            [422, 400, 201, 429],
+        ),
+        ([_recall(b"known001")] * 4, [200, 200, 200, 429]),
+    ):
+        async with sidecar(limiter=LocalLimiter(_frozen), rate_of=_three) as s:
+            s.store.run(Set(ALICE, b"known001", b'{"k":[1,2]}', START_MS + 60_000))
+            answers = await exchange(s.port, *requests)
+            assert [split_response(a)[0] for a in answers] == statuses
+            assert b"\r\nRetry-After: 20\r\n" in answers[-1]  # one of 3 units a minute
+            for answer, status in zip(answers, statuses, strict=True):
+                assert (b"\r\nRateLimit: " in answer) == (status < 300 or status == 429)
+            assert s.count(ALICE) == 1 + statuses.count(201)  # known001, and what was stored
+
+
+async def test_odd_forms_of_requests_are_answered_by_their_route() -> None:
+    """Query strings, trailing slashes, absolute-form targets, Connection: close, chunked bodies."""
+    chunked = (
+        b"POST /stash HTTP/1.1\r\nHost: t\r\n" + RAW_KEY
+        + b'Transfer-Encoding: chunked\r\n\r\n9\r\n{"data":1\r\n1\r\n}\r\n0\r\n\r\n'
+    )  # fmt: skip
+    async with sidecar() as s:
+        for request, status in (
+            (post(b'{"data": 1}', path=b"/stash?x=1"), 201),
+            (post(b'{"data": 1}', path=b"/stash/"), 404),
+            (post(b'{"data": 1}', path=b"/recall/abc"), 405),
+            (post(b'{"data": 1}', path=b"http://t/stash"), 201),
+            (post(b'{"data": 1}', RAW_KEY + b"Connection: close\r\n"), 201),
+            (chunked, 201),
+            (b"GET /stash HTTP/1.1\r\nHost: t\r\n" + RAW_KEY + b"\r\n", 200),
+            (b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+            (b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", 404),
+        ):
+            (answer,) = await exchange(s.port, request)
+            assert split_response(answer)[0] == status, request
+            assert b"\r\nContent-Type: application/json\r\n" in answer
+        assert s.count(ALICE) == 4
+
+
+async def test_a_utf8_id_is_reached_percent_encoded_and_refused_raw() -> None:
+    """Percent escapes reach the key's bytes; raw non-ASCII in a target is not HTTP (400)."""
+    async with sidecar() as s:
+        s.store.run(Set(ALICE, "\u00e9t\u00e9".encode(), b'"summer"', START_MS + 60_000))
+        (answer,) = await exchange(s.port, _recall(b"%C3%A9t%C3%A9"))
+        status, _, body = split_response(answer)
+        assert status == 200
+        assert json.loads(body)["memory_id"] == "\u00e9t\u00e9"
+        assert json.loads(body)["data"] == "summer"
+        raw = await raw_exchange(s.port, _recall("\u00e9t\u00e9".encode()))
+        status, headers, body = split_response(raw)
+        assert (status, headers["connection"]) == (400, "close")
+        assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+class CountingKeyring(StrictKeyring):
+    """A strict keyring that counts its lookups."""
+
+    def __init__(self) -> None:
+        super().__init__({b"alice-key": "alice"})
+        self.lookups = 0
+
+    def authenticate(self, username: str | None, key: bytes) -> Principal | None:
+        """Count, then look up."""
+        self.lookups += 1
+        return super().authenticate(username, key)
+
+
+async def test_a_refused_key_is_looked_up_and_counted_once() -> None:
+    """One lookup per request, refused or not; each refusal counts once against the address."""
+    keyring = CountingKeyring()
+    async with sidecar(keyring=keyring) as s:
+        throttle = s.api.throttle
+        assert throttle is not None
+        failed: list[str] = []
+        count = throttle.failed
+
+        def counted(address: str) -> None:
+            failed.append(address)
+            count(address)
+
+        throttle.failed = counted  # type: ignore[method-assign]
+        answers = await exchange(
+            s.port,
+            post(b'{"data": 1}', b"X-API-KEY: nope\r\n"),
+            _recall(b"abc", b"X-API-KEY: nope\r\n"),
+            post(b'{"data": 1}'),
+        )
+        assert [split_response(a)[0] for a in answers] == [401, 401, 201]
+        assert keyring.lookups == 3
+        assert failed == ["127.0.0.1", "127.0.0.1"]
+
+
+async def test_a_failing_store_gets_a_500_and_a_closed_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failure of our own: the 500 body that says nothing, and the connection ends."""
+    async with sidecar() as s:
+
+        def broken(_op: object) -> object:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(s.store, "run", broken)
+        raw = await raw_exchange(s.port, post(b'{"data": 1}'))
+        status, headers, body = split_response(raw)
+        assert status == 500
+        assert headers["connection"] == "close"
+        assert body == http.INTERNAL_ERROR
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_failure_of_our_own_is_a_500_for_that_request_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """An answer that cannot be made ends its own connection with the 500, on a batch too."""
+
+    def broken(*_: object) -> object:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(HttpApi, "created", broken)
+    store = MemoryStore() if backend == "memory" else SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        async with sidecar(store=store) as s:  # type: ignore[arg-type]
+            raw = await raw_exchange(s.port, post(b'{"data": 1}'))
+            status, _, body = split_response(raw)
+            assert (status, body) == (500, http.INTERNAL_ERROR)
+            (ok,) = await exchange(s.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert split_response(ok)[0] == 200
+    finally:
+        await store.close()
+
+
+async def test_json_nested_too_deep_is_a_400() -> None:
+    """Past the depth limit: 400 invalid_json naming both depths, not a 500 or a reset."""
+    body = b'{"data":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    roomy = OpenKeyring(Limits(max_payload=100_000, default_ttl_ms=60_000, max_ttl_ms=60_000))
+    async with sidecar(keyring=roomy) as s:
+        (answer,) = await exchange(s.port, post(body))
+    status, _, error = split_response(answer)
+    assert status == 400
+    err = json.loads(error)["error"]
+    assert err["code"] == "invalid_json"
+    assert err["message"] == (
+        f"request body is not valid JSON: nested 2001 levels deep, the limit is {MAX_DEPTH} levels"
+    )
+
+
+async def test_answers_keep_their_fields_and_the_connection() -> None:
+    """POST and GET over one kept-alive connection: status, fields, Date and Server."""
+    async with sidecar() as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        try:
+            body = b'{"data": {"a": 1}}'
+            writer.write(post(body, b"X-API-KEY: k\r\n"))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            status, headers, _ = split_response(head)
+            created = await reader.readexactly(int(headers["content-length"]))
+            memory_id = created.split(b'"memory_id":"')[1].split(b'"')[0].decode()
+            assert status == 201
+            assert head.startswith(b"HTTP/1.1 201 Created\r\n")
+            assert headers["etag"] == '"1"'
+            assert headers["location"] == f"/recall/{memory_id}"
+            assert headers["content-type"] == "application/json"
+            assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", headers["date"])
+            assert headers["server"].startswith("Python/")
+            assert "connection" not in headers
+            writer.write(
+                f"GET /recall/{memory_id} HTTP/1.1\r\nHost: t\r\nX-API-KEY: k\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            rest = await asyncio.wait_for(reader.read(), 5)  # read to the server's close
+            status, headers, recalled = split_response(rest)
+            assert status == 200
+            assert headers["connection"] == "close"
+            assert headers["etag"] == '"1"'
+            assert recalled.startswith(b'{"memory_id":"%s","data":{"a":1},' % memory_id.encode())
+        finally:
+            writer.close()
+
+
+async def test_a_large_answer_reaches_a_slow_reader_whole() -> None:
+    """A recall far over the socket buffer waits for the client instead of dropping bytes."""
+    limits = Limits(max_payload=4_000_000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)
+    async with sidecar(keyring=OpenKeyring(limits)) as s:
+        data = "x" * 3_000_000
+        async with s.session.post("/stash", json={"data": data}, headers={"X-API-KEY": "k"}) as r:
+            memory_id = (await r.json())["memory_id"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port, limit=2**16)
+        try:
+            writer.write(
+                f"GET /recall/{memory_id} HTTP/1.1\r\nHost: t\r\nX-API-KEY: k\r\n\r\n".encode()
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(split_response(head)[1]["content-length"])
+            await asyncio.sleep(0.3)  # the server's write is blocked on us by now
+            got = await asyncio.wait_for(reader.readexactly(length), 10)
+            assert got.endswith(b'"version":1}')
+            assert f'"data":"{data}"'.encode() in got
+        finally:
+            writer.close()

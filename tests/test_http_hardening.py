@@ -7,10 +7,25 @@ import contextlib
 import gzip
 import json
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support.http import LIMITS, Sidecar, raw_exchange, sidecar, split_response
+from stashd import http
+from stashd.ops import Op
+from stashd.store.sqlite import SQLiteStore
+from tests.support.http import (
+    LIMITS,
+    Sidecar,
+    exchange,
+    post,
+    raw_exchange,
+    read_answer,
+    sidecar,
+    split_response,
+)
 
 LIMIT = LIMITS.max_payload  # 1000 bytes in these tests
 NS = "default"  # no key: the default namespace
@@ -290,3 +305,152 @@ async def test_compressed_bodies_are_refused_unread() -> None:
         ) as resp:
             assert resp.status == 201
         assert s.count(NS) == 1
+
+
+# -- order, half-closes, idle time and shutdown around answers that wait -----------------
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+async def _ordered(s: Sidecar) -> None:
+    for _ in range(30):
+        answers = await exchange(s.port, post(b'{"data": 1}'), HEALTH, post(b'{"data": 2}'))
+        assert [split_response(a)[0] for a in answers] == [201, 200, 201]
+
+
+@contextlib.asynccontextmanager
+async def sqlite_sidecar(path: Path) -> AsyncIterator[Sidecar]:
+    """A sidecar on the SQLite store, whose writes go through the batcher."""
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        async with sidecar(store=store) as s:  # type: ignore[arg-type]
+            yield s
+    finally:
+        await store.close()
+
+
+async def test_answers_come_in_request_order() -> None:
+    """Requests sent one after another on a connection are answered in that order."""
+    async with sidecar() as s:
+        await _ordered(s)
+
+
+async def test_sqlite_answers_after_the_commit_in_order(tmp_path: Path) -> None:
+    """On SQLite each answer waits for its batch; order holds, and the write is readable."""
+    async with sqlite_sidecar(tmp_path / "s.db") as s:
+        await _ordered(s)
+        (created,) = await exchange(s.port, post(b'{"data": {"k": [1, 2]}, "ttl": 60}'))
+        mid = json.loads(split_response(created)[2])["memory_id"].encode()
+        (got,) = await exchange(
+            s.port, b"GET /recall/" + mid + b" HTTP/1.1\r\nHost: t\r\nX-API-KEY: alice-key\r\n\r\n"
+        )
+        assert json.loads(split_response(got)[2])["data"] == {"k": [1, 2]}
+
+
+class HeldStore(SQLiteStore):
+    """A SQLite store whose batches wait until the test lets them run."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run_many(self, ops: list[Op]) -> list[Any]:
+        """Run the batch once released."""
+        self.started.set()
+        await self.release.wait()
+        return await super().run_many(ops)
+
+
+@contextlib.asynccontextmanager
+async def held_post(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[HeldStore, Sidecar, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A POST /stash sent to a SQLite sidecar, its batch started and held until released."""
+    store = HeldStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        async with sidecar(store=store) as s:  # type: ignore[arg-type]
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            writer.write(post(b'{"data": 1}'))
+            await asyncio.wait_for(store.started.wait(), 5)
+            try:
+                yield store, s, reader, writer
+            finally:
+                writer.close()
+    finally:
+        await store.close()
+
+
+async def test_a_request_sent_while_an_answer_waits_is_answered_after_it(tmp_path: Path) -> None:
+    """HTTP answers in request order: a GET behind a POST whose batch waits comes second."""
+    async with held_post(tmp_path) as (store, _, reader, writer):
+        writer.write(HEALTH)
+        await asyncio.sleep(0.05)
+        store.release.set()
+        answers = [await read_answer(reader) for _ in range(2)]
+    assert [split_response(a)[0] for a in answers] == [201, 200]
+
+
+async def test_a_client_that_half_closes_while_its_answer_waits_gets_it_with_close(
+    tmp_path: Path,
+) -> None:
+    """The client stops sending while its write is under way: the answer says close, then EOF."""
+    async with held_post(tmp_path) as (store, _, reader, writer):
+        writer.write_eof()
+        await asyncio.sleep(0.05)
+        store.release.set()
+        answer = await asyncio.wait_for(reader.read(), 5)
+    status, headers, _ = split_response(answer)
+    assert status == 201
+    assert headers["connection"] == "close"
+
+
+async def test_shutdown_waits_for_an_answer_under_way(tmp_path: Path) -> None:
+    """Closing the sidecar while an answer waits for its batch still sends it."""
+    async with held_post(tmp_path) as (store, s, reader, _):
+        closing = asyncio.ensure_future(s.server.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()
+        store.release.set()
+        assert b" 201 " in await read_answer(reader)
+        await asyncio.wait_for(closing, 5)
+
+
+async def test_the_idle_timer_never_ends_a_connection_whose_answer_is_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle means no request in progress: a write waiting for its batch past the idle time
+    is still answered (the client would otherwise store it again on retry)."""
+    monkeypatch.setattr(http, "IDLE_TIMEOUT", 0.3)
+    async with held_post(tmp_path) as (store, _, reader, _writer):
+        await asyncio.sleep(0.6)
+        store.release.set()
+        assert b" 201 " in await read_answer(reader)
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After an answer, a connection that sends nothing more is closed by the server."""
+    monkeypatch.setattr(http, "IDLE_TIMEOUT", 0.3)
+    async with sidecar() as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(post(b'{"data": 1}'))
+        assert b" 201 " in await read_answer(reader)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+
+
+async def test_a_request_sent_with_a_half_close_is_answered() -> None:
+    """A client that sends its request and shuts its side at once (nc, scripts) gets the answer."""
+    async with sidecar() as s:
+        for request in (HEALTH, post(b'{"data": 1}')):
+            reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+            writer.write(request)
+            writer.write_eof()
+            status, headers, _ = split_response(await asyncio.wait_for(reader.read(), 5))
+            writer.close()
+            assert status in (200, 201)
+            assert headers["connection"] == "close"
+        assert s.count(NS) == 0  # the POST was made with alice's key, not in the default space

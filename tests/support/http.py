@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from stashd.http import REQUEST_TIMEOUT, HttpApi, HttpServer
+from stashd.http import REQUEST_TIMEOUT, SEND_TIMEOUT, HttpApi, HttpServer
 from stashd.ratelimit import Rate, RateLimiter
 from stashd.server import ServerContext
 from stashd.service import MemoryService
@@ -68,20 +68,17 @@ async def sidecar(
     limiter: RateLimiter | None = None,
     rate_of: Callable[[Principal], Rate | None] | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
-    direct: bool = True,
+    send_timeout: float = SEND_TIMEOUT,
     log_writes: bool = False,
 ) -> AsyncIterator[Sidecar]:
-    """Serve the HTTP API on a free port of this loop until the block ends.
-
-    ``direct=False`` answers every request through aiohttp's request loop.
-    """
+    """Serve the HTTP API on a free port of this loop until the block ends."""
     clock = Clock()
     store = store or MemoryStore(clock)
     store.clock = clock
     ctx = ServerContext(MemoryService(store), keyring or OpenKeyring(LIMITS), store)
     ctx.log_writes = log_writes
     api = HttpApi(ctx, limiter=limiter, rate_of=rate_of)
-    server = HttpServer(api, request_timeout=request_timeout, direct=direct)
+    server = HttpServer(api, request_timeout=request_timeout, send_timeout=send_timeout)
     port = await server.start("127.0.0.1", 0)
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession(url) as session:
@@ -113,3 +110,32 @@ def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
         headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", len(rest)))
     return status, headers, rest[:length]
+
+
+async def read_answer(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
+    """One whole answer from a stream: the head, then Content-Length bytes of body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    length = int(split_response(head)[1]["content-length"])
+    return head + await asyncio.wait_for(reader.readexactly(length), timeout)
+
+
+async def exchange(port: int, *requests: bytes) -> list[bytes]:
+    """Send each request as its own write on one connection; one answer to each."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for request in requests:
+            writer.write(request)
+            await writer.drain()
+        return [await read_answer(reader) for _ in requests]
+    finally:
+        writer.close()
+
+
+def post(
+    body: bytes, headers: bytes = b"X-API-KEY: alice-key\r\n", *, path: bytes = b"/stash"
+) -> bytes:
+    """A POST with a Content-Length, as raw bytes."""
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n" + headers
+        + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )  # fmt: skip
