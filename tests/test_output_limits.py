@@ -333,3 +333,12 @@ def test_config_get_refuses_a_long_pattern(daemon: StashDaemon) -> None:
     assert c.call("CONFIG", "GET", "?" * MIB).render() == (
         "-ERR pattern is 1048576 bytes, the limit is 1024 bytes"
     )
+
+
+def test_command_info_takes_a_bounded_list_of_names(daemon: StashDaemon) -> None:
+    """1,024 names answer; more are refused, saying the limit and the count."""
+    c = RespClient(daemon.port)
+    assert len(c.call("COMMAND", "INFO", *["get"] * 1024).value) == 1024
+    assert c.call("COMMAND", "DOCS", *["get"] * 1025).render() == (
+        "-ERR COMMAND DOCS takes at most 1024 command names, got 1025"
+    )

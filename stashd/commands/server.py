@@ -25,7 +25,7 @@ from stashd.commands.base import (
     subcommand_rows,
 )
 from stashd.commands.connection import REDIS_COMPAT_VERSION
-from stashd.errors import SyntaxErr
+from stashd.errors import CommandError, SyntaxErr
 from stashd.glob import compile_glob
 from stashd.resp import OK, Verbatim
 from stashd.service import check_pattern
@@ -273,10 +273,27 @@ def command_list(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixe
     return [c.name.encode() for c in registry.TABLE.values()]
 
 
+#: Names one COMMAND INFO or DOCS may ask about. Each entry costs about 10 us to build
+#: and encode, so the 16,384 a request may carry would hold the loop for 200 ms or more;
+#: the whole table is far smaller than this.
+COMMAND_NAMES_MAX: Final = 1024
+
+
+def _names(args: list[bytes]) -> list[bytes]:
+    """The lower-case command names of COMMAND INFO/DOCS, at most COMMAND_NAMES_MAX."""
+    names = args[2:]
+    if len(names) > COMMAND_NAMES_MAX:
+        raise CommandError(
+            f"COMMAND {args[1].decode('utf-8', 'replace').upper()} takes at most "
+            f"{COMMAND_NAMES_MAX} command names, got {len(names)}"
+        )
+    return [a.lower() for a in names]
+
+
 def command_info(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
     """COMMAND INFO [name ...]: one entry per name, null for an unknown one."""
     table = registry.TABLE
-    names = [a.lower() for a in args[2:]]
+    names = _names(args)
     if not names:
         return [_info_entry(c) for c in table.values()]
     return [_info_entry(table[n]) if n in table else None for n in names]
@@ -285,7 +302,7 @@ def command_info(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixe
 def command_docs(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
     """COMMAND DOCS [name ...]: a map of name to docs; unknown names are left out."""
     table = registry.TABLE
-    names = [a.lower() for a in args[2:]]
+    names = _names(args)
     chosen = [table[n] for n in names if n in table] if names else list(table.values())
     return {c.name.encode(): _docs_entry(c) for c in chosen}
 
