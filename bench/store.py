@@ -103,8 +103,8 @@ async def aiosqlite_set_rate(path: Path, seconds: float) -> float | None:
         )
         await cursor.fetchone()
         await db.execute(
-            "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at) "
-            "VALUES ('bench', ?, 'v', 1, 1, 1) ON CONFLICT (namespace, key) "
+            "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at, seq) "
+            "VALUES ('bench', ?, 'v', 1, 1, 1, 1) ON CONFLICT (namespace, key) "
             "DO UPDATE SET value = excluded.value",
             (key,),
         )

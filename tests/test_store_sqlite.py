@@ -553,8 +553,8 @@ async def test_reads_on_the_loop_share_a_snapshot_for_one_turn(
     assert store.read_now(svc.get(ALICE, b"k")) is None
     other = sqlite3.connect(db, isolation_level=None)
     other.execute(
-        "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at) "
-        "VALUES ('alice', x'6b', x'6f', ?, 1, ?)",
+        "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at, seq) "
+        "VALUES ('alice', x'6b', x'6f', ?, 1, ?, 1)",
         (T0 + 10_000, sweep_at(T0 + 10_000)),
     )
     # Same turn: the snapshot taken by the first read (another process's write is not
@@ -697,3 +697,78 @@ async def test_a_caller_whose_callback_fails_does_not_hold_up_the_others(
         assert [e["event"] for e in logs if e["log_level"] == "error"] == ["batch_callback_failed"]
     finally:
         await store.close()
+
+
+#: The entries table and indexes as the version before per-namespace seqs wrote them.
+_SCHEMA_BEFORE_SEQ = """
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY, namespace TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
+    expires_at INTEGER NOT NULL, version INTEGER NOT NULL, sweep_at INTEGER NOT NULL,
+    UNIQUE (namespace, key)
+);
+CREATE INDEX entries_namespace ON entries (namespace);
+CREATE INDEX entries_sweep ON entries (sweep_at);
+"""
+
+
+async def test_a_file_from_before_per_namespace_cursors_is_migrated_in_place(
+    db: Path, clock: Clock
+) -> None:
+    """Old rows take seq = id: old cursors resume where they were, new keys count per namespace."""
+    db.parent.mkdir(parents=True)
+    old = sqlite3.connect(db, isolation_level=None)
+    old.executescript(_SCHEMA_BEFORE_SEQ)
+    expires = T0 + 60_000
+    for ns, key in [("alice", b"a1"), ("bob", b"b1"), ("bob", b"b2"), ("alice", b"a2")]:
+        old.execute(
+            "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at) "
+            "VALUES (?, ?, x'76', ?, 1, ?)",
+            (ns, key, expires, sweep_at(expires)),
+        )
+    old.close()
+    store = SQLiteStore(db, clock)
+    svc = MemoryService(store)
+    await store.open()
+    # Alice's rows were ids 1 and 4; a cursor handed out before the upgrade (1) resumes.
+    (page,) = await store.run_many([svc.scan(ALICE, 0, 1)])
+    assert (page[0], list(page[1])) == (1, [b"a1"])
+    (page,) = await store.run_many([svc.scan(ALICE, 1, 10)])
+    assert (page[0], list(page[1])) == (0, [b"a2"])
+    # New keys of alice follow her largest seq, whatever bob writes meanwhile.
+    bob = Principal("bob", ALICE.limits)
+    await store.run_many([svc.set(bob, b"b%d" % i, b"v") for i in range(3, 50)])
+    await store.run_many([svc.set(ALICE, b"a3", b"v"), svc.stash(ALICE, b"1")])
+    await store.close()
+    with sqlite3.connect(db) as conn:
+        seqs = conn.execute(
+            "SELECT seq FROM entries WHERE namespace = 'alice' ORDER BY seq"
+        ).fetchall()
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert [s for (s,) in seqs] == [1, 4, 5, 6]
+    assert "entries_namespace" not in indexes
+    assert "entries_namespace_seq" in indexes
+    again = SQLiteStore(db, clock)  # a migrated file opens as it is
+    await again.open()
+    await again.close()
+
+
+async def test_cursors_count_each_namespace_on_its_own(db: Path, clock: Clock) -> None:
+    """A namespace's SCAN cursors are 1, 2, 3... however many keys others create in between."""
+    store = SQLiteStore(db, clock)
+    svc = MemoryService(store)
+    await store.open()
+    bob = Principal("bob", ALICE.limits)
+    for i in range(5):
+        await store.run_many([svc.set(ALICE, b"a%d" % i, b"v")])
+        await store.run_many([svc.stash(bob, b"2") for _ in range(30)])
+        await store.run_many([svc.set(bob, b"b%d:%d" % (i, j), b"v") for j in range(30)])
+    await store.run_many([svc.stash(ALICE, b"1") for _ in range(3)])  # one INSERT for a batch
+    cursors, cursor = [], 0
+    while True:
+        (page,) = await store.run_many([svc.scan(ALICE, cursor, 1)])
+        cursor = page[0]
+        cursors.append(cursor)
+        if cursor == 0:
+            break
+    assert cursors == [1, 2, 3, 4, 5, 6, 7, 0]
+    await store.close()

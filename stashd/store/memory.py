@@ -42,14 +42,16 @@ FREE_SLICE: Final = 4096
 class Keyspace:
     """One namespace: the entries, plus insertion order for SCAN cursors and the sweep.
 
-    Every new key gets a sequence number, and ``seqs``/``order`` list (seq, key) pairs in
-    insertion order. A cursor is the last sequence number returned, so resuming is a
-    bisect, and a key present throughout an iteration keeps its number and is returned.
+    Every new key gets the namespace's next sequence number, and ``seqs``/``order`` list
+    (seq, key) pairs in insertion order. The numbers are this namespace's own (``last``),
+    so a cursor says nothing of how many keys other namespaces created meanwhile. A
+    cursor is the last sequence number returned, so resuming is a bisect, and a key
+    present throughout an iteration keeps its number and is returned.
     Deleted keys leave stale pairs that are skipped and compacted away in bulk. ``hand``
     is the sweep's cursor, in the same numbers.
     """
 
-    __slots__ = ("data", "hand", "order", "seq_of", "seqs")
+    __slots__ = ("data", "hand", "last", "order", "seq_of", "seqs")
 
     def __init__(self) -> None:
         self.data: dict[bytes, Entry] = {}
@@ -57,6 +59,7 @@ class Keyspace:
         self.seqs: list[int] = []
         self.order: list[bytes] = []
         self.hand = 0
+        self.last = 0  # the sequence number of the key created last
 
     def compact(self) -> None:
         """Drop stale (seq, key) pairs once they outnumber live keys."""
@@ -65,8 +68,9 @@ class Keyspace:
         self.seqs = [s for s, _ in pairs]
         self.order = [k for _, k in pairs]
 
-    def append(self, key: bytes, seq: int) -> None:
+    def append(self, key: bytes) -> None:
         """Give a new key its place at the end of the order (its entry is stored by the caller)."""
+        self.last = seq = self.last + 1
         self.seq_of[key] = seq
         self.seqs.append(seq)
         self.order.append(key)
@@ -87,7 +91,6 @@ class MemoryStore(Store):
     def __init__(self, clock: Clock = wall_clock_ms) -> None:
         super().__init__(clock)
         self.spaces: dict[str, Keyspace] = {}
-        self._seq = 0
         self._inserts = 0
         self._turn = 0  # which keyspace the sweep visits next
         # Entries of flushed namespaces, gone from every view, still to be freed.
@@ -180,8 +183,7 @@ class MemoryStore(Store):
         it, a slice could free the keyspace being written to, and the key would land in
         a keyspace no longer listed.
         """
-        self._seq += 1
-        space.append(key, self._seq)
+        space.append(key)
         space.data[key] = entry
         self._inserts += 1
         if self._inserts >= INSERTS_PER_SLICE:

@@ -6,9 +6,8 @@
 -- user_version that another module might also want.
 
 -- One row per live (or expired but not yet swept) key.
---   id          the rowid, and the SCAN cursor: new keys get a larger id, and a replaced
---               key keeps its id because writes are upserts (INSERT ... ON CONFLICT DO
---               UPDATE), so a key present for a whole iteration is returned.
+--   id          the rowid: the sweep deletes by it. It counts across namespaces, so it
+--               is never shown to a caller (its gaps would count other tenants' keys).
 --   namespace   the caller's namespace; no query ever crosses it.
 --   key         the key as bytes (Redis keys are binary-safe).
 --   value       the value as bytes (JSON for STASH, anything for SET).
@@ -20,6 +19,11 @@
 --               window (the same TTL set again, EXTEND, EXPIRE) leaves this column,
 --               and so its index, untouched: a random-key write then dirties about half
 --               as many pages (see SWEEP_WINDOW_BITS in sqlite.py for the measurement).
+--   seq         the SCAN cursor, counted per namespace: a new key gets one more than
+--               the namespace's largest, and a replaced key keeps its seq because writes
+--               are upserts (INSERT ... ON CONFLICT DO UPDATE), so a key present for a
+--               whole iteration is returned. A file from before this column gets it from
+--               _migrate in sqlite.py (seq = id, which keeps every old cursor valid).
 CREATE TABLE IF NOT EXISTS entries (
     id         INTEGER PRIMARY KEY,
     namespace  TEXT    NOT NULL,
@@ -28,12 +32,14 @@ CREATE TABLE IF NOT EXISTS entries (
     expires_at INTEGER NOT NULL,
     version    INTEGER NOT NULL,
     sweep_at   INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
     UNIQUE (namespace, key)
 );
 
--- SCAN pages through one namespace in id order: SQLite appends the rowid to every
--- index, so this serves "namespace = ? AND id > ? ORDER BY id" as a range search.
-CREATE INDEX IF NOT EXISTS entries_namespace ON entries (namespace);
+-- SCAN pages through one namespace in seq order, "namespace = ? AND seq > ? ORDER BY
+-- seq" as a range search, and a new key's seq is the end of its namespace's range. It
+-- replaced an index on (namespace) alone, which _migrate drops: the table keeps two.
+CREATE INDEX IF NOT EXISTS entries_namespace_seq ON entries (namespace, seq);
 
 -- The sweep deletes "sweep_at <= now" a few hundred rows at a time, oldest first; every
 -- such row has expired (expires_at < sweep_at).

@@ -85,6 +85,12 @@ if TYPE_CHECKING:
 logger = log.get("stashd.store.sqlite")
 
 SCHEMA: Final = importlib.resources.files("stashd.store").joinpath("schema.sql").read_text()
+#: Its statements one by one, comments removed (they hold semicolons of their own).
+_STATEMENTS: Final = tuple(
+    stmt.strip()
+    for stmt in "\n".join(line.split("--", 1)[0] for line in SCHEMA.splitlines()).split(";")
+    if stmt.strip()
+)
 
 #: ``PRAGMA synchronous`` settings offered. NORMAL: in WAL mode a commit is written to
 #: the log but synced only at checkpoints, so it survives a crash of the process, not a
@@ -143,7 +149,7 @@ _GET: Final = (
     "SELECT value, expires_at, version, sweep_at FROM entries WHERE namespace = ? AND key = ?"
 )
 _GET_ENTRY: Final = "SELECT value, expires_at, version FROM entries WHERE namespace = ? AND key = ?"
-#: Rows of one INSERT of new ids: 5 parameters each, and SQLite before 3.32 allows 999.
+#: Rows of one INSERT of new ids: 7 parameters each, and SQLite before 3.32 allows 999.
 CREATE_ROWS: Final = 128
 # Built from placeholders only, never from data.
 _FETCH: Final = {
@@ -151,9 +157,12 @@ _FETCH: Final = {
     f"WHERE namespace = ? AND key IN ({', '.join('?' * n)})"
     for n in FETCH_SIZES
 }
+# A new key's seq is one more than its namespace's largest (the end of an index range).
 _UPSERT: Final = (
-    "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE SET "
+    "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at, seq) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+    "(SELECT ifnull(max(seq), 0) FROM entries WHERE namespace = ?1) + 1) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET "
     "value = excluded.value, expires_at = excluded.expires_at, version = excluded.version, "
     "sweep_at = excluded.sweep_at"
 )
@@ -162,9 +171,13 @@ _UPDATE: Final = (
     "UPDATE entries SET value = ?, expires_at = ?, version = ? WHERE namespace = ? AND key = ?"
 )
 _DELETE: Final = "DELETE FROM entries WHERE namespace = ? AND key = ?"
+#: One row of that INSERT: its seq is the namespace's largest plus the row's place.
+_NEW_ROW: Final = (
+    "(?, ?, ?, ?, 1, ?, (SELECT ifnull(max(seq), 0) FROM entries WHERE namespace = ?) + ?)"
+)
 _SCAN: Final = (
-    "SELECT id, key, value, expires_at, version FROM entries "
-    "WHERE namespace = ? AND id > ? ORDER BY id LIMIT ?"
+    "SELECT seq, key, value, expires_at, version FROM entries "
+    "WHERE namespace = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
 _COUNT: Final = "SELECT count(*) FROM entries WHERE namespace = ? AND expires_at > ?"
 _CLEAR: Final = "DELETE FROM entries WHERE namespace = ?"
@@ -305,7 +318,7 @@ class SQLiteView:
     def scan(
         self, ns: str, cursor: int, count: int, now: int
     ) -> tuple[int, list[tuple[bytes, Entry]]]:
-        """A page in id order; the cursor is the last id examined, 0 at the end."""
+        """A page in seq order; the cursor is the last seq examined, 0 at the end."""
         self.flush()
         count = max(count, 1)
         # One row more than asked says whether there is a next page.
@@ -492,8 +505,16 @@ class SQLiteStore(Store):
             if self._schema_ready:
                 return
             # One transaction, so a second process creating the same file waits instead
-            # of seeing half a schema.
-            conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
+            # of seeing half a schema (executescript would commit before it started).
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                _migrate(conn)
+                for statement in _STATEMENTS:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
             self._schema_ready = True
 
     def _own(self, *, wait: bool) -> _Owned:
@@ -839,8 +860,13 @@ def _create_all(conn: sqlite3.Connection, ops: list[Create], now: int) -> list[b
         for start in range(0, len(ops), CREATE_ROWS):
             chunk = ops[start : start + CREATE_ROWS]
             params: list[object] = []
+            # The k-th new key of a namespace in this INSERT gets its largest seq plus k,
+            # whether SQLite reads that largest before the rows go in or row by row
+            # (then the seqs skip, and still only grow): unique and increasing either way.
+            nth: dict[str, int] = {}
             for op, key in zip(chunk, keys[start : start + CREATE_ROWS], strict=True):
-                params += (op.ns, key, op.value, op.expires_at, sweep_at(op.expires_at))
+                nth[op.ns] = k = nth.get(op.ns, 0) + 1
+                params += (op.ns, key, op.value, op.expires_at, sweep_at(op.expires_at), op.ns, k)
             params.append(now)
             if conn.execute(_create_sql(len(chunk)), params).rowcount != len(chunk):
                 _rollback(conn)
@@ -859,12 +885,26 @@ def _create_sql(rows: int) -> str:
     """The INSERT of ``rows`` new entries (version 1) that replaces only expired rows."""
     # Built from placeholders only, never from data.
     return (
-        "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at) "  # noqa: S608
-        f"VALUES {', '.join(['(?, ?, ?, ?, 1, ?)'] * rows)} "
+        "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at, seq) "  # noqa: S608
+        f"VALUES {', '.join([_NEW_ROW] * rows)} "
         "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
         "expires_at = excluded.expires_at, version = 1, sweep_at = excluded.sweep_at "
         "WHERE entries.expires_at <= ?"
     )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an entries table from before the seq column up to the schema.
+
+    Its rows take seq = id: ids only grow, so each namespace's order stays as it was and
+    a cursor handed out before the upgrade resumes where it left off.
+    """
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    if "namespace" not in columns or "seq" in columns:
+        return  # a new file (the schema creates the table) or one migrated already
+    conn.execute("ALTER TABLE entries ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE entries SET seq = id")
+    conn.execute("DROP INDEX IF EXISTS entries_namespace")
 
 
 def _end_read(owned: _Owned) -> None:
