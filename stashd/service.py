@@ -10,9 +10,6 @@ the operation so they run atomically with it.
 
 from __future__ import annotations
 
-import os
-import secrets
-import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,6 +26,7 @@ from stashd.errors import (
     PersistRefused,
     TTLNotPositive,
 )
+from stashd.ids import POOLS
 from stashd.jsontext import (
     check_depth,
     check_json,
@@ -42,9 +40,6 @@ from stashd.ops import ttl_seconds_up
 if TYPE_CHECKING:
     from stashd.store.base import Store
     from stashd.tenancy import Principal
-
-BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-ID_LENGTH: Final = 8
 
 
 #: Listing pages: the default size, and the largest a caller may ask for (bounds the work
@@ -100,59 +95,6 @@ def encode_json(value: object, what: str = "value") -> bytes:
         raise too_deep(value_nesting(value), what) from None
     check_depth(raw, what)
     return raw
-
-
-# Random bytes map onto base62 by a translation table: a byte below 248 (4 * 62) becomes
-# BASE62[byte % 62], the 8 bytes above are dropped, so every character is uniform. The
-# bytes come from the OS CSPRNG in blocks, where secrets.choice made a call per character.
-_UNIFORM: Final = 4 * len(BASE62)
-_TO_BASE62: Final = bytes(ord(BASE62[b % 62]) if b < _UNIFORM else 0 for b in range(256))
-_DROP: Final = bytes(range(_UNIFORM, 256))
-
-
-def new_id(attempt: int) -> bytes:
-    """A fresh id: 8 base62 characters from ``secrets`` (~47.6 bits), a UUID as last resort."""
-    if attempt >= ops.Create.TRIES:
-        return uuid.uuid4().hex.encode()
-    # Stores may create ids on worker threads: list.pop and list.extend are atomic, so no
-    # id is handed out twice, without a lock.
-    try:
-        return _ids.pop()
-    except IndexError:
-        pass
-    # Drawn in blocks: one getrandom() call serves many ids; each byte is used once. The
-    # ids of a block share a random prefix and are handed out in ascending order, so the
-    # ids of one write batch sit side by side in a B-tree index: a batch of new ids then
-    # dirties one or two index pages instead of one page per id, which is what a
-    # SQLite commit writes (and its checkpoint copies). Every id is still uniform.
-    block = secrets.token_bytes(_POOL_BYTES).translate(_TO_BASE62, _DROP)
-    prefix = block[:PREFIX_LENGTH]
-    step = ID_LENGTH - PREFIX_LENGTH
-    # A set: with 5 random characters after a shared prefix, two ids of one block are
-    # equal about once in 1,300 blocks, where 8 random characters almost never met; an
-    # id must not be handed out twice. Sorted descending: pop() takes from the end.
-    fresh = sorted(
-        {prefix + block[i : i + step] for i in range(PREFIX_LENGTH, len(block) - step + 1, step)},
-        reverse=True,
-    )
-    out = fresh.pop()
-    _ids.extend(fresh)
-    return out
-
-
-#: Characters the ids of one block share: 62**3 prefixes, so blocks seldom meet.
-PREFIX_LENGTH: Final = 3
-#: About 1,180 ids per block (248 of every 256 random bytes are kept).
-_POOL_BYTES: Final = 6144
-_ids: list[bytes] = []
-
-
-def _reset_pool() -> None:
-    """In a forked child: drop the parent's unused ids, which the parent may hand out too."""
-    _ids.clear()
-
-
-os.register_at_fork(after_in_child=_reset_pool)
 
 
 class MemoryService:
@@ -276,7 +218,7 @@ class MemoryService:
         """STASH: validate the JSON and store it under a new id."""
         self.check_payload(p, raw)
         check_json(raw)
-        return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), new_id)
+        return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
 
     def stash_value(
         self, p: Principal, value: object, ttl_seconds: int | None = None
@@ -285,7 +227,7 @@ class MemoryService:
         raw = encode_json(value)
         self.check_payload(p, raw)
         ttl_ms = None if ttl_seconds is None else self.ttl_ms(p, ttl_seconds)
-        return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), new_id)
+        return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
 
     def ttl_ms(self, p: Principal, seconds: int) -> int:
         """A TTL in whole seconds as ms, refused outside 1..maximum."""
