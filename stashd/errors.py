@@ -464,6 +464,35 @@ class BodyTooLarge(StashError):
         self.actual = actual
 
 
+class QuotaExceeded(StashError):
+    """A write that would take its namespace past its quota of keys or bytes; nothing changed.
+
+    ``keys`` and ``bytes`` are what the namespace would hold after the write (bytes count
+    each key and its value), ``max_keys`` and ``max_bytes`` its tier's or the server's quota.
+    """
+
+    code = "QUOTA"
+
+    def __init__(self, keys: int, size: int, max_keys: int, max_bytes: int) -> None:
+        super().__init__(
+            f"namespace would hold {keys} keys ({size} bytes), "
+            f"the limit is {max_keys} keys ({max_bytes} bytes)"
+        )
+        self.keys = keys
+        self.bytes = size
+        self.max_keys = max_keys
+        self.max_bytes = max_bytes
+
+
+class OutOfMemory(StashError):
+    """A write that adds data while the server is over its maxmemory, in Redis's exact words."""
+
+    code = "OOM"
+
+    def __init__(self) -> None:
+        super().__init__("command not allowed when used memory > 'maxmemory'.")
+
+
 # -- from the wire back to the class ------------------------------------------------------
 # The remote client receives only the error line; these forms turn it back into the class
 # that produced it, with the same attributes, so a caller cannot tell an error raised in
@@ -577,6 +606,12 @@ _WIRE_FORMS: Final[tuple[_WireForm, ...]] = (
         f"rate limit exceeded, retry after {_N} ms",
         lambda m: RateLimited(int(m[1])),
     ),
+    _form(
+        "QUOTA",
+        f"namespace would hold {_N} keys \\({_N} bytes\\), the limit is {_N} keys \\({_N} bytes\\)",
+        lambda m: QuotaExceeded(int(m[1]), int(m[2]), int(m[3]), int(m[4])),
+    ),
+    _form("OOM", "command not allowed when used memory > 'maxmemory'\\.", lambda _: OutOfMemory()),
     _form("NOTFOUND", "no memory with this id", lambda _: NotFound()),
     _form(
         "METHOD",

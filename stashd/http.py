@@ -52,7 +52,9 @@ from stashd.errors import (
     NoRoute,
     NotFound,
     NotJSON,
+    OutOfMemory,
     PayloadTooLarge,
+    QuotaExceeded,
     RateLimited,
     RequestTimeout,
     StashError,
@@ -144,6 +146,8 @@ ERRORS: Final[dict[type[StashError], tuple[int, str, tuple[str, ...]]]] = {
     BadExtend: (422, "invalid_ttl", ("requested", "minimum")),
     RateLimited: (429, "rate_limited", ("retry_after_ms",)),
     StoreUnavailable: (503, "unavailable", ()),
+    QuotaExceeded: (507, "quota_exceeded", ("keys", "bytes", "max_keys", "max_bytes")),
+    OutOfMemory: (507, "out_of_memory", ()),
     StashError: (400, "bad_request", ()),
 }
 

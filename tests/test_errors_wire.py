@@ -56,6 +56,8 @@ SAMPLES: dict[type[StashError], StashError] = {
     ),
     errors.Conflict: errors.Conflict(3, 2),
     errors.RateLimited: errors.RateLimited(1250),
+    errors.QuotaExceeded: errors.QuotaExceeded(901, 945815452, 10000, 104857600),
+    errors.OutOfMemory: errors.OutOfMemory(),
     errors.NotFound: errors.NotFound(),
     errors.MethodNotAllowed: errors.MethodNotAllowed("PUT", ("GET", "DELETE")),
     errors.NoRoute: errors.NoRoute(),
