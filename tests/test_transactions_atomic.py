@@ -87,14 +87,11 @@ def nested_body(field: str, depth: int) -> bytes:
 
 
 # -- the attack: a deep MERGE inside MULTI ----------------------------------------------------
-@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH])
-def test_deep_merge_within_the_limit_runs_in_exec_with_every_reply(
-    daemon: StashDaemon, depth: int
-) -> None:
-    """A patch at the limit merges inside EXEC; every reply of the read arrives, in order."""
-    c = RespClient(daemon.port)
+def _merge_in_multi(c: RespClient, depth: int) -> tuple[str, bytes, list[Reply]]:
+    """Pipeline a SET, then MULTI with SETs around a MERGE of ``depth`` levels, EXEC, PING."""
     tag = uuid.uuid4().hex
     doc = c.call("STASH", '{"a":1}').value
+    assert isinstance(doc, bytes)
     replies = pipelined(
         c,
         ("SET", f"{tag}:pre", "1"),
@@ -105,6 +102,16 @@ def test_deep_merge_within_the_limit_runs_in_exec_with_every_reply(
         ("EXEC",),
         ("PING",),
     )
+    return tag, doc, replies
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH - 1, MAX_DEPTH])
+def test_deep_merge_within_the_limit_runs_in_exec_with_every_reply(
+    daemon: StashDaemon, depth: int
+) -> None:
+    """A patch at the limit merges inside EXEC; every reply of the read arrives, in order."""
+    c = RespClient(daemon.port)
+    tag, doc, replies = _merge_in_multi(c, depth)
     assert [r.render() for r in replies[:5]] == ["+OK", "+OK", "+QUEUED", "+QUEUED", "+QUEUED"]
     assert replies[5].render() == "[+OK, :3600, +OK]"
     assert replies[6].render() == "+PONG"
@@ -124,18 +131,7 @@ def test_deep_merge_past_the_limit_is_refused_in_its_slot_and_the_rest_runs(
     at EXEC; the others run, EXEC replies, and the connection lives.
     """
     c = RespClient(daemon.port)
-    tag = uuid.uuid4().hex
-    doc = c.call("STASH", '{"a":1}').value
-    replies = pipelined(
-        c,
-        ("SET", f"{tag}:pre", "1"),
-        ("MULTI",),
-        ("SET", f"{tag}:before", "1"),
-        ("UPDATE", doc, "MERGE", deep_patch(depth)),
-        ("SET", f"{tag}:after", "1"),
-        ("EXEC",),
-        ("PING",),
-    )
+    tag, doc, replies = _merge_in_multi(c, depth)
     assert [r.render() for r in replies[:5]] == ["+OK", "+OK", "+QUEUED", "+QUEUED", "+QUEUED"]
     assert replies[5].render() == f"[+OK, -NOTJSON {nested_past(depth, 'merge patch')}, +OK]"
     assert replies[6].render() == "+PONG"
