@@ -17,7 +17,7 @@ requires that the daemon:
 Then the largest request the limits allow, command by command, must be answered within
 a second: one request that holds the loop longer holds every other client too.
 
-``STASH_FUZZ_FRAMES`` (default 50,000) is the file's frames, shared by the fuzz cases;
+``STASH_FUZZ_FRAMES`` (default 25,000) is the file's frames, shared by the fuzz cases;
 ``STASH_FUZZ_SEED`` picks the seed; ``STASH_FUZZ_DUMP=DIR`` saves each failing session's
 bytes there. ``bench/hostile.py`` runs the fuzz cases with 1,000,000 frames.
 """
@@ -38,7 +38,7 @@ from tests.support.resp_fuzz import Frame, Pairing, Setup, fuzz, inline, split
 from tests.support.resp_reply import InvalidReply, ReplyParser
 from tests.support.servers import StashDaemon
 
-FRAMES = int(os.environ.get("STASH_FUZZ_FRAMES", "50000"))
+FRAMES = int(os.environ.get("STASH_FUZZ_FRAMES", "25000"))
 SEED = int(os.environ.get("STASH_FUZZ_SEED", "20261202"))
 SETUPS = [
     Setup("memory", strict=False),

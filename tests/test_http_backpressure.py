@@ -56,6 +56,13 @@ def daemon(request: pytest.FixtureRequest) -> Iterator[StashDaemon]:
         yield d
 
 
+@pytest.fixture
+def memory_daemon() -> Iterator[StashDaemon]:
+    """A daemon on the memory backend."""
+    with StashDaemon("--backend", "memory") as d:
+        yield d
+
+
 class Pipeline:
     """One keep-alive connection that sends all its requests at once and reads them late."""
 
@@ -182,9 +189,14 @@ async def test_a_stalled_pipeline_does_not_hold_up_other_clients(daemon: StashDa
 
 @pytest.mark.slow
 async def test_a_connection_keeps_serving_past_80k_pipelined_requests_read_late(
-    daemon: StashDaemon,
+    memory_daemon: StashDaemon,
 ) -> None:
-    """85,000 requests sent at once and read after a pause: every answer comes, in order."""
+    """85,000 requests sent at once and read after a pause: every answer comes, in order.
+
+    On the memory backend alone: what wedged was the door's pipelining, not a store, and
+    the other tests here hold both backends to the same bounds.
+    """
+    daemon = memory_daemon
     values = [f"{i:02}-" + "z" * 16 for i in range(64)]
     ids = [stash(daemon, value) for value in values]
     count = 85_000
