@@ -188,8 +188,13 @@ def select(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed hand
     return OK
 
 
+# The bytes a client name may hold (Redis: no spaces, newlines or special characters).
+_NAME_BYTES: Final = bytes(range(33, 127))
+
+
 def _client_name(raw: bytes) -> bytes:
-    if any(c <= 32 or c > 126 for c in raw):
+    # translate() deletes every allowed byte in C: a 1 MiB name is checked in microseconds.
+    if raw.translate(None, _NAME_BYTES):
         raise CommandError("Client names cannot contain spaces, newlines or special characters.")
     return raw
 
@@ -240,7 +245,7 @@ def client_setinfo(s: Session, args: list[bytes]) -> Reply:
     if attr not in (b"LIB-NAME", b"LIB-VER"):
         raise CommandError(f"Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
     value = args[3]
-    if any(c <= 32 or c > 126 for c in value):
+    if value.translate(None, _NAME_BYTES):
         raise CommandError(
             f"{args[2].decode('utf-8', 'replace')} cannot contain spaces, newlines or "
             "special characters."
