@@ -83,9 +83,20 @@ def test_sigkill_under_write_load_loses_no_acknowledged_write(tmp_path: Path) ->
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(rng.uniform(0.4, 1.2))
+        # Kill after a random count of acknowledged writes, not after a fixed time: on a
+        # loaded machine the writer may not have written anything yet after a second.
+        assert writer.stdout is not None
+        seen: list[str] = []
+        sets_wanted, sets_seen = rng.randint(60, 800), 0
+        while sets_seen < sets_wanted:
+            line = writer.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            sets_seen += line.startswith("set ")
         assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
-        out, err = writer.communicate(timeout=60)
+        rest, err = writer.communicate(timeout=60)
+        out = "".join(seen) + rest
         daemon.__exit__(None, None, None)
         lines = out.splitlines()
         assert not [line for line in lines if line.startswith("error")], lines[-5:]
