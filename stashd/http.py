@@ -65,6 +65,7 @@ from stashd.errors import (
     WrongPass,
 )
 from stashd.jsontext import check_stored, load_json
+from stashd.ops import INT64_MAX
 from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 
 if TYPE_CHECKING:
@@ -291,7 +292,13 @@ def _integer(body: dict[str, Any], name: str) -> int | None:
     if isinstance(value, float):
         if not value.is_integer():
             raise InvalidRequest(f"{name} must be an integer number of seconds", field=name)
-        return int(value)
+        value = int(value)
+    if not -INT64_MAX <= value <= INT64_MAX:
+        # Past any TTL there could be; echoing its hundreds of digits helps nobody.
+        raise InvalidRequest(
+            f"{name} must be an integer number of seconds within a signed 64-bit number",
+            field=name,
+        )
     return value
 
 
@@ -793,8 +800,14 @@ class HttpApi:
     @staticmethod
     def _key_of(headers: CIMultiDictProxy[str]) -> bytes | None:
         """The key in ``X-API-KEY`` or ``Authorization: Bearer`` (None: none)."""
-        key = headers.get("X-API-KEY")
-        auth = headers.get("Authorization")
+        keys = headers.getall("X-API-KEY", ())
+        auths = headers.getall("Authorization", ())
+        if len(keys) > 1 or len(auths) > 1:
+            # Which of two keys counts would be a guess; a proxy adding its own is a mistake.
+            name = "X-API-KEY" if len(keys) > 1 else "Authorization"
+            raise BadRequest(f"send one {name} header, got {max(len(keys), len(auths))}")
+        key = keys[0] if keys else None
+        auth = auths[0] if auths else None
         if auth is not None:
             scheme, _, token = auth.strip().partition(" ")
             if scheme.lower() != "bearer":

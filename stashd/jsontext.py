@@ -320,6 +320,17 @@ def dump_parsed(value: object) -> bytes:
     return bytes(memoryview(out))
 
 
+def unwritable(exc: ValueError, holder: str) -> str:
+    r"""Why a parsed value has no JSON text, for the NotJSON that refuses it.
+
+    Python reads ``1e400`` as infinity and ``"\ud800"`` as a lone surrogate; JSON text
+    can carry neither back, so a value holding one is refused before anything is written.
+    """
+    if isinstance(exc, UnicodeError):
+        return f"{holder} holds a lone surrogate (a \\uD800-\\uDFFF escape without its pair)"
+    return f"{holder} holds a number out of the range of a double (such as 1e400)"
+
+
 def _reject_constant(name: str) -> float:
     """NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them."""
     msg = f"{name} is not a JSON value"

@@ -25,7 +25,7 @@ from stashd.errors import (
 )
 from stashd.glob import compile_glob
 from stashd.jsonmerge import merge_patch
-from stashd.jsontext import dump_parsed, load_stored
+from stashd.jsontext import dump_parsed, load_stored, unwritable
 from stashd.store.base import Entry, View
 
 if TYPE_CHECKING:
@@ -430,24 +430,13 @@ class Update(Op):
             try:
                 value = dump_parsed(merged)
             except ValueError as exc:
-                # Python reads 1e400 as infinity and "\ud800" as a lone surrogate; JSON
-                # text can carry neither back, so the merge is refused before writing.
-                raise NotJSON(_unwritable(exc), "merge patch") from None
+                raise NotJSON(unwritable(exc, "the merged document"), "merge patch") from None
             if len(value) > self.max_payload:
                 raise PayloadTooLarge(self.max_payload, len(value))
             version += 1
         entry = Entry(value, expires, version)
         view.put(self.ns, self.key, entry)
         return entry
-
-
-def _unwritable(exc: ValueError) -> str:
-    """Why a merged document cannot be written as JSON text."""
-    if isinstance(exc, UnicodeError):
-        return (
-            "the merged document holds a lone surrogate (a \\uD800-\\uDFFF escape without its pair)"
-        )
-    return "the merged document holds a number out of the range of a double (such as 1e400)"
 
 
 class UpdateEntry(Update):

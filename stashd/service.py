@@ -33,6 +33,7 @@ from stashd.jsontext import (
     dump_parsed,
     load_json,
     too_deep,
+    unwritable,
     value_nesting,
 )
 from stashd.ops import ttl_seconds_up
@@ -81,16 +82,17 @@ _last_rfc3339: tuple[int, str] = (-1, "")
 
 
 def encode_json(value: object, what: str = "value") -> bytes:
-    """A parsed JSON value as the compact text Stash stores, within the depth limit.
+    r"""A parsed JSON value as the compact text Stash stores, within the depth limit.
 
-    ``1e400`` parses as infinity, which has no JSON form, so it cannot be stored. A value
+    ``1e400`` parses as infinity and ``"\ud800"`` as a lone surrogate, which have no JSON
+    text (:func:`~stashd.jsontext.unwritable`), so they cannot be stored. A value
     nested past :data:`~stashd.jsontext.MAX_DEPTH` is refused as a text would be (a value
     an HTTP body held is within it already; one from a Python caller may not be).
     """
     try:
         raw = dump_parsed(value)
-    except ValueError:
-        raise NotJSON("a number is out of the range of a double", what) from None
+    except ValueError as exc:
+        raise NotJSON(unwritable(exc, "it"), what) from None
     except RecursionError:  # deeper than the writer can follow, so far past the limit
         raise too_deep(value_nesting(value), what) from None
     check_depth(raw, what)

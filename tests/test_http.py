@@ -132,7 +132,7 @@ async def test_default_ttl_and_bounds_name_the_limits() -> None:
             (0, "ttl must be between 1 and 86400 seconds, got 0"),
             (-5, "ttl must be between 1 and 86400 seconds, got -5"),
             (86401, "ttl 86401 seconds exceeds the maximum of 86400 seconds"),
-            (10**30, f"ttl {10**30} seconds exceeds the maximum of 86400 seconds"),
+            (2**63 - 1, f"ttl {2**63 - 1} seconds exceeds the maximum of 86400 seconds"),
         ]:
             async with s.session.post("/stash", json={"data": 1, "ttl": ttl}, headers=KEY) as resp:
                 assert resp.status == 422
@@ -142,6 +142,16 @@ async def test_default_ttl_and_bounds_name_the_limits() -> None:
                     "requested": ttl,
                     "minimum": 1,
                     "maximum": 86400,
+                }
+        for huge in [2**63, 10**30, 1e308, -1e308]:
+            # Past any TTL: refused without echoing hundreds of digits.
+            async with s.session.post("/stash", json={"data": 1, "ttl": huge}, headers=KEY) as resp:
+                assert resp.status == 422
+                assert (await resp.json())["error"] == {
+                    "code": "invalid_request",
+                    "message": "ttl must be an integer number of seconds within a signed "
+                    "64-bit number",
+                    "field": "ttl",
                 }
         for wrong in ["60", 1.5, True, None]:
             async with s.session.post(
@@ -857,3 +867,40 @@ async def test_a_large_answer_reaches_a_slow_reader_whole() -> None:
             assert f'"data":"{data}"'.encode() in got
         finally:
             writer.close()
+
+
+async def test_two_keys_in_one_request_are_refused_not_guessed_between() -> None:
+    """Two X-API-KEY (or Authorization) headers are a 400 naming the header; nothing is written."""
+    async with sidecar() as s:
+        for headers, name in [
+            (b"X-API-KEY: alice-key\r\nX-API-KEY: bob-key\r\n", "X-API-KEY"),
+            (b"X-API-KEY: alice-key\r\nx-api-key: alice-key\r\n", "X-API-KEY"),
+            (
+                b"Authorization: Bearer alice-key\r\nAuthorization: Bearer bob-key\r\n",
+                "Authorization",
+            ),
+        ]:
+            (answer,) = await exchange(s.port, post(b'{"data": 1}', headers))
+            status, _, body = split_response(answer)
+            assert status == 400, body
+            error = json.loads(body)["error"]
+            assert error == {"code": "bad_request", "message": f"send one {name} header, got 2"}
+        assert s.count(ALICE) == 0
+        assert s.count(namespace_of(b"bob-key")) == 0
+
+
+async def test_values_json_text_cannot_carry_are_refused_for_what_they_hold() -> None:
+    """A lone surrogate and 1e400 parse, but have no JSON text: 400 saying which, not the other."""
+    async with sidecar() as s:
+        for body, holds in [
+            (b'{"data": "\\ud800"}', "it holds a lone surrogate"),
+            (b'{"data": [1e400]}', "it holds a number out of the range of a double"),
+        ]:
+            async with s.session.post(
+                "/stash", data=body, headers={**KEY, "Content-Type": "application/json"}
+            ) as resp:
+                error = (await resp.json())["error"]
+                assert resp.status == 400, error
+                assert error["code"] == "invalid_json"
+                assert holds in error["message"], error
+        assert s.count(ALICE) == 0
