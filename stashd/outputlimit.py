@@ -9,9 +9,10 @@ Redis has them; ``0`` turns a limit off, as in Redis.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Final
+
+from stashd.sizes import parse_size
 
 #: What ``--client-output-buffer-limit`` defaults to. Redis leaves normal clients
 #: unlimited; Stash serves many tenants from one process, so a normal connection is cut
@@ -22,18 +23,6 @@ from typing import Final
 DEFAULT: Final = "normal 64mb 16mb 60 pubsub 32mb 8mb 60"
 
 CLASSES: Final = ("normal", "pubsub")
-
-# Redis's memtoull: a number, optionally with k/m/g (powers of 1000) or kb/mb/gb (1024).
-_SIZE: Final = re.compile(r"(\d+)(k|kb|m|mb|g|gb)?", re.IGNORECASE)
-_UNITS: Final = {
-    "": 1,
-    "k": 1000,
-    "kb": 1024,
-    "m": 1000**2,
-    "mb": 1024**2,
-    "g": 1000**3,
-    "gb": 1024**3,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +93,8 @@ def _groups(words: list[str]) -> list[tuple[str, OutputLimit]]:
                 f"client_output_buffer_limit: unknown class {words[i]!r}, "
                 f"expected one of {', '.join(CLASSES)}"
             )
-        hard, soft = _size(words[i + 1]), _size(words[i + 2])
+        hard = parse_size(words[i + 1], "client_output_buffer_limit")
+        soft = parse_size(words[i + 2], "client_output_buffer_limit")
         try:
             seconds = int(words[i + 3])
         except ValueError:
@@ -116,13 +106,3 @@ def _groups(words: list[str]) -> list[tuple[str, OutputLimit]]:
             )
         out.append((name, OutputLimit(hard, soft, seconds)))
     return out
-
-
-def _size(word: str) -> int:
-    match = _SIZE.fullmatch(word)
-    if match is None:
-        raise ValueError(
-            f"client_output_buffer_limit: {word!r} is not a size (bytes, or with k, kb, m, "
-            "mb, g or gb)"
-        )
-    return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
