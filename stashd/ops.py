@@ -26,10 +26,13 @@ from stashd.errors import (
 from stashd.glob import compile_glob
 from stashd.jsonmerge import merge_patch
 from stashd.jsontext import dump_parsed, load_stored, unwritable
+from stashd.quota import check, grows, growth
 from stashd.store.base import Entry, View
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from stashd.quota import Quota
 
 logger = log.get("stashd.ops")
 
@@ -43,9 +46,16 @@ def ttl_seconds_up(ms: int) -> int:
 
 
 class Op:
-    """Base of all operations: ``run`` is called by a store inside one atomic unit."""
+    """Base of all operations: ``run`` is called by a store inside one atomic unit.
 
-    __slots__ = ("key", "ns", "writes")
+    ``quota`` is the namespace's storage quota, attached by the memory service to the
+    operations that can grow a namespace (``GROWS``); None means no check, so an
+    operation without one pays a single attribute test. An operation with one asks its
+    view (:meth:`~stashd.store.base.View.check_quota`) before its first write, with the
+    growth worked out from the entries it has already read.
+    """
+
+    __slots__ = ("key", "ns", "quota", "writes")
     #: False for operations that only read, so a store may skip a write transaction.
     writes: bool
 
@@ -53,9 +63,13 @@ class Op:
         self.ns = ns
         self.key = key
         self.writes = type(self).WRITES
+        self.quota: Quota | None = None
 
     #: Class default for :attr:`writes`.
     WRITES: bool = True
+    #: True for an operation whose writes can make its namespace hold more keys or
+    #: bytes: the memory service gives those the caller's quota.
+    GROWS: bool = False
     #: True for an operation whose whole work is reading one row with one statement: a
     #: store may run it without opening a transaction of its own, since a single
     #: statement already reads one consistent snapshot (SQLite's direct path saves its
@@ -70,6 +84,15 @@ class Op:
     def size(self) -> int:
         """How many keys it reads or writes: a measure of its work (one for most)."""
         return 1
+
+
+def check_put(  # noqa: PLR0917 - hot path: positional arguments are cheapest
+    view: View, ns: str, key: bytes, old: Entry | None, value: bytes, quota: Quota
+) -> None:
+    """Refuse, before anything is written, putting ``value`` over ``old`` past ``quota``."""
+    add_keys, add_bytes = growth(key, None if old is None else old.value, value)
+    if grows(add_keys, add_bytes):
+        view.check_quota(ns, add_keys, add_bytes, quota)
 
 
 class Get(Op):
@@ -113,6 +136,7 @@ class Set(Op):
     """
 
     __slots__ = ("cond", "expires_at", "keep_ttl", "value")
+    GROWS = True
 
     def __init__(
         self,
@@ -133,10 +157,14 @@ class Set(Op):
     def run(self, view: View, now: int) -> tuple[bool, Entry | None]:
         """Write unless the NX/XX condition says no."""
         if not self.cond and not self.keep_ttl:
-            return True, put_value(view, now, self.ns, self.key, self.value, self.expires_at)
+            return True, put_value(
+                view, now, self.ns, self.key, self.value, self.expires_at, self.quota
+            )
         old = view.get(self.ns, self.key, now)
         if (self.cond == b"NX" and old is not None) or (self.cond == b"XX" and old is None):
             return False, old
+        if self.quota is not None:
+            check_put(view, self.ns, self.key, old, self.value, self.quota)
         if old is None:
             view.put(self.ns, self.key, Entry(self.value, self.expires_at, 1))
         else:
@@ -146,21 +174,35 @@ class Set(Op):
 
 
 def put_value(  # noqa: PLR0917 - hot path: positional arguments are cheapest
-    view: View, now: int, ns: str, key: bytes, value: bytes, expires_at: int
+    view: View,
+    now: int,
+    ns: str,
+    key: bytes,
+    value: bytes,
+    expires_at: int,
+    quota: Quota | None = None,
 ) -> Entry | None:
     """A plain SET: write the value with its expiry, one version up; the result is the old entry.
 
-    Shared by :class:`Set` and the direct path of inline stores, so the rule is written once.
+    Shared by :class:`Set` and the direct path of inline stores, so the rule is written
+    once; with a ``quota``, a write that would pass it is refused before it happens.
     """
     old = view.get(ns, key, now)
+    if quota is not None:
+        check_put(view, ns, key, old, value, quota)
     view.put(ns, key, Entry(value, expires_at, 1 if old is None else old.version + 1))
     return old
 
 
 class SetMany(Op):
-    """MSET: every pair written with one expiry, all or nothing."""
+    """MSET: every pair written with one expiry, all or nothing.
+
+    The quota is checked once, for the growth of the whole batch (a key given twice
+    counts with its last value), so either every pair is written or none.
+    """
 
     __slots__ = ("expires_at", "pairs")
+    GROWS = True
 
     def __init__(self, ns: str, pairs: list[tuple[bytes, bytes]], expires_at: int) -> None:
         super().__init__(ns)
@@ -168,17 +210,34 @@ class SetMany(Op):
         self.expires_at = expires_at
 
     def run(self, view: View, now: int) -> None:
-        """Write each pair."""
+        """Read every key, check the batch's growth, then write each pair."""
+        ns = self.ns
+        olds: dict[bytes, Entry | None] = {}
+        for key, _ in self.pairs:
+            if key not in olds:
+                olds[key] = view.get(ns, key, now)
+        quota = self.quota
+        if quota is not None:
+            add_keys = add_bytes = 0
+            for key, value in dict(self.pairs).items():
+                old = olds[key]
+                keys, size = growth(key, None if old is None else old.value, value)
+                add_keys += keys
+                add_bytes += size
+            if grows(add_keys, add_bytes):
+                view.check_quota(ns, add_keys, add_bytes, quota)
         for key, value in self.pairs:
-            old = view.get(self.ns, key, now)
-            version = 1 if old is None else old.version + 1
-            view.put(self.ns, key, Entry(value, self.expires_at, version))
+            old = olds[key]
+            entry = Entry(value, self.expires_at, 1 if old is None else old.version + 1)
+            view.put(ns, key, entry)
+            olds[key] = entry  # a key given again goes one more version up
 
 
 class Create(Op):
     """STASH: store a value under a new id that no live key uses; the result is the id."""
 
     __slots__ = ("expires_at", "make_id", "value")
+    GROWS = True
 
     #: Fresh 8-character ids collide only when a namespace is very full; after this many
     #: tries the id falls back to a UUID, which does not collide.
@@ -201,6 +260,8 @@ class Create(Op):
         for attempt in range(self.TRIES + 1):
             key = self.make_id(attempt)
             if view.get(self.ns, key, now) is None:
+                if self.quota is not None:
+                    check_put(view, self.ns, key, None, self.value, self.quota)
                 view.put(self.ns, key, Entry(self.value, self.expires_at, 1))
                 return key
         msg = "could not find a free id"  # pragma: no cover - a UUID never collides
@@ -321,6 +382,7 @@ class IncrBy(Op):
     """INCR/INCRBY/DECR/DECRBY: the new value; a new key starts at 0 with the default TTL."""
 
     __slots__ = ("default_expires_at", "delta")
+    GROWS = True
 
     def __init__(self, ns: str, key: bytes, delta: int, default_expires_at: int) -> None:
         super().__init__(ns, key)
@@ -335,6 +397,8 @@ class IncrBy(Op):
         if not INT64_MIN <= result <= INT64_MAX:
             raise IncrOverflow
         value = b"%d" % result
+        if self.quota is not None:
+            check_put(view, self.ns, self.key, old, value, self.quota)
         if old is None:
             view.put(self.ns, self.key, Entry(value, self.default_expires_at, 1))
         else:
@@ -346,6 +410,7 @@ class Append(Op):
     """APPEND: the new length; refused (nothing changed) when it would pass the payload limit."""
 
     __slots__ = ("default_expires_at", "max_payload", "value")
+    GROWS = True
 
     def __init__(
         self, ns: str, key: bytes, value: bytes, default_expires_at: int, max_payload: int
@@ -361,6 +426,8 @@ class Append(Op):
         value = self.value if old is None else old.value + self.value
         if len(value) > self.max_payload:
             raise PayloadTooLarge(self.max_payload, len(value))
+        if self.quota is not None:
+            check_put(view, self.ns, self.key, old, value, self.quota)
         if old is None:
             view.put(self.ns, self.key, Entry(value, self.default_expires_at, 1))
         else:
@@ -376,6 +443,7 @@ class Update(Op):
     """
 
     __slots__ = ("data", "extend_ms", "if_version", "max_payload", "max_ttl_ms", "patch")
+    GROWS = True
 
     def __init__(
         self,
@@ -434,6 +502,8 @@ class Update(Op):
             if len(value) > self.max_payload:
                 raise PayloadTooLarge(self.max_payload, len(value))
             version += 1
+        if self.quota is not None and value is not old.value:
+            check_put(view, self.ns, self.key, old, value, self.quota)
         entry = Entry(value, expires, version)
         view.put(self.ns, self.key, entry)
         return entry
@@ -450,9 +520,14 @@ class UpdateEntry(Update):
 
 
 class Rename(Op):
-    """RENAME: move an entry, with its TTL and version, over whatever the new name held."""
+    """RENAME: move an entry, with its TTL and version, over whatever the new name held.
+
+    It grows the namespace when the new name is longer than the old one (and held
+    less than the difference), so with a quota it reads the new name's entry first.
+    """
 
     __slots__ = ("dst",)
+    GROWS = True
 
     def __init__(self, ns: str, key: bytes, dst: bytes) -> None:
         super().__init__(ns, key)
@@ -465,6 +540,16 @@ class Rename(Op):
             raise NoSuchKey
         if self.dst == self.key:
             return
+        if self.quota is not None:
+            replaced = view.get(self.ns, self.dst, now)
+            gone_keys, gone_bytes = growth(self.key, old.value, None)
+            add_keys, add_bytes = growth(
+                self.dst, None if replaced is None else replaced.value, old.value
+            )
+            add_keys += gone_keys
+            add_bytes += gone_bytes
+            if grows(add_keys, add_bytes):
+                view.check_quota(self.ns, add_keys, add_bytes, self.quota)
         view.delete(self.ns, self.key, now)
         view.put(self.ns, self.dst, old)
 
@@ -556,6 +641,22 @@ class Count(Op):
     def run(self, view: View, now: int) -> int:
         """Count."""
         return view.count(self.ns, now)
+
+
+class Usage(Op):
+    """INFO keyspace: the live keys, and what the namespace holds as quotas count it.
+
+    The result is ``(live_keys, keys, bytes)``; see :meth:`View.usage` for how held keys
+    and bytes differ from live keys.
+    """
+
+    __slots__ = ()
+    WRITES = False
+
+    def run(self, view: View, now: int) -> tuple[int, int, int]:
+        """Count, and read the usage."""
+        keys, size = view.usage(self.ns, now)
+        return view.count(self.ns, now), keys, size
 
 
 class Flush(Op):
@@ -655,10 +756,12 @@ class Undoable:
     the live entry it replaced, so :meth:`undo` can put it back. A namespace cleared
     here is held apart instead: the store's view is cleared, and given what was written
     after, only at :meth:`commit`, so an undo never has to bring back a whole namespace.
+    Quota checks and usage go to the store's view, which has seen every earlier write;
+    a cleared namespace counts what it holds here instead (what :meth:`commit` writes).
     ``fault`` is the exception the store's view raised, if it raised one.
     """
 
-    __slots__ = ("_cleared", "_now", "_prior", "_view", "fault")
+    __slots__ = ("_cleared", "_held", "_now", "_prior", "_view", "fault")
 
     def __init__(self, view: View, now: int) -> None:
         self._view = view
@@ -666,6 +769,8 @@ class Undoable:
         self._prior: dict[Slot, Entry | None] = {}
         # Namespaces cleared here: what was written to each since, in SCAN order.
         self._cleared: dict[str, dict[bytes, Entry]] = {}
+        # The [keys, bytes] each cleared namespace holds here, kept as it is written.
+        self._held: dict[str, list[int]] = {}
         self.fault: BaseException | None = None
 
     def _remember(self, ns: str, key: bytes) -> None:
@@ -689,6 +794,8 @@ class Undoable:
         """Write through, after remembering what the key held."""
         space = self._cleared.get(ns)
         if space is not None:
+            old = space.get(key)
+            self._count(ns, *growth(key, None if old is None else old.value, entry.value))
             space[key] = entry
             return
         try:
@@ -703,7 +810,10 @@ class Undoable:
         space = self._cleared.get(ns)
         if space is not None:
             entry = space.pop(key, None)
-            return entry is not None and entry.expires_at > now
+            if entry is None:
+                return False
+            self._count(ns, *growth(key, entry.value, None))
+            return entry.expires_at > now
         try:
             self._remember(ns, key)
             return self._view.delete(ns, key, now)
@@ -738,6 +848,37 @@ class Undoable:
     def clear(self, ns: str) -> None:
         """Hold the namespace apart, empty, until :meth:`commit`."""
         self._cleared[ns] = {}
+        self._held[ns] = [0, 0]
+
+    def _count(self, ns: str, keys: int, size: int) -> None:
+        held = self._held[ns]
+        held[0] += keys
+        held[1] += size
+
+    def check_quota(self, ns: str, add_keys: int, add_bytes: int, quota: Quota) -> None:
+        """The store's check; in a namespace cleared here, one against what it holds here."""
+        held = self._held.get(ns)
+        if held is not None:
+            check(held[0], held[1], add_keys, add_bytes, quota)
+            return
+        try:
+            self._view.check_quota(ns, add_keys, add_bytes, quota)
+        except StashError:
+            raise  # the operation's refusal, not a failure of the store's view
+        except BaseException as exc:
+            self.fault = exc
+            raise
+
+    def usage(self, ns: str, now: int) -> tuple[int, int]:
+        """The store's usage, or what this cleared namespace holds."""
+        held = self._held.get(ns)
+        if held is not None:
+            return held[0], held[1]
+        try:
+            return self._view.usage(ns, now)
+        except BaseException as exc:
+            self.fault = exc
+            raise
 
     def undo(self) -> None:
         """Put back every key written through this view as it was; drop the cleared ones."""
@@ -749,6 +890,7 @@ class Undoable:
                 view.put(ns, key, entry)
         self._prior.clear()
         self._cleared.clear()
+        self._held.clear()
 
     def commit(self) -> None:
         """Clear the namespaces cleared here in the store, and write what they hold now."""

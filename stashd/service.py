@@ -11,7 +11,7 @@ the operation so they run atomically with it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
 from stashd import ops
 from stashd.errors import (
@@ -39,8 +39,13 @@ from stashd.jsontext import (
 from stashd.ops import ttl_seconds_up
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stashd.store.base import Store
     from stashd.tenancy import Principal
+
+_Args = ParamSpec("_Args")
+_Op = TypeVar("_Op", bound=ops.Op)
 
 
 #: Listing pages: the default size, and the largest a caller may ask for (bounds the work
@@ -79,6 +84,26 @@ def rfc3339(ms: int) -> str:
 
 _RFC3339: Final = "%Y-%m-%dT%H:%M:%SZ"
 _last_rfc3339: tuple[int, str] = (-1, "")
+
+
+def for_caller(
+    kind: Callable[Concatenate[str, _Args], _Op],
+    p: Principal,
+    *args: _Args.args,
+    **kwargs: _Args.kwargs,
+) -> _Op:
+    """The operation ``kind`` in the caller's namespace, under the caller's storage quota.
+
+    Every operation the service builds is made here, so the quota reaches each one that
+    can grow a namespace (``Op.GROWS``) without a builder having to remember it; an
+    unlimited quota is left off, and the operation skips the check altogether.
+    """
+    op = kind(p.namespace, *args, **kwargs)
+    if op.GROWS:
+        quota = p.limits.quota
+        if quota.limited:
+            op.quota = quota
+    return op
 
 
 def encode_json(value: object, what: str = "value") -> bytes:
@@ -137,11 +162,11 @@ class MemoryService:
     # -- strings and keys ----------------------------------------------------------
     def get(self, p: Principal, key: bytes) -> ops.Get:
         """GET and every read of one key."""
-        return ops.Get(p.namespace, key)
+        return for_caller(ops.Get, p, key)
 
     def get_many(self, p: Principal, keys: list[bytes]) -> ops.GetMany:
         """MGET, EXISTS."""
-        return ops.GetMany(p.namespace, keys)
+        return for_caller(ops.GetMany, p, keys)
 
     def set(
         self,
@@ -157,42 +182,42 @@ class MemoryService:
         self.check_payload(p, value)
         if expires_at is None:
             expires_at = self.expiry(p, None)
-        return ops.Set(p.namespace, key, value, expires_at, cond=cond, keep_ttl=keep_ttl)
+        return for_caller(ops.Set, p, key, value, expires_at, cond=cond, keep_ttl=keep_ttl)
 
     def set_many(self, p: Principal, pairs: list[tuple[bytes, bytes]]) -> ops.SetMany:
         """MSET, all with the default TTL."""
         for _, value in pairs:
             self.check_payload(p, value)
-        return ops.SetMany(p.namespace, pairs, self.expiry(p, None))
+        return for_caller(ops.SetMany, p, pairs, self.expiry(p, None))
 
     def delete(self, p: Principal, keys: list[bytes]) -> ops.Delete:
         """DEL, UNLINK, FORGET."""
-        return ops.Delete(p.namespace, keys)
+        return for_caller(ops.Delete, p, keys)
 
     def getdel(self, p: Principal, key: bytes) -> ops.GetDel:
         """GETDEL."""
-        return ops.GetDel(p.namespace, key)
+        return for_caller(ops.GetDel, p, key)
 
     def getex(self, p: Principal, key: bytes, expires_at: int | None) -> ops.GetEx:
         """GETEX; ``expires_at`` already checked by :meth:`expiry`/:meth:`expiry_at`."""
-        return ops.GetEx(p.namespace, key, expires_at)
+        return for_caller(ops.GetEx, p, key, expires_at)
 
     def expire(self, p: Principal, key: bytes, when: int, cond: bytes = b"") -> ops.Expire:
         """EXPIRE family with an absolute time; the maximum is checked when it runs."""
-        return ops.Expire(p.namespace, key, when, cond, p.limits.max_ttl_ms)
+        return for_caller(ops.Expire, p, key, when, cond, p.limits.max_ttl_ms)
 
     def incr(self, p: Principal, key: bytes, delta: int) -> ops.IncrBy:
         """INCR family; a new counter gets the default TTL."""
-        return ops.IncrBy(p.namespace, key, delta, self.expiry(p, None))
+        return for_caller(ops.IncrBy, p, key, delta, self.expiry(p, None))
 
     def append(self, p: Principal, key: bytes, value: bytes) -> ops.Append:
         """APPEND, within the payload limit."""
         self.check_payload(p, value)
-        return ops.Append(p.namespace, key, value, self.expiry(p, None), p.limits.max_payload)
+        return for_caller(ops.Append, p, key, value, self.expiry(p, None), p.limits.max_payload)
 
     def rename(self, p: Principal, key: bytes, dst: bytes) -> ops.Rename:
         """RENAME inside the caller's namespace."""
-        return ops.Rename(p.namespace, key, dst)
+        return for_caller(ops.Rename, p, key, dst)
 
     def scan(
         self,
@@ -205,22 +230,26 @@ class MemoryService:
         """SCAN and each page of KEYS: at most SCAN_COUNT_MAX entries examined."""
         if pattern is not None:
             check_pattern(pattern)
-        return ops.Scan(p.namespace, cursor, min(count, SCAN_COUNT_MAX), pattern, kind)
+        return for_caller(ops.Scan, p, cursor, min(count, SCAN_COUNT_MAX), pattern, kind)
 
     def count(self, p: Principal) -> ops.Count:
         """DBSIZE."""
-        return ops.Count(p.namespace)
+        return for_caller(ops.Count, p)
+
+    def usage(self, p: Principal) -> ops.Usage:
+        """INFO keyspace: live keys, and the keys and bytes the caller's quota counts."""
+        return for_caller(ops.Usage, p)
 
     def flush(self, p: Principal) -> ops.Flush:
         """FLUSHDB/FLUSHALL: the caller's namespace only."""
-        return ops.Flush(p.namespace)
+        return for_caller(ops.Flush, p)
 
     # -- stash commands ------------------------------------------------------------
     def stash(self, p: Principal, raw: bytes, ttl_ms: int | None = None) -> ops.Create:
         """STASH: validate the JSON and store it under a new id."""
         self.check_payload(p, raw)
         check_json(raw)
-        return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
+        return for_caller(ops.Create, p, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
 
     def stash_value(
         self, p: Principal, value: object, ttl_seconds: int | None = None
@@ -229,7 +258,7 @@ class MemoryService:
         raw = encode_json(value)
         self.check_payload(p, raw)
         ttl_ms = None if ttl_seconds is None else self.ttl_ms(p, ttl_seconds)
-        return ops.Create(p.namespace, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
+        return for_caller(ops.Create, p, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
 
     def ttl_ms(self, p: Principal, seconds: int) -> int:
         """A TTL in whole seconds as ms, refused outside 1..maximum."""
@@ -333,8 +362,9 @@ class MemoryService:
         extend_ms = extend_seconds * 1000
         if extend_ms > p.limits.max_ttl_ms:
             raise InvalidTTL(extend_seconds, p.limits.max_ttl_ms // 1000)
-        return kind(
-            p.namespace,
+        return for_caller(
+            kind,
+            p,
             key,
             data=data,
             patch=patch,
@@ -358,7 +388,7 @@ class MemoryService:
         # Cursors are row ids, 64-bit signed: a larger number was never returned.
         if not 0 <= cursor <= ops.INT64_MAX:
             raise InvalidRequest("cursor must be a value returned as next_cursor", field="cursor")
-        return ops.Page(p.namespace, cursor, limit)
+        return for_caller(ops.Page, p, cursor, limit)
 
     @staticmethod
     def ping() -> ops.Ping:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from stashd import log
 from stashd.errors import StoreUnavailable
+from stashd.quota import UNLIMITED, Quota
 from stashd.ratelimit import LocalLimiter, Rate, monotonic_ms
 from stashd.registry import RegistryError
 from stashd.store.base import wall_clock_ms
@@ -63,12 +64,13 @@ USER_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one caller may do: payload size, TTL bounds and rate, in the units the wire uses."""
+    """What one caller may do: payload size, TTL bounds, rate and storage quota."""
 
     max_payload: int  # bytes per value
     default_ttl_ms: int  # applied to writes that name no TTL
     max_ttl_ms: int  # no key may live longer than this from now
     rate: Rate | None = None  # commands per period with a burst; None: unlimited
+    quota: Quota = UNLIMITED  # keys and bytes the namespace may hold
 
 
 def open_limits(config: Config) -> Limits:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from stashd.errors import StashError
     from stashd.ops import Op
+    from stashd.quota import Quota
 
 Clock = Callable[[], int]
 
@@ -46,7 +47,7 @@ class Entry:
 
 
 class View(Protocol):
-    """Synchronous access to entries; an expired entry is never returned or counted."""
+    """Synchronous access to entries; an expired entry is never returned, nor counted by count."""
 
     def get(self, ns: str, key: bytes, now: int) -> Entry | None:
         """The live entry under ``key``, or None."""
@@ -75,6 +76,38 @@ class View(Protocol):
 
     def clear(self, ns: str) -> None:
         """Remove every key of the namespace."""
+        ...
+
+    def check_quota(self, ns: str, add_keys: int, add_bytes: int, quota: Quota) -> None:
+        """Raise :class:`~stashd.errors.QuotaExceeded` if a write of this growth passes ``quota``.
+
+        An operation calls this before its first write, with the keys and bytes
+        (:func:`~stashd.quota.entry_bytes`) its writes will add, negative for what they
+        take away. What a store must guarantee:
+
+        - It compares the namespace's :meth:`usage` plus the growth with
+          :func:`stashd.quota.check`, that function deciding, so a write that does not
+          grow the namespace is always allowed.
+        - The usage it compares is exact and current within the atomic unit: it counts
+          every earlier write of the same batch or transaction, and no write of another
+          client can land between this check and the operation's writes.
+        - Before it refuses, it frees expired entries of the namespace (a bounded number,
+          expired by the store's clock) and compares again, so that expiry frees quota
+          even before the background sweep comes by.
+        - Refusing, it changes nothing but that freeing of expired entries, which no
+          reader can tell apart from the sweep.
+        """
+        ...
+
+    def usage(self, ns: str, now: int) -> tuple[int, int]:
+        """What the namespace holds, as quotas count it: (keys, bytes).
+
+        Every entry written and not yet removed counts, the expired ones too until the
+        store frees them (by the sweep, a read, or :meth:`check_quota`), so the numbers
+        are never below the live entries' and, once expired entries are swept, equal to
+        them. Writes earlier in the same atomic unit are included. ``now`` is the
+        operation's clock, for a store that frees expired entries while counting.
+        """
         ...
 
 

@@ -367,7 +367,7 @@ class OneReadView:
         msg = "an operation marked ONE_READ did more than read one row"
         raise AssertionError(msg)
 
-    put = delete = scan = count = clear = _not_one_read
+    put = delete = scan = count = clear = check_quota = usage = _not_one_read
 
 
 class _Owned:
