@@ -440,9 +440,20 @@ class Update(Op):
 
     The result is the remaining TTL in ms afterwards, or None when the key is missing.
     ``patch`` is already parsed JSON; the stored value must be JSON for a merge.
+    ``stored_bytes`` is the work its request did not show, for the rate limit
+    (:mod:`stashd.cost`): the stored value it read, and a merged document it wrote,
+    counted as they are handled, so an update refused halfway still counts them.
     """
 
-    __slots__ = ("data", "extend_ms", "if_version", "max_payload", "max_ttl_ms", "patch")
+    __slots__ = (
+        "data",
+        "extend_ms",
+        "if_version",
+        "max_payload",
+        "max_ttl_ms",
+        "patch",
+        "stored_bytes",
+    )
     GROWS = True
 
     def __init__(
@@ -465,6 +476,7 @@ class Update(Op):
         self.if_version = if_version
         self.max_ttl_ms = max_ttl_ms
         self.max_payload = max_payload
+        self.stored_bytes = 0
 
     def run(self, view: View, now: int) -> int | None:
         """Check, compute the new value and expiry, then write once; the TTL left in ms."""
@@ -476,6 +488,7 @@ class Update(Op):
         old = view.get(self.ns, self.key, now)
         if old is None:
             return None
+        self.stored_bytes = len(old.value)  # a store running it again counts it once
         wanted = self.if_version
         if wanted is not None:
             if isinstance(wanted, tuple):
@@ -499,6 +512,7 @@ class Update(Op):
                 value = dump_parsed(merged)
             except ValueError as exc:
                 raise NotJSON(unwritable(exc, "the merged document"), "merge patch") from None
+            self.stored_bytes += len(value)
             if len(value) > self.max_payload:
                 raise PayloadTooLarge(self.max_payload, len(value))
             version += 1
@@ -559,9 +573,10 @@ class Scan(Op):
 
     ``count`` bounds the entries examined, as Redis's COUNT does, so a page may come back
     short or empty before the end. ``kind`` filters by TYPE (every key is a string).
+    ``walked`` is how many entries the page read, matching or not, for the rate limit.
     """
 
-    __slots__ = ("count", "cursor", "kind", "pattern")
+    __slots__ = ("count", "cursor", "kind", "pattern", "walked")
     WRITES = False
 
     def __init__(
@@ -572,6 +587,7 @@ class Scan(Op):
         self.count = count
         self.pattern = pattern
         self.kind = kind
+        self.walked = 0
 
     def run(self, view: View, now: int) -> tuple[int, list[bytes]]:
         """Read one page."""
@@ -580,6 +596,7 @@ class Scan(Op):
             # past a signed 64-bit number, so such a cursor is past the end.
             return 0, []
         nxt, items = view.scan(self.ns, self.cursor, self.count, now)
+        self.walked = len(items)
         if self.kind is not None and self.kind.lower() != b"string":
             return nxt, []
         keys = [k for k, _ in items]
@@ -595,10 +612,10 @@ class Page(Op):
     Unlike :class:`Scan`, it keeps reading until the page is full or the namespace ends
     (at most ``limit * ROUNDS`` entries examined, so a namespace full of expired entries
     cannot make one request unbounded); the result is ``(next_cursor, [(key, entry)])``
-    with cursor 0 at the end.
+    with cursor 0 at the end. ``walked`` is how many entries it read, for the rate limit.
     """
 
-    __slots__ = ("cursor", "limit")
+    __slots__ = ("cursor", "limit", "walked")
     WRITES = False
 
     #: Scan rounds per page: bounds the work of one request.
@@ -608,6 +625,7 @@ class Page(Op):
         super().__init__(ns)
         self.cursor = cursor
         self.limit = limit
+        self.walked = 0
 
     def run(self, view: View, now: int) -> tuple[int, list[tuple[bytes, Entry]]]:
         """Read until the page is full, the namespace ends, or the rounds run out."""
@@ -618,6 +636,7 @@ class Page(Op):
             out.extend(items)
             if cursor == 0 or len(out) >= self.limit:
                 break
+        self.walked = len(out)
         return cursor, out
 
 
