@@ -7,6 +7,11 @@ insertion order with a clock hand, a bounded slice at a time, and keeps going wh
 good share of what it examines has expired, like Redis's active expire cycle. The walk
 reuses the order that SCAN needs anyway, so a write costs no expiry bookkeeping at all
 (an index of expiry times would grow with every write of a long TTL, even to one key).
+
+Each namespace counts what it holds for its storage quota as entries come and go: its
+keys are its dict's length, and ``nbytes`` adds each key and value
+(:func:`~stashd.quota.entry_bytes`). Expired entries count until the sweep or a read
+frees them; a write the quota would refuse first frees a slice of the namespace's own.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ import time
 from bisect import bisect_right
 from typing import TYPE_CHECKING, Any, Final
 
+from stashd.errors import QuotaExceeded
+from stashd.quota import check, entry_bytes
 from stashd.store.base import Clock, Entry, Store, run_each, wall_clock_ms
 
 if TYPE_CHECKING:
     from stashd.ops import Op
+    from stashd.quota import Quota
 
 # Keys one slice examines: bounds how long a slice holds the loop (~20 us per 200).
 SLICE_KEYS: Final = 200
@@ -37,6 +45,29 @@ INSERTS_PER_SLICE: Final = 1024
 # A flushed namespace with more entries than this is freed by maintain() in slices of
 # this many: dropping a million entries at once holds the loop for a few hundred ms.
 FREE_SLICE: Final = 4096
+# Keys of its namespace a write the quota would refuse examines for expired entries to
+# free before it is refused: bounds the work a tenant at its quota can cause (~0.3 ms).
+QUOTA_FREE_KEYS: Final = 2048
+# What one entry holds beyond its key and value bytes, for memory_bytes(). Measured with
+# tracemalloc on CPython 3.11 (x86-64), entries written through the view as SET writes
+# them (fresh bytes for key and value, version 1, an expiry of its own), the keyspace's
+# dicts and lists included: 266 bytes per entry at 20,000 keys of one namespace, 311 at
+# 100,000 and 200,000, 291 at 1,000,000 (the dicts' fill moves it). The parts: two bytes
+# objects' headers (2 x 33), the Entry and its three slots (48), its expiry int and its
+# seq int (2 x 32), a slot in each of the data and seq_of dicts (~2 x 50 at their usual
+# fill) and two list slots (16). The upper end is taken: --maxmemory should not trust
+# more room than there is. tests/test_quotas.py measures it again.
+ENTRY_OVERHEAD: Final = 312
+
+
+class Totals:
+    """Keys and bytes of every namespace together, kept as they change (memory_bytes())."""
+
+    __slots__ = ("keys", "nbytes")
+
+    def __init__(self) -> None:
+        self.keys = 0
+        self.nbytes = 0
 
 
 class Keyspace:
@@ -51,10 +82,12 @@ class Keyspace:
     is the sweep's cursor, in the same numbers.
     """
 
-    __slots__ = ("data", "hand", "last", "order", "seq_of", "seqs")
+    __slots__ = ("data", "hand", "last", "nbytes", "order", "seq_of", "seqs", "totals")
 
-    def __init__(self) -> None:
+    def __init__(self, totals: Totals) -> None:
         self.data: dict[bytes, Entry] = {}
+        self.nbytes = 0  # every entry's key and value, expired or not, as quotas count
+        self.totals = totals  # the store's, which this namespace's changes also go to
         self.seq_of: dict[bytes, int] = {}
         self.seqs: list[int] = []
         self.order: list[bytes] = []
@@ -77,7 +110,11 @@ class Keyspace:
 
     def drop(self, key: bytes) -> None:
         """Remove a key; its order pair goes stale and is compacted away later."""
-        del self.data[key]
+        size = entry_bytes(key, self.data.pop(key).value)
+        self.nbytes -= size
+        totals = self.totals
+        totals.keys -= 1
+        totals.nbytes -= size
         del self.seq_of[key]
         if len(self.order) > 2 * len(self.data) + 1024:
             self.compact()
@@ -93,8 +130,11 @@ class MemoryStore(Store):
         self.spaces: dict[str, Keyspace] = {}
         self._inserts = 0
         self._turn = 0  # which keyspace the sweep visits next
-        # Entries of flushed namespaces, gone from every view, still to be freed.
+        # Entries of flushed namespaces, gone from every view, still to be freed, and
+        # what memory_bytes() counts for each until it is.
         self.retired: list[dict[bytes, Entry]] = []
+        self._retired_bytes: list[int] = []
+        self.totals = Totals()
         self.view = _MemoryView(self)
 
     # -- Store ---------------------------------------------------------------------
@@ -132,6 +172,12 @@ class MemoryStore(Store):
             data.popitem()
         if not data:
             self.retired.pop()
+            self._retired_bytes.pop()
+
+    def retire(self, space: Keyspace) -> None:
+        """Take a flushed namespace's entries out of sight, to be freed a slice per tick."""
+        self.retired.append(space.data)
+        self._retired_bytes.append(space.nbytes + ENTRY_OVERHEAD * len(space.data))
 
     # -- expiry --------------------------------------------------------------------
     def sweep(self, now: int, budget: int) -> tuple[int, int]:
@@ -147,6 +193,11 @@ class MemoryStore(Store):
         else:
             self._turn = (self._turn + 1) % len(spaces)
             name = list(spaces)[self._turn]
+        return self.sweep_space(name, now, budget)
+
+    def sweep_space(self, name: str, now: int, budget: int) -> tuple[int, int]:
+        """Examine up to ``budget`` keys of one namespace at its hand: (examined, freed)."""
+        spaces = self.spaces
         space = spaces[name]
         seqs = space.seqs
         order = space.order
@@ -169,11 +220,19 @@ class MemoryStore(Store):
             del spaces[name]  # an emptied namespace costs nothing until written again
         return stop - start, len(expired)
 
+    def memory_bytes(self) -> int:
+        """Every namespace's entries as quotas count them, plus ENTRY_OVERHEAD for each.
+
+        Flushed namespaces still being freed count as they were until they are gone.
+        """
+        totals = self.totals
+        return totals.nbytes + ENTRY_OVERHEAD * totals.keys + sum(self._retired_bytes)
+
     def space(self, ns: str) -> Keyspace:
         """The keyspace of a namespace, created on first write."""
         space = self.spaces.get(ns)
         if space is None:
-            space = self.spaces[ns] = Keyspace()
+            space = self.spaces[ns] = Keyspace(self.totals)
         return space
 
     def insert(self, space: Keyspace, key: bytes, entry: Entry) -> None:
@@ -185,6 +244,11 @@ class MemoryStore(Store):
         """
         space.append(key)
         space.data[key] = entry
+        size = entry_bytes(key, entry.value)
+        space.nbytes += size
+        totals = self.totals
+        totals.keys += 1
+        totals.nbytes += size
         self._inserts += 1
         if self._inserts >= INSERTS_PER_SLICE:
             self._inserts = 0
@@ -219,10 +283,14 @@ class _MemoryView:
         if space is None:
             space = store.space(ns)
         data = space.data
-        if key in data:
-            data[key] = entry
-        else:
+        old = data.get(key)
+        if old is None:
             store.insert(space, key, entry)
+        else:
+            grown = len(entry.value) - len(old.value)
+            space.nbytes += grown
+            store.totals.nbytes += grown
+            data[key] = entry
 
     def delete(self, ns: str, key: bytes, now: int) -> bool:
         space = self.store.spaces.get(ns)
@@ -263,6 +331,41 @@ class _MemoryView:
         return sum(1 for e in space.data.values() if e.expires_at > now)
 
     def clear(self, ns: str) -> None:
-        space = self.store.spaces.pop(ns, None)
-        if space is not None and len(space.data) > FREE_SLICE:
-            self.store.retired.append(space.data)  # freed a slice per tick, not now
+        store = self.store
+        space = store.spaces.pop(ns, None)
+        if space is None:
+            return
+        store.totals.keys -= len(space.data)
+        store.totals.nbytes -= space.nbytes
+        if len(space.data) > FREE_SLICE:
+            store.retire(space)  # freed a slice per tick, not now
+
+    def check_quota(self, ns: str, add_keys: int, add_bytes: int, quota: Quota) -> None:
+        store = self.store
+        space = store.spaces.get(ns)
+        if space is None:
+            check(0, 0, add_keys, add_bytes, quota)
+            return
+        try:
+            check(len(space.data), space.nbytes, add_keys, add_bytes, quota)
+        except QuotaExceeded:
+            # Expired entries count until freed: free those of a bounded slice first, so
+            # that expiry frees quota even before the sweep comes by.
+            now = store.clock()
+            left = QUOTA_FREE_KEYS
+            while left > 0 and ns in store.spaces:
+                examined, _ = store.sweep_space(ns, now, left)
+                if examined == 0:
+                    break
+                left -= examined
+            space = store.spaces.get(ns)
+            if space is None:
+                check(0, 0, add_keys, add_bytes, quota)
+            else:
+                check(len(space.data), space.nbytes, add_keys, add_bytes, quota)
+
+    def usage(self, ns: str, now: int) -> tuple[int, int]:  # noqa: ARG002 - part of View
+        space = self.store.spaces.get(ns)
+        if space is None:
+            return 0, 0
+        return len(space.data), space.nbytes

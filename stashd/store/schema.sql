@@ -52,3 +52,39 @@ CREATE INDEX IF NOT EXISTS entries_namespace_seq ON entries (namespace, seq);
 -- constant expression, and "already expired" changes with the clock. What keeps this
 -- index cheap is what it holds: the coarse sweep_at, not the exact expiry.
 CREATE INDEX IF NOT EXISTS entries_sweep ON entries (sweep_at);
+
+-- What each namespace holds, for storage quotas: its rows (expired ones too, until the
+-- sweep deletes them) and their bytes, each row counting length(key) + length(value)
+-- (stashd.quota.entry_bytes; both columns hold BLOBs, whose length is in bytes). The
+-- triggers below keep it exact on every insert, update and delete of entries, whoever
+-- makes them: a batch, the direct path, the sweep, FLUSHDB, another process. A file
+-- from before this table gets it filled from its rows by _add_usage in sqlite.py, in
+-- the same transaction that creates it.
+CREATE TABLE IF NOT EXISTS usage (
+    namespace TEXT    PRIMARY KEY,
+    keys      INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS usage_insert AFTER INSERT ON entries
+BEGIN
+    INSERT INTO usage (namespace, keys, bytes)
+    VALUES (NEW.namespace, 1, length(NEW.key) + length(NEW.value))
+    ON CONFLICT (namespace) DO UPDATE SET
+        keys = keys + 1, bytes = bytes + excluded.bytes;
+END;
+
+-- Writes never move a row to another key or namespace, so only the value's length can
+-- change; a rewrite of the same length (most of them) costs the trigger nothing.
+CREATE TRIGGER IF NOT EXISTS usage_update AFTER UPDATE OF value ON entries
+WHEN length(NEW.value) <> length(OLD.value)
+BEGIN
+    UPDATE usage SET bytes = bytes + length(NEW.value) - length(OLD.value)
+    WHERE namespace = NEW.namespace;
+END;
+
+CREATE TRIGGER IF NOT EXISTS usage_delete AFTER DELETE ON entries
+BEGIN
+    UPDATE usage SET keys = keys - 1, bytes = bytes - length(OLD.key) - length(OLD.value)
+    WHERE namespace = OLD.namespace;
+END;

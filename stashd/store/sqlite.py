@@ -73,24 +73,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from stashd import log
-from stashd.errors import StashError, StoreUnavailable
+from stashd.errors import QuotaExceeded, StashError, StoreUnavailable
 from stashd.ops import Create, FirstIds
+from stashd.quota import check, growth
 from stashd.store.base import Clock, Entry, Store, StoreOpenError, run_each, wall_clock_ms
+from stashd.store.sqlite_usage import FILL_USAGE, creates_fit, free_expired, lacks_usage, read_usage
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from stashd.ops import Op
+    from stashd.quota import Quota
 
 logger = log.get("stashd.store.sqlite")
 
 SCHEMA: Final = importlib.resources.files("stashd.store").joinpath("schema.sql").read_text()
-#: Its statements one by one, comments removed (they hold semicolons of their own).
-_STATEMENTS: Final = tuple(
-    stmt.strip()
-    for stmt in "\n".join(line.split("--", 1)[0] for line in SCHEMA.splitlines()).split(";")
-    if stmt.strip()
-)
+
+
+def _split(script: str) -> tuple[str, ...]:
+    """A script's statements one by one, comments removed (they hold semicolons of their own).
+
+    A piece ending in a semicolon is a statement only once SQLite says it is complete: a
+    trigger's body holds semicolons of its own.
+    """
+    statements: list[str] = []
+    pending = ""
+    for piece in "\n".join(line.split("--", 1)[0] for line in script.splitlines()).split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return tuple(statements)
+
+
+#: The schema's statements, each run on its own.
+_STATEMENTS: Final = _split(SCHEMA)
 
 #: ``PRAGMA synchronous`` settings offered. NORMAL: in WAL mode a commit is written to
 #: the log but synced only at checkpoints, so it survives a crash of the process, not a
@@ -202,16 +220,41 @@ class SQLiteView:
     ``_stored`` the ``sweep_at`` of each such row as the database has it (None: no row),
     and ``_dirty`` the writes not yet sent to SQLite. All three are emptied by
     :meth:`reset` when the transaction ends, so nothing is served from a previous one.
+
+    Quota usage is the usage table's row (``_base``, read once per namespace and
+    transaction, its triggers' work added at each :meth:`flush`) plus what the writes
+    not yet sent add (``_delta``, counted as they are made), so a check costs no
+    statement of its own. ``hands`` (shared by a store's views) says where in each
+    namespace a refused write last looked for expired rows.
     """
 
-    __slots__ = ("_dirty", "_execute", "_executemany", "_rows", "_stored")
+    __slots__ = (
+        "_base",
+        "_clock",
+        "_delta",
+        "_dirty",
+        "_execute",
+        "_executemany",
+        "_hands",
+        "_rows",
+        "_stored",
+    )
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        clock: Clock = wall_clock_ms,
+        hands: dict[str, int] | None = None,
+    ) -> None:
         self._execute = conn.execute
         self._executemany = conn.executemany
+        self._clock = clock
+        self._hands: dict[str, int] = {} if hands is None else hands
         self._rows: dict[Slot, Entry | None] = {}
         self._stored: dict[Slot, int | None] = {}
         self._dirty: dict[Slot, Entry | None] = {}
+        self._base: dict[str, list[int]] = {}
+        self._delta: dict[str, list[int]] = {}
 
     # -- the transaction's memory ----------------------------------------------------
     def reset(self) -> None:
@@ -219,6 +262,8 @@ class SQLiteView:
         self._rows.clear()
         self._stored.clear()
         self._dirty.clear()
+        self._base.clear()
+        self._delta.clear()
 
     def prefetch(self, ops: Iterable[Op]) -> None:
         """Read the rows of every operation's key, one statement per namespace."""
@@ -290,6 +335,26 @@ class SQLiteView:
             self._executemany(_UPDATE, updates)
         if upserts:
             self._executemany(_UPSERT, upserts)
+        # The triggers have now counted these writes in the usage table.
+        base = self._base
+        for ns, (keys, size) in self._delta.items():
+            row = base.get(ns)
+            if row is not None:
+                row[0] += keys
+                row[1] += size
+        self._delta.clear()
+
+    def _count(self, ns: str, key: bytes, old: Entry | None, new: Entry | None) -> None:
+        """Count a write not yet sent: ``key`` goes from row ``old`` to ``new``."""
+        keys, size = growth(
+            key, None if old is None else old.value, None if new is None else new.value
+        )
+        delta = self._delta.get(ns)
+        if delta is None:
+            self._delta[ns] = [keys, size]
+        else:
+            delta[0] += keys
+            delta[1] += size
 
     # -- View ------------------------------------------------------------------------
     def get(self, ns: str, key: bytes, now: int) -> Entry | None:
@@ -302,7 +367,11 @@ class SQLiteView:
     def put(self, ns: str, key: bytes, entry: Entry) -> None:
         """Remember the write; :meth:`flush` sends it (an upsert keeps the row's id)."""
         slot = (ns, key)
-        self._rows[slot] = entry
+        rows = self._rows
+        # An operation has read the key first, all but always: the row is known.
+        old = rows[slot] if slot in rows else self._row(ns, key)
+        self._count(ns, key, old, entry)
+        rows[slot] = entry
         self._dirty[slot] = entry
 
     def delete(self, ns: str, key: bytes, now: int) -> bool:
@@ -311,6 +380,7 @@ class SQLiteView:
         if entry is None:
             return False
         slot = (ns, key)
+        self._count(ns, key, entry, None)
         self._rows[slot] = None
         self._dirty[slot] = None
         return entry.expires_at > now
@@ -337,9 +407,48 @@ class SQLiteView:
         """Delete the namespace's rows."""
         self.flush()
         self._execute(_CLEAR, (ns,))
+        self._base.pop(ns, None)  # the triggers changed it: read it again when asked
         rows, stored = self._rows, self._stored
         for slot in [slot for slot in rows if slot[0] == ns]:
             rows[slot] = stored[slot] = None
+
+    def usage(self, ns: str, now: int) -> tuple[int, int]:  # noqa: ARG002 - part of View
+        """The usage table's row, plus what the writes not yet sent add."""
+        base = self._base.get(ns)
+        if base is None:
+            base = self._base[ns] = list(read_usage(self._execute, ns))
+        delta = self._delta.get(ns)
+        if delta is None:
+            return base[0], base[1]
+        return base[0] + delta[0], base[1] + delta[1]
+
+    def check_quota(self, ns: str, add_keys: int, add_bytes: int, quota: Quota) -> None:
+        """Check against :meth:`usage`; before refusing, delete a slice of expired rows."""
+        keys, size = self.usage(ns, 0)
+        try:
+            check(keys, size, add_keys, add_bytes, quota)
+        except QuotaExceeded:
+            self._free_expired(ns)
+            keys, size = self.usage(ns, 0)
+            check(keys, size, add_keys, add_bytes, quota)
+
+    def _free_expired(self, ns: str) -> None:
+        """Delete the namespace's expired rows that this transaction knows, and a slice more."""
+        now = self._clock()
+        self.flush()
+        rows, stored = self._rows, self._stored
+        known = [
+            slot
+            for slot, entry in rows.items()
+            if slot[0] == ns and entry is not None and entry.expires_at <= now
+        ]
+        if known:
+            self._executemany(_DELETE, known)
+            for slot in known:
+                rows[slot] = stored[slot] = None
+        # Rows this transaction holds were dealt with above; the slice finds others.
+        self._hands[ns] = free_expired(self._execute, ns, self._hands.get(ns, 0), now)
+        self._base.pop(ns, None)  # the triggers changed it: read it again
 
 
 class OneReadView:
@@ -375,9 +484,9 @@ class _Owned:
 
     __slots__ = ("__weakref__", "conn", "one", "view")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, clock: Clock, hands: dict[str, int]) -> None:
         self.conn = conn
-        self.view = SQLiteView(conn)
+        self.view = SQLiteView(conn, clock, hands)
         self.one = OneReadView(conn)
 
     def __del__(self) -> None:
@@ -429,6 +538,8 @@ class SQLiteStore(Store):
         self._checkpoint_at = 0.0
         self._unsynced = False  # commits since the last checkpoint (NORMAL only syncs there)
         self._writes_to_worker = False  # set by the worker while it restarts the log
+        # Where refused writes last looked for expired rows, by namespace (SQLiteView).
+        self._quota_hands: dict[str, int] = {}
 
     # -- connections -----------------------------------------------------------------
     def connect(self, *, wait: bool = True) -> sqlite3.Connection:
@@ -509,8 +620,11 @@ class SQLiteStore(Store):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 _migrate(conn)
+                fill = lacks_usage(conn)
                 for statement in _STATEMENTS:
                     conn.execute(statement)
+                if fill:
+                    conn.execute(FILL_USAGE)
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -524,7 +638,7 @@ class SQLiteStore(Store):
         if owned is None:
             if self._closed:
                 raise StoreUnavailable("store is closed")
-            owned = _Owned(self.connect(wait=wait))
+            owned = _Owned(self.connect(wait=wait), self.clock, self._quota_hands)
             self._owned.add(owned)
             if wait:
                 local.waiting = owned
@@ -737,7 +851,7 @@ class SQLiteStore(Store):
                 # Connected on first use, and again after a failed attempt: a file that
                 # could not be opened a moment ago may be fine now.
                 if owned is None:
-                    owned = _Owned(self.connect())
+                    owned = _Owned(self.connect(), self.clock, self._quota_hands)
                 result = job.fn(owned.conn, owned.view)
             except BaseException as exc:  # noqa: BLE001 - the waiting caller re-raises it
                 if loop is not None and future is not None:
@@ -857,6 +971,11 @@ def _create_all(conn: sqlite3.Connection, ops: list[Create], now: int) -> list[b
     keys = [op.make_id(0) for op in ops]
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if not creates_fit(conn, ops, keys):
+            _rollback(conn)
+            for op, key in zip(ops, keys, strict=True):
+                op.make_id = FirstIds(op.make_id, {0: key})  # drawn already
+            return None
         for start in range(0, len(ops), CREATE_ROWS):
             chunk = ops[start : start + CREATE_ROWS]
             params: list[object] = []
