@@ -80,6 +80,19 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             help="Largest value accepted. [STASH_MAX_PAYLOAD_BYTES; 1048576]",
         ),
         click.option(
+            "--max-keys",
+            type=int,
+            default=None,
+            help="Open mode: keys one namespace may hold. [STASH_MAX_KEYS; 1000000; 0, no limit]",
+        ),
+        click.option(
+            "--max-bytes",
+            default=None,
+            metavar="SIZE",
+            help="Open mode: bytes of keys and values one namespace may hold, as Redis writes "
+            "sizes (512mb). [STASH_MAX_BYTES; 1gb; 0, no limit]",
+        ),
+        click.option(
             "--log-level",
             type=click.Choice(LOG_LEVELS),
             default=None,

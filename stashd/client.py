@@ -6,7 +6,8 @@ Where the data is decided once, when the client is made:
   else ``stash.db`` in the user data directory, the daemon's default file) or memory.
   Calls go to the memory service and the store directly (:mod:`stashd.embedded`); the
   limits are the daemon's settings (``STASH_DEFAULT_TTL``, ``STASH_MAX_TTL``,
-  ``STASH_MAX_PAYLOAD_BYTES``, ``STASH_RATE_LIMIT``) unless given as arguments. The
+  ``STASH_MAX_PAYLOAD_BYTES``, ``STASH_RATE_LIMIT``, ``STASH_MAX_KEYS``,
+  ``STASH_MAX_BYTES``) unless given as arguments. The
   data is the default namespace, the one a RESP or HTTP client without a key uses, so
   an application and a daemon on the same file see the same entries.
 - **Remote**: a running stashd over RESP (:mod:`stashd.remote`, redis-py underneath),
@@ -287,6 +288,8 @@ class _Opening:
         max_payload_bytes: int | None = None,
         rate_limit: str | None = None,
         rate_burst: int | None = None,
+        max_keys: int | None = None,
+        max_bytes: int | str | None = None,
     ) -> None:
         settings = {
             "redis_url": redis_url,
@@ -296,6 +299,8 @@ class _Opening:
             "max_payload_bytes": max_payload_bytes,
             "rate_limit": rate_limit,
             "rate_burst": rate_burst,
+            "max_keys": max_keys,
+            "max_bytes": None if max_bytes is None else str(max_bytes),
         }
         self._open(_target(backend, path, url, api_key, settings))
 
@@ -312,8 +317,9 @@ class Stash(_Opening):
     them in Redis or Valkey as a stashd node with that backend does (``redis_cluster``
     for a Redis Cluster); ``Stash(url="redis://host:6380", api_key="...")`` talks to a
     stashd. ``default_ttl``, ``max_ttl`` and ``max_payload_bytes`` (and ``rate_limit``
-    such as ``"600/min"`` with ``rate_burst``) override the embedded limits; in remote
-    mode the daemon's apply. A client is safe to share between threads; close it (or
+    such as ``"600/min"`` with ``rate_burst``, and the storage quota ``max_keys`` and
+    ``max_bytes``, such as ``"512mb"``, 0 for no limit) override the embedded limits;
+    in remote mode the daemon's apply. A client is safe to share between threads; close it (or
     use ``with``) when done.
 
     Example::

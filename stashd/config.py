@@ -13,8 +13,10 @@ from dotenv import dotenv_values
 
 from stashd import outputlimit
 from stashd.outputlimit import OutputLimits
+from stashd.quota import Quota
 from stashd.ratelimit import Rate
 from stashd.redislink import RedisTarget
+from stashd.sizes import parse_size
 from stashd.tiers import ENV_PREFIX as TIER_ENV_PREFIX
 from stashd.tiers import resolve as resolve_tiers
 
@@ -50,6 +52,8 @@ class Config:
     default_ttl: int = 3600  # seconds, for writes that name no TTL
     max_ttl: int = 86400  # seconds; nothing lives longer
     max_payload_bytes: int = 1024 * 1024
+    max_keys: int = 1_000_000  # open mode: keys one namespace may hold; 0 means no limit
+    max_bytes: str = "1gb"  # open mode: its keys' and values' bytes, as Redis writes sizes
     log_level: str = "info"
     log_format: str = "console"
     allow_open: bool = False  # serve open mode on a non-loopback address anyway
@@ -114,6 +118,7 @@ class Config:
             raise ConfigError(f"rate_burst ({self.rate_burst}) needs a rate_limit such as 600/min")
         self.rate  # noqa: B018 - parses rate_limit, raising ConfigError if it cannot
         self.output_limits  # noqa: B018 - parses client_output_buffer_limit likewise
+        self.quota  # noqa: B018 - parses max_bytes likewise
         if self.backend == "redis":
             self.redis_target  # noqa: B018 - parses redis_url, raising ConfigError if it cannot
         table = self.tier_table()  # read in either mode, so a bad override is never silent
@@ -145,6 +150,17 @@ class Config:
             return OutputLimits.parse(self.client_output_buffer_limit)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+
+    @property
+    def quota(self) -> Quota:
+        """Open mode's storage quota per namespace: max_keys and max_bytes, 0 for no limit."""
+        if self.max_keys < 0:
+            raise ConfigError(f"max_keys must not be negative (0: no limit), got {self.max_keys}")
+        try:
+            max_bytes = parse_size(self.max_bytes, "max_bytes")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return Quota(self.max_keys or None, max_bytes or None)
 
     @property
     def redis_target(self) -> RedisTarget:

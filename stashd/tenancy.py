@@ -80,6 +80,7 @@ def open_limits(config: Config) -> Limits:
         default_ttl_ms=config.default_ttl * 1000,
         max_ttl_ms=config.max_ttl * 1000,
         rate=config.rate,
+        quota=config.quota,
     )
 
 

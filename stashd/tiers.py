@@ -5,7 +5,10 @@ Settings per tier, in the units the config uses elsewhere:
 
 - ``max_payload_bytes``: the largest value, in bytes;
 - ``default_ttl`` and ``max_ttl``: seconds;
-- ``rate``: ``"60/min"`` (units s, min, h) or ``"unlimited"``; ``burst``: commands at once.
+- ``rate``: ``"60/min"`` (units s, min, h) or ``"unlimited"``; ``burst``: commands at once;
+- ``max_keys`` and ``max_bytes``: the storage quota of each of the tier's namespaces, keys
+  and bytes (keys plus values), or ``"unlimited"``; bytes also as Redis writes sizes
+  (``"64mb"``).
 
 Later sources win, setting by setting: the defaults below, then the file given by
 ``--tiers`` / ``STASH_TIERS`` (one table per tier), then ``STASH_TIER_<TIER>_<SETTING>``
@@ -17,23 +20,36 @@ from __future__ import annotations
 import tomllib
 from typing import TYPE_CHECKING, Any, Final
 
+from stashd.quota import Quota
 from stashd.ratelimit import Rate
+from stashd.sizes import parse_size
 from stashd.tenancy import Limits
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 TIER_NAMES: Final = ("free", "pro", "enterprise")
-SETTINGS: Final = ("max_payload_bytes", "default_ttl", "max_ttl", "rate", "burst")
+SETTINGS: Final = (
+    "max_payload_bytes",
+    "default_ttl",
+    "max_ttl",
+    "rate",
+    "burst",
+    "max_keys",
+    "max_bytes",
+)
 ENV_PREFIX: Final = "STASH_TIER_"
 UNLIMITED: Final = frozenset({"unlimited", "none", "off"})
 
 MIB: Final = 1024 * 1024
+GIB: Final = 1024 * MIB
 HOUR: Final = 3600
 DAY: Final = 24 * HOUR
 
 #: The published defaults. The enterprise default TTL is a day: long-lived context, yet
-#: still trash-first; its maximum is a week and it has no rate limit unless configured.
+#: still trash-first; its maximum is a week and it has no rate limit or storage quota
+#: unless configured. A free namespace holds at most 10,000 keys and 64 MiB, so one
+#: key cannot fill a server (an MSET of 900 x 1 MiB values once wrote 2.7 GB).
 DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
     "free": {
         "max_payload_bytes": MIB,
@@ -41,6 +57,8 @@ DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
         "max_ttl": HOUR,
         "rate": "60/min",
         "burst": 10,
+        "max_keys": 10_000,
+        "max_bytes": 64 * MIB,
     },
     "pro": {
         "max_payload_bytes": 50 * MIB,
@@ -48,6 +66,8 @@ DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
         "max_ttl": DAY,
         "rate": "300/min",
         "burst": 50,
+        "max_keys": 1_000_000,
+        "max_bytes": 4 * GIB,
     },
     "enterprise": {
         "max_payload_bytes": 500 * MIB,
@@ -55,6 +75,8 @@ DEFAULTS: Final[Mapping[str, Mapping[str, Any]]] = {
         "max_ttl": 7 * DAY,
         "rate": "unlimited",
         "burst": None,
+        "max_keys": "unlimited",
+        "max_bytes": "unlimited",
     },
 }
 
@@ -124,6 +146,25 @@ def _integer(value: object, where: str, *, minimum: int = 1) -> int:
     return value
 
 
+def _quota_side(value: object, where: str, *, size: bool) -> int | None:
+    """One side of a storage quota: a whole number (a size for bytes) or unlimited (None)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in UNLIMITED:
+            return None
+        try:
+            value = parse_size(text, where) if size else int(text)
+        except ValueError:
+            what = "a number of bytes (or with k, kb, m, mb, g or gb)" if size else "an integer"
+            raise TierError(f"{where} must be {what} or 'unlimited', got {value!r}") from None
+    if type(value) is not int:
+        what = "a number of bytes" if size else "an integer"
+        raise TierError(f"{where} must be {what} or 'unlimited', got {value!r}")
+    if value < 1:
+        raise TierError(f"{where} must be at least 1 or 'unlimited', got {value}")
+    return value
+
+
 def _limits(raw: Mapping[str, Any], source: Mapping[str, str]) -> Limits:
     payload = _integer(raw["max_payload_bytes"], source["max_payload_bytes"])
     default_ttl = _integer(raw["default_ttl"], source["default_ttl"])
@@ -143,12 +184,16 @@ def _limits(raw: Mapping[str, Any], source: Mapping[str, str]) -> Limits:
             rate = Rate.parse(rate_text, burst)
         except ValueError as exc:
             raise TierError(f"{source['rate']}: {exc}") from None
-    return Limits(payload, default_ttl * 1000, max_ttl * 1000, rate)
+    quota = Quota(
+        _quota_side(raw["max_keys"], source["max_keys"], size=False),
+        _quota_side(raw["max_bytes"], source["max_bytes"], size=True),
+    )
+    return Limits(payload, default_ttl * 1000, max_ttl * 1000, rate, quota)
 
 
 def size_text(n: int) -> str:
     """Bytes as people read them: whole MiB or KiB when exact, else bytes."""
-    for unit, size in (("GiB", 1024 * MIB), ("MiB", MIB), ("KiB", 1024)):
+    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
         if n >= size and n % size == 0:
             return f"{n // size} {unit}"
     return f"{n} bytes"
@@ -165,8 +210,9 @@ def duration_text(ms: int) -> str:
 
 def render(table: Mapping[str, Limits]) -> str:
     """The table as ``stash tiers`` prints it."""
-    rows = [("tier", "max payload", "default ttl", "max ttl", "rate")]
+    rows = [("tier", "max payload", "default ttl", "max ttl", "rate", "max keys", "max bytes")]
     for tier, limits in table.items():
+        quota = limits.quota
         rows.append(
             (
                 tier,
@@ -174,6 +220,8 @@ def render(table: Mapping[str, Limits]) -> str:
                 duration_text(limits.default_ttl_ms),
                 duration_text(limits.max_ttl_ms),
                 "unlimited" if limits.rate is None else str(limits.rate),
+                "unlimited" if quota.max_keys is None else f"{quota.max_keys:,}",
+                "unlimited" if quota.max_bytes is None else size_text(quota.max_bytes),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from stashd.config import ConfigError, load
 from stashd.errors import StoreUnavailable
+from stashd.quota import Quota
 from stashd.ratelimit import Rate
 from stashd.redislink import RedisTarget
 from stashd.registry import Registry, RegistryError, SQLiteRegistry
@@ -297,15 +298,17 @@ def test_throttle_table_stays_bounded() -> None:
 
 
 def test_default_tiers_follow_the_published_table() -> None:
-    """free 1 MiB/1 h/1 h/60 per min burst 10; pro 50 MiB/24 h/24 h/300 burst 50; enterprise."""
-    assert TIERS["free"] == Limits(MIB, 3_600_000, 3_600_000, Rate(60, 60, 10))
-    assert TIERS["pro"] == Limits(50 * MIB, 86_400_000, 86_400_000, Rate(300, 60, 50))
+    """free 1 MiB/1 h/1 h/60 per min burst 10/10,000 keys/64 MiB; pro; enterprise unlimited."""
+    free_quota = Quota(10_000, 64 * MIB)
+    pro_quota = Quota(1_000_000, 4096 * MIB)
+    assert TIERS["free"] == Limits(MIB, 3_600_000, 3_600_000, Rate(60, 60, 10), free_quota)
+    assert TIERS["pro"] == Limits(50 * MIB, 86_400_000, 86_400_000, Rate(300, 60, 50), pro_quota)
     assert TIERS["enterprise"] == Limits(500 * MIB, 86_400_000, 7 * 86_400_000, None)
     assert render(TIERS).splitlines() == [
-        "tier        max payload  default ttl  max ttl  rate",
-        "free        1 MiB        1 h          1 h      60/min burst 10",
-        "pro         50 MiB       24 h         24 h     300/min burst 50",
-        "enterprise  500 MiB      24 h         7 d      unlimited",
+        "tier        max payload  default ttl  max ttl  rate              max keys   max bytes",
+        "free        1 MiB        1 h          1 h      60/min burst 10   10,000     64 MiB",
+        "pro         50 MiB       24 h         24 h     300/min burst 50  1,000,000  4 GiB",
+        "enterprise  500 MiB      24 h         7 d      unlimited         unlimited  unlimited",
     ]
 
 
@@ -314,7 +317,9 @@ def test_env_beats_file_beats_defaults() -> None:
     text = '[pro]\nmax_ttl = 172800\ndefault_ttl = 7200\nrate = "10/s"\n[enterprise]\nrate = "1000/min"\n'
     env = {"STASH_TIER_PRO_MAX_TTL": "259200", "STASH_TIER_FREE_RATE": "unlimited", "PATH": "/x"}
     table = resolve(text, env)
-    assert table["pro"] == Limits(50 * MIB, 7_200_000, 259_200_000, Rate(10, 1, 50))
+    assert table["pro"] == Limits(
+        50 * MIB, 7_200_000, 259_200_000, Rate(10, 1, 50), Quota(1_000_000, 4096 * MIB)
+    )
     assert table["free"].rate is None
     assert table["enterprise"].rate == Rate(1000, 60, 1000)  # burst: one period's worth
 
@@ -333,6 +338,13 @@ def test_env_beats_file_beats_defaults() -> None:
         ("", {"STASH_TIER_GOLD_RATE": "1/s"}, "unknown variable STASH_TIER_GOLD_RATE"),
         ("", {"STASH_TIER_PRO_RATE": "fast"}, "STASH_TIER_PRO_RATE: rate must look like"),
         ("", {"STASH_TIER_PRO_BURST": "x"}, "STASH_TIER_PRO_BURST must be an integer, got 'x'"),
+        ("[free]\nmax_keys = 1.5\n", {}, "max_keys must be an integer or 'unlimited', got 1.5"),
+        (
+            "",
+            {"STASH_TIER_FREE_MAX_KEYS": "0"},
+            "MAX_KEYS must be at least 1 or 'unlimited', got 0",
+        ),
+        ("[pro]\nmax_bytes = 'lots'\n", {}, "tiers file \\[pro\\] max_bytes must be a number of"),
         (
             "",
             {"STASH_TIER_FREE_DEFAULT_TTL": "7200"},

@@ -118,10 +118,23 @@ def config(s: Session, args: list[bytes]) -> Reply:
 
 
 def info(s: Session, args: list[bytes]) -> Reply:
-    """INFO [section ...]: Redis-style text; the keyspace line counts the caller's namespace."""
+    """INFO [section ...]: Redis-style text; the keyspace line counts the caller's namespace.
+
+    Past Redis's fields the keyspace line carries the namespace's storage quota: the keys
+    and bytes it holds as the quota counts them and its limits (0: none).
+    """
     wanted = {a.decode("utf-8", "replace").lower() for a in args[1:]}
 
-    def render(keys: int) -> Reply:
+    def render(usage: tuple[int, int, int]) -> Reply:
+        keys, held_keys, held_bytes = usage
+        keyspace: list[str] = []
+        if keys or held_keys:  # none without a principal: its usage is (0, 0, 0)
+            quota = s.require().limits.quota
+            keyspace.append(
+                f"db0:keys={keys},expires={keys},avg_ttl=0,"
+                f"quota_keys={held_keys},quota_bytes={held_bytes},"
+                f"max_keys={quota.max_keys or 0},max_bytes={quota.max_bytes or 0}"
+            )
         sections = {
             "server": [
                 f"redis_version:{REDIS_COMPAT_VERSION}",
@@ -136,7 +149,7 @@ def info(s: Session, args: list[bytes]) -> Reply:
             "memory": ["maxmemory:0", "maxmemory_policy:noeviction"],
             "persistence": ["loading:0"],
             "replication": ["role:master", "connected_slaves:0"],
-            "keyspace": [f"db0:keys={keys},expires={keys},avg_ttl=0"] if keys else [],
+            "keyspace": keyspace,
         }
         show = (
             sections
@@ -151,8 +164,8 @@ def info(s: Session, args: list[bytes]) -> Reply:
         return Verbatim(text[:-2])
 
     if s.principal is None:
-        return render(0)
-    return Deferred(s.service.count(s.principal), render)
+        return render((0, 0, 0))
+    return Deferred(s.service.usage(s.principal), render)
 
 
 # -- COMMAND --------------------------------------------------------------------------
