@@ -8,12 +8,14 @@ import signal
 from typing import TYPE_CHECKING, Final
 
 from stashd import log
+from stashd.admission import ClientSlots
+from stashd.config import ConfigError
 from stashd.http import HttpApi, HttpServer
 from stashd.ratelimit import LocalLimiter
 from stashd.ratelimit_redis import RedisLimiter
 from stashd.registry import SQLiteRegistry
 from stashd.registry_redis import RedisRegistry
-from stashd.server import Connection, ServerContext
+from stashd.server import ServerContext, listener
 from stashd.service import MemoryService
 from stashd.store import open_store
 from stashd.store.redis import RedisStore
@@ -38,12 +40,12 @@ DRAIN_TIMEOUT: Final = 10.0
 # How often strict mode asks the registry which keys were revoked, to close their
 # connections: one indexed query a second, and a revoked key is cut off within about that.
 REVOCATION_INTERVAL: Final = 1.0
-# File descriptors kept beyond --max-clients for the listening sockets, the database and logs.
-SPARE_FDS: Final = 64
-
-#: Connections the kernel queues before they are accepted: Redis's tcp-backlog. asyncio's
-#: default of 100 drops SYNs under a burst of connects (1,000 took 8 s instead of 0.02).
-LISTEN_BACKLOG: Final = 511
+#: File descriptors kept beyond --max-clients for all that is not a client: the
+#: listening sockets, the database and its journal, the key registry, Redis
+#: connections, logs and the loop's own. The daemon holds 16 (memory) to 23 (SQLite with
+#: the key registry) before its first client, and opens a few more later; Redis keeps
+#: 32 (CONFIG_MIN_RESERVED_FDS), for a process that starts with fewer.
+RESERVED_FDS: Final = 64
 
 
 def make_store(config: Config) -> Store:
@@ -81,26 +83,50 @@ def make_limiter(config: Config) -> RateLimiter | SharedLimiter:
     return LocalLimiter()
 
 
-def raise_fd_limit(max_clients: int) -> None:
-    """Let the process hold --max-clients sockets, as far as the hard limit allows."""
+def raise_fd_limit(max_clients: int) -> int:
+    """Make room for --max-clients sockets and RESERVED_FDS; the clients that fit.
+
+    The soft open-file limit is raised toward the hard limit as far as needed (never
+    lowered). When even that cannot hold them all, max-clients is lowered to what fits
+    and a warning says so once, with both numbers, as Redis does; so client sockets
+    never take the descriptors the store and the logs need. Raises
+    :class:`ConfigError` when not one client fits.
+    """
     try:
         import resource  # noqa: PLC0415 - POSIX only
     except ImportError:  # pragma: no cover - Windows
-        return
+        return max_clients
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max_clients + SPARE_FDS
-    if soft != resource.RLIM_INFINITY and soft < want:
-        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-            soft = new
-    if soft != resource.RLIM_INFINITY and soft < want:
-        logger.warning(
-            "fd_limit_below_max_clients",
-            fd_limit=soft,
-            max_clients=max_clients,
-            hint="raise the hard limit (ulimit -n) or lower --max-clients",
+    want = max_clients + RESERVED_FDS
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return max_clients
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ValueError, OSError) as exc:
+        logger.warning("fd_limit_not_raised", fd_limit=soft, wanted=new, error=str(exc))
+    else:
+        logger.info("fd_limit_raised", old=soft, fd_limit=new)
+        soft = new
+    if soft >= want:
+        return max_clients
+    fits = soft - RESERVED_FDS
+    if fits < 1:
+        msg = (
+            f"the open-file limit is {soft}, stashd needs at least {RESERVED_FDS + 1} "
+            f"({RESERVED_FDS} reserved and one client); raise it with ulimit -n"
         )
+        raise ConfigError(msg)
+    logger.warning(
+        "max_clients_reduced",
+        requested=max_clients,
+        max_clients=fits,
+        fd_limit=soft,
+        reserved_fds=RESERVED_FDS,
+        hint=f"maxclients has been reduced to {fits} to compensate for low ulimit; "
+        f"{max_clients} clients need an open-file limit of {want} (ulimit -n)",
+    )
+    return fits
 
 
 async def serve(
@@ -115,7 +141,7 @@ async def serve(
     RESP starts first, then the HTTP sidecar on the same loop and the same store; shutdown
     runs in reverse.
     """
-    raise_fd_limit(config.max_clients)
+    slots = ClientSlots(raise_fd_limit(config.max_clients))
     keyring = make_keyring(config)
     store = make_store(config)
     try:
@@ -131,7 +157,7 @@ async def serve(
         MemoryService(store),
         keyring,
         store,
-        max_clients=config.max_clients,
+        slots=slots,
         auth_timeout=float(config.auth_timeout),
         max_query_buffer=config.max_query_buffer,
         output_limits=config.output_limits,
@@ -139,17 +165,8 @@ async def serve(
     )
     ctx.log_writes = config.log_level in ("debug", "info")
     loop = asyncio.get_running_loop()
-    if sock is not None:
-        server = await loop.create_server(lambda: Connection(ctx), sock=sock)
-    else:
-        server = await loop.create_server(
-            lambda: Connection(ctx),
-            config.host,
-            config.port,
-            reuse_address=True,
-            backlog=LISTEN_BACKLOG,
-        )
-    port = server.sockets[0].getsockname()[1]
+    server = listener(ctx)
+    port = await server.start(config.host, config.port, sock=sock)
     http: HttpServer | None = None
     http_port: int | None = None
     if config.http:
@@ -171,6 +188,7 @@ async def serve(
         host=config.host,
         port=port,
         http_port=http_port,
+        max_clients=slots.limit,
         backend=config.backend,
         auth=config.auth,
     )
@@ -206,7 +224,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        logger.info("stopping", connections=len(ctx.connections))
+        logger.info("stopping", connections=slots.count)
         if http is not None:
             await http.close()  # the HTTP door first: its requests finish on a live store
         server.close()  # stop accepting
@@ -224,6 +242,7 @@ async def serve(
         await store.close()
         await _close_limiter(ctx)
         await _close_keyring(keyring)
+        slots.flush()  # the refusals of the last second
         logger.info("stopped")
 
 

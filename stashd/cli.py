@@ -213,6 +213,9 @@ def _serve(**flags: Any) -> None:  # noqa: ANN401
     log.configure(config.log_level, config.log_format)
     try:
         app.run(config)
+    except ConfigError as exc:  # a setting this machine cannot give (the open-file limit)
+        click.echo(f"stashd: {exc}", err=True)
+        sys.exit(2)
     except (RegistryError, StoreOpenError) as exc:
         click.echo(f"stashd: {exc}", err=True)
         sys.exit(1)

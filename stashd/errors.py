@@ -125,10 +125,15 @@ class QueryBufferFull(ProtocolError):
 
 
 class MaxClients(CommandError):
-    """A connection over --max-clients, in Redis's words; it is closed after this reply."""
+    """A connection over --max-clients, in Redis's words; it is closed after this reply.
 
-    def __init__(self) -> None:
+    ``limit`` is the server's max-clients where the door can say it (HTTP's body); the
+    RESP text is Redis's and carries no number, so it does not come back from the wire.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
         super().__init__("max number of clients reached")
+        self.limit = limit
 
 
 class InternalError(CommandError):

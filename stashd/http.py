@@ -20,6 +20,11 @@ is each socket's protocol; it passes the bytes on to aiohttp's protocol and give
 (slowloris), keeps a half-closed connection open for the answer under way, drops a
 client that has read nothing for too long, and answers in the JSON shape, quoting
 nothing, the requests aiohttp refuses itself because it cannot parse them.
+
+Sockets are accepted by :class:`~stashd.listener.Listener`: each connection holds a
+slot of the daemon's one count of clients, shared with RESP, for as long as it is open
+(idle keep-alive included), and one over ``--max-clients`` gets 503 before a byte of
+its request is read.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from stashd.errors import (
     IncompleteBody,
     InvalidRequest,
     InvalidTTL,
+    MaxClients,
     MethodNotAllowed,
     NoAuth,
     NoRoute,
@@ -65,6 +71,7 @@ from stashd.errors import (
     WrongPass,
 )
 from stashd.jsontext import check_stored, load_json
+from stashd.listener import Listener
 from stashd.ops import INT64_MAX
 from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 
@@ -74,6 +81,7 @@ if TYPE_CHECKING:
     from aiohttp.streams import StreamReader
     from multidict import CIMultiDictProxy
 
+    from stashd.admission import Slot
     from stashd.batch import Batcher
     from stashd.commands.connection import RemoteKeyring
     from stashd.ops import Create
@@ -114,6 +122,9 @@ MAX_LINE: Final = 8190
 #: many unsent bytes sends them at once, so the transport's own limit, which aiohttp
 #: waits on for a slow reader, sees them.
 SEND_AT: Final = 64 * 1024
+#: Seconds a client refused for --max-clients is told to wait (Retry-After): slots come
+#: free as other clients finish, idle keep-alive ones within IDLE_TIMEOUT.
+FULL_RETRY_AFTER: Final = 1
 
 #: The fields each JSON body may carry; anything else is refused, so a typo such as
 #: ``extend`` does not silently do nothing.
@@ -146,6 +157,7 @@ ERRORS: Final[dict[type[StashError], tuple[int, str, tuple[str, ...]]]] = {
     TTLNotPositive: (422, "invalid_ttl", ("requested", "minimum", "maximum")),
     BadExtend: (422, "invalid_ttl", ("requested", "minimum")),
     RateLimited: (429, "rate_limited", ("retry_after_ms",)),
+    MaxClients: (503, "max_clients_reached", ("limit",)),
     StoreUnavailable: (503, "unavailable", ()),
     QuotaExceeded: (507, "quota_exceeded", ("keys", "bytes", "max_keys", "max_bytes")),
     OutOfMemory: (507, "out_of_memory", ()),
@@ -217,7 +229,19 @@ def error_fields(exc: StashError, status: int) -> dict[str, str]:
         return {"Accept-Encoding": "identity"}  # RFC 7694
     if isinstance(exc, MethodNotAllowed):
         return {"Allow": ", ".join(exc.allowed)}
+    if isinstance(exc, MaxClients):
+        return {"Retry-After": str(FULL_RETRY_AFTER)}
     return {}
+
+
+def refusal(limit: int) -> bytes:
+    """The whole answer of a connection over --max-clients, sent before it is closed.
+
+    It is written before the request is read: a refused client gets no further.
+    """
+    exc = MaxClients(limit)
+    status, body = error_body(exc)
+    return _closing_answer(status, body, error_fields(exc, status))
 
 
 def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
@@ -235,11 +259,12 @@ def _internal_error() -> web.Response:
     return resp
 
 
-def _closing_answer(status: int, body: bytes) -> bytes:
+def _closing_answer(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     """A whole answer written by the connection itself, after which it closes."""
+    fields = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\n{fields}Connection: close\r\n\r\n"
     )
     return head.encode() + body
 
@@ -337,6 +362,7 @@ class _Connection(asyncio.Protocol):
         "inner",
         "loop",
         "peer_eof",
+        "slot",
         "stalled",
         "transport",
         "unsent",
@@ -344,10 +370,11 @@ class _Connection(asyncio.Protocol):
         "wire",
     )
 
-    def __init__(self, guard: _Guard, inner: asyncio.Protocol) -> None:
+    def __init__(self, guard: _Guard, inner: asyncio.Protocol, slot: Slot | None = None) -> None:
         self.guard = guard
         self.loop = guard.loop
         self.inner = inner
+        self.slot = slot  # its place in the count of clients, released when it is lost
         self.wire = _Wire(self)
         self.transport: asyncio.Transport | None = None
         self.deadline = 0.0  # loop time; 0 when no request is arriving
@@ -393,8 +420,10 @@ class _Connection(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Unregister; aiohttp ends what it had under way."""
+        """Unregister and give the slot back; aiohttp ends what it had under way."""
         self.guard.connections.discard(self)
+        if self.slot is not None:
+            self.slot.release()
         self.unsent.clear()
         self.unsent_size = 0
         self.inner.connection_lost(exc)
@@ -1109,7 +1138,7 @@ class HttpServer:
         self.send_timeout = send_timeout
         self.guard: _Guard | None = None
         self.runner: web.ServerRunner | None = None
-        self.listener: asyncio.Server | None = None
+        self.listener: Listener | None = None
         self.watchdog: asyncio.Task[None] | None = None
         self.port = 0
 
@@ -1135,10 +1164,13 @@ class HttpServer:
         await runner.setup()
         loop = asyncio.get_running_loop()
         self.guard = guard = _Guard(loop, self.request_timeout, self.send_timeout)
-        self.listener = await loop.create_server(
-            lambda: _Connection(guard, server()), host, port, reuse_address=True
+        # Every connection holds a slot of the daemon's one count of clients (RESP's
+        # too); one over it is answered 503 and closed, unread.
+        slots = self.api.ctx.slots
+        self.listener = Listener(
+            "http", slots, lambda slot: _Connection(guard, server(), slot), refusal(slots.limit)
         )
-        self.port = self.listener.sockets[0].getsockname()[1]
+        self.port = await self.listener.start(host, port)
         self.watchdog = loop.create_task(guard.watch())
         return self.port
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from stashd import log
+from stashd.admission import ClientSlots
 from stashd.batch import Batcher
 from stashd.commands import TABLE
 from stashd.commands.base import NOAUTH, WRITE, Awaiting, Deferred, Session
@@ -37,6 +38,8 @@ from stashd.errors import (
     UnknownCommand,
     WrongArity,
 )
+from stashd.listener import Listener
+from stashd.listener import address as _addr
 from stashd.outputlimit import DEFAULT as DEFAULT_OUTPUT_LIMITS
 from stashd.outputlimit import OutputLimits
 from stashd.ratelimit import LocalLimiter, RateLimiter
@@ -57,6 +60,7 @@ from stashd.tenancy import AuthThrottle
 if TYPE_CHECKING:
     from collections.abc import Collection
 
+    from stashd.admission import Slot
     from stashd.ops import Op
     from stashd.ratelimit import Grant, Rate, SharedLimiter
     from stashd.service import MemoryService
@@ -134,7 +138,9 @@ class ServerContext:
     # process's own, or a shared one (Redis) that is asked without blocking the loop.
     limiter: RateLimiter | SharedLimiter = field(default_factory=LocalLimiter)
     auth_throttle: AuthThrottle = field(default_factory=AuthThrottle)
-    max_clients: int = 10000
+    # The one count of client connections, over this door and every other, against
+    # --max-clients.
+    slots: ClientSlots = field(default_factory=ClientSlots)
     auth_timeout: float = 10.0  # seconds an unauthenticated connection may stay (strict)
     max_query_buffer: int = MAX_REQUEST_BYTES
     output_limits: OutputLimits = field(
@@ -159,10 +165,15 @@ class ServerContext:
 
 
 class Connection(asyncio.Protocol):
-    """One client connection: framing, authentication state, dispatch, replies."""
+    """One client connection: framing, authentication state, dispatch, replies.
 
-    def __init__(self, ctx: ServerContext) -> None:
+    ``slot`` is its place in the count of clients (None: not counted, as in tests that
+    drive a connection directly); it is released when the connection is lost.
+    """
+
+    def __init__(self, ctx: ServerContext, slot: Slot | None = None) -> None:
         self.ctx = ctx
+        self.slot = slot
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.reader = RequestReader()
@@ -187,9 +198,6 @@ class Connection(asyncio.Protocol):
         self.transport = cast("asyncio.Transport", transport)
         ctx = self.ctx
         peer = transport.get_extra_info("peername")
-        if len(ctx.connections) >= ctx.max_clients:
-            self._refuse(peer)
-            return
         local = transport.get_extra_info("sockname")
         self.session = Session(
             ctx.service,
@@ -199,25 +207,18 @@ class Connection(asyncio.Protocol):
             local=_addr(local),
             throttle=ctx.auth_throttle,
             address=str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or ""),
-            max_clients=ctx.max_clients,
+            clients=ctx.slots,
             output_buffer_limit=ctx.output_limits.render(),
             run=ctx.batcher.run if ctx.batcher is not None else None,
         )
         self._apply_limits()
         ctx.connections.add(self)
 
-    def _refuse(self, peer: Any) -> None:  # noqa: ANN401 - whatever the transport reports
-        """Over --max-clients: Redis's error, then close; the connection never counts."""
-        assert self.transport is not None
-        out = bytearray()
-        encode(MaxClients(), 2, out)
-        self.transport.write(out)
-        self.transport.close()
-        logger.info("max_clients_reached", peer=_addr(peer), max_clients=self.ctx.max_clients)
-
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio API
         """Forget the connection; a batch still in flight finishes without it."""
         self.ctx.connections.discard(self)
+        if self.slot is not None:
+            self.slot.release()
         self.transport = None
         self._backlog = None
         if self._auth_timer is not None:
@@ -690,6 +691,17 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def listener(ctx: ServerContext) -> Listener:
+    """The RESP door's listening sockets: a connection over --max-clients gets Redis's error.
+
+    The error comes before the client sends anything, as Redis sends it, and the
+    connection is closed after it; it never held a slot.
+    """
+    out = bytearray()
+    encode(MaxClients(), 2, out)  # an error reads the same in RESP3
+    return Listener("resp", ctx.slots, lambda slot: Connection(ctx, slot), bytes(out))
+
+
 class _Encoded:
     """Replies the direct path already encoded, standing first among a read's replies."""
 
@@ -823,13 +835,6 @@ def _internal_error(name: str, exc: Exception) -> InternalError:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
-
-
-def _addr(addr: Any) -> str:  # noqa: ANN401 - whatever the transport reports
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = addr[0]
-        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
-    return str(addr or "")
 
 
 def _log_write(name: str, op: Op, args: list[bytes], result: Any) -> None:  # noqa: ANN401

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from stashd.admission import ClientSlots
 from stashd.errors import NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
 from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
 
@@ -114,8 +115,9 @@ class Session:
     # Failed AUTHs are counted per client address (the peer's host, without the port).
     throttle: AuthThrottle | None = None
     address: str = ""
-    # The daemon's connection cap, which CONFIG GET maxclients reports.
-    max_clients: int = 10000
+    # The daemon's count of clients over every door, and its cap (CONFIG GET maxclients,
+    # INFO clients).
+    clients: ClientSlots = field(default_factory=ClientSlots)
     # The daemon's output buffer limits, as CONFIG GET client-output-buffer-limit shows them.
     output_buffer_limit: str = ""
     # Runs an operation in its turn among every connection's (the server's batcher), for

@@ -64,7 +64,6 @@ _CONFIG: Final = {
     b"save": b"",
     b"appendonly": b"no",
     b"timeout": b"0",
-    b"maxclients": b"10000",
     b"proto-max-bulk-len": b"536870912",
 }
 
@@ -76,7 +75,7 @@ def config_get(s: Session, args: list[bytes]) -> Reply:
     matchers = [compile_glob(pattern.lower()).match for pattern in args[2:]]
     settings = {
         **_CONFIG,
-        b"maxclients": b"%d" % s.max_clients,
+        b"maxclients": b"%d" % s.clients.limit,
         b"client-output-buffer-limit": s.output_buffer_limit.encode(),
     }
     return {name: value for name, value in settings.items() if any(m(name) for m in matchers)}
@@ -145,7 +144,12 @@ def info(s: Session, args: list[bytes]) -> Reply:
                 f"python_version:{platform.python_version()}",
                 f"uptime_in_seconds:{int(time.monotonic() - _STARTED)}",
             ],
-            "clients": [f"client_id:{s.client_id}"],
+            # Redis's fields: every door's connections together, and the cap on them.
+            "clients": [
+                f"connected_clients:{s.clients.count}",
+                f"maxclients:{s.clients.limit}",
+                f"client_id:{s.client_id}",
+            ],
             "memory": ["maxmemory:0", "maxmemory_policy:noeviction"],
             "persistence": ["loading:0"],
             "replication": ["role:master", "connected_slaves:0"],

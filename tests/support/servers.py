@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -243,6 +244,7 @@ class StashDaemon:
     started by tests stay isolated; pass ``--no-http`` in ``extra`` to turn it off. Its
     SQLite file is ``stash.db`` in a temporary directory unless ``db`` names one (two
     daemons can share a file), so no test ever touches the user's data directory.
+    ``fd_limit`` (soft, hard) is the open-file limit the daemon starts with.
     """
 
     def __init__(
@@ -252,8 +254,10 @@ class StashDaemon:
         cwd: Path | None = None,
         log_level: str = "warning",
         db: Path | None = None,
+        fd_limit: tuple[int, int] | None = None,
     ) -> None:
         self.port = free_port()
+        self.fd_limit = fd_limit
         self.http = "--no-http" not in extra
         self.http_port = free_port() if self.http else 0
         self.host = "127.0.0.1"
@@ -293,8 +297,19 @@ class StashDaemon:
         if self.http:
             args += ["--http-port", str(self.http_port)]
         args += ["--log-level", self.log_level, *self.extra]
+        fd_limit = self.fd_limit
+
+        def limit_files() -> None:  # runs in the child, before stashd starts
+            if fd_limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, fd_limit)
+
         self.proc = subprocess.Popen(
-            args, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=limit_files if fd_limit is not None else None,  # noqa: PLW1509 - setrlimit only
         )
         wait_for_ping(self.port, self.proc)
         if self.http:
