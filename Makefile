@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/stashd
 
 test: $(STAMP)
-	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -n 3 --cov --cov-report=term $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
