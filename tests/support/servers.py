@@ -22,7 +22,11 @@ import pytest
 # Ports for test servers come from below Linux's ephemeral range (32768-60999 by
 # default), where the kernel picks the local ports of outgoing connections: a port
 # chosen there can be taken by some client's connection before the server binds it.
-_PORTS: Final = range(20000, 32000)
+# Under pytest-xdist each worker takes every n-th port of that range, so two workers never
+# choose the same one (a server stopped and started again on its port stays its own).
+_WORKER: Final = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_WORKERS: Final = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_PORTS: Final = range(20000 + _WORKER, 32000, _WORKERS)
 _handed_out: set[int] = set()
 # How often a server whose port was taken meanwhile is started again on new ports.
 START_ATTEMPTS: Final = 4
