@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final
 from stashd import log
 from stashd.admission import ClientSlots
 from stashd.config import ConfigError
+from stashd.held import HeldMemory
 from stashd.http import HttpApi, HttpServer
 from stashd.ratelimit import LocalLimiter
 from stashd.ratelimit_redis import RedisLimiter
@@ -153,8 +154,9 @@ async def serve(
         logger.info("database_opened", path=str(store.path), synchronous=store.synchronous)
     elif isinstance(store, RedisStore):
         logger.info("redis_connected", redis=store.target.display())
+    held = HeldMemory(config.maxmemory_bytes, store.memory_bytes, config.max_query_buffer)
     ctx = ServerContext(
-        MemoryService(store),
+        MemoryService(store, held),
         keyring,
         store,
         slots=slots,

@@ -190,6 +190,13 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             "[STASH_MAX_QUERY_BUFFER; 1073741824]",
         ),
         click.option(
+            "--maxmemory",
+            default=None,
+            metavar="SIZE",
+            help="Memory for data and queued requests, as Redis writes it (4gb); past it, "
+            "writes that add data get OOM. [STASH_MAXMEMORY; 0, no limit]",
+        ),
+        click.option(
             "--client-output-buffer-limit",
             default=None,
             metavar="LIMITS",

@@ -68,6 +68,8 @@ class Config:
     max_clients: int = 10000  # connection N+1 is told so and closed
     auth_timeout: int = 10  # strict mode: seconds a connection has to authenticate
     max_query_buffer: int = MAX_QUERY_BUFFER  # bytes one connection's request may hold
+    # Redis's form ("4gb"): past it, writes that add data are refused; "0" means no limit.
+    maxmemory: str = "0"
     # Redis's form: "<class> <hard> <soft> <seconds>" for normal and pubsub connections.
     client_output_buffer_limit: str = outputlimit.DEFAULT
     redis_url: str = ""  # --backend redis: where Redis is; "" means DEFAULT_REDIS_URL
@@ -118,6 +120,7 @@ class Config:
             raise ConfigError(f"rate_burst ({self.rate_burst}) needs a rate_limit such as 600/min")
         self.rate  # noqa: B018 - parses rate_limit, raising ConfigError if it cannot
         self.output_limits  # noqa: B018 - parses client_output_buffer_limit likewise
+        self.maxmemory_bytes  # noqa: B018 - parses maxmemory likewise
         self.quota  # noqa: B018 - parses max_bytes likewise
         if self.backend == "redis":
             self.redis_target  # noqa: B018 - parses redis_url, raising ConfigError if it cannot
@@ -148,6 +151,14 @@ class Config:
         """The client output buffer limits of every connection class."""
         try:
             return OutputLimits.parse(self.client_output_buffer_limit)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def maxmemory_bytes(self) -> int:
+        """``maxmemory`` in bytes (0: no limit)."""
+        try:
+            return parse_size(self.maxmemory, "maxmemory")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 

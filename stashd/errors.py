@@ -136,6 +136,18 @@ class MaxClients(CommandError):
         self.limit = limit
 
 
+class QueueFull(CommandError):
+    """A request queued after MULTI past what a connection or a namespace may queue."""
+
+    def __init__(self, size: int, limit: int, where: str) -> None:
+        super().__init__(
+            f"queued MULTI requests would hold {size} bytes {where}, the limit is {limit} bytes"
+        )
+        self.size = size
+        self.limit = limit
+        self.where = where
+
+
 class InternalError(CommandError):
     """A command that failed with a bug of ours: this reply, a logged traceback, nothing else.
 
@@ -479,9 +491,12 @@ class QuotaExceeded(StashError):
     code = "QUOTA"
 
     def __init__(self, keys: int, size: int, max_keys: int, max_bytes: int) -> None:
+        # 0 stands for a side without a limit; the text names only the sides there are.
+        sides = [f"{max_keys} keys"] if max_keys else []
+        sides += [f"{max_bytes} bytes"] if max_bytes else []
         super().__init__(
             f"namespace would hold {keys} keys ({size} bytes), "
-            f"the limit is {max_keys} keys ({max_bytes} bytes)"
+            f"the limit is {' and '.join(sides) or 'none'}"
         )
         self.keys = keys
         self.bytes = size
@@ -542,6 +557,11 @@ _WIRE_FORMS: Final[tuple[_WireForm, ...]] = (
     ),
     _form("ERR", "Protocol error: (.*)", lambda m: ProtocolError(m[1])),
     _form("ERR", "max number of clients reached", lambda _: MaxClients()),
+    _form(
+        "ERR",
+        f"queued MULTI requests would hold {_N} bytes (.*), the limit is {_N} bytes",
+        lambda m: QueueFull(int(m[1]), int(m[3]), m[2]),
+    ),
     _form(
         "ERR",
         r"internal error in '(.*)' command \((.*)\); it was logged",
@@ -613,8 +633,9 @@ _WIRE_FORMS: Final[tuple[_WireForm, ...]] = (
     ),
     _form(
         "QUOTA",
-        f"namespace would hold {_N} keys \\({_N} bytes\\), the limit is {_N} keys \\({_N} bytes\\)",
-        lambda m: QuotaExceeded(int(m[1]), int(m[2]), int(m[3]), int(m[4])),
+        f"namespace would hold {_N} keys \\({_N} bytes\\), the limit is "
+        f"(?:{_N} keys)?(?: and )?(?:{_N} bytes)?",
+        lambda m: QuotaExceeded(int(m[1]), int(m[2]), int(m[3] or 0), int(m[4] or 0)),
     ),
     _form("OOM", "command not allowed when used memory > 'maxmemory'\\.", lambda _: OutOfMemory()),
     _form("NOTFOUND", "no memory with this id", lambda _: NotFound()),

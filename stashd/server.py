@@ -209,6 +209,7 @@ class Connection(asyncio.Protocol):
             address=str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or ""),
             clients=ctx.slots,
             output_buffer_limit=ctx.output_limits.render(),
+            held=ctx.service.held,
             run=ctx.batcher.run if ctx.batcher is not None else None,
         )
         self._apply_limits()
@@ -219,6 +220,8 @@ class Connection(asyncio.Protocol):
         self.ctx.connections.discard(self)
         if self.slot is not None:
             self.slot.release()
+        if self.session is not None:
+            self.session.end_multi()  # a queue never sent to EXEC is let go
         self.transport = None
         self._backlog = None
         if self._auth_timer is not None:
@@ -460,7 +463,12 @@ class Connection(asyncio.Protocol):
                     continue
                 if session.multi is not None and name not in TXN_CONTROL:
                     # Inside MULTI: checked now, run at EXEC.
-                    session.multi.append(args)
+                    try:
+                        session.queue(args)
+                    except StashError as exc:
+                        replies.append(exc)
+                        session.multi_dirty = True  # EXEC aborts, as after any refusal
+                        continue
                     replies.append(QUEUED)
                     continue
                 session.last_command = cmd.name

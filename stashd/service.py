@@ -26,6 +26,7 @@ from stashd.errors import (
     PersistRefused,
     TTLNotPositive,
 )
+from stashd.held import HeldMemory
 from stashd.ids import POOLS
 from stashd.jsontext import (
     check_depth,
@@ -86,26 +87,6 @@ _RFC3339: Final = "%Y-%m-%dT%H:%M:%SZ"
 _last_rfc3339: tuple[int, str] = (-1, "")
 
 
-def for_caller(
-    kind: Callable[Concatenate[str, _Args], _Op],
-    p: Principal,
-    *args: _Args.args,
-    **kwargs: _Args.kwargs,
-) -> _Op:
-    """The operation ``kind`` in the caller's namespace, under the caller's storage quota.
-
-    Every operation the service builds is made here, so the quota reaches each one that
-    can grow a namespace (``Op.GROWS``) without a builder having to remember it; an
-    unlimited quota is left off, and the operation skips the check altogether.
-    """
-    op = kind(p.namespace, *args, **kwargs)
-    if op.GROWS:
-        quota = p.limits.quota
-        if quota.limited:
-            op.quota = quota
-    return op
-
-
 def encode_json(value: object, what: str = "value") -> bytes:
     r"""A parsed JSON value as the compact text Stash stores, within the depth limit.
 
@@ -127,9 +108,33 @@ def encode_json(value: object, what: str = "value") -> bytes:
 class MemoryService:
     """Builds the operation for each request, after the caller's limits are applied."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, held: HeldMemory | None = None) -> None:
         self.store = store
         self.clock = store.clock
+        # What the server holds for clients, and its maxmemory (none unless given).
+        self.held = HeldMemory(store_bytes=store.memory_bytes) if held is None else held
+
+    def for_caller(
+        self,
+        kind: Callable[Concatenate[str, _Args], _Op],
+        p: Principal,
+        *args: _Args.args,
+        **kwargs: _Args.kwargs,
+    ) -> _Op:
+        """The operation ``kind`` in the caller's namespace, under the caller's storage quota.
+
+        Every operation the service builds is made here, so the quota reaches each one
+        that can grow a namespace (``Op.GROWS``) without a builder having to remember it;
+        an unlimited quota is left off, and the operation skips the check altogether.
+        Such an operation is also refused while the server is over its maxmemory.
+        """
+        op = kind(p.namespace, *args, **kwargs)
+        if op.GROWS:
+            self.held.check()
+            quota = p.limits.quota
+            if quota.limited:
+                op.quota = quota
+        return op
 
     # -- rules ---------------------------------------------------------------------
     @staticmethod
@@ -162,11 +167,11 @@ class MemoryService:
     # -- strings and keys ----------------------------------------------------------
     def get(self, p: Principal, key: bytes) -> ops.Get:
         """GET and every read of one key."""
-        return for_caller(ops.Get, p, key)
+        return self.for_caller(ops.Get, p, key)
 
     def get_many(self, p: Principal, keys: list[bytes]) -> ops.GetMany:
         """MGET, EXISTS."""
-        return for_caller(ops.GetMany, p, keys)
+        return self.for_caller(ops.GetMany, p, keys)
 
     def set(
         self,
@@ -182,42 +187,44 @@ class MemoryService:
         self.check_payload(p, value)
         if expires_at is None:
             expires_at = self.expiry(p, None)
-        return for_caller(ops.Set, p, key, value, expires_at, cond=cond, keep_ttl=keep_ttl)
+        return self.for_caller(ops.Set, p, key, value, expires_at, cond=cond, keep_ttl=keep_ttl)
 
     def set_many(self, p: Principal, pairs: list[tuple[bytes, bytes]]) -> ops.SetMany:
         """MSET, all with the default TTL."""
         for _, value in pairs:
             self.check_payload(p, value)
-        return for_caller(ops.SetMany, p, pairs, self.expiry(p, None))
+        return self.for_caller(ops.SetMany, p, pairs, self.expiry(p, None))
 
     def delete(self, p: Principal, keys: list[bytes]) -> ops.Delete:
         """DEL, UNLINK, FORGET."""
-        return for_caller(ops.Delete, p, keys)
+        return self.for_caller(ops.Delete, p, keys)
 
     def getdel(self, p: Principal, key: bytes) -> ops.GetDel:
         """GETDEL."""
-        return for_caller(ops.GetDel, p, key)
+        return self.for_caller(ops.GetDel, p, key)
 
     def getex(self, p: Principal, key: bytes, expires_at: int | None) -> ops.GetEx:
         """GETEX; ``expires_at`` already checked by :meth:`expiry`/:meth:`expiry_at`."""
-        return for_caller(ops.GetEx, p, key, expires_at)
+        return self.for_caller(ops.GetEx, p, key, expires_at)
 
     def expire(self, p: Principal, key: bytes, when: int, cond: bytes = b"") -> ops.Expire:
         """EXPIRE family with an absolute time; the maximum is checked when it runs."""
-        return for_caller(ops.Expire, p, key, when, cond, p.limits.max_ttl_ms)
+        return self.for_caller(ops.Expire, p, key, when, cond, p.limits.max_ttl_ms)
 
     def incr(self, p: Principal, key: bytes, delta: int) -> ops.IncrBy:
         """INCR family; a new counter gets the default TTL."""
-        return for_caller(ops.IncrBy, p, key, delta, self.expiry(p, None))
+        return self.for_caller(ops.IncrBy, p, key, delta, self.expiry(p, None))
 
     def append(self, p: Principal, key: bytes, value: bytes) -> ops.Append:
         """APPEND, within the payload limit."""
         self.check_payload(p, value)
-        return for_caller(ops.Append, p, key, value, self.expiry(p, None), p.limits.max_payload)
+        return self.for_caller(
+            ops.Append, p, key, value, self.expiry(p, None), p.limits.max_payload
+        )
 
     def rename(self, p: Principal, key: bytes, dst: bytes) -> ops.Rename:
         """RENAME inside the caller's namespace."""
-        return for_caller(ops.Rename, p, key, dst)
+        return self.for_caller(ops.Rename, p, key, dst)
 
     def scan(
         self,
@@ -230,26 +237,26 @@ class MemoryService:
         """SCAN and each page of KEYS: at most SCAN_COUNT_MAX entries examined."""
         if pattern is not None:
             check_pattern(pattern)
-        return for_caller(ops.Scan, p, cursor, min(count, SCAN_COUNT_MAX), pattern, kind)
+        return self.for_caller(ops.Scan, p, cursor, min(count, SCAN_COUNT_MAX), pattern, kind)
 
     def count(self, p: Principal) -> ops.Count:
         """DBSIZE."""
-        return for_caller(ops.Count, p)
+        return self.for_caller(ops.Count, p)
 
     def usage(self, p: Principal) -> ops.Usage:
         """INFO keyspace: live keys, and the keys and bytes the caller's quota counts."""
-        return for_caller(ops.Usage, p)
+        return self.for_caller(ops.Usage, p)
 
     def flush(self, p: Principal) -> ops.Flush:
         """FLUSHDB/FLUSHALL: the caller's namespace only."""
-        return for_caller(ops.Flush, p)
+        return self.for_caller(ops.Flush, p)
 
     # -- stash commands ------------------------------------------------------------
     def stash(self, p: Principal, raw: bytes, ttl_ms: int | None = None) -> ops.Create:
         """STASH: validate the JSON and store it under a new id."""
         self.check_payload(p, raw)
         check_json(raw)
-        return for_caller(ops.Create, p, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
+        return self.for_caller(ops.Create, p, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
 
     def stash_value(
         self, p: Principal, value: object, ttl_seconds: int | None = None
@@ -258,7 +265,7 @@ class MemoryService:
         raw = encode_json(value)
         self.check_payload(p, raw)
         ttl_ms = None if ttl_seconds is None else self.ttl_ms(p, ttl_seconds)
-        return for_caller(ops.Create, p, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
+        return self.for_caller(ops.Create, p, raw, self.expiry(p, ttl_ms), POOLS.maker(p.namespace))
 
     def ttl_ms(self, p: Principal, seconds: int) -> int:
         """A TTL in whole seconds as ms, refused outside 1..maximum."""
@@ -346,8 +353,8 @@ class MemoryService:
         if extend_seconds < 0:
             raise BadExtend(extend_seconds)
 
-    @staticmethod
     def _update(
+        self,
         kind: type[ops.Update],
         p: Principal,
         key: bytes,
@@ -362,7 +369,7 @@ class MemoryService:
         extend_ms = extend_seconds * 1000
         if extend_ms > p.limits.max_ttl_ms:
             raise InvalidTTL(extend_seconds, p.limits.max_ttl_ms // 1000)
-        return for_caller(
+        return self.for_caller(
             kind,
             p,
             key,
@@ -388,7 +395,7 @@ class MemoryService:
         # Cursors are row ids, 64-bit signed: a larger number was never returned.
         if not 0 <= cursor <= ops.INT64_MAX:
             raise InvalidRequest("cursor must be a value returned as next_cursor", field="cursor")
-        return for_caller(ops.Page, p, cursor, limit)
+        return self.for_caller(ops.Page, p, cursor, limit)
 
     @staticmethod
     def ping() -> ops.Ping:

@@ -36,6 +36,7 @@ SAMPLES: dict[type[StashError], StashError] = {
     errors.ProtocolError: errors.ProtocolError("invalid bulk length"),
     errors.QueryBufferFull: errors.QueryBufferFull(1024, 4096),
     errors.MaxClients: errors.MaxClients(),
+    errors.QueueFull: errors.QueueFull(3146322, 3145728, "on this connection"),
     errors.TransactionAborted: errors.TransactionAborted("RecursionError"),
     errors.InternalError: errors.InternalError("get", "RuntimeError"),
     errors.StoreUnavailable: errors.StoreUnavailable("disk I/O error"),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd.admission import ClientSlots
 from stashd.errors import NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
+from stashd.held import HeldMemory, request_bytes
 from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
 
 if TYPE_CHECKING:
@@ -112,6 +113,11 @@ class Session:
     multi: list[list[bytes]] | None = None
     multi_dirty: bool = False
     watched: dict[bytes, tuple[bytes, int, int] | None] = field(default_factory=dict)
+    # The server's count of held memory, and what this connection's queue holds of it
+    # (in the namespace it was queued in, which AUTH may change before EXEC).
+    held: HeldMemory = field(default_factory=HeldMemory)
+    queued_bytes: int = 0
+    queued_in: str = ""
     # Failed AUTHs are counted per client address (the peer's host, without the port).
     throttle: AuthThrottle | None = None
     address: str = ""
@@ -129,6 +135,34 @@ class Session:
         principal = self.principal
         assert principal is not None, "dispatch checks authentication first"
         return principal
+
+    def queue(self, args: list[bytes]) -> None:
+        """Queue a request after MULTI, within the limits on held memory.
+
+        Raises :class:`~stashd.errors.QueueFull` (nothing queued) past the connection's
+        or the namespace's share. A write queued while the server is over maxmemory is
+        refused at EXEC, in its place, as the memory service builds its operation.
+        """
+        assert self.multi is not None
+        principal = self.require()
+        held = self.held
+        size = request_bytes(args)
+        ns = principal.namespace
+        if self.queued_bytes and ns != self.queued_in:
+            # AUTH inside MULTI moved the connection: its queue counts where it now is.
+            held.release(self.queued_in, self.queued_bytes)
+            held.hold(ns, 0, self.queued_bytes, None)
+        held.hold(ns, self.queued_bytes, size, principal.limits.quota.max_bytes)
+        self.queued_in = ns
+        self.queued_bytes += size
+        self.multi.append(args)
+
+    def end_multi(self) -> None:
+        """Leave MULTI (EXEC, DISCARD, RESET, a closed connection): the queue is let go."""
+        self.multi = None
+        self.multi_dirty = False
+        self.held.release(self.queued_in, self.queued_bytes)
+        self.queued_bytes = 0
 
 
 def run_subcommand(rows: dict[bytes, Command], s: Session, args: list[bytes]) -> Reply:

@@ -175,8 +175,7 @@ def reset(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
     s.principal = s.keyring.anonymous()
     s.proto = 2
     s.name = None
-    s.multi = None
-    s.multi_dirty = False
+    s.end_multi()
     s.watched.clear()
     return "RESET"
 

@@ -59,7 +59,6 @@ def time_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
 # A small, safe set of settings that GUI tools ask for; none can be changed at runtime.
 _CONFIG: Final = {
     b"databases": b"1",
-    b"maxmemory": b"0",
     b"maxmemory-policy": b"noeviction",
     b"save": b"",
     b"appendonly": b"no",
@@ -76,6 +75,7 @@ def config_get(s: Session, args: list[bytes]) -> Reply:
     settings = {
         **_CONFIG,
         b"maxclients": b"%d" % s.clients.limit,
+        b"maxmemory": b"%d" % s.held.maxmemory,
         b"client-output-buffer-limit": s.output_buffer_limit.encode(),
     }
     return {name: value for name, value in settings.items() if any(m(name) for m in matchers)}
@@ -150,7 +150,8 @@ def info(s: Session, args: list[bytes]) -> Reply:
                 f"maxclients:{s.clients.limit}",
                 f"client_id:{s.client_id}",
             ],
-            "memory": ["maxmemory:0", "maxmemory_policy:noeviction"],
+            # No used_memory: the server's total would tell one tenant of the others.
+            "memory": [f"maxmemory:{s.held.maxmemory}", "maxmemory_policy:noeviction"],
             "persistence": ["loading:0"],
             "replication": ["role:master", "connected_slaves:0"],
             "keyspace": keyspace,

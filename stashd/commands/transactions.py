@@ -55,7 +55,7 @@ def discard(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed han
     """DISCARD: drop the queue and the watches."""
     if s.multi is None:
         raise CommandError("DISCARD without MULTI")
-    s.multi = None
+    s.end_multi()
     s.watched.clear()
     return OK
 
@@ -85,7 +85,7 @@ def exec_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
     queued, dirty = s.multi, s.multi_dirty
     if queued is None:
         raise CommandError("EXEC without MULTI")
-    s.multi = None
+    s.end_multi()
     watched = s.watched
     s.watched = {}
     if dirty:

@@ -145,6 +145,14 @@ class Store(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release what :meth:`open` took; pending work is finished first."""
 
+    def memory_bytes(self) -> int:
+        """Bytes of entries this store holds in this process's memory, as accounted.
+
+        What ``--maxmemory`` counts of the store: 0 for stores whose data lives in a file
+        or another process (SQLite's page cache is bounded by its own setting).
+        """
+        return 0
+
     def maintain(self) -> None:  # noqa: B027 - optional hook
         """Do a bounded slice of background work (expiry sweeps); called periodically."""
 
