@@ -78,7 +78,7 @@ from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from aiohttp.streams import StreamReader
+    from aiohttp import StreamReader
     from multidict import CIMultiDictProxy
 
     from stashd.admission import Slot
