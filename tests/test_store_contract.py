@@ -218,6 +218,31 @@ def test_scan_returns_every_key_present_throughout(
     assert {b"%d" % k for k in keys} <= seen
 
 
+def test_scan_order_is_creation_order_and_a_key_set_after_expiry_is_new(
+    svc: Service, clock: Clock
+) -> None:
+    """An overwritten live key keeps its SCAN place; one set again after it expired is new.
+
+    The rule is the View's (a replaced key keeps its place, an expired one is gone), so
+    every write path of every backend orders keys the same way: by the write that
+    created them.
+    """
+    me = Principal(uuid.uuid4().hex, LIMITS)
+    run(svc, svc.set(me, b"a", b"1", expires_at=clock.now + 1000))
+    run(svc, svc.set(me, b"b", b"1"))
+    run(svc, svc.stash(me, b"{}"))
+    run(svc, svc.set_many(me, [(b"c", b"1"), (b"d", b"1")]))
+    run(svc, svc.set(me, b"b", b"2"))  # live: keeps its place
+    run(svc, svc.incr(me, b"n", 1))
+    clock.now += 2000  # a has expired, nothing has swept it
+    run(svc, svc.set(me, b"a", b"again"))
+    run(svc, svc.append(me, b"d", b"+"))  # live: keeps its place
+    cursor, keys = run(svc, svc.scan(me, 0, 100))
+    assert cursor == 0
+    assert [k for k in keys if len(k) == 1] == [b"b", b"c", b"d", b"n", b"a"]
+    assert keys.index(b"b") < next(i for i, k in enumerate(keys) if len(k) > 1) < keys.index(b"c")
+
+
 def test_values_and_keys_are_binary_safe(svc: Service) -> None:
     """Keys and values keep every byte, NUL and invalid UTF-8 included."""
     key, value = b"k\x00\xff\xfe", b"\x00\x01\xff" * 50

@@ -54,7 +54,12 @@ class View(Protocol):
         ...
 
     def put(self, ns: str, key: bytes, entry: Entry) -> None:
-        """Insert or replace ``key``; a replaced key keeps its place in SCAN order."""
+        """Insert or replace ``key``; a replaced live key keeps its place in SCAN order.
+
+        A key that :meth:`get` found expired is gone: written again, it is a new key,
+        placed at the end of SCAN order like any other (every operation reads a key
+        before it writes it, so this is how every store orders a key set after expiry).
+        """
         ...
 
     def delete(self, ns: str, key: bytes, now: int) -> bool:

@@ -235,7 +235,9 @@ class SQLiteView:
         "_dirty",
         "_execute",
         "_executemany",
+        "_gone",
         "_hands",
+        "_reborn",
         "_rows",
         "_stored",
     )
@@ -255,6 +257,8 @@ class SQLiteView:
         self._dirty: dict[Slot, Entry | None] = {}
         self._base: dict[str, list[int]] = {}
         self._delta: dict[str, list[int]] = {}
+        self._gone: set[Slot] = set()  # rows read as expired in this transaction
+        self._reborn: list[Slot] = []  # such rows written again: deleted, then inserted
 
     # -- the transaction's memory ----------------------------------------------------
     def reset(self) -> None:
@@ -264,6 +268,8 @@ class SQLiteView:
         self._dirty.clear()
         self._base.clear()
         self._delta.clear()
+        self._gone.clear()
+        self._reborn.clear()
 
     def prefetch(self, ops: Iterable[Op]) -> None:
         """Read the rows of every operation's key, one statement per namespace."""
@@ -316,7 +322,8 @@ class SQLiteView:
         stored = self._stored
         upserts: list[tuple[str, bytes, bytes, int, int, int]] = []
         updates: list[tuple[bytes, int, int, str, bytes]] = []
-        deletes: list[Slot] = []
+        deletes: list[Slot] = self._reborn[:]
+        self._reborn.clear()
         for slot, e in dirty.items():
             if e is None:
                 deletes.append(slot)
@@ -360,7 +367,10 @@ class SQLiteView:
     def get(self, ns: str, key: bytes, now: int) -> Entry | None:
         """The live entry, from this transaction's memory or one SELECT."""
         entry = self._row(ns, key)
-        if entry is None or entry.expires_at <= now:
+        if entry is None:
+            return None
+        if entry.expires_at <= now:
+            self._gone.add((ns, key))  # as the memory store drops it when read
             return None
         return entry
 
@@ -370,6 +380,13 @@ class SQLiteView:
         rows = self._rows
         # An operation has read the key first, all but always: the row is known.
         old = rows[slot] if slot in rows else self._row(ns, key)
+        if slot in self._gone:
+            # A row read as expired is a key that is gone: written again, it is created
+            # anew, at the end of SCAN order, as on every store (View.put); so its row is
+            # deleted before the new one goes in, which takes the next seq.
+            self._gone.discard(slot)
+            self._reborn.append(slot)
+            self._stored[slot] = None
         self._count(ns, key, old, entry)
         rows[slot] = entry
         self._dirty[slot] = entry
