@@ -30,9 +30,7 @@ Layout
 ``cli``        the ``stashd`` and ``stash`` commands.
 """
 
-__version__ = "0.1.0"
-
-# The public API, imported after __version__, which modules below read from here.
+from stashd._version import __version__
 from stashd.client import AsyncStash, Memory, Stash
 from stashd.errors import (
     AuthenticationError,

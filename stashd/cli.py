@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import click
 
-from stashd import __version__, app, log, outputlimit
+from stashd import app, log, outputlimit
+from stashd._version import __version__
 from stashd.client import Stash, remote_environment
 from stashd.config import (
     AUTH_MODES,

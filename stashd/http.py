@@ -40,7 +40,9 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from stashd import __version__, log
+from stashd import log
+from stashd._version import __version__
+from stashd.cost import body_cost, op_debt
 from stashd.errors import (
     BadExtend,
     BadRequest,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Final, Protocol, cast
 
-from stashd import __version__, log
+from stashd import log
+from stashd._version import __version__
 from stashd.commands.base import (
     FAST,
     LOADING,

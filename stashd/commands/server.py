@@ -8,8 +8,8 @@ import re
 import time
 from typing import Final
 
-from stashd import __version__
 from stashd import commands as registry
+from stashd._version import __version__
 from stashd.commands.base import (
     FAST,
     LOADING,
