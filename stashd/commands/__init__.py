@@ -1,37 +1,18 @@
 """The command table: lower-case name -> :class:`Command`, one module per family.
 
-Aliases are rows that share a handler (DEL and UNLINK), never copies of code.
+Aliases are rows that share a handler (DEL and UNLINK), never copies of code. The table
+itself lives in :mod:`stashd.commands.base`, which every family imports, so the families
+that read it (EXEC, COMMAND) need nothing from this module and no import goes in a circle.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from stashd.commands import connection, keys, server, stash, strings, transactions
+from stashd.commands.base import TABLE
 
-if TYPE_CHECKING:
-    from stashd.commands.base import Command
+__all__ = ["TABLE"]
 
-TABLE: dict[bytes, Command] = {}
-
-
-def _register(commands: tuple[Command, ...]) -> None:
-    for cmd in commands:
-        assert cmd.name.encode() not in TABLE, f"{cmd.name} registered twice"
-        TABLE[cmd.name.encode()] = cmd
-
-
-def _load() -> None:
-    """Import every family and register its rows (server.py reads TABLE at call time)."""
-    from stashd.commands import (  # noqa: PLC0415 - families import this module
-        connection,
-        keys,
-        server,
-        stash,
-        strings,
-        transactions,
-    )
-
-    for module in (connection, strings, keys, stash, transactions, server):
-        _register(module.COMMANDS)
-
-
-_load()
+for _family in (connection, strings, keys, stash, transactions, server):
+    for _cmd in _family.COMMANDS:
+        assert _cmd.name.encode() not in TABLE, f"{_cmd.name} registered twice"
+        TABLE[_cmd.name.encode()] = _cmd

@@ -88,6 +88,11 @@ class Command:
     subcommands: tuple[Command, ...] = ()
 
 
+#: Every command by its lower-case name, filled once by :mod:`stashd.commands` from the
+#: families; here, in the module every family imports, so that EXEC and COMMAND can
+#: read it without importing the registry that imports them.
+TABLE: Final[dict[bytes, Command]] = {}
+
 _client_ids = itertools.count(1)
 
 

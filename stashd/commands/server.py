@@ -8,13 +8,13 @@ import re
 import time
 from typing import Final
 
-from stashd import commands as registry
 from stashd._version import __version__
 from stashd.commands.base import (
     FAST,
     LOADING,
     READONLY,
     STALE,
+    TABLE,
     WRITE,
     Command,
     Deferred,
@@ -281,14 +281,14 @@ def _docs_entry(cmd: Command) -> Reply:
 
 def command_count(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
     """COMMAND COUNT: how many commands (a container counts once, as in Redis)."""
-    return len(registry.TABLE)
+    return len(TABLE)
 
 
 def command_list(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
     """COMMAND LIST: every command's name (FILTERBY is not supported)."""
     if len(args) > 2:
         raise SyntaxErr
-    return [c.name.encode() for c in registry.TABLE.values()]
+    return [c.name.encode() for c in TABLE.values()]
 
 
 #: Names one COMMAND INFO or DOCS may ask about. Each entry costs about 10 us to build
@@ -310,7 +310,7 @@ def _names(args: list[bytes]) -> list[bytes]:
 
 def command_info(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
     """COMMAND INFO [name ...]: one entry per name, null for an unknown one."""
-    table = registry.TABLE
+    table = TABLE
     names = _names(args)
     if not names:
         return [_info_entry(c) for c in table.values()]
@@ -319,7 +319,7 @@ def command_info(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixe
 
 def command_docs(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
     """COMMAND DOCS [name ...]: a map of name to docs; unknown names are left out."""
-    table = registry.TABLE
+    table = TABLE
     names = _names(args)
     chosen = [table[n] for n in names if n in table] if names else list(table.values())
     return {c.name.encode(): _docs_entry(c) for c in chosen}
@@ -388,7 +388,7 @@ _COMMAND_ROWS: Final = subcommand_rows(COMMAND_SUBCOMMANDS)
 def command(s: Session, args: list[bytes]) -> Reply:
     """COMMAND [subcommand [argument ...]]: alone, the details of every command."""
     if len(args) == 1:
-        return [_info_entry(c) for c in registry.TABLE.values()]
+        return [_info_entry(c) for c in TABLE.values()]
     return run_subcommand(_COMMAND_ROWS, s, args)
 
 

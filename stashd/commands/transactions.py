@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from stashd import commands as registry
 from stashd.commands.base import (
     FAST,
     LOADING,
     STALE,
+    TABLE,
     Awaiting,
     Command,
     Deferred,
@@ -93,7 +93,7 @@ def exec_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
     replies: list[Any] = []
     parts: list[tuple[int, Deferred]] = []
     for request in queued:
-        cmd = registry.TABLE[request[0].lower()]
+        cmd = TABLE[request[0].lower()]
         try:
             reply = cmd.handler(s, request)
         except StashError as exc:

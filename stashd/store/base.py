@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from stashd.errors import StashError
+
 if TYPE_CHECKING:
-    from stashd.errors import StashError
     from stashd.ops import Op
     from stashd.quota import Quota
 
@@ -164,8 +165,6 @@ class Store(abc.ABC):
 
 def run_each(view: View, ops: list[Op], now: int) -> list[Any]:
     """Run operations in order on one view, turning each one's own error into its result."""
-    from stashd.errors import StashError  # noqa: PLC0415 - avoids an import cycle
-
     results: list[Any | StashError] = []
     for op in ops:
         try:
