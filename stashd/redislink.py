@@ -38,7 +38,7 @@ import hiredis
 from stashd import log
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     import redis as redis_sync
     import redis.asyncio.cluster as redis_cluster
@@ -737,6 +737,13 @@ class SyncLink:
         except _link_errors() as exc:
             raise LinkError(f"Redis at {self.target.display()}: {describe(exc)}") from None
         return results
+
+    def scan_keys(self, pattern: bytes, count: int) -> Iterator[bytes]:
+        """Every key matching ``pattern``, by SCAN ``count`` at a time (on each primary)."""
+        try:
+            yield from self.client.scan_iter(match=pattern, count=count)
+        except _link_errors() as exc:
+            raise LinkError(f"Redis at {self.target.display()}: {describe(exc)}") from None
 
     def load_scripts(self) -> None:
         """SCRIPT LOAD every script (on every primary of a cluster)."""

@@ -29,20 +29,6 @@ A_KEYS = 12
 B_BETWEEN = 40
 
 
-#: The Redis backend's cursors are still those of the Redis all namespaces share: its
-#: hash table's size and the other namespaces' keys shape them (protocol/SPEC.md, "SCAN
-#: pages"). Known and not fixed yet; strict, so a fix has to turn these on.
-REDIS_CURSORS = pytest.mark.xfail(
-    reason="Redis backend cursors are the shared Redis's own", strict=True
-)
-
-
-def _known_gap(request: pytest.FixtureRequest) -> None:
-    """Mark the Redis backend's run of a cursor test as the known gap it is."""
-    if request.node.callspec.params["daemon"] == "redis":
-        request.applymarker(REDIS_CURSORS)
-
-
 @pytest.fixture(scope="module", params=["memory", "sqlite", "redis"])
 def daemon(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -144,22 +130,16 @@ def _http_run(d: StashDaemon, a_key: str, b_key: str, *, busy: bool) -> list[str
     return _listing_cursors(d, a_key)
 
 
-def test_scan_cursors_show_nothing_of_another_tenants_writes(
-    daemon: StashDaemon, request: pytest.FixtureRequest
-) -> None:
+def test_scan_cursors_show_nothing_of_another_tenants_writes(daemon: StashDaemon) -> None:
     """A's SCAN cursors over RESP are the same whether or not B created keys in between."""
-    _known_gap(request)
     quiet = _resp_run(daemon, _open_key(), _open_key(), busy=False)
     busy = _resp_run(daemon, _open_key(), _open_key(), busy=True)
     assert busy == quiet
     assert quiet[-1] == 0
 
 
-def test_listing_cursors_show_nothing_of_another_tenants_writes(
-    daemon: StashDaemon, request: pytest.FixtureRequest
-) -> None:
+def test_listing_cursors_show_nothing_of_another_tenants_writes(daemon: StashDaemon) -> None:
     """A's next_cursor values over HTTP are the same whether or not B stashed in between."""
-    _known_gap(request)
     quiet = _http_run(daemon, _open_key(), _open_key(), busy=False)
     busy = _http_run(daemon, _open_key(), _open_key(), busy=True)
     assert busy == quiet

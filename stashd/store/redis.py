@@ -19,6 +19,9 @@ operation still waiting gets ``UNAVAILABLE`` with the cause, at once rather than
 a hang; the next batch connects again, so a Redis that comes back is used without
 restarting anything. A write answered ``UNAVAILABLE`` because the connection broke
 mid-round may or may not have been applied, as with any networked store.
+
+Entries written before namespaces had an index (:mod:`stashd.store.redis_index`) are
+indexed once per Redis, before the store serves: :meth:`RedisStore.index_old_entries`.
 """
 
 from __future__ import annotations
@@ -26,16 +29,31 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from stashd import log
 from stashd.errors import StashError
-from stashd.redislink import LinkError, RedisTarget
+from stashd.quota import entry_bytes
+from stashd.redislink import LinkError, RedisTarget, ReplyError, round_with_scripts_sync
 from stashd.store.base import Clock, Store, StoreOpenError, wall_clock_ms
+from stashd.store.redis_index import (
+    ADOPT,
+    ENTRY_PATTERN,
+    INDEXED_MARK,
+    decode,
+    index_keys,
+    prefix_of,
+)
 from stashd.store.redis_plan import SCRIPTS, Plan, Stamps
 
 if TYPE_CHECKING:
     from stashd.ops import Op
     from stashd.redislink import AsyncLink, SyncLink
+
+logger = log.get("stashd.store.redis")
+
+#: Keys asked of each SCAN call, and at most read per round, when old entries are indexed.
+ADOPT_CHUNK: Final = 500
 
 
 class RedisStore(Store):
@@ -48,6 +66,8 @@ class RedisStore(Store):
         self._link: AsyncLink | None = None
         self._sync: SyncLink | None = None
         self._sync_lock = threading.Lock()
+        self._indexed = False  # old entries indexed (or found to be) by this store
+        self._index_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -64,9 +84,13 @@ class RedisStore(Store):
         return link
 
     async def open(self) -> None:
-        """Connect and load the scripts now, so that an unreachable Redis fails the start."""
+        """Connect and load the scripts now, so that an unreachable Redis fails the start.
+
+        Entries from before the index are indexed first (:meth:`index_old_entries`).
+        """
         try:
             await self._async_link().round([("PING",)])
+            await asyncio.to_thread(self._index_once)
         except LinkError as exc:
             await self.close()
             raise StoreOpenError(str(exc)) from None
@@ -82,10 +106,10 @@ class RedisStore(Store):
             commands = next(steps)
             while True:
                 replies = await link.round(commands)
-                if plan.noscript:
+                commands = steps.send(replies)
+                if plan.noscript:  # Redis lost the scripts: load them before the next round
                     plan.noscript = False
                     await link.load_scripts()
-                commands = steps.send(replies)
                 if plan.backoff:
                     await asyncio.sleep(plan.backoff)
                     plan.backoff = 0.0
@@ -112,13 +136,15 @@ class RedisStore(Store):
         link = self._sync_link()
         steps = plan.steps()
         try:
+            if not self._indexed:
+                self._index_once()
             commands = next(steps)
             while True:
                 replies = link.round(commands)
+                commands = steps.send(replies)
                 if plan.noscript:
                     plan.noscript = False
                     link.load_scripts()
-                commands = steps.send(replies)
                 if plan.backoff:
                     time.sleep(plan.backoff)
                     plan.backoff = 0.0
@@ -130,6 +156,76 @@ class RedisStore(Store):
         if isinstance(result, StashError):
             raise result
         return result
+
+    # -- entries from before the index -------------------------------------------------
+    def _index_once(self) -> None:
+        with self._index_lock:
+            if not self._indexed:
+                self.index_old_entries(self._sync_link())
+                self._indexed = True
+
+    def index_old_entries(self, link: SyncLink) -> int:
+        """Index every entry written before namespaces had an index; how many it indexed.
+
+        Runs once per Redis: a Redis marked :data:`INDEXED_MARK` is skipped at the cost
+        of one EXISTS, and the mark is set when the walk is done. The walk is SCAN MATCH
+        ``user:{*`` over the whole Redis (every primary of a cluster), reading entries
+        :data:`ADOPT_CHUNK` at a time; each namespace's live entries are indexed by the
+        ADOPT script, which leaves alone an entry indexed, changed or deleted meanwhile,
+        so nodes starting at once, or serving while another walks, do no harm. Entries
+        keep their SCAN order as found; their accounted bytes are worked out here
+        (:func:`~stashd.quota.entry_bytes`), as for every write.
+        """
+        (marked,) = link.round([("EXISTS", INDEXED_MARK)])
+        if isinstance(marked, ReplyError):
+            raise LinkError(f"Redis refused EXISTS: {marked}")
+        if marked:
+            return 0
+        started = time.monotonic()
+        indexed = 0
+        held: dict[bytes, list[bytes]] = {}  # prefix -> keys found, not indexed yet
+        waiting = 0
+        for key in link.scan_keys(ENTRY_PATTERN, ADOPT_CHUNK):
+            prefix = prefix_of(key)
+            if prefix is None:
+                continue
+            held.setdefault(prefix, []).append(key)
+            waiting += 1
+            if waiting >= ADOPT_CHUNK:
+                indexed += self._adopt(link, held)
+                held, waiting = {}, 0
+        indexed += self._adopt(link, held)
+        link.round([("SET", INDEXED_MARK, b"1")])
+        logger.info(
+            "redis_index_built", indexed=indexed, seconds=round(time.monotonic() - started, 3)
+        )
+        return indexed
+
+    def _adopt(self, link: SyncLink, held: dict[bytes, list[bytes]]) -> int:
+        """Read the entries of ``held`` in one round and index each namespace's in another."""
+        groups = list(held.items())
+        if not groups:
+            return 0
+        replies = link.round([("MGET", *keys) for _, keys in groups])
+        now = self.clock()
+        calls = []
+        for (prefix, keys), values in zip(groups, replies, strict=True):
+            if isinstance(values, ReplyError):
+                raise LinkError(f"Redis refused MGET: {values}")
+            entries: list[bytes] = []
+            args: list[Any] = [len(prefix), now]
+            for key, raw in zip(keys, values, strict=True):
+                head, entry = decode(raw)
+                if entry is not None and entry.expires_at > now:
+                    entries.append(key)
+                    args += (head, entry_bytes(key[len(prefix) :], entry.value), entry.expires_at)
+            if entries:
+                calls.append(ADOPT.call([*index_keys(prefix), *entries], args))
+        done = round_with_scripts_sync(link, calls) if calls else []
+        for reply in done:
+            if isinstance(reply, ReplyError):
+                raise LinkError(f"Redis refused to index old entries: {reply}")
+        return sum(int(n) for n in done)
 
     async def close(self) -> None:
         """Close the loop's link and the synchronous client."""

@@ -1,48 +1,58 @@
 """How a batch of operations runs on Redis: in Python, against fetched state, checked on commit.
 
+(This module is longer than most, about 800 lines, because the plan is one piece: the
+rounds that fetch and commit, the scripts they call and the replies that decide what
+runs again share the batch's state and are read together. The view operations run
+against is :mod:`stashd.store.redis_view`; the layout of entries and of each
+namespace's index is :mod:`stashd.store.redis_index`.)
+
 The semantics stay in :mod:`stashd.ops`: every operation runs in Python against a
 :class:`View`, exactly as on the memory and SQLite stores. What makes it atomic on a
 Redis shared by many stashd nodes is a server-side check:
 
 1. **Fetch.** The keys the batch's operations will read are fetched with one MGET per
-   namespace, all in one pipelined round (keys found only while running, such as a
-   random id that collided, are fetched in further rounds).
+   namespace, all in one pipelined round, with the usage of each namespace whose
+   writes a storage quota limits (keys found only while running, such as a random id
+   that collided, are fetched in further rounds).
 2. **Run.** Each operation runs against that state, seeing the writes of the
    operations before it in the batch. The view records, per operation, the 25-byte
-   header of every key it read (empty when the key was absent) and what it wrote.
+   header of every key it read (empty when the key was absent), what it wrote, and
+   each quota decision it made (the growth, the limits, and whether it fit).
 3. **Commit.** In one pipelined round, in batch order, each operation becomes one
    EVALSHA of :data:`APPLY`, which checks atomically that every key it read still has
    the header it read (the header holds a random stamp written with every change, so
-   equal headers mean the very same write), and only then applies its writes, with
-   native expiry. An operation whose check fails wrote nothing: it runs again from
-   fresh state (at most :data:`MAX_TRIES` times), and the batch's operations in later
-   rounds wait for it.
+   equal headers mean the very same write) and that every quota decision still comes
+   out the same against the namespace's usage in Redis, and only then applies its
+   writes, with native expiry, and updates the namespace's index. An operation whose
+   check fails wrote nothing: it runs again from fresh state (at most
+   :data:`MAX_TRIES` times), and the batch's operations in later rounds wait for it.
 
-So MERGE, IFVERSION, INCR, EXTEND, the maximum-TTL rule and every other read-then-write
-is atomic by a server-side check: no other node can change a key between the read an
-operation decided on and its write. Operations on one key keep their order, since a
-later operation that read an earlier one's write fails its check whenever the earlier
-one did. GET, MGET and plain SET, which need no decision in Python, run natively in
-their place in the pipeline (plain SET as the small :data:`SET` script, which computes
-the new version on the server), and a batch of only those takes a single round.
+So MERGE, IFVERSION, INCR, EXTEND, the maximum-TTL rule, storage quotas and every other
+read-then-write is atomic by a server-side check: no other node can change a key, or
+fill the namespace, between what an operation decided on and its write. Operations on
+one key keep their order, since a later operation that read an earlier one's write
+fails its check whenever the earlier one did. GET, MGET and plain SET, which need no
+decision in Python, run natively in their place in the pipeline (plain SET as the small
+:data:`SET` script, which computes the new version on the server and, under a quota,
+writes only when even a new key's growth would fit, else leaves the write to be decided
+the general way), and a batch of only those takes a single round.
 
 Namespace-wide operations (SCAN, KEYS, DBSIZE, FLUSHDB, listings) run alone, after the
-operations before them have been committed, and walk the namespace with SCAN MATCH;
-like Redis's own SCAN they are not atomic snapshots of a namespace others are writing.
+operations before them have been committed, and read the namespace's own index (key
+order, expiry), never the shared keyspace; like Redis's own SCAN they are not atomic
+snapshots of a namespace others are writing.
 
 Layout: an entry is one string key, ``user:{<namespace>}:<key>``, holding a header
 (format byte 1, expiry in ms and version as big-endian int64, an 8-byte stamp) and then
 the value, with a native expiry set with ``PX`` to the time left. The braces are a
-cluster hash tag: a namespace lives in one slot, so every operation's keys do too.
+cluster hash tag: a namespace, its index included, lives in one slot, so every
+operation's keys do too.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import random
-import struct
-import zlib
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
@@ -61,26 +71,41 @@ from stashd.ops import (
     Scan,
     SetMany,
     Transaction,
+    Usage,
 )
 from stashd.ops import Set as SetOp
-from stashd.redislink import ReplyError, Routed, Script, is_noscript
+from stashd.quota import entry_bytes
+from stashd.redislink import ReplyError, Script, is_noscript
 from stashd.store.base import Entry
+from stashd.store.redis_index import (
+    ADOPT,
+    CLEAN_PER_CALL,
+    DROP,
+    FORMAT,
+    HEAD_SIZE,
+    HEADER,
+    INDEX_LUA,
+    PAGE,
+    QUOTA_FREE_KEYS,
+    USAGE,
+    caps,
+    decode,
+    index_keys,
+    key_prefix,
+)
+from stashd.store.redis_view import Miss, PlanView, Record, State
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
 
     from stashd.ops import Op
     from stashd.redislink import Command
+    from stashd.store.redis_view import QuotaCheck, Slot
 
     Steps = Generator[list[Command], list[Any], Any]
 
 logger = log.get("stashd.store.redis")
 
-#: The header before every value: format, expires_at (ms), version, stamp.
-HEADER: Final = struct.Struct(">BqqQ")
-HEAD_SIZE: Final = HEADER.size  # 25
-#: The header layout's version, its first byte; anything else is not an entry.
-FORMAT: Final = 1
 #: How often an operation may run before it is answered UNAVAILABLE: its check failed
 #: because another node kept changing its keys, or Redis kept losing the scripts.
 MAX_TRIES: Final = 10
@@ -89,34 +114,46 @@ MAX_TRIES: Final = 10
 #: then stop invalidating each other's checks in lockstep.
 BACKOFF_S: Final = 0.0002
 BACKOFF_MAX_S: Final = 0.05
-#: COUNT of one SCAN call when a whole namespace is walked (DBSIZE, FLUSHDB, KEYS) and
-#: the most a page asks of Redis at once: a few milliseconds of Redis time per call.
+#: Keys FLUSHDB deletes per call, and so per round: a few milliseconds of Redis time.
 WALK_COUNT: Final = 1000
-#: Keys of the whole Redis one page of a namespace may examine (SCAN COUNTs summed):
-#: bounds a request's work on a Redis that many namespaces share (a few ms of Redis).
+#: The most keys one SCAN page reads from the index, whatever COUNT it was given (the
+#: memory service caps a client's COUNT lower still): bounds one request's work.
 PAGE_BUDGET: Final = 10_000
 #: Keys per MGET when a SCAN page's entries are fetched.
 MGET_CHUNK: Final = 1000
-#: A SCAN cursor at or above this marks a page of Redis's that had to be split because
-#: one minimal SCAN step returned more keys than the caller asked for (see _fetch_page).
-SPLIT: Final = 1 << 62
-_SPLIT_MAX_CURSOR: Final = 1 << 30
 
-Slot = tuple[str, bytes]  # (namespace, key)
-
-APPLY: Final = Script("""
+APPLY: Final = Script(
+    INDEX_LUA
+    + """
 -- Check, then write, atomically: what makes a Stash operation atomic on Redis.
--- KEYS: every key the operation read or writes (one namespace, so one slot).
--- ARGV[1] = n, then n checks as pairs (index into KEYS, the first 25 bytes the key held
--- when the operation read it, "" when absent), then writes as quadruples (index, mode,
--- data, ttl ms): S stores data, M replaces the header with data and sets the expiry
--- (the value is unchanged), D deletes. 1: all written; 0: a key changed, nothing written.
-local i = 2
-for _ = 1, tonumber(ARGV[1]) do
+-- KEYS[1..4]: the namespace's index; KEYS[5..]: every key the operation read or writes
+-- (one namespace, so one slot). ARGV[1] = now (ms), ARGV[2] = the length of the
+-- namespace's key prefix, ARGV[3] = n, ARGV[4] = q; then n checks as pairs (index into
+-- KEYS, the first 25 bytes the key held when the operation read it, "" when absent),
+-- q quota decisions as quintuples (F if it fit, O if over; the keys and bytes the
+-- operation's writes up to it add; the limits, -1 for none), then writes as quintuples
+-- (index, mode, data, ttl ms, accounted bytes): S stores data, M replaces the header
+-- with data and sets the expiry (the value is unchanged), D deletes.
+-- 1: all written; 0: a key changed, 2: a quota decision came out otherwise; then
+-- nothing was written.
+local now = tonumber(ARGV[1])
+local cut = tonumber(ARGV[2]) + 1
+local i = 5
+for _ = 1, tonumber(ARGV[3]) do
   if redis.call('GETRANGE', KEYS[tonumber(ARGV[i])], 0, 24) ~= ARGV[i + 1] then
     return 0
   end
   i = i + 2
+end
+index_clean(now, CLEAN)
+for _ = 1, tonumber(ARGV[4]) do
+  local over = index_over(
+    tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  )
+  if over ~= (ARGV[i] == 'O') then
+    return 2
+  end
+  i = i + 5
 end
 while i <= #ARGV do
   local key = KEYS[tonumber(ARGV[i])]
@@ -124,22 +161,39 @@ while i <= #ARGV do
   local ttl = tonumber(ARGV[i + 3])
   if mode == 'D' or ttl <= 0 then
     redis.call('UNLINK', key)
-  elseif mode == 'S' then
-    redis.call('SET', key, ARGV[i + 2], 'PX', ttl)
+    index_drop(string.sub(key, cut))
   else
-    redis.call('SETRANGE', key, 0, ARGV[i + 2])
-    redis.call('PEXPIRE', key, ttl)
+    if mode == 'S' then
+      redis.call('SET', key, ARGV[i + 2], 'PX', ttl)
+    else
+      redis.call('SETRANGE', key, 0, ARGV[i + 2])
+      redis.call('PEXPIRE', key, ttl)
+    end
+    index_put(string.sub(key, cut), tonumber(ARGV[i + 4]), now + ttl)
   end
-  i = i + 4
+  i = i + 5
 end
 return 1
-""")
+""".replace("CLEAN", str(CLEAN_PER_CALL))
+)
 
-SET: Final = Script("""
+SET: Final = Script(
+    INDEX_LUA
+    + """
 -- A plain SET (stashd.ops.put_value): the value with its expiry, version one up while
--- the key is live (1 otherwise). KEYS[1]; ARGV: value, expires_at ms, ttl ms, now ms,
--- stamp (8 bytes). Returns what the key held before, nil when nothing.
-local old = redis.call('GET', KEYS[1])
+-- the key is live (1 otherwise), and the key indexed. KEYS[1..4]: the namespace's
+-- index, KEYS[5]: the entry; ARGV: value, expires_at ms, ttl ms, now ms, stamp (8
+-- bytes), the key, its accounted bytes, then the most the write can add (keys, bytes:
+-- as if the key were new) and the quota's limits (-1: none). Returns what the key held
+-- before, nil when nothing; 2, having written nothing, when the most it can add would
+-- pass the quota (the plan then decides it exactly, the general way).
+index_clean(tonumber(ARGV[4]), CLEAN)
+local max_keys, max_bytes = tonumber(ARGV[10]), tonumber(ARGV[11])
+if (max_keys >= 0 or max_bytes >= 0)
+  and index_over(tonumber(ARGV[8]), tonumber(ARGV[9]), max_keys, max_bytes) then
+  return 2
+end
+local old = redis.call('GET', KEYS[5])
 local version = 1
 if old and #old >= 25 and string.byte(old, 1) == 1 then
   local expires_at, v = struct.unpack('>i8i8', old, 2)
@@ -151,73 +205,20 @@ local ttl = tonumber(ARGV[3])
 if ttl > 0 then
   -- One concatenation: header, stamp, value (measured ~4% faster than two).
   local data = struct.pack('>Bi8i8', 1, tonumber(ARGV[2]), version) .. ARGV[5] .. ARGV[1]
-  redis.call('SET', KEYS[1], data, 'PX', ttl)
+  redis.call('SET', KEYS[5], data, 'PX', ttl)
+  index_put(ARGV[6], tonumber(ARGV[7]), ARGV[2])
 else
-  redis.call('UNLINK', KEYS[1])
+  redis.call('UNLINK', KEYS[5])
+  index_drop(ARGV[6])
 end
 return old
-""")
-
-LIVE: Final = Script("""
--- How many of KEYS hold an entry whose expiry (header bytes 2-9) lies after ARGV[1] ms.
-local now = tonumber(ARGV[1])
-local n = 0
-for _, key in ipairs(KEYS) do
-  local h = redis.call('GETRANGE', key, 0, 8)
-  if #h == 9 and string.byte(h, 1) == 1 and struct.unpack('>i8', h, 2) > now then
-    n = n + 1
-  end
-end
-return n
-""")
+""".replace("CLEAN", str(CLEAN_PER_CALL))
+)
 
 #: Every script the store runs, loaded when a connection is made.
-SCRIPTS: Final = (APPLY, SET, LIVE)
+SCRIPTS: Final = (APPLY, SET, USAGE, PAGE, DROP, ADOPT)
 
-_GLOB: Final = frozenset(b"*?[]\\")
-
-
-# -- layout ----------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4096)
-def key_prefix(ns: str) -> bytes:
-    """``user:{<namespace>}:`` with ``%``, ``{`` and ``}`` percent-encoded in the namespace.
-
-    The encoding keeps the hash tag exactly the namespace: a ``}`` inside it would end
-    the tag early and let two namespaces' key names overlap.
-    """
-    text = ns.encode().replace(b"%", b"%25").replace(b"{", b"%7B").replace(b"}", b"%7D")
-    return b"user:{" + text + b"}:"
-
-
-def match_pattern(prefix: bytes) -> bytes:
-    """A SCAN MATCH pattern for every key under ``prefix``: its glob characters escaped."""
-    out = bytearray()
-    for byte in prefix:
-        if byte in _GLOB:
-            out.append(0x5C)  # backslash
-        out.append(byte)
-    return bytes(out + b"*")
-
-
-def redis_key(slot: Slot) -> bytes:
-    """The Redis key of ``(namespace, key)``."""
-    return key_prefix(slot[0]) + slot[1]
-
-
-def decode(raw: bytes | None) -> tuple[bytes, Entry | None]:
-    """A stored string as (its first 25 bytes, the entry): (b"", None) when absent.
-
-    A string that is not in Stash's format reads as absent, though its bytes are still
-    what a check compares, so a write over it is checked like any other.
-    """
-    if raw is None:
-        return b"", None
-    if len(raw) < HEAD_SIZE or raw[0] != FORMAT:
-        return raw[:HEAD_SIZE], None
-    _, expires_at, version, _ = HEADER.unpack_from(raw)
-    return raw[:HEAD_SIZE], Entry(raw[HEAD_SIZE:], expires_at, version)
+# -- what the plan knows of operations -----------------------------------------------------
 
 
 class Stamps:
@@ -271,6 +272,15 @@ def keys_of(op: Op) -> Iterator[Slot]:
         yield ns, op.key
 
 
+def usage_of(op: Op) -> Iterator[str]:
+    """The namespaces whose usage ``op`` will ask for: under a quota, or INFO's."""
+    if isinstance(op, Transaction):
+        for inner in op.ops:
+            yield from usage_of(inner)
+    elif op.quota is not None or isinstance(op, Usage):
+        yield op.ns
+
+
 def _remember_ids(op: Op) -> None:
     if isinstance(op, Create) and not isinstance(op.make_id, FirstIds):
         op.make_id = FirstIds(op.make_id)
@@ -279,228 +289,23 @@ def _remember_ids(op: Op) -> None:
             _remember_ids(inner)
 
 
-# -- running operations against fetched state ----------------------------------------------
-
-
-class _Miss(Exception):
-    """The view lacks state an operation asked for; the plan fetches it and runs it again."""
-
-    def __init__(
-        self,
-        keys: tuple[Slot, ...] = (),
-        page: tuple[str, int, int] | None = None,
-        count: str | None = None,
-    ) -> None:
-        super().__init__()
-        self.keys = keys
-        self.page = page
-        self.count = count
+# -- the plan ------------------------------------------------------------------------------
 
 
 class _RoundFailed(Exception):
-    """Redis refused a command the plan itself needed (SCAN, MGET); the cause is the text."""
+    """Redis refused a command the plan needed (MGET, an index read); the cause is the text."""
 
 
-class _Written:
-    """A key's state after an earlier write of this batch (entry None: deleted)."""
-
-    __slots__ = ("created", "entry", "head")
-
-    def __init__(self, entry: Entry | None, head: bytes, created: bool) -> None:
-        self.entry = entry
-        self.head = head
-        self.created = created  # absent before this batch wrote it
+class _ScriptsLost(Exception):
+    """Redis lost the scripts (a restart, SCRIPT FLUSH) under a fetch: load them, run again."""
 
 
-class _State:
-    """What a segment of the batch knows: fetched entries, pages, counts, its own writes."""
+def _refusal(reply: ReplyError, what: str) -> Exception:
+    """What an error reply to a command the plan needed raises: a reload or a failure."""
+    if is_noscript(reply):
+        return _ScriptsLost()
+    return _RoundFailed(f"Redis refused {what}: {reply}")
 
-    __slots__ = ("base", "cleared", "counts", "overlay", "pages")
-
-    def __init__(self) -> None:
-        self.base: dict[Slot, tuple[bytes, Entry | None]] = {}
-        self.overlay: dict[Slot, _Written] = {}
-        self.cleared: set[str] = set()
-        self.pages: dict[tuple[str, int, int], tuple[int, list[tuple[bytes, Entry]]]] = {}
-        self.counts: dict[str, int] = {}
-
-
-class _Record:
-    """One operation's run: what it read (headers), what it wrote, and its result."""
-
-    __slots__ = ("clear", "clear_at", "cleared", "reads", "result", "undo", "writes")
-
-    def __init__(self) -> None:
-        self.reads: dict[Slot, bytes] = {}
-        # slot -> (mode S/M/D, entry, new header)
-        self.writes: dict[Slot, tuple[bytes, Entry | None, bytes]] = {}
-        self.undo: dict[Slot, _Written | None] = {}
-        self.cleared: set[str] | None = None  # the segment's cleared set before this op
-        self.clear: str | None = None  # the namespace this op cleared
-        self.clear_at = 0  # reads recorded before the clear
-        self.result: Any = None
-
-
-class _PlanView:
-    """The :class:`~stashd.store.base.View` operations run against during a plan."""
-
-    __slots__ = ("rec", "stamp", "state")
-
-    def __init__(self, state: _State, stamp: Callable[[], int]) -> None:
-        self.state = state
-        self.stamp = stamp
-        self.rec = _Record()
-
-    def _touch(self, slot: Slot) -> tuple[bytes, Entry | None]:
-        state = self.state
-        written = state.overlay.get(slot)
-        if written is not None:
-            current = written.head, written.entry
-        elif slot[0] in state.cleared:
-            current = b"", None
-        else:
-            try:
-                current = state.base[slot]
-            except KeyError:
-                raise _Miss(keys=(slot,)) from None
-        self.rec.reads.setdefault(slot, current[0])
-        return current
-
-    def _overlay(self, slot: Slot, written: _Written) -> None:
-        overlay = self.state.overlay
-        self.rec.undo.setdefault(slot, overlay.get(slot))
-        overlay[slot] = written
-
-    def rollback(self, *, keep_reads: bool) -> None:
-        """Undo this operation's writes to the segment's state (it missed or refused)."""
-        rec = self.rec
-        overlay = self.state.overlay
-        for slot, before in rec.undo.items():
-            if before is None:
-                overlay.pop(slot, None)
-            else:
-                overlay[slot] = before
-        if rec.cleared is not None:
-            self.state.cleared = rec.cleared
-        rec.undo.clear()
-        rec.writes.clear()
-        rec.cleared = rec.clear = None
-        if not keep_reads:
-            rec.reads.clear()
-
-    # -- View ----------------------------------------------------------------------------
-    def get(self, ns: str, key: bytes, now: int) -> Entry | None:
-        """The live entry, as fetched or as written earlier in the batch."""
-        entry = self._touch((ns, key))[1]
-        return entry if entry is not None and entry.expires_at > now else None
-
-    def put(self, ns: str, key: bytes, entry: Entry) -> None:
-        """Remember the write; a change of expiry alone is sent without the value."""
-        slot = (ns, key)
-        head, current = self._touch(slot)
-        rec = self.rec
-        previous = rec.writes.get(slot)
-        # The same bytes object as the key's current value means an expiry change (EXPIRE,
-        # EXTEND, GETEX): only the header and the expiry go to Redis.
-        same_value = current is not None and entry.value is current.value
-        meta = same_value and (previous[0] == b"M" if previous else bool(head))
-        new_head = HEADER.pack(FORMAT, entry.expires_at, entry.version, self.stamp())
-        before = self.state.overlay.get(slot)
-        created = before.created if before is not None else not head
-        self._overlay(slot, _Written(entry, new_head, created))
-        rec.writes[slot] = (b"M" if meta else b"S", entry, new_head)
-
-    def delete(self, ns: str, key: bytes, now: int) -> bool:
-        """Remember the removal; True when a live entry was removed."""
-        slot = (ns, key)
-        head, current = self._touch(slot)
-        if not head:
-            return False
-        self._overlay(slot, _Written(None, b"", created=False))
-        self.rec.writes[slot] = (b"D", None, b"")
-        return current is not None and current.expires_at > now
-
-    def scan(
-        self, ns: str, cursor: int, count: int, now: int
-    ) -> tuple[int, list[tuple[bytes, Entry]]]:
-        """A page of a SCAN MATCH walk, with this batch's writes applied."""
-        state = self.state
-        if ns in state.cleared:
-            return 0, self._written_live(ns, now, set(), count)
-        page = state.pages.get((ns, cursor, count))
-        if page is None:
-            raise _Miss(page=(ns, cursor, count))
-        nxt, rows = page
-        out: list[tuple[bytes, Entry]] = []
-        seen: set[bytes] = set()
-        overlay = state.overlay
-        for key, entry in rows:
-            seen.add(key)
-            written = overlay.get((ns, key))
-            current = entry if written is None else written.entry
-            if current is not None and current.expires_at > now:
-                out.append((key, current))
-        if nxt == 0 and overlay:
-            # Keys this operation created before scanning (inside MULTI): Redis has not
-            # seen them yet, so the walk's last page carries them, room permitting.
-            out += self._written_live(ns, now, seen, count - len(out))
-        return nxt, out
-
-    def _written_live(
-        self, ns: str, now: int, seen: set[bytes], room: int
-    ) -> list[tuple[bytes, Entry]]:
-        out: list[tuple[bytes, Entry]] = []
-        cleared = ns in self.state.cleared
-        for (space, key), written in self.state.overlay.items():
-            if len(out) >= room:
-                break
-            entry = written.entry
-            if (
-                space == ns
-                and key not in seen
-                and (written.created or cleared)
-                and entry is not None
-                and entry.expires_at > now
-            ):
-                out.append((key, entry))
-        return out
-
-    def count(self, ns: str, now: int) -> int:
-        """Live keys: Redis's count, corrected by this batch's writes."""
-        state = self.state
-        if ns in state.cleared:
-            return len(self._written_live(ns, now, set(), len(state.overlay)))
-        n = state.counts.get(ns)
-        if n is None:
-            raise _Miss(count=ns)
-        for slot, written in state.overlay.items():
-            if slot[0] != ns:
-                continue
-            base = state.base.get(slot)
-            if base is None:
-                raise _Miss(keys=(slot,))
-            was = base[1] is not None and base[1].expires_at > now
-            entry = written.entry
-            n += (entry is not None and entry.expires_at > now) - was
-        return n
-
-    def clear(self, ns: str) -> None:
-        """Remember that the namespace is emptied: later reads see only later writes."""
-        state = self.state
-        rec = self.rec
-        if rec.cleared is None:
-            rec.cleared = set(state.cleared)
-        for slot in [s for s in state.overlay if s[0] == ns]:
-            rec.undo.setdefault(slot, state.overlay[slot])
-            del state.overlay[slot]
-        for slot in [s for s in rec.writes if s[0] == ns]:
-            del rec.writes[slot]
-        state.cleared.add(ns)
-        rec.clear = ns
-        rec.clear_at = len(rec.reads)
-
-
-# -- the plan ------------------------------------------------------------------------------
 
 _UNSET: Final = object()
 
@@ -547,6 +352,9 @@ class Plan:
             for start, segment in _segments(todo, self.ops):
                 try:
                     failed = yield from self._segment(segment)
+                except _ScriptsLost:
+                    self.noscript = True
+                    failed = [i for i in segment if self.results[i] is _UNSET]
                 except _RoundFailed as exc:
                     for i in segment:
                         if self.results[i] is _UNSET:
@@ -580,21 +388,26 @@ class Plan:
     def _segment(self, segment: list[int]) -> Steps:
         ops = self.ops
         now = self.clock()
-        if all(_is_native(ops[i]) for i in segment):
+        # An operation that failed once runs the general way: a SET the quota may refuse
+        # is then decided exactly (see the SET script).
+        if all(_is_native(ops[i]) and not self.tries[i] for i in segment):
             return (yield from self._native(segment, now))
-        state = _State()
-        view = _PlanView(state, self.stamp)
+        state = State()
+        view = PlanView(state, self.stamp, now)
         wanted: dict[str, dict[bytes, None]] = {}
+        spaces: dict[str, None] = {}
         for i in segment:
             op = ops[i]
             if type(op) is not Get and type(op) is not GetMany:
                 for ns, key in keys_of(op):
                     wanted.setdefault(ns, {})[key] = None
-        if wanted:
-            yield from self._fetch_keys(state, {ns: list(keys) for ns, keys in wanted.items()})
+                spaces.update(dict.fromkeys(usage_of(op)))
+        if wanted or spaces:
+            keys = {ns: list(keys) for ns, keys in wanted.items()}
+            yield from self._fetch_keys(state, keys, list(spaces), now)
         # Run every operation in order; Get and GetMany only note what the writes before
         # them will have left, to compare with what Redis answers in their place.
-        runs: list[tuple[int, _Record | None, dict[Slot, bytes]]] = []
+        runs: list[tuple[int, Record | None, dict[Slot, bytes]]] = []
         for i in segment:
             op = ops[i]
             kind = type(op)
@@ -619,7 +432,7 @@ class Plan:
         failed: list[int] = []
         it = iter(replies)
         for i, rec, expect in runs:
-            if rec is not None and not rec.reads and not rec.writes:
+            if rec is not None and not rec.reads and not rec.writes and not rec.quotas:
                 self.results[i] = rec.result
                 continue
             reply = next(it)
@@ -700,7 +513,7 @@ class Plan:
         failed += self._native_replies([i], [reply], now)
 
     def _refused(self, i: int, reply: Any, failed: list[int]) -> None:  # noqa: ANN401
-        """An APPLY that found a key changed (0) or an error reply."""
+        """An APPLY that found a key changed (0) or a quota decision turned (2), or an error."""
         if is_noscript(reply):
             self.noscript = True
             failed.append(i)
@@ -709,20 +522,20 @@ class Plan:
         else:
             failed.append(i)
 
-    def _command(self, op: Op, rec: _Record | None, now: int) -> Command | None:
+    def _command(self, op: Op, rec: Record | None, now: int) -> Command | None:
         if rec is None:
             return self._native_command(op, now)
-        if not rec.reads and not rec.writes:
+        if not rec.reads and not rec.writes and not rec.quotas:
             return None
-        return _apply(list(rec.reads.items()), list(rec.writes.items()), now)
+        return _apply(list(rec.reads.items()), list(rec.writes.items()), rec.quotas, now)
 
-    def _speculate(self, state: _State, view: _PlanView, op: Op, now: int) -> Steps:
+    def _speculate(self, state: State, view: PlanView, op: Op, now: int) -> Steps:
         """Run ``op`` on the view, fetching what it misses; its record, result included."""
         while True:
-            rec = view.rec = _Record()
+            rec = view.rec = Record()
             try:
                 result = op.run(view, now)
-            except _Miss as miss:
+            except Miss as miss:
                 view.rollback(keep_reads=False)
                 yield from self._fetch(state, miss, now)
                 continue
@@ -736,20 +549,21 @@ class Plan:
             rec.result = result
             return rec
 
-    def _commit_clear(self, i: int, rec: _Record, now: int) -> Steps:
+    def _commit_clear(self, i: int, rec: Record, now: int) -> Steps:
         """FLUSHDB (alone, or in MULTI): check, empty the namespace, then the later writes."""
         assert rec.clear is not None
         reads = list(rec.reads.items())
         before, after = reads[: rec.clear_at], reads[rec.clear_at :]
-        if before:
-            (reply,) = yield [_apply(before, [], now)]
+        quotas = rec.quotas[: rec.quotas_at]
+        if before or quotas:
+            (reply,) = yield [_apply(before, [], quotas, now)]
             if reply != 1:
                 failed: list[int] = []
                 self._refused(i, reply, failed)
                 return failed
-        yield from self._walk(rec.clear, now, unlink=True)
+        yield from self._drop(rec.clear)
         if after or rec.writes:
-            (reply,) = yield [_apply(after, list(rec.writes.items()), now)]
+            (reply,) = yield [_apply(after, list(rec.writes.items()), [], now)]
             if reply != 1:
                 failed = []
                 self._refused(i, reply, failed)
@@ -758,97 +572,82 @@ class Plan:
         return []
 
     # -- fetching ----------------------------------------------------------------------------
-    def _fetch(self, state: _State, miss: _Miss, now: int) -> Steps:
+    def _fetch(self, state: State, miss: Miss, now: int) -> Steps:
         if miss.keys:
             wanted: dict[str, list[bytes]] = {}
             for ns, key in miss.keys:
                 wanted.setdefault(ns, []).append(key)
-            yield from self._fetch_keys(state, wanted)
+            yield from self._fetch_keys(state, wanted, [], now)
         elif miss.page is not None:
-            state.pages[miss.page] = yield from self._fetch_page(*miss.page)
+            state.pages[miss.page] = yield from self._fetch_page(*miss.page, now)
         elif miss.count is not None:
-            state.counts[miss.count] = yield from self._walk(miss.count, now, unlink=False)
+            state.counts[miss.count] = yield from self._count(miss.count, now)
+        elif miss.usage is not None:
+            limit = QUOTA_FREE_KEYS if miss.free else CLEAN_PER_CALL
+            yield from self._fetch_keys(state, {}, [miss.usage], now, limit)
+            if miss.free:
+                state.freed.add(miss.usage)
 
-    def _fetch_keys(self, state: _State, wanted: dict[str, list[bytes]]) -> Steps:
-        """One MGET per namespace, in one round."""
+    def _fetch_keys(
+        self,
+        state: State,
+        wanted: dict[str, list[bytes]],
+        usage: list[str],
+        now: int,
+        limit: int = CLEAN_PER_CALL,
+    ) -> Steps:
+        """One MGET per namespace and the usage of each namespace in ``usage``, in one round.
+
+        Reading usage first frees up to ``limit`` of the namespace's expired keys.
+        """
         spaces = list(wanted.items())
         commands: list[Command] = []
         for ns, keys in spaces:
             prefix = key_prefix(ns)
             commands.append(("MGET", *[prefix + k for k in keys]))
+        commands += [USAGE.call(index_keys(key_prefix(ns)), [now, limit]) for ns in usage]
         replies = yield commands
         base = state.base
-        for (ns, keys), reply in zip(spaces, replies, strict=True):
+        for (ns, keys), reply in zip(spaces, replies, strict=False):
             if isinstance(reply, ReplyError):
                 raise _RoundFailed(f"Redis refused MGET: {reply}")
             for key, raw in zip(keys, reply, strict=True):
                 base[(ns, key)] = decode(raw)
+        for ns, reply in zip(usage, replies[len(spaces) :], strict=True):
+            if isinstance(reply, ReplyError):
+                raise _refusal(reply, "to read the usage")
+            keys_held, bytes_held = reply
+            state.usage[ns] = (int(keys_held), int(bytes_held))
 
-    def _fetch_page(self, ns: str, cursor: int, count: int) -> Steps:
-        """At most ``count`` live entries from ``cursor`` on, each SCAN step whole.
+    def _fetch_page(self, ns: str, cursor: int, count: int, now: int) -> Steps:
+        """At most ``count`` live entries after ``cursor`` in the namespace's key order.
 
-        SCAN MATCH examines keys of the whole Redis, other namespaces' included, so a page
-        keeps asking until it holds ``count`` keys of the namespace, the walk ends, or
-        :data:`PAGE_BUDGET` keys of Redis were examined (or ``count``, if more: KEYS asks for
-        everything at once): a small namespace in a small
-        Redis comes back whole, as it would from its own Redis. Redis's COUNT grows
-        where the namespace is sparse and is halved, from the same cursor, when a step
-        would overflow the page, so every step taken is one Redis really gave and its
-        guarantee holds: a key present for the whole walk is returned. Only when a
-        single minimal step brings too many keys (they share a hash bucket) is that
-        step split by the keys' CRC32, marked in the cursor with :data:`SPLIT`.
+        The index gives up to ``count`` keys (at most :data:`PAGE_BUDGET`) after the
+        cursor's sequence number, and one more, which says whether the walk goes on; the
+        next cursor is the number of the page's last key, 0 at the end. A key present for
+        the whole walk keeps its number, so it is returned. Entries Redis has expired
+        meanwhile are left out.
         """
-        prefix = key_prefix(ns)
-        pattern = match_pattern(prefix)
-        split_from: int | None = None
-        if cursor >= SPLIT:
-            cursor, split_from = (cursor - SPLIT) >> 32, cursor & 0xFFFFFFFF
-        keys: list[bytes] = []
-        seen: set[bytes] = set()
-        examined = 0
-        budget = max(PAGE_BUDGET, count)  # KEYS asks for everything in one page
-        nxt = cursor
-        step = 1 if split_from is not None else max(1, min(count, WALK_COUNT))
-        while True:
-            while True:
-                command = Routed(("SCAN", cursor, "MATCH", pattern, "COUNT", step), prefix)
-                (reply,) = yield [command]
-                after, found = _scan_reply(reply, prefix)
-                found = [k for k in found if k not in seen]
-                if split_from is not None:
-                    found = [k for k in found if zlib.crc32(k) >= split_from]
-                if len(keys) + len(found) <= count:
-                    break
-                if step > 1:
-                    step //= 2
-                    continue
-                # One minimal step brought more than fits: split it by CRC32.
-                taken, resume = _split(found, count - len(keys))
-                if resume is not None and cursor < _SPLIT_MAX_CURSOR:
-                    keys += taken
-                    nxt = SPLIT + (cursor << 32) + resume
-                    return (yield from self._entries(ns, nxt, keys))
-                break  # cannot mark the cursor: return the whole step, over count
-            keys += found
-            seen.update(found)
-            examined += step
-            cursor = nxt = after
-            split_from = None
-            room = count - len(keys)
-            if after == 0 or room <= 0 or examined >= budget:
-                break
-            # Aim the next step at the room left, from the share of matches seen so far.
-            step = room * step // len(found) if found else step * 4
-            step = max(1, min(step, WALK_COUNT, budget - examined))
+        n = max(1, min(count, PAGE_BUDGET))
+        (reply,) = yield [PAGE.call(index_keys(key_prefix(ns)), [now, cursor, n + 1])]
+        if isinstance(reply, ReplyError):
+            raise _refusal(reply, "to read the index")
+        keys: list[bytes] = reply[0::2]
+        nxt = 0
+        if len(keys) > n:
+            keys = keys[:n]
+            nxt = int(reply[2 * n - 1])
         return (yield from self._entries(ns, nxt, keys))
 
     def _entries(self, ns: str, nxt: int, keys: list[bytes]) -> Steps:
-        """The entries of a page's keys (MGET in chunks); keys gone meanwhile are left out."""
+        """The entries of a page's keys (MGETs in one round); keys gone meanwhile are left out."""
         prefix = key_prefix(ns)
+        chunks = [keys[start : start + MGET_CHUNK] for start in range(0, len(keys), MGET_CHUNK)]
         rows: list[tuple[bytes, Entry]] = []
-        for start in range(0, len(keys), MGET_CHUNK):
-            chunk = keys[start : start + MGET_CHUNK]
-            (reply,) = yield [("MGET", *[prefix + k for k in chunk])]
+        if not chunks:
+            return nxt, rows
+        replies = yield [("MGET", *[prefix + k for k in chunk]) for chunk in chunks]
+        for chunk, reply in zip(chunks, replies, strict=True):
             if isinstance(reply, ReplyError):
                 raise _RoundFailed(f"Redis refused MGET: {reply}")
             for key, raw in zip(chunk, reply, strict=True):
@@ -857,39 +656,52 @@ class Plan:
                     rows.append((key, entry))
         return nxt, rows
 
-    def _walk(self, ns: str, now: int, *, unlink: bool) -> Steps:
-        """Walk a whole namespace with SCAN MATCH: count its live keys, or unlink them all.
+    def _count(self, ns: str, now: int) -> Steps:
+        """Live keys of the namespace: those its index holds, less those expired by ``now``."""
+        expiry = index_keys(key_prefix(ns))[2]
+        held, expired = yield [("ZCARD", expiry), ("ZCOUNT", expiry, "-inf", now)]
+        for reply in (held, expired):
+            if isinstance(reply, ReplyError):
+                raise _RoundFailed(f"Redis refused to count: {reply}")
+        return int(held) - int(expired)
 
-        Each round sends the next SCAN together with the work on the previous page, so
-        the walk costs one round per page.
+    def _drop(self, ns: str) -> Steps:
+        """FLUSHDB: every key the index holds, deleted a page at a time with its index.
+
+        Each round asks for the next page of the index together with the deletion of the
+        previous one, so the walk costs one round per page; the last call deletes the
+        emptied index itself.
         """
         prefix = key_prefix(ns)
-        pattern = match_pattern(prefix)
-        cursor: int | None = 0
+        index = index_keys(prefix)
+        after: int | None = 0
         pending: list[bytes] = []
-        total = 0
-        while cursor is not None or pending:
+        while True:
             commands: list[Command] = []
-            if cursor is not None:
+            if after is not None:
                 commands.append(
-                    Routed(("SCAN", cursor, "MATCH", pattern, "COUNT", WALK_COUNT), prefix)
-                )
-            if pending:
-                full = [prefix + k for k in pending]
-                commands.append(("UNLINK", *full) if unlink else LIVE.call(full, [now]))
-            replies = yield commands
-            if pending:
-                done = replies[-1]
-                if isinstance(done, ReplyError):
-                    raise _RoundFailed(
-                        f"Redis refused to {'UNLINK' if unlink else 'count'}: {done}"
+                    (
+                        "ZRANGEBYSCORE",
+                        index[1],
+                        f"({after}",
+                        "+inf",
+                        "WITHSCORES",
+                        "LIMIT",
+                        0,
+                        WALK_COUNT,
                     )
-                total += int(done)
-            pending = []
-            if cursor is not None:
-                after, pending = _scan_reply(replies[0], prefix)
-                cursor = after or None
-        return total
+                )
+            commands.append(DROP.call([*index, *[prefix + k for k in pending]], pending))
+            replies = yield commands
+            if isinstance(replies[-1], ReplyError):
+                raise _refusal(replies[-1], "to delete")
+            if after is None:
+                return
+            page = replies[0]
+            if isinstance(page, ReplyError):
+                raise _RoundFailed(f"Redis refused to read the index: {page}")
+            pending = page[0::2]
+            after = int(page[-1]) if len(pending) == WALK_COUNT else None
 
 
 def native_commands(ops: list[Op], now: int, stamp: Callable[[], int]) -> list[Command] | None:
@@ -905,17 +717,28 @@ def native_commands(ops: list[Op], now: int, stamp: Callable[[], int]) -> list[C
             if op.cond or op.keep_ttl:  # type: ignore[attr-defined]
                 return None
             expires_at = op.expires_at  # type: ignore[attr-defined]
+            prefix = key_prefix(op.ns)
+            key = op.key
+            value = op.value  # type: ignore[attr-defined]
+            size = entry_bytes(key, value)
+            quota = op.quota
+            # The most a SET adds is a new key's: if even that fits, the write does.
+            bound = (0, 0, -1, -1) if quota is None else (1, size, *caps(1, size, quota))
             append(
                 (
                     "EVALSHA",
                     sha,
-                    1,
-                    key_prefix(op.ns) + op.key,
-                    op.value,  # type: ignore[attr-defined]
+                    5,
+                    *index_keys(prefix),
+                    prefix + key,
+                    value,
                     expires_at,
                     expires_at - now,
                     now,
                     stamp().to_bytes(8, "big"),
+                    key,
+                    size,
+                    *bound,
                 )
             )
         elif kind is GetMany:
@@ -955,54 +778,42 @@ def _segments(todo: list[int], ops: list[Op]) -> Iterator[tuple[int, list[int]]]
         yield start, run
 
 
-def _scan_reply(reply: Any, prefix: bytes) -> tuple[int, list[bytes]]:  # noqa: ANN401
-    """SCAN's reply as (next cursor, the keys under ``prefix`` without it)."""
-    if isinstance(reply, ReplyError):
-        raise _RoundFailed(f"Redis refused SCAN: {reply}")
-    cursor, keys = reply
-    cut = len(prefix)
-    return int(cursor), [k[cut:] for k in keys if k.startswith(prefix)]
-
-
-def _split(keys: list[bytes], room: int) -> tuple[list[bytes], int | None]:
-    """The first keys by CRC32 that fit in ``room``, and the CRC32 to resume from.
-
-    Keys with equal CRC32 stay together; None means no split point fits in ``room``.
-    """
-    ordered = sorted(keys, key=zlib.crc32)
-    crcs = [zlib.crc32(k) for k in ordered]
-    cut = room
-    while 0 < cut < len(ordered) and crcs[cut] == crcs[cut - 1]:
-        cut -= 1
-    if cut <= 0 or cut >= len(ordered):
-        return ordered, None
-    return ordered[:cut], crcs[cut]
-
-
 def _apply(
     reads: list[tuple[Slot, bytes]],
     writes: list[tuple[Slot, tuple[bytes, Entry | None, bytes]]],
+    quotas: list[QuotaCheck],
     now: int,
 ) -> Command:
-    """The APPLY call of one operation: its checks, then its writes."""
-    keys: list[bytes] = []
+    """The APPLY call of one operation: its checks, its quota decisions, then its writes.
+
+    An operation reads and writes one namespace, whose index comes first in KEYS.
+    """
+    slots = [slot for slot, _ in reads] + [slot for slot, _ in writes]
+    spaces = {slot[0] for slot in slots}
+    if len(spaces) != 1:
+        msg = f"an operation's keys span {len(spaces)} namespaces, not one"
+        raise ValueError(msg)
+    prefix = key_prefix(spaces.pop())
+    keys: list[bytes] = list(index_keys(prefix))
     index: dict[Slot, int] = {}
 
     def at(slot: Slot) -> int:
         n = index.get(slot)
         if n is None:
-            keys.append(redis_key(slot))
+            keys.append(prefix + slot[1])
             n = index[slot] = len(keys)
         return n
 
-    args: list[Any] = [len(reads)]
+    args: list[Any] = [now, len(prefix), len(reads), len(quotas)]
     for slot, head in reads:
         args += (at(slot), head)
+    for decision in quotas:
+        args += decision
     for slot, (mode, entry, head) in writes:
         if entry is None:
-            args += (at(slot), b"D", b"", 0)
-        elif mode == b"M":
-            args += (at(slot), b"M", head, entry.expires_at - now)
+            args += (at(slot), b"D", b"", 0, 0)
         else:
-            args += (at(slot), b"S", head + entry.value, entry.expires_at - now)
+            data = head if mode == b"M" else head + entry.value
+            size = entry_bytes(slot[1], entry.value)
+            args += (at(slot), mode, data, entry.expires_at - now, size)
     return APPLY.call(keys, args)

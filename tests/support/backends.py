@@ -14,6 +14,8 @@ from stashd.store.sqlite import SQLiteStore
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pytest
+
     from stashd.ops import Op
     from stashd.store.base import Clock, Store
 
@@ -95,3 +97,17 @@ def open_backend(name: str, clock: Clock, tmp: Path, redis_url: str = "") -> Bac
         raise ValueError(msg)
     loop.run_until_complete(store.open())
     return Backend(name, store, loop, batched=name not in ("memory", "sqlite", "redis-direct"))
+
+
+def server_url(request: pytest.FixtureRequest, name: str) -> str:
+    """The URL of the Redis backend ``name``'s server, flushed first; "" for other backends.
+
+    The servers are the session's (tests/conftest.py): ``redis_cluster`` for
+    ``redis-cluster``, ``redis_store`` for the others.
+    """
+    if name not in REDIS_BACKENDS:
+        return ""
+    server = request.getfixturevalue("redis_cluster" if name == "redis-cluster" else "redis_store")
+    server.flush()
+    url: str = server.url
+    return url
