@@ -17,7 +17,7 @@ import click
 
 from stashd import app, log, outputlimit
 from stashd._version import __version__
-from stashd.client import Stash, remote_environment
+from stashd.client import Stash, in_python_words, remote_environment
 from stashd.config import (
     AUTH_MODES,
     BACKENDS,
@@ -30,8 +30,11 @@ from stashd.config import (
 )
 from stashd.errors import (
     AuthenticationError,
+    BadExtend,
     CommandError,
     Conflict,
+    DataAndMerge,
+    EmptyUpdate,
     InvalidTTL,
     NotJSON,
     PayloadTooLarge,
@@ -703,6 +706,14 @@ def recall(
         )
 
 
+#: UPDATE's errors in the words of ``stash update``'s flags.
+CLI_WORDS: Final[dict[type[StashError], str]] = {
+    EmptyUpdate: "stash update needs at least one of --data, --merge or --extend",
+    DataAndMerge: "--data and --merge cannot be used together",
+    BadExtend: "--extend must be a positive number of seconds, got {requested}",
+}
+
+
 @stash_main.command(name="update")
 @click.argument("memory_id", metavar="ID")
 @click.option("--data", default=None, metavar="JSON", help="Replace the value.")
@@ -742,7 +753,8 @@ def update(
             changes["data"] = _json_arg(data)
         if merge is not None:
             changes["merge"] = _json_arg(merge, "merge patch")
-        left = stash.update(memory_id, **changes)
+        with in_python_words(CLI_WORDS):
+            left = stash.update(memory_id, **changes)
         if left is None:
             _missing("memory", memory_id)
         _print_json(left)

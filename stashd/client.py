@@ -23,6 +23,7 @@ before anything is sent; everything the rules refuse raises the same
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from dotenv import dotenv_values
 
 from stashd.config import DEFAULT_REDIS_URL, load
 from stashd.embedded import AsyncEmbeddedTransport, EmbeddedTransport
+from stashd.errors import BadExtend, DataAndMerge, EmptyUpdate, StashError
 from stashd.jsontext import dump_json, load_stored
 from stashd.ops import INT64_MAX
 from stashd.store import open_store
@@ -271,6 +273,28 @@ class _AsyncTransport(Protocol):
     async def aclose(self) -> None: ...
 
 
+#: The errors whose RESP text names UPDATE's options, in the words of this API's
+#: arguments; each keeps its class and fields in both modes (the remote client reads
+#: the RESP text back into the class first).
+PYTHON_WORDS: Final[dict[type[StashError], str]] = {
+    EmptyUpdate: "update() needs at least one of data, merge or extra_seconds",
+    DataAndMerge: "update() takes data or merge, not both",
+    BadExtend: "extra_seconds must be a positive number, got {requested}",
+}
+
+
+@contextlib.contextmanager
+def in_python_words(words: dict[type[StashError], str] = PYTHON_WORDS) -> Iterator[None]:
+    """Raise the errors of ``words`` told in those words (the Python API's, by default)."""
+    try:
+        yield
+    except StashError as exc:
+        text = words.get(type(exc))
+        if text is None:
+            raise
+        raise exc.in_words(text) from None
+
+
 class _Opening:
     """What Stash and AsyncStash share: one signature, and how it picks the mode."""
 
@@ -442,7 +466,10 @@ class Stash(_Opening):
             stash.update(memory_id, {"done": True}, if_version=2)
         """
         data_raw, merge_raw, extend, version = _update_args(data, merge, extra_seconds, if_version)
-        return self._t.update(_key(memory_id, "memory_id"), data_raw, merge_raw, extend, version)
+        with in_python_words():
+            return self._t.update(
+                _key(memory_id, "memory_id"), data_raw, merge_raw, extend, version
+            )
 
     def forget(self, *memory_ids: str) -> int:
         """Delete ids (or any keys); returns how many existed.
@@ -613,7 +640,8 @@ class AsyncStash(_Opening):
         """
         data_raw, merge_raw, extend, version = _update_args(data, merge, extra_seconds, if_version)
         key = _key(memory_id, "memory_id")
-        return await self._t.update(key, data_raw, merge_raw, extend, version)
+        with in_python_words():
+            return await self._t.update(key, data_raw, merge_raw, extend, version)
 
     async def forget(self, *memory_ids: str) -> int:
         """Delete ids (or any keys); returns how many existed.

@@ -28,6 +28,17 @@ class StashError(Exception):
         """The error line as sent after ``-`` on the wire."""
         return f"{self.code} {self.message}"
 
+    def in_words(self, text: str) -> StashError:
+        """The error told in a door's own words: ``text`` formatted with its fields.
+
+        A door whose callers name things differently from RESP (the Python API's
+        ``extra_seconds`` for UPDATE's EXTEND, the CLI's ``--extend``) keeps the class
+        and its fields and changes only what the caller reads.
+        """
+        self.message = text.format_map(vars(self))
+        self.args = (self.message,)
+        return self
+
 
 class CommandError(StashError):
     """A request Redis would also refuse, answered with ``-ERR ...``."""

@@ -130,8 +130,16 @@ def test_missing_keys_exit_1_with_nothing_on_stdout(db: str) -> None:
             "stash: BADTTL ttl 90000 seconds exceeds the maximum of 86400 seconds",
         ),
         (["update", "k", "--extend", "90000"], 6, "stash: BADTTL"),
-        (["update", "k"], USAGE, "stash: ERR UPDATE needs at least one of DATA, MERGE or EXTEND"),
-        (["update", "k", "--data", "1", "--merge", "2"], USAGE, "stash: ERR DATA and MERGE cannot"),
+        (
+            ["update", "k"],
+            USAGE,
+            "stash: ERR stash update needs at least one of --data, --merge or --extend",
+        ),
+        (
+            ["update", "k", "--data", "1", "--merge", "2"],
+            USAGE,
+            "stash: ERR --data and --merge cannot",
+        ),
         (
             ["update", "k", "--data", "2", "--if-version", "9"],
             8,

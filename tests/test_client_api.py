@@ -417,12 +417,14 @@ async def test_if_version_applies_the_update_only_at_that_version(client: Client
 
 
 async def test_update_needs_something_to_do_and_not_both_data_and_merge(client: Client) -> None:
-    """EmptyUpdate and DataAndMerge, the same classes and texts as over RESP."""
+    """EmptyUpdate and DataAndMerge, the classes RESP gives, in the words of update()'s arguments."""
     memory_id = await client.stash(1)
-    with pytest.raises(EmptyUpdate, match="UPDATE needs at least one of DATA, MERGE or EXTEND"):
+    with pytest.raises(EmptyUpdate) as empty:
         await client.update(memory_id)
-    with pytest.raises(DataAndMerge, match="DATA and MERGE cannot be used together"):
+    assert str(empty.value) == "update() needs at least one of data, merge or extra_seconds"
+    with pytest.raises(DataAndMerge) as both:
         await client.update(memory_id, 2, merge=3)
+    assert str(both.value) == "update() takes data or merge, not both"
     assert await client.recall(memory_id) == 1
 
 
