@@ -9,25 +9,45 @@ Use it in-process or against a running stashd, with one API::
 
 Layout
 ------
-``client``     the Python API: Stash and AsyncStash, embedded or remote.
-``embedded``   the client's in-process door: service operations run by a local store.
-``remote``     the client's remote door: RESP commands over redis-py, errors read back.
-``config``     one frozen Config, resolved from flags, env, .env and defaults.
-``errors``     error classes carrying their exact wire text, and the parser back.
-``resp``       request framing in front of hiredis, and RESP2/RESP3 reply encoding.
-``server``     the asyncio protocol serving one RESP connection.
-``commands``   the command table: one module per family, parse then build an operation.
-``http``       the HTTP sidecar: the JSON API on the same service, store and batcher.
-``service``    the memory service: namespaces, TTL rules, limits, ids, JSON.
-``ops``        atomic operations on one namespace, run by every store.
-``batch``      group commit: what all callers asked for in one loop turn, as one batch.
-``store``      where entries live: SQLite (the default, durable) or memory.
-``tenancy``    who a connection is: API keys, namespaces, limits, the failed-AUTH throttle.
-``registry``   the API key registry (users, tiers, key digests) in the SQLite file.
-``tiers``      the tier table: defaults, overrides from a TOML file and env.
-``ratelimit``  the GCRA rate limiter behind a small interface.
-``app``        runs the daemon: store, RESP server, HTTP sidecar, shutdown.
-``cli``        the ``stashd`` and ``stash`` commands.
+The doors, each a thin translation onto the memory service:
+
+``server``       the RESP door: one asyncio protocol per connection, dispatching requests.
+``commands``     the command table: one module per family, parse then build an operation.
+``resp``         request framing in front of hiredis, and RESP2/RESP3 reply encoding.
+``http``         the HTTP door: the JSON API on the same service, store and batcher.
+``client``       the Python API: Stash and AsyncStash, embedded or remote.
+``embedded``     the client's in-process door: service operations run by a local store.
+``remote``       the client's remote door: RESP commands over redis-py, errors read back.
+``cli``          the ``stashd`` and ``stash`` commands.
+
+The rules, each in one place:
+
+``service``      the memory service: namespaces, TTL rules, limits, ids, JSON.
+``ops``          atomic operations on one namespace, run by every store.
+``quota``        storage quotas: what a namespace holds, and the one check.
+``held``         memory held for clients (MULTI queues) and ``--maxmemory``.
+``cost``         what a request costs in rate-limit units.
+``ratelimit``    the GCRA rate limiter behind a small interface (``ratelimit_redis``: in Redis).
+``connbudget``   the connection commands' own budget, per connection and address.
+``admission``    one count of client connections over every door (``--max-clients``).
+``tenancy``      who a connection is: API keys, namespaces, limits, the failed-AUTH throttle.
+``ids``          ids of new memories, each namespace's own.
+``jsontext``     JSON text as Stash reads and writes it (``jsonmerge``: RFC 7396 merges).
+``glob``         Redis glob patterns, matched in linear time.
+``errors``       error classes carrying their exact wire text, and the parser back.
+
+Where entries live, and the rest:
+
+``store``        memory, SQLite (the default, durable) and Redis stores behind one View.
+``batch``        group commit: what all callers asked for in one loop turn, as one batch.
+``registry``     the API key registry (users, tiers, key digests); ``registry_redis`` in Redis.
+``redislink``    connections to Redis or Valkey.
+``config``       one frozen Config from flags, env, .env and defaults (``tiers``: the tier
+                 table; ``sizes``: sizes as Redis writes them; ``outputlimit``: output
+                 buffer limits).
+``listener``     a door's listening sockets, admitting each connection before it exists.
+``app``          runs the daemon: store, RESP server, HTTP door, shutdown.
+``log``          structlog setup.
 """
 
 from stashd._version import __version__
