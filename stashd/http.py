@@ -687,8 +687,9 @@ class HttpApi:
     """The request handler: routing, authentication, rate limits, and one method per endpoint.
 
     ``limiter`` and ``rate_of`` are the rate-limit hook: when both are given, every
-    authenticated request costs one unit of ``rate_of(principal)`` for the principal's
-    namespace (None: not limited).
+    authenticated request costs units of ``rate_of(principal)`` for the principal's
+    namespace (None: not limited), by the rule of :mod:`stashd.cost`: one, and more for
+    a body past 16 KiB, before it runs; a debt for what it read or walked, after.
     """
 
     def __init__(
@@ -790,10 +791,13 @@ class HttpApi:
             principal = await self.authenticate_async(request)
         else:
             principal = self.authenticate(request)
+        # A body's bytes are known up front from its Content-Length; a chunked one's are
+        # charged once read (see charge_body).
+        cost = body_cost(request.content_length or 0)
         if self.shared_limiter:
-            rate = await self.admit_shared(principal)
+            rate = await self.admit_shared(principal, cost)
         else:
-            rate = self.admit(principal)
+            rate = self.admit(principal, cost)
         resp: web.StreamResponse = await handler(request, principal, key, conn)
         if rate is not None:
             resp.headers.update(rate)
@@ -867,12 +871,13 @@ class HttpApi:
             raise WrongPass
         return principal
 
-    def admit(self, principal: Principal) -> dict[str, str] | None:
+    def admit(self, principal: Principal, cost: int = 1) -> dict[str, str] | None:
         """The one rate-limit check: the RateLimit fields to send, or 429 when over.
 
         Fields follow the IETF draft (draft-ietf-httpapi-ratelimit-headers): the policy
-        ``q`` requests per ``w`` seconds, and ``r`` remaining with ``t`` seconds until the
-        quota is whole again; a refusal adds ``Retry-After`` in whole seconds.
+        ``q`` units per ``w`` seconds, and ``r`` units remaining, after this request's
+        ``cost``, with ``t`` seconds until the quota is whole again; a refusal adds
+        ``Retry-After`` in whole seconds.
         """
         if self.limiter is None or self.rate_of is None:
             return None
@@ -880,9 +885,9 @@ class HttpApi:
         if rate is None:
             return None
         limiter = cast("RateLimiter", self.limiter)
-        return _rate_fields(rate, limiter.acquire(principal.namespace, rate))
+        return _rate_fields(rate, limiter.acquire(principal.namespace, rate, cost))
 
-    async def admit_shared(self, principal: Principal) -> dict[str, str] | None:
+    async def admit_shared(self, principal: Principal, cost: int = 1) -> dict[str, str] | None:
         """:meth:`admit` with a limiter kept in Redis, asked without blocking the loop."""
         if self.limiter is None or self.rate_of is None:
             return None
@@ -890,8 +895,19 @@ class HttpApi:
         if rate is None:
             return None
         limiter = cast("SharedLimiter", self.limiter)
-        grant = await limiter.take(principal.namespace, rate)
+        grant = await limiter.take(principal.namespace, rate, (cost,))
         return _rate_fields(rate, grant.decision)
+
+    def charge(self, principal: Principal, units: int) -> None:
+        """Charge work learned after a request ran to the principal's rate, as a debt."""
+        if units and self.limiter is not None and self.rate_of is not None:
+            rate = self.rate_of(principal)
+            if rate is not None:
+                self.limiter.charge(principal.namespace, rate, units)
+
+    def charge_body(self, principal: Principal, request: web.BaseRequest, body: bytes) -> None:
+        """Charge what a body read costs past what its Content-Length said (chunked ones)."""
+        self.charge(principal, body_cost(len(body)) - body_cost(request.content_length or 0))
 
     # -- bodies ---------------------------------------------------------------------------
     async def read_body(self, request: web.BaseRequest, conn: _Connection, limit: int) -> bytes:
@@ -967,7 +983,9 @@ class HttpApi:
         self, request: web.BaseRequest, p: Principal, _key: bytes, conn: _Connection
     ) -> web.StreamResponse:
         """POST /stash {"data": any, "ttl": seconds?} -> 201 with the new id."""
-        op = self.stash_op(p, await self.read_body(request, conn, p.limits.max_payload))
+        raw = await self.read_body(request, conn, p.limits.max_payload)
+        self.charge_body(p, request, raw)
+        op = self.stash_op(p, raw)
         key: bytes = self.store.run(op) if self.inline else await self.batcher.run(op)
         return self.created(p, op, key)
 
@@ -1002,6 +1020,7 @@ class HttpApi:
         del request, conn
         get = self.service.get(p, key)
         entry: Entry | None = self.store.run(get) if self.inline else await self.batcher.run(get)
+        self.charge(p, op_debt(get, entry))  # a large document read back
         if entry is None:
             raise NotFound
         value = entry.value
@@ -1021,7 +1040,9 @@ class HttpApi:
     ) -> web.StreamResponse:
         """PATCH /update/{id} {"data"?, "merge"?, "extra_seconds"?}, If-Match -> new TTL."""
         if_version = if_match_version(request.headers.get("If-Match"))
-        body = _object(await self.read_body(request, conn, p.limits.max_payload), UPDATE_FIELDS)
+        raw = await self.read_body(request, conn, p.limits.max_payload)
+        self.charge_body(p, request, raw)
+        body = _object(raw, UPDATE_FIELDS)
         extra = _integer(body, "extra_seconds")
         if extra is not None and extra <= 0:
             raise BadExtend(extra)
@@ -1035,7 +1056,10 @@ class HttpApi:
             extend_seconds=extra or 0,
             if_version=if_version,
         )
-        entry: Entry | None = await self.batcher.run(op)
+        try:
+            entry: Entry | None = await self.batcher.run(op)
+        finally:
+            self.charge(p, op_debt(op, None))  # the document read and merged, even if refused
         if entry is None:
             raise NotFound
         if self.ctx.log_writes:
@@ -1078,7 +1102,9 @@ class HttpApi:
         query = request.query
         cursor = _query_int(query.get("cursor"), "cursor", 0)
         limit = _query_int(query.get("limit"), "limit", PAGE_DEFAULT)
-        nxt, items = await self.batcher.run(self.service.page(p, cursor, limit))
+        page = self.service.page(p, cursor, limit)
+        nxt, items = await self.batcher.run(page)
+        self.charge(p, op_debt(page, None))  # the entries it walked
         now = self.service.clock()
         memories = [
             {

@@ -679,12 +679,21 @@ class Usage(Op):
 
 
 class Flush(Op):
-    """FLUSHDB/FLUSHALL: empty the caller's namespace, and only that."""
+    """FLUSHDB/FLUSHALL: empty the caller's namespace, and only that.
 
-    __slots__ = ()
+    ``freed`` is how many keys it held (expired ones not yet swept included), for the
+    rate limit: freeing them is the work.
+    """
 
-    def run(self, view: View, now: int) -> None:  # noqa: ARG002 - part of the Op signature
+    __slots__ = ("freed",)
+
+    def __init__(self, ns: str) -> None:
+        super().__init__(ns)
+        self.freed = 0
+
+    def run(self, view: View, now: int) -> None:
         """Clear."""
+        self.freed = view.usage(self.ns, now)[0]
         view.clear(self.ns)
 
 

@@ -2,22 +2,30 @@
 
 GCRA (the generic cell rate algorithm) keeps one number per subject, the theoretical
 arrival time (TAT) of its next request, and so needs no timer and no queue. A rate of
-``limit`` per ``period`` spaces requests ``period / limit`` apart; ``burst`` requests may
-arrive at once. The limiter answers with a :class:`Decision` carrying everything the
-doors report: RESP's ``-RATELIMIT ... retry after N ms`` and HTTP's ``Retry-After``,
-``RateLimit`` and ``RateLimit-Policy`` fields. A deployment with many nodes swaps in a
-limiter that keeps the TAT in shared storage with one clock.
+``limit`` units per ``period`` spaces units ``period / limit`` apart; ``burst`` units may
+be spent at once. A request costs one unit or more (:mod:`stashd.cost` says how many):
+
+- it may run when its cost fits in what is left of the burst, and a cost larger than
+  the burst fits once the whole burst is left: then the TAT moves on by the whole
+  cost, past the burst, and later requests wait until it is back within it;
+- work learned only after a request ran is *charged* (:meth:`LocalLimiter.charge`):
+  the TAT moves on by it without refusing anything, a debt that later requests wait off.
+
+The limiter answers with a :class:`Decision` carrying everything the doors report:
+RESP's ``-RATELIMIT ... retry after N ms`` and HTTP's ``Retry-After``, ``RateLimit``
+and ``RateLimit-Policy`` fields. A deployment with many nodes swaps in a limiter that
+keeps the TAT in shared storage with one clock.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 _UNITS: Final = {
     "s": 1,
@@ -34,11 +42,15 @@ _RATE: Final = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """``limit`` requests per ``period_s`` seconds, with up to ``burst`` at once."""
+    """``limit`` units per ``period_s`` seconds, with up to ``burst`` at once."""
 
     limit: int
     period_s: int
     burst: int
+    #: Milliseconds between units at the sustained rate, and how far the TAT may run
+    #: ahead of now (a whole burst): worked out once, since every metered request uses them.
+    interval_ms: float = field(init=False, repr=False, compare=False)
+    tolerance_ms: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Refuse rates that cannot be enforced, naming the value."""
@@ -48,11 +60,9 @@ class Rate:
         if self.burst <= 0:
             msg = f"burst must be at least 1, got {self.burst}"
             raise ValueError(msg)
-
-    @property
-    def interval_ms(self) -> float:
-        """Milliseconds between requests at the sustained rate."""
-        return self.period_s * 1000 / self.limit
+        interval = self.period_s * 1000 / self.limit
+        object.__setattr__(self, "interval_ms", interval)
+        object.__setattr__(self, "tolerance_ms", interval * self.burst)
 
     @classmethod
     def parse(cls, text: str, burst: int | None = None) -> Rate:
@@ -80,16 +90,24 @@ class Decision:
 
 
 class RateLimiter(Protocol):
-    """Decides whether ``subject`` may make ``cost`` more requests at ``rate`` now."""
+    """Decides whether ``subject`` may spend ``cost`` more units at ``rate`` now."""
 
     def acquire(self, subject: str, rate: Rate, cost: int = 1) -> Decision:
-        """Count the requests if allowed; a refused request is not counted."""
+        """Count the units if allowed; a refused request is not counted."""
+        ...
+
+    def wait_ms(self, subject: str, rate: Rate, cost: int = 1) -> int:
+        """:meth:`acquire`'s answer as the wait alone: 0 when counted, else the ms to wait."""
+        ...
+
+    def charge(self, subject: str, rate: Rate, cost: int) -> None:
+        """Count ``cost`` units of work already done, refusing nothing (a debt)."""
         ...
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """How many of the requests asked for may run now, in order, and a decision.
+    """How many of the requests asked about may run now, in order, and a decision.
 
     The decision is on the first request refused or, when all may run, on the last one.
     """
@@ -101,17 +119,23 @@ class Grant:
 class SharedLimiter(Protocol):
     """A limiter whose state is elsewhere (Redis), asked without blocking the event loop.
 
-    A connection asks once for all the metered commands one read brought, and those
-    commands wait for the answer as they wait for a batch; the first ``granted`` run,
-    the rest are refused, as if each had been asked in turn.
+    A connection asks once about the metered commands one read brought, giving each
+    one's cost, and those commands wait for the answer as they wait for a batch; the
+    first ``granted`` run, the rest are refused, as if each had been asked in turn.
     """
 
-    def request(self, subject: str, rate: Rate, wanted: int, done: Callable[[Grant], None]) -> None:
-        """Ask for ``wanted`` requests; ``done`` is called with the grant, always."""
+    def request(
+        self, subject: str, rate: Rate, costs: Sequence[int], done: Callable[[Grant], None]
+    ) -> None:
+        """Ask about requests of these costs, in order; ``done`` gets the grant, always."""
         ...
 
-    async def take(self, subject: str, rate: Rate, wanted: int = 1) -> Grant:
+    async def take(self, subject: str, rate: Rate, costs: Sequence[int] = (1,)) -> Grant:
         """:meth:`request`, awaited."""
+        ...
+
+    def charge(self, subject: str, rate: Rate, cost: int) -> None:
+        """Count ``cost`` units of work already done, refusing nothing; never waits."""
         ...
 
     async def aclose(self) -> None:
@@ -122,6 +146,37 @@ class SharedLimiter(Protocol):
 def monotonic_ms() -> float:
     """A clock that never goes back, for spacing requests."""
     return time.monotonic() * 1000
+
+
+def step(tat: float, now: float, rate: Rate, cost: int) -> float | None:
+    """GCRA's one rule: the TAT after spending ``cost`` units now, or None when they must wait.
+
+    ``tat`` is the subject's TAT (``now`` or earlier for a subject with a full burst).
+    A cost fits when the TAT, moved on by the cost, stays within the burst; a cost over
+    the burst fits when the whole burst is left, and then moves the TAT on by all of it.
+    """
+    if tat < now:  # noqa: PLR1730 - every metered request comes here: cheaper than max()
+        tat = now
+    interval = rate.interval_ms
+    burst = rate.burst
+    need = cost if cost < burst else burst  # noqa: FURB136 - as above, cheaper than min()
+    # The nanosecond of slack absorbs rounding in intervals such as 1000/3 ms.
+    if tat - now + need * interval > rate.tolerance_ms + 1e-6:
+        return None
+    return tat + cost * interval
+
+
+def decision(tat: float, now: float, rate: Rate, cost: int, new_tat: float | None) -> Decision:
+    """What :func:`step` decided, in the terms the doors report."""
+    interval = rate.interval_ms
+    tolerance = rate.tolerance_ms
+    tat = max(tat, now)
+    if new_tat is None:
+        wait = tat + min(cost, rate.burst) * interval - tolerance - now
+        remaining = int((tolerance - (tat - now)) // interval)
+        return Decision(False, max(1, int(wait + 0.999)), max(0, remaining), int(tat - now + 0.999))
+    remaining = int((tolerance - (new_tat - now) + 1e-6) // interval)
+    return Decision(True, 0, max(0, remaining), int(new_tat - now + 0.999))
 
 
 class LocalLimiter:
@@ -139,23 +194,37 @@ class LocalLimiter:
         self._tat: dict[str, float] = {}
 
     def acquire(self, subject: str, rate: Rate, cost: int = 1) -> Decision:
-        """Allow when the request fits in the burst tolerance; otherwise say how long to wait."""
+        """Allow when the cost fits in the burst tolerance; otherwise say how long to wait."""
         now = self.clock()
-        interval = rate.interval_ms
-        tolerance = interval * rate.burst  # how far the TAT may run ahead of now
-        tat = max(self._tat.get(subject, now), now)
-        new_tat = tat + interval * cost
-        if new_tat - now > tolerance:
-            wait = new_tat - tolerance - now
-            remaining = int((tolerance - (tat - now)) // interval)
-            return Decision(
-                False, max(1, int(wait + 0.999)), max(0, remaining), int(tat - now + 0.999)
-            )
-        if len(self._tat) >= self.PRUNE_AT and subject not in self._tat:
-            self._prune(now)
-        self._tat[subject] = new_tat
-        remaining = int((tolerance - (new_tat - now)) // interval)
-        return Decision(True, 0, max(0, remaining), int(new_tat - now + 0.999))
+        tat = self._tat.get(subject, now)
+        new_tat = step(tat, now, rate, cost)
+        if new_tat is not None:
+            self._store(subject, new_tat, now)
+        return decision(tat, now, rate, cost, new_tat)
 
-    def _prune(self, now: float) -> None:
-        self._tat = {s: t for s, t in self._tat.items() if t > now}
+    def wait_ms(self, subject: str, rate: Rate, cost: int = 1) -> int:
+        """:meth:`acquire` for a door that needs only the wait: 0 when counted, else the ms.
+
+        The RESP door asks this for every metered command, so it builds no decision.
+        """
+        now = self.clock()
+        tats = self._tat
+        tat = tats.get(subject, now)
+        new_tat = step(tat, now, rate, cost)
+        if new_tat is None:
+            return decision(tat, now, rate, cost, None).retry_after_ms
+        if subject in tats or len(tats) < self.PRUNE_AT:
+            tats[subject] = new_tat
+        else:
+            self._store(subject, new_tat, now)
+        return 0
+
+    def charge(self, subject: str, rate: Rate, cost: int) -> None:
+        """Move the subject's TAT on by ``cost`` units of work already done: a debt."""
+        now = self.clock()
+        self._store(subject, max(self._tat.get(subject, now), now) + cost * rate.interval_ms, now)
+
+    def _store(self, subject: str, tat: float, now: float) -> None:
+        if len(self._tat) >= self.PRUNE_AT and subject not in self._tat:
+            self._tat = {s: t for s, t in self._tat.items() if t > now}
+        self._tat[subject] = tat

@@ -1,15 +1,17 @@
 """Rate limits kept in Redis: one GCRA per subject, one script, Redis's clock for every node.
 
 Each check is one EVALSHA of :data:`GCRA`, which reads Redis ``TIME``, computes how many
-of the requests asked for fit under the subject's theoretical arrival time (TAT), and
-stores the new TAT, atomically. Every stashd node on one Redis therefore applies one
-limit with one clock: a client spreading its requests over many nodes gets no more
-than it would from one.
+of the requests asked about (each with its cost in units) fit under the subject's
+theoretical arrival time (TAT), and stores the new TAT, atomically. Every stashd node on
+one Redis therefore applies one limit with one clock: a client spreading its requests
+over many nodes gets no more than it would from one.
 
 The daemon never waits on Redis inside a callback: :meth:`RedisLimiter.request` queues
 the question, every question of one turn of the event loop goes out as one round (one
 pipelined write), and each connection's commands wait for their answer as they wait
-for a batch. A connection asks once per read, for as many requests as the read brought.
+for a batch. A connection asks once per read about the requests the read brought.
+Debts (:meth:`RedisLimiter.charge`: work learned after a request ran) go out in the
+same rounds and are waited for by nobody.
 
 When Redis cannot be reached the limiter answers from a :class:`LocalLimiter` in this
 process, so limits hold per node instead of not at all, and logs it once; the commands
@@ -35,32 +37,41 @@ if TYPE_CHECKING:
 logger = log.get("stashd.ratelimit")
 
 GCRA: Final = Script("""
--- GCRA on Redis's clock. KEYS[1]: the subject's TAT (ms, as text). ARGV: interval ms
--- between requests at the sustained rate, burst, requests wanted. Grants as many as fit
--- (0..wanted), stores the new TAT with an expiry when it would lie in the past anyway.
+-- GCRA on Redis's clock, the rule of stashd.ratelimit.step. KEYS[1]: the subject's TAT
+-- (ms, as text). ARGV: interval ms between units at the sustained rate, burst, 'take'
+-- or 'charge', then the cost in units of each request, in order. 'take' grants the
+-- requests in order while each fits (a cost over the burst fits once the whole burst is
+-- left, and moves the TAT on by all of it); 'charge' counts them all, refusing nothing.
+-- Stores the new TAT with an expiry at which it would lie in the past anyway.
 -- Returns {granted, retry after ms (for the first refused), remaining, reset ms}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local interval = tonumber(ARGV[1])
-local tolerance = interval * tonumber(ARGV[2])
-local wanted = tonumber(ARGV[3])
+local burst = tonumber(ARGV[2])
+local tolerance = interval * burst
+local charge = ARGV[3] == 'charge'
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then
   tat = now
 end
-local fit = math.floor((tolerance - (tat - now)) / interval + 1e-9)
-local granted = math.max(0, math.min(wanted, fit))
-local new_tat = tat + granted * interval
-if granted > 0 then
-  local ttl = math.max(1, math.ceil(new_tat - now))
-  redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', ttl)
-end
+local granted = 0
 local retry = 0
-if granted < wanted then
-  retry = math.max(1, math.ceil(new_tat + interval - tolerance - now))
+for i = 4, #ARGV do
+  local cost = tonumber(ARGV[i])
+  local need = math.min(cost, burst) * interval
+  if not charge and tat - now + need > tolerance + 1e-6 then
+    retry = math.max(1, math.ceil(tat + need - tolerance - now))
+    break
+  end
+  tat = tat + cost * interval
+  granted = granted + 1
 end
-local remaining = math.max(0, math.floor((tolerance - (new_tat - now)) / interval + 1e-9))
-return {granted, retry, remaining, math.ceil(new_tat - now)}
+if granted > 0 then
+  local ttl = math.max(1, math.ceil(tat - now))
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', ttl)
+end
+local remaining = math.max(0, math.floor((tolerance - (tat - now)) / interval + 1e-9))
+return {granted, retry, remaining, math.ceil(tat - now)}
 """)
 
 
@@ -70,7 +81,7 @@ def rate_key(subject: str) -> bytes:
 
 
 def grant_of(reply: list[Any], wanted: int) -> Grant:
-    """GCRA's reply as a grant."""
+    """GCRA's reply, for ``wanted`` requests asked about, as a grant."""
     granted, retry, remaining, reset = (int(x) for x in reply)
     decision = Decision(granted >= wanted, retry, remaining, max(0, reset))
     return Grant(granted, decision)
@@ -82,20 +93,20 @@ class RedisLimiter:
     def __init__(self, target: RedisTarget) -> None:
         self.target = target
         self._link: AsyncLink | None = None
-        self._queue: list[tuple[str, Rate, int, Callable[[Grant], None]]] = []
+        # Questions and debts of this turn of the loop; a debt has no callback.
+        self._queue: list[tuple[str, Rate, Sequence[int], Callable[[Grant], None] | None]] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._fallback = LocalLimiter()
         self._degraded = False
 
-    def request(self, subject: str, rate: Rate, wanted: int, done: Callable[[Grant], None]) -> None:
+    def request(
+        self, subject: str, rate: Rate, costs: Sequence[int], done: Callable[[Grant], None]
+    ) -> None:
         """Queue the question; the loop turn's questions go to Redis in one round."""
-        self._queue.append((subject, rate, wanted, done))
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._put((subject, rate, costs, done))
 
-    async def take(self, subject: str, rate: Rate, wanted: int = 1) -> Grant:
+    async def take(self, subject: str, rate: Rate, costs: Sequence[int] = (1,)) -> Grant:
         """Ask and wait for the grant."""
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
 
@@ -103,8 +114,19 @@ class RedisLimiter:
             if not future.done():
                 future.set_result(grant)
 
-        self.request(subject, rate, wanted, done)
+        self.request(subject, rate, costs, done)
         return await future
+
+    def charge(self, subject: str, rate: Rate, cost: int) -> None:
+        """Queue a debt of ``cost`` units; it goes out with the loop turn's questions."""
+        if cost > 0:
+            self._put((subject, rate, (cost,), None))
+
+    def _put(self, item: tuple[str, Rate, Sequence[int], Callable[[Grant], None] | None]) -> None:
+        self._queue.append(item)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -114,29 +136,40 @@ class RedisLimiter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _ask(self, batch: list[tuple[str, Rate, int, Callable[[Grant], None]]]) -> None:
-        """One round for the batch's questions; every question is answered, whatever happens."""
+    async def _ask(
+        self, batch: list[tuple[str, Rate, Sequence[int], Callable[[Grant], None] | None]]
+    ) -> None:
+        """One round for the batch's questions; every question is answered, whatever happens.
+
+        A debt Redis did not take is kept by this process's own limiter instead.
+        """
         try:
             replies = await self._round(batch)
         except Exception:  # a bug must not leave connections waiting for good
             logger.exception("rate_limit_round_failed")
             replies = None
-        for i, (subject, rate, wanted, done) in enumerate(batch):
+        for i, (subject, rate, costs, done) in enumerate(batch):
             reply = None if replies is None else replies[i]
             if reply is None or isinstance(reply, ReplyError):
-                done(self._local(subject, rate, wanted))
-            else:
-                done(grant_of(reply, wanted))
+                if done is None:
+                    self._fallback.charge(subject, rate, sum(costs))
+                else:
+                    done(self._local(subject, rate, costs))
+            elif done is not None:
+                done(grant_of(reply, len(costs)))
 
     async def _round(
-        self, batch: list[tuple[str, Rate, int, Callable[[Grant], None]]]
+        self, batch: list[tuple[str, Rate, Sequence[int], Callable[[Grant], None] | None]]
     ) -> list[Any] | None:
         """GCRA for each question, in one round; None when Redis cannot be reached."""
         if self._link is None:
             self._link = self.target.async_link([GCRA])
         commands = [
-            GCRA.call([rate_key(subject)], [repr(rate.interval_ms), rate.burst, wanted])
-            for subject, rate, wanted, _ in batch
+            GCRA.call(
+                [rate_key(subject)],
+                [repr(rate.interval_ms), rate.burst, "take" if done else "charge", *costs],
+            )
+            for subject, rate, costs, done in batch
         ]
         try:
             replies = await round_with_scripts(self._link, commands)
@@ -150,14 +183,14 @@ class RedisLimiter:
         self._degraded = False
         return replies
 
-    def _local(self, subject: str, rate: Rate, wanted: int) -> Grant:
+    def _local(self, subject: str, rate: Rate, costs: Sequence[int]) -> Grant:
         """The grant of this process's own limiter, asked one request at a time."""
         decision = Decision(True, 0, 0, 0)
-        for granted in range(wanted):
-            decision = self._fallback.acquire(subject, rate)
+        for granted, cost in enumerate(costs):
+            decision = self._fallback.acquire(subject, rate, cost)
             if not decision.allowed:
                 return Grant(granted, decision)
-        return Grant(wanted, decision)
+        return Grant(len(costs), decision)
 
     async def aclose(self) -> None:
         """Close the link once questions in flight are answered."""

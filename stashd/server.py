@@ -27,6 +27,17 @@ from stashd.batch import Batcher
 from stashd.commands import TABLE
 from stashd.commands.base import NOAUTH, WRITE, Awaiting, Deferred, Session
 from stashd.commands.transactions import CONTROL as TXN_CONTROL
+from stashd.commands.transactions import discard as discard_transaction
+from stashd.connbudget import ConnectionBudget
+from stashd.cost import (
+    CONNECTION,
+    FREE,
+    TRANSACTION,
+    command_cost,
+    op_debt,
+    steps_debt,
+    transaction_cost,
+)
 from stashd.errors import (
     InternalError,
     MaxClients,
@@ -86,10 +97,9 @@ _CLOCK_EVERY: Final = 16
 # the store could answer it at once: MGET of 16,384 keys read on the loop takes 100 ms.
 INLINE_READ_MAX: Final = 256
 
-# Commands that set up or end a connection touch no data and never count against a rate
-# limit: a client over its limit can still connect (redis-py's handshake is HELLO and
-# CLIENT SETINFO), authenticate and leave.
-_UNMETERED: Final = frozenset({b"auth", b"hello", b"client", b"quit", b"reset"})
+# The most requests one question to a shared limiter asks about: a read of more asks
+# again for the rest once these are granted (at most a burst is ever granted at once).
+ASK_MAX: Final = 256
 
 # Names that only arrive when a browser or HTTP client is tricked into talking to us;
 # Redis closes the connection on them, and so do we.
@@ -137,6 +147,8 @@ class ServerContext:
     # One limiter for every connection and door, keyed by the principal's namespace: this
     # process's own, or a shared one (Redis) that is asked without blocking the loop.
     limiter: RateLimiter | SharedLimiter = field(default_factory=LocalLimiter)
+    # The connection commands' budget (AUTH, HELLO, CLIENT...), per connection and address.
+    connection_budget: ConnectionBudget = field(default_factory=ConnectionBudget)
     auth_throttle: AuthThrottle = field(default_factory=AuthThrottle)
     # The one count of client connections, over this door and every other, against
     # --max-clients.
@@ -182,6 +194,8 @@ class Connection(asyncio.Protocol):
         self._closing = False
         self._close_after_batch = False  # close once the batch in flight has replied
         self._rate: Rate | None = None  # the principal's rate limit, None when unlimited
+        self._subject = ""  # what the rate is kept under: the principal's namespace
+        self._conn_tat = 0.0  # this connection's TAT in the connection budget
         self._auth_timer: asyncio.TimerHandle | None = None
         # Requests read but not yet run: what is left when a slice ends. Reading stops
         # while there are any, so this holds at most what one read brought.
@@ -304,6 +318,7 @@ class Connection(asyncio.Protocol):
                 max_request=self.ctx.max_query_buffer,
             )
             self._rate = principal.limits.rate
+            self._subject = principal.namespace
             if self._auth_timer is not None:
                 self._auth_timer.cancel()
                 self._auth_timer = None
@@ -316,13 +331,21 @@ class Connection(asyncio.Protocol):
             logger.info("auth_timeout", peer=session.peer, seconds=self.ctx.auth_timeout)
             self.close_when_idle()
 
-    def _over_rate(self, rate: Rate) -> _Encoded | None:
-        """Count one command against the principal's rate; the encoded refusal when over."""
+    def _over_connection_budget(self, cost: int) -> _Encoded | None:
+        """Spend a connection command's cost from the connection budget; the refusal when over."""
         session = self.session
         assert session is not None
-        assert session.principal is not None
-        decision = cast("RateLimiter", self.ctx.limiter).acquire(session.principal.namespace, rate)
-        return None if decision.allowed else _refusal(decision.retry_after_ms)
+        wait, self._conn_tat = self.ctx.connection_budget.admit(
+            self._conn_tat, session.address, cost
+        )
+        return _refusal(wait) if wait else None
+
+    def _charge(self, units: int) -> None:
+        """Charge work learned after a request ran to the principal's rate, as a debt."""
+        session = self.session
+        rate = self._rate
+        if units and rate is not None and session is not None and session.principal is not None:
+            self.ctx.limiter.charge(session.principal.namespace, rate, units)
 
     def deauthenticate(self) -> None:
         """The key was revoked: nothing more runs as its principal, and the connection closes."""
@@ -357,7 +380,12 @@ class Connection(asyncio.Protocol):
         inline_reads = store.inline_reads
         run_now = store.run if inline else store.read_now
         rate = self._rate
+        subject = self._subject
+        limiter = ctx.limiter
+        # This process's own limiter answers at once; a shared one is asked per read.
+        local = None if hasattr(limiter, "request") else limiter
         ready: tuple[Any, Principal | None, Any, list[bytes]] | None = None
+        over: _Encoded | None = None  # the connection budget's refusal, once there is one
         if turn is None:
             replies: list[Any] = []
             pending: list[tuple[int, Deferred, Any]] = []  # (reply slot, deferred, command)
@@ -414,29 +442,47 @@ class Connection(asyncio.Protocol):
                     continue
                 name = args[0].lower()
                 cmd = TABLE.get(name)
-                if rate is not None and name not in _UNMETERED:
+                if name in CONNECTION:
+                    # Their own budget, per connection and address (stashd.connbudget); as
+                    # with the rate, a refusal stands for the rest of the read.
+                    if name != FREE:
+                        if over is None:
+                            over = self._over_connection_budget(command_cost(cmd, args))
+                        if over is not None:
+                            replies.append(over)
+                            if session.multi is not None:
+                                session.multi_dirty = True
+                            continue
+                elif rate is not None and (
+                    cost := command_cost(cmd, args)
+                    if name not in TRANSACTION
+                    else transaction_cost(name, len(args), session.multi)
+                ):
                     if refused is None:
-                        limiter = ctx.limiter
-                        if not hasattr(limiter, "request"):
-                            refused = self._over_rate(rate)
-                        elif allowance is None:
-                            wanted = _metered(items, pos - 1)
+                        if local is not None:
+                            if wait := local.wait_ms(subject, rate, cost):
+                                refused = _refusal(wait)
+                        elif allowance is not None and allowance.left:
+                            allowance.left -= 1
+                        elif allowance is not None and allowance.refusal is not None:
+                            refused = allowance.refusal
+                        else:  # not asked yet, or all asked about granted: ask about the rest
+                            costs = _metered(items, pos, cost, min(ASK_MAX, rate.burst + 1))
                             turn = _Turn(
                                 replies, pending, close, proto, start_proto, refused, None,
                                 pos - 1, out, None,
                             )  # fmt: skip
-                            self._ask_rate(
-                                cast("SharedLimiter", limiter), rate, wanted, items, turn
-                            )
+                            self._ask_rate(cast("SharedLimiter", limiter), rate, costs, items, turn)
                             return
-                        elif allowance.left:
-                            allowance.left -= 1
-                        else:
-                            refused = allowance.refusal
                     if refused is not None:
                         replies.append(refused)
                         if session.multi is not None:
-                            session.multi_dirty = True
+                            if name in TRANSACTION and name != b"multi":
+                                # A refused EXEC ends the transaction as DISCARD does, with
+                                # nothing run: a client does not expect it to stay open.
+                                discard_transaction(session, args)
+                            else:
+                                session.multi_dirty = True
                         continue
                 if cmd is None:
                     if name in _HTTP_LINES:
@@ -489,6 +535,7 @@ class Connection(asyncio.Protocol):
             if session.principal is not before:
                 self._apply_limits()
                 rate = self._rate
+                subject = self._subject
                 refused = None
                 allowance = None
             if session.proto != proto:
@@ -502,10 +549,14 @@ class Connection(asyncio.Protocol):
                     inline_reads and not pending and not op.writes and op.size <= INLINE_READ_MAX
                 ):
                     try:
-                        result = run_now(reply.op)
+                        result = run_now(op)
+                        if rate is not None and (units := op_debt(op, result)):
+                            self._charge(units)
                         finish = reply.finish
                         answer = result if finish is None else finish(result)
                     except StashError as exc:
+                        if rate is not None:
+                            self._charge(op_debt(op, exc))  # an update refused halfway
                         replies.append(exc)
                         continue
                     except Exception as exc:  # noqa: BLE001 - a bug in the operation or its reply
@@ -552,9 +603,14 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _ask_rate(
-        self, limiter: SharedLimiter, rate: Rate, wanted: int, items: list[Any], turn: _Turn
+        self,
+        limiter: SharedLimiter,
+        rate: Rate,
+        costs: list[int],
+        items: list[Any],
+        turn: _Turn,
     ) -> None:
-        """Ask the shared limiter for the read's metered commands; resume with the grant."""
+        """Ask the shared limiter about the read's metered commands; resume with the grant."""
         session = self.session
         assert session is not None
         assert session.principal is not None
@@ -563,12 +619,12 @@ class Connection(asyncio.Protocol):
         def done(grant: Grant) -> None:
             self._waiting = False
             refusal = None
-            if grant.granted < wanted:
+            if grant.granted < len(costs):
                 refusal = _refusal(grant.decision.retry_after_ms)
             turn.allowance = _Allowance(grant.granted, refusal)
             self._dispatch(items, turn=turn)
 
-        limiter.request(session.principal.namespace, rate, wanted, done)
+        limiter.request(session.principal.namespace, rate, costs, done)
 
     def _await_reply(
         self, reply: Awaiting, context: tuple[Any, Any, list[bytes]], items: list[Any], turn: _Turn
@@ -585,6 +641,8 @@ class Connection(asyncio.Protocol):
             except Exception as exc:  # a bug must not leave the connection paused for good
                 logger.exception("deferred_reply_failed", command=cmd.name)
                 result = StoreUnavailable(type(exc).__name__)
+            if reply.ran:  # KEYS: what its pages walked
+                self._charge(steps_debt(reply.ran))
             self._waiting = False
             turn.ready = (result, before, cmd, args)
             self._dispatch(items, turn=turn)
@@ -604,7 +662,10 @@ class Connection(asyncio.Protocol):
 
         def done(results: list[Any]) -> None:
             self._waiting = False
+            metered = self._rate is not None
             for (slot, deferred, cmd), result in zip(pending, results, strict=True):
+                if metered:
+                    self._charge(op_debt(deferred.op, result))
                 if isinstance(result, StashError) or deferred.finish is None:
                     replies[slot] = result
                 else:
@@ -739,7 +800,8 @@ class _Allowance:
     """A shared limiter's grant for one read.
 
     ``left`` metered commands may still run; ``refusal`` is the encoded reply of the
-    ones after them.
+    ones after them, or None when all that were asked about were granted (the ones
+    after them are asked about next).
     """
 
     __slots__ = ("left", "refusal")
@@ -797,22 +859,25 @@ _TASKS: set[asyncio.Task[None]] = set()
 _PRINCIPAL_CHANGES: Final = frozenset({b"auth", b"hello", b"reset"})
 
 
-def _metered(items: list[Any], start: int) -> int:
-    """How many metered commands a read holds from ``start`` on.
+def _metered(items: list[Any], start: int, first: int, most: int) -> list[int]:
+    """The costs of the metered commands a read holds: what is asked of a shared limiter.
 
-    Counting stops at the first command that may change the principal (AUTH, HELLO,
-    RESET): this is what a connection asks a shared limiter for at once.
+    ``first`` is the cost of the command the dispatch stands at, ``start`` the position
+    of the one after it; at most ``most`` costs. Counting stops before a command that
+    may change the principal (AUTH, HELLO, RESET) and before MULTI, EXEC and DISCARD,
+    whose cost depends on what the transaction holds by then: the dispatch asks again
+    from there.
     """
-    wanted = 0
+    costs = [first]
     for args in items[start:]:
         if type(args) is not list:
             continue
         name = args[0].lower()
-        if name in _PRINCIPAL_CHANGES:
+        if name in _PRINCIPAL_CHANGES or name in TRANSACTION or len(costs) >= most:
             break
-        if name not in _UNMETERED:
-            wanted += 1
-    return max(wanted, 1)
+        if name not in CONNECTION:
+            costs.append(command_cost(TABLE.get(name), args))
+    return costs
 
 
 def _encode_replies(

@@ -113,12 +113,12 @@ async def test_gcra_allows_the_burst_then_refuses_with_the_wait(limiter: RedisLi
 
 
 async def test_a_read_is_granted_as_many_commands_as_fit(limiter: RedisLimiter) -> None:
-    """Asking for 8 with burst 5 grants 5 and says when the sixth would fit."""
-    grant = await limiter.take("alice", Rate(60, 60, 5), wanted=8)
+    """Asking about 8 of one unit with burst 5 grants 5 and says when the sixth would fit."""
+    grant = await limiter.take("alice", Rate(60, 60, 5), costs=[1] * 8)
     assert grant.granted == 5
     assert not grant.decision.allowed
     assert 900 <= grant.decision.retry_after_ms <= 1000
-    assert (await limiter.take("alice", Rate(60, 60, 5), wanted=2)).granted == 0
+    assert (await limiter.take("alice", Rate(60, 60, 5), costs=[1, 1])).granted == 0
     await limiter.aclose()
 
 
@@ -145,7 +145,7 @@ async def test_one_turn_of_questions_is_one_round(limiter: RedisLimiter) -> None
         return lambda grant: answers.append((subject, grant))
 
     for subject in ("a", "b", "a", "a", "b"):
-        limiter.request(subject, rate, 1, answer(subject))
+        limiter.request(subject, rate, [1], answer(subject))
     while len(answers) < 5:
         await asyncio.sleep(0.01)
     assert [(s, g.granted) for s, g in answers] == [

@@ -42,10 +42,11 @@ class Awaiting:
 
     The connection pauses its dispatch (and its reading), awaits ``start()``, and
     resumes with ``finish(result)`` as the reply; an error from either becomes the
-    reply instead. Requests after it wait, so replies keep their order.
+    reply instead. Requests after it wait, so replies keep their order. ``ran`` holds
+    the operations ``start`` ran, whose work the rate limit charges once it is done.
     """
 
-    __slots__ = ("finish", "in_multi", "start")
+    __slots__ = ("finish", "in_multi", "ran", "start")
 
     def __init__(
         self, start: Callable[[], Awaitable[Any]], finish: Finish, in_multi: str = ""
@@ -54,6 +55,7 @@ class Awaiting:
         self.finish = finish
         # Why it cannot run inside MULTI (a transaction is one step, nothing is awaited).
         self.in_multi = in_multi
+        self.ran: list[Op] = []
 
 
 Handler = Callable[["Session", list[bytes]], Reply]

@@ -162,6 +162,7 @@ def keys(s: Session, args: list[bytes]) -> Reply:
         found: dict[bytes, None] = {}
         op = first
         while True:
+            reply.ran.append(op)  # each page's walk is charged once KEYS is done
             cursor, page = await run(op)
             found.update(dict.fromkeys(page))
             if cursor == 0:
@@ -169,11 +170,12 @@ def keys(s: Session, args: list[bytes]) -> Reply:
             await asyncio.sleep(0)  # a store that answers at once would not yield
             op = s.service.scan(p, cursor, SCAN_COUNT_MAX, pattern)
 
-    return Awaiting(
+    reply = Awaiting(
         gather,
         _same,
         "KEYS cannot run inside MULTI: it reads the namespace a page at a time; use SCAN",
     )
+    return reply
 
 
 def _same(found: list[bytes]) -> Reply:
