@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Final
 
 from stashd import log
 from stashd.admission import ClientSlots
-from stashd.config import ConfigError
+from stashd.config import ConfigError, is_loopback
+from stashd.connbudget import PER_ADDRESS, ConnectionBudget
 from stashd.held import HeldMemory
 from stashd.http import HttpApi, HttpServer
 from stashd.ratelimit import LocalLimiter
@@ -164,6 +165,10 @@ async def serve(
         max_query_buffer=config.max_query_buffer,
         output_limits=config.output_limits,
         limiter=make_limiter(config),
+        # Every client of a loopback daemon comes from one address: no address budget.
+        connection_budget=ConnectionBudget(
+            per_address=None if is_loopback(config.host) else PER_ADDRESS
+        ),
     )
     ctx.log_writes = config.log_level in ("debug", "info")
     loop = asyncio.get_running_loop()

@@ -13,7 +13,10 @@ two GCRA budgets, and runs only when both have room:
 - :data:`PER_ADDRESS`, 1000 a minute with 1000 at once, for all connections from one
   client address (the peer's IP, all ports together) to this node: a pool of 150
   connections handshaking at once fits, while opening ever new connections buys a
-  flooding address no more than about 17 a second.
+  flooding address no more than about 17 a second. It applies when the daemon listens
+  beyond loopback: on a loopback address every client is on this machine and comes
+  from the same address (the zero-config setup, whose apps may open a connection per
+  request), so one budget for all of them would throttle every app as one.
 
 A request over either gets the data limit's ``-RATELIMIT ... retry after N ms``, runs
 nothing and is counted by neither. Failed AUTHs still go through the failed-AUTH throttle
@@ -40,7 +43,7 @@ class ConnectionBudget:
     def __init__(
         self,
         per_connection: Rate = PER_CONNECTION,
-        per_address: Rate = PER_ADDRESS,
+        per_address: Rate | None = PER_ADDRESS,
         clock: Callable[[], float] = monotonic_ms,
     ) -> None:
         self.per_connection = per_connection
@@ -59,7 +62,8 @@ class ConnectionBudget:
         new_tat = step(tat, now, rate, cost)
         if new_tat is None:
             return decision(tat, now, rate, cost, None).retry_after_ms, tat
-        wait = self._addresses.wait_ms(address, self.per_address, cost)
-        if wait:
-            return wait, tat
+        if self.per_address is not None:
+            wait = self._addresses.wait_ms(address, self.per_address, cost)
+            if wait:
+                return wait, tat
         return 0, new_tat

@@ -186,6 +186,26 @@ def test_the_connection_budget_is_per_connection_and_per_address() -> None:
     assert budget.admit(0.0, "10.0.0.3", 1)[0] == 0  # another address is apart
 
 
+def test_without_an_address_budget_only_each_connection_is_held() -> None:
+    """A loopback daemon's budget: new connections from one address are never held back."""
+    budget = ConnectionBudget(per_address=None, clock=Clock())
+    admitted = sum(budget.admit(0.0, "127.0.0.1", 1)[0] == 0 for _ in range(PER_ADDRESS.burst * 2))
+    assert admitted == PER_ADDRESS.burst * 2
+    tat = 0.0
+    for _ in range(PER_CONNECTION.burst):
+        tat = budget.admit(tat, "127.0.0.1", 1)[1]
+    assert budget.admit(tat, "127.0.0.1", 1)[0] == 100  # one connection still has its own
+
+
+def test_a_loopback_daemon_lets_an_app_reconnect_for_every_request() -> None:
+    """On the default loopback address, 300 redis-py connections in a row all handshake."""
+    with StashDaemon("--backend", "memory", "--no-http") as d:
+        for i in range(300):
+            r = redis.Redis(port=d.port, protocol=3)
+            assert r.ping(), i
+            r.close()
+
+
 # -- a real daemon --------------------------------------------------------------------------
 
 TIERS = """
@@ -241,7 +261,9 @@ def stash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tiers = root / "tiers.toml"
     tiers.write_text(TIERS)
     args = ("--auth", "keys", "--db", str(db), "--backend", "memory", "--tiers", str(tiers))
-    with StashDaemon(*args) as daemon:
+    # Listening beyond loopback, as a shared deployment does: the per-address budget
+    # applies (each test's client takes a loopback address of its own as its source).
+    with StashDaemon(*args, "--host", "0.0.0.0") as daemon:  # noqa: S104 - strict mode
         yield Daemon(daemon, db)
 
 
