@@ -489,3 +489,16 @@ def test_no_plaintext_key_in_the_database_or_the_logs(tmp_path: Path) -> None:
     listed = runner.invoke(stash_main, ["keys", "list", "--db", str(db)])
     assert secret not in listed.output
     assert secret[8:40] not in listed.output
+
+
+def test_info_answers_for_the_principal_it_was_sent_under(strict: Strict) -> None:
+    """INFO then RESET in one write: INFO's keyspace is the key's, RESET's anonymity after."""
+    secret, _, _ = _key(strict.db)
+    c = RespClient(strict.daemon.port)
+    assert c.call("AUTH", secret).render() == "+OK"
+    assert c.call("SET", "k", "v").render() == "+OK"
+    c.send_raw(b"*2\r\n$4\r\nINFO\r\n$8\r\nkeyspace\r\n*1\r\n$5\r\nRESET\r\n*1\r\n$4\r\nPING\r\n")
+    info = c.read().value
+    assert info.startswith(b"# Keyspace\r\ndb0:keys=1,"), info
+    assert c.read().render() == "+RESET"
+    assert c.read().render().startswith("-NOAUTH")

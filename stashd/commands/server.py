@@ -123,12 +123,15 @@ def info(s: Session, args: list[bytes]) -> Reply:
     and bytes it holds as the quota counts them and its limits (0: none).
     """
     wanted = {a.decode("utf-8", "replace").lower() for a in args[1:]}
+    # The principal of this request: a RESET later in the pipeline may clear the
+    # session's before the reply is rendered.
+    principal = s.principal
 
     def render(usage: tuple[int, int, int]) -> Reply:
         keys, held_keys, held_bytes = usage
         keyspace: list[str] = []
-        if keys or held_keys:  # none without a principal: its usage is (0, 0, 0)
-            quota = s.require().limits.quota
+        if principal is not None and (keys or held_keys):
+            quota = principal.limits.quota
             keyspace.append(
                 f"db0:keys={keys},expires={keys},avg_ttl=0,"
                 f"quota_keys={held_keys},quota_bytes={held_bytes},"
@@ -168,9 +171,9 @@ def info(s: Session, args: list[bytes]) -> Reply:
         # Sections are separated by a blank line; nothing chosen is an empty string.
         return Verbatim(text[:-2])
 
-    if s.principal is None:
+    if principal is None:
         return render((0, 0, 0))
-    return Deferred(s.service.usage(s.principal), render)
+    return Deferred(s.service.usage(principal), render)
 
 
 # -- COMMAND --------------------------------------------------------------------------
