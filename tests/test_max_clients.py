@@ -269,7 +269,9 @@ def test_refusal_events_are_a_second_apart_and_lose_no_count(gaps: list[float]) 
         slots.flush()
     events = [e for e in logs if e["event"] == "connection_refused"]
     assert sum(e["refused"] for e in events) == len(gaps)
-    assert all(b - a >= 1.0 for a, b in zip(times, times[1:], strict=False))
+    # As the rule reads it (no event before the last one plus the interval): a float
+    # difference can fall short of it, 1.025 - 0.025 being just under 1.0.
+    assert all(b >= a + 1.0 for a, b in zip(times, times[1:], strict=False))
     assert all(e["max_clients"] == 5 and e["log_level"] == "warning" for e in events)
 
 
