@@ -13,6 +13,12 @@ subject for several rounds and taking medians:
   anchor (where every GET misses);
 - ``strict``: ``--auth keys`` with an enterprise key (no rate): after AUTH the same path
   as open mode, so the ratio should be about 1;
+- ``quotas``: open mode with its default storage quotas (1,000,000 keys and 1 GiB per
+  namespace, never reached here) against the same without quotas (``--max-keys 0
+  --max-bytes 0``), SET and GET of 100,000 random keys, so most SETs create a key and
+  go through the quota check;
+- ``tenancy``: the ``metered`` daemon (rate limit and quotas) against that unlimited
+  one: everything tenancy adds to a command, together;
 - ``auth``: an AUTH flood on one connection, with the same raw client as ``flood``,
   against PING on the same strict daemon: past the connection budget's 50 at once, AUTH
   is refused before any lookup, which must cost no more than answering PING.
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -35,14 +42,24 @@ from typing import TYPE_CHECKING, Final
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import parse_csv
+from stashd.quota import Quota
 from stashd.registry import SQLiteRegistry
-from stashd.tenancy import issue_key
+from stashd.service import MemoryService
+from stashd.store.memory import MemoryStore
+from stashd.tenancy import Limits, Principal, issue_key
 from tests.support.servers import StashDaemon
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-TARGETS = {("flood", 1000): 0.8, ("auth", 1000): 0.8, ("strict", 1): 0.9, ("strict", 16): 0.9}
+TARGETS = {
+    ("flood", 1000): 0.8,
+    ("auth", 1000): 0.8,
+    ("strict", 1): 0.9,
+    ("strict", 16): 0.9,
+    ("quotas", 1): 0.95,
+    ("tenancy", 1): 0.95,
+}
 GET: Final = b"*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n"
 PING: Final = b"*1\r\n$4\r\nPING\r\n"
 
@@ -105,6 +122,29 @@ def median_pair(
     return tuple({k: statistics.median(v) for k, v in side.items()} for side in runs)
 
 
+def quota_check_us(rounds: int, writes: int = 50_000) -> float:
+    """What the quota check adds to a SET that creates a key, in process (memory store), in us.
+
+    The wire rows above move by more than this between runs on a shared machine; this
+    is the same code path with nothing else in the way: the median of ``rounds`` runs
+    with a quota never reached, minus the median without one.
+    """
+    timed: dict[bool, list[float]] = {False: [], True: []}
+    limits = Limits(1 << 20, 3_600_000, 86_400_000)
+    for _ in range(rounds):
+        for limited in (False, True):
+            quota = Quota(max_keys=1 << 40, max_bytes=1 << 50) if limited else Quota()
+            store = MemoryStore()
+            service = MemoryService(store)
+            caller = Principal("bench", replace(limits, quota=quota))
+            keys = [b"k%d" % i for i in range(writes)]
+            start = time.perf_counter()
+            for k in keys:
+                store.run(service.set(caller, k, b"v" * 20))
+            timed[limited].append((time.perf_counter() - start) / writes * 1e6)
+    return statistics.median(timed[True]) - statistics.median(timed[False])
+
+
 def main() -> int:
     """Run the rows and print the table."""
     parser = argparse.ArgumentParser()
@@ -129,7 +169,18 @@ def main() -> int:
             StashDaemon(env={"STASH_RATE_LIMIT": "1000000000/s"}) as metered,
             StashDaemon(env={"STASH_RATE_LIMIT": "1/min"}) as flooded,
             StashDaemon("--auth", "keys", "--db", str(db)) as strict,
+            StashDaemon("--max-keys", "0", "--max-bytes", "0") as unlimited,
         ):
+            # Quotas cost only on writes that grow a namespace: random keys, so most do.
+            spread = ("-r", "100000", "-t", "set,get")
+            for pipeline in (1, 16):
+                for name, daemon in (("quotas", plain), ("tenancy", metered)):
+                    a, s = median_pair(
+                        args.rounds,
+                        partial(bench, unlimited.port, pipeline, n, *spread),
+                        partial(bench, daemon.port, pipeline, n, *spread),
+                    )
+                    rows += [(name, t, pipeline, a[t], s[t]) for t in ("SET", "GET")]
             for pipeline in (1, 16):
                 for name, daemon, secret in (("metered", metered, ""), ("strict", strict, key)):
                     a, s = median_pair(
@@ -161,11 +212,19 @@ def main() -> int:
         print(
             f"{row:8} {test:4} {p:>3} {ar:>12.0f} {sr:>12.0f} {sr / ar:>6.2f} {shown:>6} {verdict}"
         )
+    check_us = quota_check_us(max(args.rounds, 3))
+    per_request_us = 1e6 / next(
+        ar for row, t, p, ar, _ in rows if (row, t, p) == ("quotas", "SET", 1)
+    )
+    print(
+        f"quota check: +{check_us:.2f} us per SET that creates a key (in process, memory "
+        f"store), {check_us / per_request_us:.1%} of the anchor's -P1 SET"
+    )
     targeted = sum(1 for r in rows if (r[0], r[2]) in TARGETS)
     print(f"summary: {targeted - misses} of {targeted} targets met")
     print(
-        "anchor: open mode without a rate (metered, strict, flood); "
-        "PING on the strict daemon (auth)"
+        "anchor: open mode without a rate (metered, strict, flood); without a rate or "
+        "quotas (quotas, tenancy); PING on the strict daemon (auth)"
     )
     return 0
 
