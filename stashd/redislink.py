@@ -92,15 +92,9 @@ class LinkError(ConnectionError):
     """Redis cannot be reached, refused the connection, or did not answer in time."""
 
 
-@dataclass(frozen=True, slots=True)
-class Routed:
-    """A command without a key (SCAN) and a key whose slot names the node it goes to."""
-
-    args: tuple[Any, ...]
-    key: bytes
-
-
-Command = tuple[Any, ...] | Routed
+#: One command: its name and arguments. Every command Stash sends names its keys, so a
+#: cluster client routes each by them.
+Command = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,7 +443,7 @@ class _Wire(asyncio.Protocol):
 
 def _pack(commands: Sequence[Command]) -> bytes:
     pack = hiredis.pack_command
-    return b"".join([pack(c.args if isinstance(c, Routed) else c) for c in commands])
+    return b"".join([pack(c) for c in commands])
 
 
 class LeanLink:
@@ -603,18 +597,6 @@ def _reply(value: Any) -> Any:  # noqa: ANN401 - any reply
     return value
 
 
-def _routed_reply(value: Any) -> Any:  # noqa: ANN401 - any reply
-    """A routed command's redis-py result as Redis sent it.
-
-    redis-py's cluster client turns SCAN's reply into ``({node: cursor}, keys)``; the
-    plan reads ``[cursor, keys]`` as the lean link gives it.
-    """
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], dict):
-        (cursor,) = value[0].values()
-        return [cursor, value[1]]
-    return value
-
-
 def _link_errors() -> tuple[type[BaseException], ...]:
     import redis.exceptions  # noqa: PLC0415
 
@@ -630,9 +612,8 @@ def _link_errors() -> tuple[type[BaseException], ...]:
 class ClusterLink:
     """A Redis Cluster through redis-py's asyncio ``RedisCluster``.
 
-    Keyed commands of a round go in one cluster pipeline, which redis-py splits by node
-    and answers in order, following MOVED and ASK; a keyless command (SCAN) goes to the
-    node serving its :class:`Routed` key's slot.
+    The commands of a round go in one cluster pipeline, which redis-py splits by node
+    and answers in order, following MOVED and ASK.
     """
 
     def __init__(self, target: RedisTarget, scripts: Sequence[Script] = ()) -> None:
@@ -646,28 +627,18 @@ class ClusterLink:
         self._loaded = False
 
     async def round(self, commands: Sequence[Command]) -> list[Any]:
-        """Keyed commands as one pipeline, each routed command on its own node."""
+        """The commands as one pipeline, each on the node of its keys."""
         client = self.client
         try:
             if not self._loaded:
                 await self.load_scripts()
-            results: list[Any] = [None] * len(commands)
-            keyed = [(i, c) for i, c in enumerate(commands) if type(c) is not Routed]
-            if keyed:
+            results: list[Any] = []
+            if commands:
                 pipe = client.pipeline(transaction=False)
-                for _, command in keyed:
-                    pipe.execute_command(*command)  # type: ignore[misc]
+                for command in commands:
+                    pipe.execute_command(*command)
                 replies = await pipe.execute(raise_on_error=False)
-                for (i, _), value in zip(keyed, replies, strict=True):
-                    results[i] = _reply(value)
-            for i, command in enumerate(commands):
-                if type(command) is Routed:
-                    node = client.get_node_from_key(command.key)  # type: ignore[arg-type]
-                    try:
-                        value = await client.execute_command(*command.args, target_nodes=node)
-                    except Exception as exc:  # noqa: BLE001 - sorted out by _reply
-                        value = exc
-                    results[i] = _routed_reply(_reply(value))
+                results = [_reply(value) for value in replies]
         except _link_errors() as exc:
             raise LinkError(f"Redis Cluster at {self.target.display()}: {describe(exc)}") from None
         return results
@@ -710,30 +681,15 @@ class SyncLink:
             )
 
     def round(self, commands: Sequence[Command]) -> list[Any]:
-        """The commands as one pipeline; in a cluster, routed ones on their own node."""
+        """The commands as one pipeline (in a cluster, each on the node of its keys)."""
         client = self.client
-        cluster = self.target.cluster
-        results: list[Any] = [None] * len(commands)
+        results: list[Any] = []
         try:
-            keyed = [(i, c) for i, c in enumerate(commands) if not (cluster and type(c) is Routed)]
-            if keyed:
+            if commands:
                 pipe = client.pipeline(transaction=False)
-                for _, command in keyed:
-                    args = command.args if isinstance(command, Routed) else command
-                    pipe.execute_command(*args)
-                for (i, _), value in zip(keyed, pipe.execute(raise_on_error=False), strict=True):
-                    results[i] = _reply(value)
-            if cluster:
-                for i, command in enumerate(commands):
-                    if isinstance(command, Routed):
-                        node = client.get_node_from_key(command.key)  # type: ignore[union-attr]
-                        try:
-                            value = client.execute_command(  # type: ignore[no-untyped-call]
-                                *command.args, target_nodes=node
-                            )
-                        except Exception as exc:  # noqa: BLE001 - sorted out by _reply
-                            value = exc
-                        results[i] = _routed_reply(_reply(value))
+                for command in commands:
+                    pipe.execute_command(*command)
+                results = [_reply(value) for value in pipe.execute(raise_on_error=False)]
         except _link_errors() as exc:
             raise LinkError(f"Redis at {self.target.display()}: {describe(exc)}") from None
         return results

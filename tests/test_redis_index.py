@@ -93,9 +93,11 @@ def order(raw: redis.Redis, ns: str) -> list[tuple[bytes, int]]:
 
 
 def usage(raw: redis.Redis, ns: str) -> tuple[int, int]:
-    """What the index says the namespace holds: (keys, bytes)."""
+    """What the index says the namespace holds: (keys, bytes); meta's count is the order's."""
     meta, ordered, _, _ = index_of(ns)
-    return raw.zcard(ordered), int(raw.hget(meta, b"bytes") or 0)
+    keys: int = raw.zcard(ordered)
+    assert int(raw.hget(meta, b"keys") or 0) == keys
+    return keys, int(raw.hget(meta, b"bytes") or 0)
 
 
 def walk(store: RedisStore, who: Principal, count: int) -> list[tuple[int, list[bytes]]]:
@@ -161,7 +163,13 @@ def test_every_write_indexes_its_key_in_the_namespaces_slot(
     assert int(raw.zscore(expiry, b"a") or 0) == T0 + 5000
     assert raw.hgetall(size) == {b"a": b"3", b"b": b"2", b"c": b"3"}
     assert usage(raw, "alice") == (3, 8)
-    assert raw.hget(meta, b"seq") == b"3"
+    # meta: the last number, the usage, and the earliest expiry (a's).
+    assert raw.hmget(meta, ["seq", "keys", "bytes", "due"]) == [
+        b"3",
+        b"3",
+        b"8",
+        b"%d" % (T0 + 5000),
+    ]
     slot = key_slot(key_prefix("alice") + b"a")
     assert {key_slot(key) for key in index_of("alice")} == {slot}
 
@@ -205,6 +213,23 @@ def test_the_index_survives_a_restart_of_the_nodes(server: RedisServer) -> None:
     assert after == before
     assert before[0][0] == 7
     assert before[-1][0] == 0
+
+
+def test_a_namespace_left_empty_loses_its_index(
+    store: RedisStore, raw: redis.Redis, clock: Clock
+) -> None:
+    """Deleting the last key, or its expiring, leaves nothing of the index; numbering
+    starts again at 1, as on the other stores."""
+    svc = MemoryService(store)
+    store.run(svc.set(ALICE, b"a", b"v"))
+    store.run(svc.set(ALICE, b"b", b"v", expires_at=T0 + 10))
+    store.run(svc.delete(ALICE, [b"a"]))
+    assert order(raw, "alice") == [(b"b", 2)]
+    clock.now += 100
+    assert store.run(svc.usage(ALICE)) == (0, 0, 0)
+    assert all(not raw.exists(key) for key in index_of("alice"))
+    store.run(svc.set(ALICE, b"c", b"v"))
+    assert order(raw, "alice") == [(b"c", 1)]
 
 
 # -- expiry and usage ----------------------------------------------------------------------

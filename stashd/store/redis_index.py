@@ -7,9 +7,12 @@ set with ``PX`` to the time left. Next to its entries, each namespace has an ind
 under ``stash:ns:{<namespace>}:`` (:func:`index_keys`), in the same hash tag and so the
 same cluster slot. No user key can be one of them: every user key starts ``user:``.
 
-- ``meta``, a hash: ``seq``, the last sequence number given to a key of the namespace,
-  and ``bytes``, what its keys hold as storage quotas count it
-  (:func:`stashd.quota.entry_bytes`, worked out in Python and passed in).
+- ``meta``, a hash: ``seq``, the last sequence number given to a key of the namespace;
+  ``keys`` and ``bytes``, what the namespace holds as storage quotas count it (one per
+  key, and :func:`stashd.quota.entry_bytes`, worked out in Python and passed in); and
+  ``due``, a time no key of the index expires before (the earliest expiry, or earlier
+  once that key has gone). A script reads it once (HMGET) and writes it back once, so
+  a SET that finds nothing expired and its quota far off pays one read for all of it.
 - ``order``, a sorted set: each key -> its sequence number. SCAN cursors are these
   numbers (the last one a page examined), so they count the namespace's own keys and
   tell a tenant nothing of others'. A key keeps its number while it lives: writing it
@@ -18,13 +21,13 @@ same cluster slot. No user key can be one of them: every user key starts ``user:
 - ``size``, a hash: each key -> its accounted bytes, so that the bytes of a key Redis
   has already expired natively can still be taken off ``bytes``.
 
-A key is in all of ``order``, ``expiry`` and ``size`` or in none; the namespace's key
-count is ``ZCARD order``. Every script that writes entries updates the index in the
+A key is in all of ``order``, ``expiry`` and ``size`` or in none, and ``keys`` is how
+many. Every script that writes entries updates the index in the
 same call (:data:`INDEX_LUA`), and removes up to :data:`CLEAN_PER_CALL` keys whose
 expiry has passed by the caller's clock. Redis expires the entries themselves; the
-index keeps no expiry of its own, so a namespace's index stays until FLUSHDB empties
-it (which also deletes it, so the numbers start again at 1 as on the other stores).
-Scripts touch only the keys they are given (``KEYS``), as Redis Cluster requires.
+index keeps no expiry of its own, and goes when its last key does (deleted, expired and
+forgotten, or flushed), so the numbers start again at 1, as on the other stores. Scripts
+touch only the keys they are given (``KEYS``), as Redis Cluster requires.
 """
 
 from __future__ import annotations
@@ -122,63 +125,104 @@ def over(keys: int, size: int, add_keys: int, add_bytes: int, limits: tuple[int,
     )
 
 
-#: The index's part of every script: KEYS[1..4] are :func:`index_keys`, and the three
-#: functions keep the layout above true. ``index_put`` indexes a key just written, with
-#: its accounted size and its expiry; ``index_drop`` forgets a key just deleted;
-#: ``index_forget`` forgets indexed keys, taking their bytes off the usage;
-#: ``index_over`` compares the usage plus a growth with limits (:func:`over`); and
-#: ``index_clean`` forgets up to ``limit`` keys expired by ``now`` and says how many.
+#: The index's part of every script: KEYS[1..4] are :func:`index_keys`, and the
+#: functions keep the layout above true. ``index_meta`` reads ``meta`` into locals and
+#: ``index_save`` writes them back (deleting ``meta`` once no key is left; Redis drops
+#: the emptied sets itself): every script that may change the index calls it before it
+#: returns. ``index_put`` indexes a key just written, with its accounted size and its
+#: expiry; ``index_drop`` forgets a key just deleted; ``index_forget`` forgets indexed
+#: keys, taking their bytes off the usage; ``index_over`` compares the usage plus a
+#: growth with limits (:func:`over`); and ``index_clean`` forgets up to ``limit`` keys
+#: expired by ``now`` and says how many.
 INDEX_LUA: Final = """
 local META, ORDER, EXPIRY, SIZE = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- meta, read at most once per call and written back once by index_save.
+local seq, keys, bytes, due, meta_read, meta_changed = 0, 0, 0, nil, false, false
+local function index_meta()
+  if not meta_read then
+    local v = redis.call('HMGET', META, 'seq', 'keys', 'bytes', 'due')
+    seq, keys, bytes = tonumber(v[1] or 0), tonumber(v[2] or 0), tonumber(v[3] or 0)
+    due = v[4] and tonumber(v[4]) or nil
+    meta_read = true
+  end
+end
+local function index_save()
+  if meta_changed then
+    if keys == 0 then
+      redis.call('UNLINK', META)  -- nothing left: numbering starts again at 1
+      seq, due = 0, nil
+    elseif due then
+      redis.call('HSET', META, 'seq', seq, 'keys', keys, 'bytes', bytes, 'due', due)
+    else
+      redis.call('HSET', META, 'seq', seq, 'keys', keys, 'bytes', bytes)
+    end
+    meta_changed = false
+  end
+end
 local function index_put(member, size, expires_at)
+  index_meta()
   local was = redis.call('HGET', SIZE, member)
   if not was then
-    redis.call('ZADD', ORDER, redis.call('HINCRBY', META, 'seq', 1), member)
+    seq, keys, bytes = seq + 1, keys + 1, bytes + size
+    redis.call('ZADD', ORDER, seq, member)
     redis.call('HSET', SIZE, member, size)
-    redis.call('HINCRBY', META, 'bytes', size)
+    meta_changed = true
   else
     was = tonumber(was)
     if was ~= size then
       redis.call('HSET', SIZE, member, size)
-      redis.call('HINCRBY', META, 'bytes', size - was)
+      bytes = bytes + size - was
+      meta_changed = true
     end
   end
   redis.call('ZADD', EXPIRY, expires_at, member)
+  if due == nil or expires_at < due then
+    due = expires_at
+    meta_changed = true
+  end
 end
 local function index_drop(member)
+  index_meta()
   local was = redis.call('HGET', SIZE, member)
   if was then
     redis.call('HDEL', SIZE, member)
     redis.call('ZREM', ORDER, member)
     redis.call('ZREM', EXPIRY, member)
-    redis.call('HINCRBY', META, 'bytes', -tonumber(was))
+    keys, bytes = keys - 1, bytes - tonumber(was)
+    meta_changed = true
   end
 end
 local function index_forget(members)
-  local total = 0
+  index_meta()
   for _, size in ipairs(redis.call('HMGET', SIZE, unpack(members))) do
     if size then
-      total = total + tonumber(size)
+      keys, bytes = keys - 1, bytes - tonumber(size)
     end
   end
   redis.call('HDEL', SIZE, unpack(members))
   redis.call('ZREM', ORDER, unpack(members))
   redis.call('ZREM', EXPIRY, unpack(members))
-  redis.call('HINCRBY', META, 'bytes', -total)
+  meta_changed = true
 end
 -- True when the namespace's usage plus a growth passes a limit (-1: none); the same
 -- comparison as stashd.store.redis_index.over.
 local function index_over(add_keys, add_bytes, max_keys, max_bytes)
-  local keys = redis.call('ZCARD', ORDER)
-  local bytes = tonumber(redis.call('HGET', META, 'bytes') or 0)
+  index_meta()
   return (max_keys >= 0 and keys + add_keys > max_keys)
     or (max_bytes >= 0 and bytes + add_bytes > max_bytes)
 end
 local function index_clean(now, limit)
+  index_meta()
+  if due == nil or due > now then
+    return 0  -- nothing has expired: the common case costs the one read of meta
+  end
   local gone = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'LIMIT', 0, limit)
   if #gone > 0 then
     index_forget(gone)
   end
+  local first = redis.call('ZRANGE', EXPIRY, 0, 0, 'WITHSCORES')
+  due = first[2] and tonumber(first[2]) or nil
+  meta_changed = true
   return #gone
 end
 """
@@ -189,7 +233,8 @@ USAGE: Final = Script(
 -- What the namespace holds, after forgetting up to ARGV[2] keys expired by ARGV[1] ms:
 -- {keys, bytes}.
 index_clean(tonumber(ARGV[1]), tonumber(ARGV[2]))
-return {redis.call('ZCARD', ORDER), tonumber(redis.call('HGET', META, 'bytes') or 0)}
+index_save()
+return {keys, bytes}
 """
 )
 
@@ -199,6 +244,7 @@ PAGE: Final = Script(
 -- A page of the namespace in key order: up to ARGV[3] keys after sequence number ARGV[2]
 -- (key, number, key, number...), once keys expired by ARGV[1] ms are forgotten.
 index_clean(tonumber(ARGV[1]), CLEAN)
+index_save()
 return redis.call('ZRANGEBYSCORE', ORDER, '(' .. ARGV[2], '+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[3])
 """.replace("CLEAN", str(CLEAN_PER_CALL))
 )
@@ -207,14 +253,16 @@ DROP: Final = Script(
     INDEX_LUA
     + """
 -- FLUSHDB, a page at a time: delete the entries KEYS[5..] (whose keys are ARGV) and
--- forget them; once the index is empty, delete it, so numbering starts again at 1.
+-- forget them; the call that leaves the order empty deletes the index.
 if #ARGV > 0 then
   redis.call('UNLINK', unpack(KEYS, 5))
   index_forget(ARGV)
 end
 if redis.call('ZCARD', ORDER) == 0 then
-  redis.call('UNLINK', META, ORDER, EXPIRY, SIZE)
+  index_meta()
+  keys, bytes, meta_changed = 0, 0, true
 end
+index_save()
 return #ARGV
 """
 )
@@ -235,11 +283,12 @@ for j = 5, #KEYS do
   if tonumber(ARGV[i + 2]) > now
     and redis.call('GETRANGE', KEYS[j], 0, 24) == ARGV[i]
     and redis.call('HEXISTS', SIZE, member) == 0 then
-    index_put(member, tonumber(ARGV[i + 1]), ARGV[i + 2])
+    index_put(member, tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]))
     n = n + 1
   end
   i = i + 3
 end
+index_save()
 return n
 """
 )

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
@@ -74,7 +75,7 @@ from stashd.ops import (
     Usage,
 )
 from stashd.ops import Set as SetOp
-from stashd.quota import entry_bytes
+from stashd.quota import entry_bytes, growth
 from stashd.redislink import ReplyError, Script, is_noscript
 from stashd.store.base import Entry
 from stashd.store.redis_index import (
@@ -151,6 +152,7 @@ for _ = 1, tonumber(ARGV[4]) do
     tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
   )
   if over ~= (ARGV[i] == 'O') then
+    index_save()
     return 2
   end
   i = i + 5
@@ -173,44 +175,51 @@ while i <= #ARGV do
   end
   i = i + 5
 end
+index_save()
 return 1
 """.replace("CLEAN", str(CLEAN_PER_CALL))
 )
+
+#: The numbers of a plain SET, packed into one argument (fewer arguments cost Redis less):
+#: expires_at, now, accounted bytes, the most it adds (keys, bytes), the quota's limits.
+SET_NUMBERS: Final = struct.Struct(">7q")
 
 SET: Final = Script(
     INDEX_LUA
     + """
 -- A plain SET (stashd.ops.put_value): the value with its expiry, version one up while
 -- the key is live (1 otherwise), and the key indexed. KEYS[1..4]: the namespace's
--- index, KEYS[5]: the entry; ARGV: value, expires_at ms, ttl ms, now ms, stamp (8
--- bytes), the key, its accounted bytes, then the most the write can add (keys, bytes:
--- as if the key were new) and the quota's limits (-1: none). Returns what the key held
--- before, nil when nothing; 2, having written nothing, when the most it can add would
--- pass the quota (the plan then decides it exactly, the general way).
-index_clean(tonumber(ARGV[4]), CLEAN)
-local max_keys, max_bytes = tonumber(ARGV[10]), tonumber(ARGV[11])
-if (max_keys >= 0 or max_bytes >= 0)
-  and index_over(tonumber(ARGV[8]), tonumber(ARGV[9]), max_keys, max_bytes) then
+-- index, KEYS[5]: the entry; ARGV: value, stamp (8 bytes), the key, then SET_NUMBERS:
+-- expires_at ms, now ms, the key's accounted bytes, the most the write can add (keys,
+-- bytes: as if the key were new) and the quota's limits (-1: none). Returns what the
+-- key held before, nil when nothing; 2, having written nothing, when the most it can
+-- add would pass the quota (the plan then decides it exactly, the general way).
+local expires_at, now, size, add_keys, add_bytes, max_keys, max_bytes =
+  struct.unpack('>i8i8i8i8i8i8i8', ARGV[4])
+index_clean(now, CLEAN)
+if (max_keys >= 0 or max_bytes >= 0) and index_over(add_keys, add_bytes, max_keys, max_bytes) then
+  index_save()
   return 2
 end
 local old = redis.call('GET', KEYS[5])
 local version = 1
 if old and #old >= 25 and string.byte(old, 1) == 1 then
-  local expires_at, v = struct.unpack('>i8i8', old, 2)
-  if expires_at > tonumber(ARGV[4]) then
+  local was, v = struct.unpack('>i8i8', old, 2)
+  if was > now then
     version = v + 1
   end
 end
-local ttl = tonumber(ARGV[3])
+local ttl = expires_at - now
 if ttl > 0 then
   -- One concatenation: header, stamp, value (measured ~4% faster than two).
-  local data = struct.pack('>Bi8i8', 1, tonumber(ARGV[2]), version) .. ARGV[5] .. ARGV[1]
+  local data = struct.pack('>Bi8i8', 1, expires_at, version) .. ARGV[2] .. ARGV[1]
   redis.call('SET', KEYS[5], data, 'PX', ttl)
-  index_put(ARGV[6], tonumber(ARGV[7]), ARGV[2])
+  index_put(ARGV[3], size, expires_at)
 else
   redis.call('UNLINK', KEYS[5])
-  index_drop(ARGV[6])
+  index_drop(ARGV[3])
 end
+index_save()
 return old
 """.replace("CLEAN", str(CLEAN_PER_CALL))
 )
@@ -709,6 +718,7 @@ def native_commands(ops: list[Op], now: int, stamp: Callable[[], int]) -> list[C
     out: list[Command] = []
     append = out.append
     sha = SET.sha
+    pack = SET_NUMBERS.pack
     for op in ops:
         kind = type(op)
         if kind is Get:
@@ -716,29 +726,33 @@ def native_commands(ops: list[Op], now: int, stamp: Callable[[], int]) -> list[C
         elif kind is SetOp:
             if op.cond or op.keep_ttl:  # type: ignore[attr-defined]
                 return None
-            expires_at = op.expires_at  # type: ignore[attr-defined]
             prefix = key_prefix(op.ns)
             key = op.key
             value = op.value  # type: ignore[attr-defined]
             size = entry_bytes(key, value)
             quota = op.quota
-            # The most a SET adds is a new key's: if even that fits, the write does.
-            bound = (0, 0, -1, -1) if quota is None else (1, size, *caps(1, size, quota))
+            if quota is None:
+                numbers = pack(op.expires_at, now, size, 0, 0, -1, -1)  # type: ignore[attr-defined]
+            else:
+                # The most a SET adds is what it would as a new key: if that fits, it does.
+                add_keys, add_bytes = growth(key, None, value)
+                limits = caps(add_keys, add_bytes, quota)
+                numbers = pack(op.expires_at, now, size, add_keys, add_bytes, *limits)  # type: ignore[attr-defined]
+            meta, order, expiry, sizes = index_keys(prefix)
             append(
                 (
                     "EVALSHA",
                     sha,
                     5,
-                    *index_keys(prefix),
+                    meta,
+                    order,
+                    expiry,
+                    sizes,
                     prefix + key,
                     value,
-                    expires_at,
-                    expires_at - now,
-                    now,
                     stamp().to_bytes(8, "big"),
                     key,
-                    size,
-                    *bound,
+                    numbers,
                 )
             )
         elif kind is GetMany:
