@@ -190,10 +190,7 @@ def test_a_new_key_past_the_key_limit_is_refused(world: World, name: str) -> Non
     world.quota(Quota(max_keys=3))
     words, keys, size = NEW_KEY_WRITES[name]
     exc = refused(world, words)
-    assert (
-        str(exc)
-        == f"namespace would hold {keys} keys ({size} bytes), the limit is 3 keys"
-    )
+    assert str(exc) == f"namespace would hold {keys} keys ({size} bytes), the limit is 3 keys"
     assert exc.code == "QUOTA"
 
 
@@ -226,9 +223,7 @@ def test_a_write_past_the_byte_limit_is_refused(world: World, name: str) -> None
     words, keys, size = BYTE_WRITES[name]
     exc = refused(world, words)
     assert (exc.keys, exc.bytes, exc.max_keys, exc.max_bytes) == (keys, size, 0, 14)
-    assert str(exc) == (
-        f"namespace would hold {keys} keys ({size} bytes), the limit is 14 bytes"
-    )
+    assert str(exc) == (f"namespace would hold {keys} keys ({size} bytes), the limit is 14 bytes")
 
 
 def test_mset_is_all_or_nothing(world: World) -> None:
