@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from stashd.errors import OutOfMemory, QueueFull
+from stashd.resp import MAX_REQUEST_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,7 +50,7 @@ class HeldMemory:
         self,
         maxmemory: int = 0,
         store_bytes: Callable[[], int] = lambda: 0,
-        max_queue: int = 1 << 30,
+        max_queue: int = MAX_REQUEST_BYTES,
     ) -> None:
         self.maxmemory = maxmemory
         self.store_bytes = store_bytes

@@ -120,8 +120,9 @@ class Session:
     multi: list[list[bytes]] | None = None
     multi_dirty: bool = False
     watched: dict[bytes, tuple[bytes, int, int] | None] = field(default_factory=dict)
-    # The server's count of held memory, and what this connection's queue holds of it
-    # (in the namespace it was queued in, which AUTH may change before EXEC).
+    # The server's count of held memory, and what this connection's queue holds of it,
+    # in the namespace it was queued in (AUTH inside MULTI is queued too, so one
+    # namespace; it is kept because a revoked key leaves the session without one).
     held: HeldMemory = field(default_factory=HeldMemory)
     queued_bytes: int = 0
     queued_in: str = ""
@@ -155,10 +156,6 @@ class Session:
         held = self.held
         size = request_bytes(args)
         ns = principal.namespace
-        if self.queued_bytes and ns != self.queued_in:
-            # AUTH inside MULTI moved the connection: its queue counts where it now is.
-            held.release(self.queued_in, self.queued_bytes)
-            held.hold(ns, 0, self.queued_bytes, None)
         held.hold(ns, self.queued_bytes, size, principal.limits.quota.max_bytes)
         self.queued_in = ns
         self.queued_bytes += size
