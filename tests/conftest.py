@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from tests.support.servers import RedisClusterServers, RedisServer, StashDaemon
 
@@ -28,6 +29,21 @@ def redis_store() -> Iterator[RedisServer]:
     """A redis-server for the Redis backend's tests, flushed by each test that uses it."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+def server(redis_store: RedisServer) -> RedisServer:
+    """The Redis backend's redis-server, flushed for this test."""
+    redis_store.flush()
+    return redis_store
+
+
+@pytest.fixture
+def raw(server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain redis-py client of that server, to look at what the store wrote."""
+    client = redis.Redis(port=server.port, protocol=2)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

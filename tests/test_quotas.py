@@ -35,22 +35,13 @@ from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import Limits, OpenKeyring, Principal, open_limits
 from stashd.tiers import TierError, render, resolve
 from tests.support.backends import Backend, open_backend, server_url
+from tests.support.clock import Clock
 from tests.support.http import sidecar
 from tests.support.servers import StashDaemon
 
 T0 = 1_700_000_000_000
 NS = "alice"
 BACKENDS = ("memory", "sqlite", "sqlite-batched", "redis", "redis-direct", "redis-cluster")
-
-
-class Clock:
-    """A settable clock in ms."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def limits(quota: Quota) -> Limits:
@@ -104,7 +95,7 @@ class World:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -574,7 +565,7 @@ def test_usage_always_matches_a_recount(
     """
     quota = Quota(max_keys=3, max_bytes=24) if small else Quota()
     with tempfile.TemporaryDirectory() as tmp:
-        backend = open_backend(name, Clock(), Path(tmp), server_url(request, name))
+        backend = open_backend(name, Clock(T0), Path(tmp), server_url(request, name))
         try:
             svc = MemoryService(backend.store)
             p = Principal(NS, limits(quota), NS)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -38,7 +39,8 @@ from stashd.store.redis_index import (
 )
 from stashd.store.redis_plan import SCRIPTS, WALK_COUNT, Plan
 from stashd.tenancy import Limits, Principal
-from tests.support.servers import RedisClusterServers, RedisServer, StashDaemon
+from tests.support.clock import Clock
+from tests.support.servers import RedisClusterServers, RedisServer, StashDaemon, redis_nodes
 
 T0 = 1_700_000_000_000
 LIMITS = Limits(max_payload=10_000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)
@@ -46,32 +48,9 @@ ALICE = Principal("alice", LIMITS)
 BOB = Principal("bob", LIMITS)
 
 
-class Clock:
-    """A settable clock in ms."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture
-def server(redis_store: RedisServer) -> RedisServer:
-    redis_store.flush()
-    return redis_store
-
-
-@pytest.fixture
-def raw(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=server.port, protocol=2)
-    yield client
-    client.close()
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -360,6 +339,20 @@ def test_a_set_well_within_its_quota_takes_one_round_and_one_at_it_is_decided_ex
     assert (result.keys, result.max_keys) == (3, 2)
 
 
+def _race(nodes: list[StashDaemon], write: Callable[[int, str], None], per_node: int = 4) -> int:
+    """Run ``write(port, name)`` in ``per_node`` threads per node at once; how many ran."""
+    writers = [
+        threading.Thread(target=write, args=(node.port, f"w{n}{j}"))
+        for n, node in enumerate(nodes)
+        for j in range(per_node)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    return len(writers)
+
+
 def _fill(port: int, prefix: str, count: int, outcomes: list[str]) -> None:
     """SET ``count`` new keys one by one, then in pipelines; note each reply's kind."""
     client = redis.Redis(port=port, password="shared-key", protocol=2)
@@ -383,23 +376,10 @@ def test_two_daemons_racing_to_fill_one_namespace_never_pass_its_quota() -> None
     """Eight writers on two nodes of one Redis, 960 new keys for a quota of 100: exactly 100
     are written, every other write is refused with QUOTA, and the usage is the recount."""
     with RedisServer() as own:
-        nodes = [
-            StashDaemon(
-                "--backend", "redis", "--redis-url", own.url, "--no-http", "--max-keys", "100"
-            )
-            for _ in range(2)
-        ]
+        nodes = redis_nodes(own.url, "--no-http", "--max-keys", "100")
         with nodes[0], nodes[1]:
             outcomes: list[str] = []
-            writers = [
-                threading.Thread(target=_fill, args=(node.port, f"w{n}{j}", 60, outcomes))
-                for n, node in enumerate(nodes)
-                for j in range(4)
-            ]
-            for writer in writers:
-                writer.start()
-            for writer in writers:
-                writer.join()
+            _race(nodes, partial(_fill, count=60, outcomes=outcomes))
             assert outcomes.count("ok") == 100, sorted(set(outcomes))
             assert outcomes.count("QUOTA") == len(outcomes) - 100
             client = redis.Redis(port=nodes[1].port, password="shared-key", protocol=2)
@@ -436,29 +416,14 @@ def test_two_daemons_appending_at_once_never_pass_the_byte_quota() -> None:
     passed the limit together, and every writer was told QUOTA."""
     limit = 500
     with RedisServer() as own:
-        nodes = [
-            StashDaemon(
-                "--backend", "redis", "--redis-url", own.url, "--no-http", "--max-bytes", str(limit)
-            )
-            for _ in range(2)
-        ]
+        nodes = redis_nodes(own.url, "--no-http", "--max-bytes", str(limit))
         with nodes[0], nodes[1]:
             client = redis.Redis(port=nodes[0].port, password="shared-key", protocol=2)
             for _ in range(6):
                 client.flushdb()
                 refusals: list[str] = []
-                writers = [
-                    threading.Thread(
-                        target=_append_until_refused, args=(node.port, f"k{n}{j}", refusals)
-                    )
-                    for n, node in enumerate(nodes)
-                    for j in range(4)
-                ]
-                for writer in writers:
-                    writer.start()
-                for writer in writers:
-                    writer.join()
-                assert refusals == ["QUOTA"] * len(writers)
+                writers = _race(nodes, partial(_append_until_refused, refusals=refusals))
+                assert refusals == ["QUOTA"] * writers
                 # Each refusal was for one byte more than fitted: the limit is met exactly.
                 assert client_bytes(client) == limit
                 assert client.info("keyspace")["db0"]["quota_bytes"] == limit

@@ -24,20 +24,15 @@ from stashd.redislink import RedisTarget
 from stashd.registry_redis import RedisRegistry
 from stashd.tenancy import issue_key
 from tests.support.resp_client import CLOSED, RespClient
-from tests.support.servers import RedisClusterServers, RedisServer, StashDaemon, free_port
+from tests.support.servers import (
+    RedisClusterServers,
+    RedisServer,
+    StashDaemon,
+    free_port,
+    redis_nodes,
+)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def server(redis_store: RedisServer) -> RedisServer:
-    redis_store.flush()
-    return redis_store
-
-
-def nodes(url: str, *extra: str, count: int = 2) -> list[StashDaemon]:
-    """``count`` daemons on the Redis at ``url`` (not started)."""
-    return [StashDaemon("--backend", "redis", "--redis-url", url, *extra) for _ in range(count)]
 
 
 def key_for(url: str, tier: str = "free", user: str | None = None) -> str:
@@ -64,7 +59,7 @@ def http(
 
 def test_written_via_one_node_is_read_via_another(server: RedisServer) -> None:
     """RESP and HTTP writes through node A are what node B reads, namespaces included."""
-    a, b = nodes(server.url)
+    a, b = redis_nodes(server.url)
     with a, b:
         ca, cb = RespClient(a.port), RespClient(b.port)
         assert ca.call("AUTH", "team-key").render() == "+OK"
@@ -92,7 +87,7 @@ def test_written_via_one_node_is_read_via_another(server: RedisServer) -> None:
 
 def test_one_rate_limit_for_every_node(server: RedisServer) -> None:
     """Free tier (60/min, burst 10): 40 rapid commands over A and B get burst + rate*T + 1 at most."""
-    a, b = nodes(server.url, "--auth", "keys")
+    a, b = redis_nodes(server.url, "--auth", "keys")
     secret = key_for(server.url, "free")
     with a, b:
         clients = [RespClient(a.port), RespClient(b.port)]
@@ -114,7 +109,7 @@ def test_one_rate_limit_for_every_node(server: RedisServer) -> None:
 
 def test_stopping_a_node_does_not_disturb_another(server: RedisServer) -> None:
     """B keeps answering a busy client, without an error, while A shuts down."""
-    a, b = nodes(server.url)
+    a, b = redis_nodes(server.url)
     with a, b:
         client = RespClient(b.port)
         errors: list[str] = []
@@ -146,7 +141,7 @@ def test_redis_down_is_a_clear_error_and_nodes_recover_without_restart(tmp_path:
     """Redis stopped: UNAVAILABLE at once, nodes alive; Redis back: both serve again."""
     with RedisServer("--appendonly", "yes", "--appendfsync", "always") as own:
         secret = key_for(own.url, "enterprise")
-        a, b = nodes(own.url, "--auth", "keys")
+        a, b = redis_nodes(own.url, "--auth", "keys")
         with a, b:
             ca, cb = RespClient(a.port), RespClient(b.port)
             for client in (ca, cb):
@@ -185,7 +180,7 @@ def test_redis_down_is_a_clear_error_and_nodes_recover_without_restart(tmp_path:
 
 def test_a_revoked_key_is_cut_off_on_every_node(server: RedisServer) -> None:
     """stash keys revoke --backend redis closes the key's connections on A and B alike."""
-    a, b = nodes(server.url, "--auth", "keys")
+    a, b = redis_nodes(server.url, "--auth", "keys")
     runner = CliRunner()
     where = ["--backend", "redis", "--redis-url", server.url]
     created = runner.invoke(stash_main, ["keys", "create", "--user", "carol", *where])
@@ -272,7 +267,7 @@ def test_a_node_on_a_redis_cluster_serves_every_command(
 def test_pipelined_auth_and_rate_decisions_keep_replies_in_order(server: RedisServer) -> None:
     """One write holding AUTHs and commands of two users: every reply in order, each rate
     decision for the right user, and AUTH queued in MULTI refused (EXEC is one step)."""
-    (node,) = nodes(server.url, "--auth", "keys", count=1)
+    (node,) = redis_nodes(server.url, "--auth", "keys", count=1)
     first, second = key_for(server.url, "free"), key_for(server.url, "enterprise")
     with node:
         client = RespClient(node.port)

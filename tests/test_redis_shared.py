@@ -28,12 +28,6 @@ TIERS = resolve()
 
 
 @pytest.fixture
-def server(redis_store: RedisServer) -> RedisServer:
-    redis_store.flush()
-    return redis_store
-
-
-@pytest.fixture
 def registry(server: RedisServer) -> Iterator[RedisRegistry]:
     reg = RedisRegistry(RedisTarget.parse(server.url))
     yield reg

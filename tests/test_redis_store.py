@@ -37,19 +37,6 @@ ALICE = Principal("alice", LIMITS)
 
 
 @pytest.fixture
-def server(redis_store: RedisServer) -> RedisServer:
-    redis_store.flush()
-    return redis_store
-
-
-@pytest.fixture
-def raw(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=server.port, protocol=2)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def store(server: RedisServer) -> Iterator[RedisStore]:
     opened = RedisStore.from_url(server.url)
     yield opened

@@ -29,6 +29,7 @@ from stashd.store.sqlite import (
     sweep_at,
 )
 from stashd.tenancy import Limits, Principal
+from tests.support.clock import Clock
 
 ALICE = Principal(
     "alice", Limits(max_payload=100_000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)
@@ -36,19 +37,9 @@ ALICE = Principal(
 T0 = 1_700_000_000_000
 
 
-class Clock:
-    """A settable clock in ms."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

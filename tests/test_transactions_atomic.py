@@ -26,7 +26,8 @@ from stashd.jsontext import MAX_DEPTH, nesting
 from stashd.ops import Flush, Get, Op, Set, Transaction
 from stashd.store.base import Entry, View
 from tests.support.backends import Backend, open_backend
-from tests.support.http import Clock
+from tests.support.clock import Clock
+from tests.support.http import START_MS
 from tests.support.resp_client import CLOSED, Reply, RespClient
 from tests.support.servers import RedisServer, StashDaemon
 
@@ -251,7 +252,7 @@ def _open(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
         server: RedisServer = request.getfixturevalue("redis_store")
         server.flush()
         url = server.url
-    b = open_backend(request.param, Clock(), tmp_path, url)
+    b = open_backend(request.param, Clock(START_MS), tmp_path, url)
     try:
         yield b
     finally:

@@ -33,20 +33,11 @@ from stashd.registry import SQLiteRegistry
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
 from stashd.tenancy import Limits, Principal, issue_key
+from tests.support.clock import Clock
 from tests.support.resp_client import Reply, RespClient
 from tests.support.servers import RedisServer, StashDaemon
 
 MINUTE_MS = 60_000
-
-
-class Clock:
-    """A millisecond clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _request(*args: str | bytes) -> bytes:
@@ -141,7 +132,7 @@ def test_ops_report_what_running_them_read_merged_and_walked() -> None:
 
 def test_a_cost_over_the_burst_runs_on_a_full_burst_and_leaves_a_debt() -> None:
     """Burst 10 at one a second: 20 units go at once from full, then the next waits 11 s."""
-    clock = Clock()
+    clock = Clock(1_000_000)
     limiter = LocalLimiter(clock)
     rate = Rate(1, 1, 10)
     assert limiter.acquire("a", rate).allowed
@@ -157,7 +148,7 @@ def test_a_cost_over_the_burst_runs_on_a_full_burst_and_leaves_a_debt() -> None:
 
 def test_a_debt_refuses_nothing_and_delays_what_comes_after() -> None:
     """charge() moves the TAT on by the work done; the next request waits exactly that long."""
-    clock = Clock()
+    clock = Clock(1_000_000)
     limiter = LocalLimiter(clock)
     rate = Rate(1, 1, 10)
     limiter.charge("a", rate, 25)
@@ -170,7 +161,7 @@ def test_a_debt_refuses_nothing_and_delays_what_comes_after() -> None:
 
 def test_the_connection_budget_is_per_connection_and_per_address() -> None:
     """50 at once on a connection, then ten a second; 1000 a minute across one address."""
-    clock = Clock()
+    clock = Clock(1_000_000)
     budget = ConnectionBudget(clock=clock)
     tat = 0.0
     for _ in range(PER_CONNECTION.burst):
@@ -188,7 +179,7 @@ def test_the_connection_budget_is_per_connection_and_per_address() -> None:
 
 def test_without_an_address_budget_only_each_connection_is_held() -> None:
     """A loopback daemon's budget: new connections from one address are never held back."""
-    budget = ConnectionBudget(per_address=None, clock=Clock())
+    budget = ConnectionBudget(per_address=None, clock=Clock(1_000_000))
     admitted = sum(budget.admit(0.0, "127.0.0.1", 1)[0] == 0 for _ in range(PER_ADDRESS.burst * 2))
     assert admitted == PER_ADDRESS.burst * 2
     tat = 0.0

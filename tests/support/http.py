@@ -15,19 +15,10 @@ from stashd.server import ServerContext
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
 from stashd.tenancy import Keyring, Limits, OpenKeyring, Principal
+from tests.support.clock import Clock
 
 LIMITS = Limits(max_payload=1000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)
 START_MS = 1_800_000_000_000  # 2027-01-15, a fixed "now" for the injected clock
-
-
-class Clock:
-    """A store clock the test moves by hand (ms since the epoch)."""
-
-    def __init__(self, now: int = START_MS) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class StrictKeyring:
@@ -72,7 +63,7 @@ async def sidecar(
     log_writes: bool = False,
 ) -> AsyncIterator[Sidecar]:
     """Serve the HTTP API on a free port of this loop until the block ends."""
-    clock = Clock()
+    clock = Clock(START_MS)
     store = store or MemoryStore(clock)
     store.clock = clock
     ctx = ServerContext(MemoryService(store), keyring or OpenKeyring(LIMITS), store)

@@ -348,3 +348,8 @@ class StashDaemon:
         self._dir.cleanup()
         if t is None and not stopped_by_test:
             assert code == 0, f"stashd exited with {code}: {self.stderr}"
+
+
+def redis_nodes(url: str, *extra: str, count: int = 2) -> list[StashDaemon]:
+    """``count`` daemons on the Redis at ``url`` (not started), as a deployment's nodes."""
+    return [StashDaemon("--backend", "redis", "--redis-url", url, *extra) for _ in range(count)]
