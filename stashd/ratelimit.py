@@ -92,6 +92,9 @@ class Decision:
 class RateLimiter(Protocol):
     """Decides whether ``subject`` may spend ``cost`` more units at ``rate`` now."""
 
+    #: False: it answers at once, in this process (a :class:`SharedLimiter` is asked).
+    shared: bool
+
     def acquire(self, subject: str, rate: Rate, cost: int = 1) -> Decision:
         """Count the units if allowed; a refused request is not counted."""
         ...
@@ -102,6 +105,10 @@ class RateLimiter(Protocol):
 
     def charge(self, subject: str, rate: Rate, cost: int) -> None:
         """Count ``cost`` units of work already done, refusing nothing (a debt)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what it holds."""
         ...
 
 
@@ -123,6 +130,9 @@ class SharedLimiter(Protocol):
     one's cost, and those commands wait for the answer as they wait for a batch; the
     first ``granted`` run, the rest are refused, as if each had been asked in turn.
     """
+
+    #: True: its answers come later, through ``done`` (a :class:`RateLimiter`'s at once).
+    shared: bool
 
     def request(
         self, subject: str, rate: Rate, costs: Sequence[int], done: Callable[[Grant], None]
@@ -188,6 +198,8 @@ class LocalLimiter:
 
     #: Table size that triggers dropping idle subjects.
     PRUNE_AT: Final = 10_000
+    #: Answered here, at once.
+    shared = False
 
     def __init__(self, clock: Callable[[], float] = monotonic_ms) -> None:
         self.clock = clock
@@ -223,6 +235,9 @@ class LocalLimiter:
         """Move the subject's TAT on by ``cost`` units of work already done: a debt."""
         now = self.clock()
         self._store(subject, max(self._tat.get(subject, now), now) + cost * rate.interval_ms, now)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the table is plain memory."""
 
     def _store(self, subject: str, tat: float, now: float) -> None:
         if len(self._tat) >= self.PRUNE_AT and subject not in self._tat:

@@ -90,6 +90,9 @@ def grant_of(reply: list[Any], wanted: int) -> Grant:
 class RedisLimiter:
     """Rate limits in Redis; see the module docstring."""
 
+    #: Asked without blocking the loop; the answer comes through a callback.
+    shared = True
+
     def __init__(self, target: RedisTarget) -> None:
         self.target = target
         self._link: AsyncLink | None = None

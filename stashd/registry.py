@@ -50,6 +50,10 @@ class KeyRecord:
 class Registry(Protocol):
     """Storage of users and key digests; every method is one short atomic step."""
 
+    #: True when it is reached over the network, as an :class:`AsyncRegistry`: the
+    #: daemon then awaits its lookups instead of blocking the loop on them.
+    remote: bool
+
     def add_key(
         self, key_id: str, digest: bytes, user: str, tier: str | None, now_ms: int
     ) -> tuple[KeyRecord, str | None]:
@@ -99,6 +103,9 @@ class AsyncRegistry(Registry, Protocol):
 
 class SQLiteRegistry:
     """The registry in a SQLite file, shared with the data store and other processes."""
+
+    #: A file on this machine: lookups are answered at once.
+    remote = False
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -119,6 +119,9 @@ def _record(reply: list[Any]) -> KeyRecord:
 class RedisRegistry:
     """Users, tiers and key digests in Redis; see the module docstring."""
 
+    #: Reached over the network: the daemon awaits :meth:`find_async`.
+    remote = True
+
     def __init__(self, target: RedisTarget) -> None:
         self.target = target
         self._sync: SyncLink | None = None

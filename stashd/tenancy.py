@@ -102,6 +102,11 @@ class Principal:
 class Keyring(Protocol):
     """Resolves credentials to a principal; ``None`` means the credentials are refused."""
 
+    @property
+    def remote(self) -> bool:
+        """True when AUTH must be awaited (:class:`RemoteKeyring`), False when answered at once."""
+        ...
+
     def anonymous(self) -> Principal | None:
         """The principal of a connection that has not authenticated (None: must AUTH)."""
         ...
@@ -273,7 +278,7 @@ class StrictKeyring:
         AUTH is then answered with :meth:`authenticate_async`, so that the event loop
         never waits on it.
         """
-        return hasattr(self.registry, "find_async")
+        return self.registry.remote
 
     def authenticate(self, username: str | None, key: bytes) -> Principal | None:
         """One indexed lookup by digest; a constant-time comparison of the digests.
@@ -345,9 +350,8 @@ class StrictKeyring:
 
     async def aclose(self) -> None:
         """Release the registry, its asynchronous connections included."""
-        closer = getattr(self.registry, "aclose", None)
-        if closer is not None:
-            await closer()
+        if self.registry.remote:
+            await cast("AsyncRegistry", self.registry).aclose()
         else:
             self.registry.close()
 

@@ -72,7 +72,7 @@ def _authenticate(
         raise WrongPass
     user = None if username is None else username.decode("utf-8", "replace")
     keyring = s.keyring
-    if getattr(keyring, "remote", False):
+    if keyring.remote:
         remote = cast("RemoteKeyring", keyring)
         return Awaiting(lambda: remote.authenticate_async(user, key), lambda p: _accept(s, p, then))
     return _accept(s, keyring.authenticate(user, key), then)

@@ -159,6 +159,9 @@ class Store(abc.ABC):
         """
         return 0
 
+    def close_threads(self) -> None:  # noqa: B027 - optional hook, for SQLite's
+        """Close what threads other than the loop's opened for themselves (synchronous calls)."""
+
     def maintain(self) -> None:  # noqa: B027 - optional hook
         """Do a bounded slice of background work (expiry sweeps); called periodically."""
 
