@@ -11,6 +11,7 @@ from stashd import log
 from stashd.admission import ClientSlots
 from stashd.config import ConfigError, is_loopback
 from stashd.connbudget import PER_ADDRESS, ConnectionBudget
+from stashd.events import WriteEvents
 from stashd.held import HeldMemory
 from stashd.http import HttpApi, HttpServer
 from stashd.ratelimit import LocalLimiter
@@ -165,12 +166,15 @@ async def serve(
         max_query_buffer=config.max_query_buffer,
         output_limits=config.output_limits,
         limiter=make_limiter(config),
+        # One event per committed write, at the levels that show them.
+        events=WriteEvents(config.log_format, store.clock)
+        if config.log_level in ("debug", "info")
+        else None,
         # Every client of a loopback daemon comes from one address: no address budget.
         connection_budget=ConnectionBudget(
             per_address=None if is_loopback(config.host) else PER_ADDRESS
         ),
     )
-    ctx.log_writes = config.log_level in ("debug", "info")
     loop = asyncio.get_running_loop()
     server = listener(ctx)
     port = await server.start(config.host, config.port, sock=sock)
@@ -259,9 +263,7 @@ async def _close_keyring(keyring: Keyring) -> None:
 
 
 async def _close_limiter(ctx: ServerContext) -> None:
-    closer = getattr(ctx.limiter, "aclose", None)
-    if closer is not None:
-        await closer()
+    await ctx.limiter.aclose()
 
 
 def run(config: Config) -> None:

@@ -6,14 +6,18 @@ operations to one :class:`Batcher` per store. It runs one batch at a time; whate
 arrives meanwhile forms the next one. Each caller gets its own slice of the results only
 after the batch has returned, which for SQLite means after its commit: an acknowledged
 write is a durable write. On an inline store (memory) operations simply run at once,
-and so do reads on a store that answers them at once (SQLite).
+and so do small reads on a store that answers them at once (SQLite): :meth:`Batcher.now`
+is the one place that decides, for every door.
+
+It is also where every write is seen committed, so it notes the write events
+(:mod:`stashd.events`) when the daemon logs them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
 from stashd.errors import StashError, StoreUnavailable
@@ -21,60 +25,96 @@ from stashd.errors import StashError, StoreUnavailable
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from stashd.events import WriteEvents
     from stashd.ops import Op
     from stashd.store.base import Store
 
 logger = log.get("stashd.batch")
 
+# A read that touches more keys than this goes to the batch (SQLite's thread) even when
+# the store could answer it at once: MGET of 16,384 keys read on the loop takes 100 ms.
+INLINE_READ_MAX: Final = 256
+
+_Waiter = tuple[int, int, "Callable[[list[Any]], None]", "str | None"]
+
 
 class Batcher:
-    """Gathers operations from every caller in one loop turn and runs them as one batch."""
+    """Gathers operations from every caller in one loop turn and runs them as one batch.
 
-    def __init__(self, store: Store) -> None:
+    ``events`` notes every committed write (None: writes are not logged).
+    """
+
+    def __init__(self, store: Store, events: WriteEvents | None = None) -> None:
         self.store = store
+        self.events = events
         self._ops: list[Op] = []
-        self._waiters: list[tuple[int, int, Callable[[list[Any]], None]]] = []
+        self._waiters: list[_Waiter] = []
         self._scheduled = False
         self._running: asyncio.Task[None] | None = None
 
-    def submit(self, ops: list[Op], done: Callable[[list[Any]], None]) -> None:
+    def now(self, op: Op, behind: bool = False) -> bool:
+        """Whether ``op`` runs at once, on the loop, rather than in the next batch.
+
+        Everything runs at once on an inline store (memory). A store that answers reads
+        at once (SQLite) does so for a small read, unless the caller has operations of
+        the same request still waiting in a batch (``behind``): its reply would then
+        overtake theirs.
+        """
+        store = self.store
+        return store.inline or (
+            store.inline_reads and not behind and not op.writes and op.size <= INLINE_READ_MAX
+        )
+
+    def run_now(self, op: Op, door: str | None = None) -> Any:  # noqa: ANN401 - its own result
+        """Run an operation :meth:`now` allows on the loop; a refusal is raised."""
+        store = self.store
+        result = store.run(op) if store.inline else store.read_now(op)
+        if op.writes and self.events is not None:
+            self.events.note(op, result, door)
+        return result
+
+    def submit(
+        self, ops: list[Op], done: Callable[[list[Any]], None], door: str | None = None
+    ) -> None:
         """Queue ``ops``; ``done(results)`` is called once their batch has returned.
 
         A result is the operation's value or its :class:`StashError`, in order.
         """
         start = len(self._ops)
         self._ops.extend(ops)
-        self._waiters.append((start, len(self._ops), done))
+        self._waiters.append((start, len(self._ops), done, door))
         if not self._scheduled and self._running is None:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start)
 
-    async def run_many(self, ops: list[Op]) -> list[Any]:
+    async def run_many(self, ops: list[Op], door: str | None = None) -> list[Any]:
         """Await the results of ``ops`` (values or :class:`StashError`), batched with others."""
-        store = self.store
-        if store.inline:
-            return await store.run_many(ops)
-        if store.inline_reads and not any(op.writes for op in ops):
-            return [_read_now(store, op) for op in ops]
+        if all(self.now(op) for op in ops):
+            return [self._result_now(op, door) for op in ops]
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
 
         def done(results: list[Any]) -> None:
             if not future.done():
                 future.set_result(results)
 
-        self.submit(ops, done)
+        self.submit(ops, done, door)
         return await future
 
-    async def run(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result
+    async def run(self, op: Op, door: str | None = None) -> Any:  # noqa: ANN401 - its own result
         """Await one operation's result; its :class:`StashError` is raised."""
-        if self.store.inline:
-            return self.store.run(op)
-        if self.store.inline_reads and not op.writes:
-            return self.store.read_now(op)
-        (result,) = await self.run_many([op])
+        if self.now(op):
+            return self.run_now(op, door)
+        (result,) = await self.run_many([op], door)
         if isinstance(result, StashError):
             raise result
         return result
+
+    def _result_now(self, op: Op, door: str | None) -> Any:  # noqa: ANN401 - its own result
+        """An operation run at once, its refusal as its result (as in a batch)."""
+        try:
+            return self.run_now(op, door)
+        except StashError as exc:
+            return exc
 
     def _start(self) -> None:
         self._scheduled = False
@@ -84,9 +124,7 @@ class Batcher:
         self._ops, self._waiters = [], []
         self._running = asyncio.get_running_loop().create_task(self._run(ops, waiters))
 
-    async def _run(
-        self, ops: list[Op], waiters: list[tuple[int, int, Callable[[list[Any]], None]]]
-    ) -> None:
+    async def _run(self, ops: list[Op], waiters: list[_Waiter]) -> None:
         try:
             results = await self.store.run_many(ops)
         except Exception as exc:
@@ -96,7 +134,13 @@ class Batcher:
             results = [StoreUnavailable(type(exc).__name__)] * len(ops)
         finally:
             self._running = None
-        for start, stop, done in waiters:
+        events = self.events
+        for start, stop, done, door in waiters:
+            if events is not None:
+                for i in range(start, stop):
+                    op = ops[i]
+                    if op.writes and not isinstance(results[i], StashError):
+                        events.note(op, results[i], door)
             try:
                 done(results[start:stop])
             except Exception:
@@ -114,11 +158,3 @@ class Batcher:
                     await self._running
             else:
                 self._start()
-
-
-def _read_now(store: Store, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result
-    """A read answered at once, its error as its result (as in a batch)."""
-    try:
-        return store.read_now(op)
-    except StashError as exc:
-        return exc

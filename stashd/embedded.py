@@ -91,7 +91,7 @@ class Calls:
 
     def forget(self, keys: list[bytes]) -> Op:
         """FORGET key [key ...]."""
-        return self.service.delete(self.principal, keys)
+        return self.service.forget(self.principal, keys)
 
     def scan(self, cursor: int, pattern: bytes, count: int) -> Op:
         """SCAN cursor MATCH pattern COUNT count."""
@@ -208,9 +208,7 @@ class EmbeddedTransport:
         # The synchronous path never starts the store's worker or loop connection: only
         # the connections threads made for themselves are left, and a store that keeps
         # such connections closes them here.
-        close_threads = getattr(self.store, "close_threads", None)
-        if close_threads is not None:
-            close_threads()
+        self.store.close_threads()
 
 
 class AsyncEmbeddedTransport:

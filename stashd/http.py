@@ -127,6 +127,8 @@ SEND_AT: Final = 64 * 1024
 #: Seconds a client refused for --max-clients is told to wait (Retry-After): slots come
 #: free as other clients finish, idle keep-alive ones within IDLE_TIMEOUT.
 FULL_RETRY_AFTER: Final = 1
+#: How this door's writes are marked in their log events (stashd.events).
+DOOR: Final = "http"
 
 #: The fields each JSON body may carry; anything else is refused, so a typo such as
 #: ``extend`` does not silently do nothing.
@@ -706,18 +708,15 @@ class HttpApi:
         batcher = ctx.batcher
         assert batcher is not None
         self.batcher: Batcher = batcher
-        # On an inline store (memory) the batcher would run the operation at once anyway;
-        # the two hot endpoints call the store directly and save an await per request.
         self.store = ctx.store
-        self.inline = ctx.store.inline
         self.ctx = ctx
         self.backend = backend
         self.limiter = limiter
         self.rate_of = rate_of
         # Which kinds of keyring and limiter these are is fixed for the process: decided
         # here once, not per request. Remote ones are asked without blocking the loop.
-        self.remote_keyring = bool(getattr(ctx.keyring, "remote", False))
-        self.shared_limiter = limiter is not None and hasattr(limiter, "request")
+        self.remote_keyring = ctx.keyring.remote
+        self.shared_limiter = limiter is not None and limiter.shared
         # path's first segment -> (takes an id, {method: handler})
         self.routes: dict[str, tuple[bool, dict[str, Any]]] = {
             "stash": (False, {"POST": self.stash, "GET": self.listing}),
@@ -986,7 +985,7 @@ class HttpApi:
         raw = await self.read_body(request, conn, p.limits.max_payload)
         self.charge_body(p, request, raw)
         op = self.stash_op(p, raw)
-        key: bytes = self.store.run(op) if self.inline else await self.batcher.run(op)
+        key: bytes = await self.batcher.run(op, DOOR)
         return self.created(p, op, key)
 
     def stash_op(self, p: Principal, raw: bytes) -> Create:
@@ -997,17 +996,9 @@ class HttpApi:
         return self.service.stash_value(p, body["data"], _integer(body, "ttl"))
 
     def created(self, p: Principal, op: Create, key: bytes) -> web.Response:
-        """The 201 of a stored POST /stash (and its log event)."""
+        """The 201 of a stored POST /stash."""
+        del p
         memory_id = key.decode()
-        if self.ctx.log_writes:
-            logger.info(
-                "stash_created",
-                door="http",
-                namespace=p.namespace,
-                id=memory_id,
-                ttl_seconds=seconds_left(op.expires_at, self.service.clock()),
-                payload_bytes=len(op.value),
-            )
         ttl = seconds_left(op.expires_at, self.service.clock())
         # New ids are base62 (or hex), so they need no JSON escaping.
         reply = f'{{"memory_id":"{memory_id}","ttl":{ttl},"expires_at":"{rfc3339(op.expires_at)}"}}'
@@ -1019,7 +1010,7 @@ class HttpApi:
         """GET /recall/{id} -> the data with its TTL, expiry and version."""
         del request, conn
         get = self.service.get(p, key)
-        entry: Entry | None = self.store.run(get) if self.inline else await self.batcher.run(get)
+        entry: Entry | None = await self.batcher.run(get)
         self.charge(p, op_debt(get, entry))  # a large document read back
         if entry is None:
             raise NotFound
@@ -1057,20 +1048,11 @@ class HttpApi:
             if_version=if_version,
         )
         try:
-            entry: Entry | None = await self.batcher.run(op)
+            entry: Entry | None = await self.batcher.run(op, DOOR)
         finally:
             self.charge(p, op_debt(op, None))  # the document read and merged, even if refused
         if entry is None:
             raise NotFound
-        if self.ctx.log_writes:
-            logger.info(
-                "stash_updated",
-                door="http",
-                namespace=p.namespace,
-                id=_text(key),
-                ttl_seconds=seconds_left(entry.expires_at, self.service.clock()),
-                payload_bytes=len(entry.value),
-            )
         return _json(
             200,
             {
@@ -1087,11 +1069,9 @@ class HttpApi:
     ) -> web.StreamResponse:
         """DELETE /forget/{id} -> 204, or 404 when there was nothing to forget."""
         del request, conn
-        removed: int = await self.batcher.run(self.service.delete(p, [key]))
+        removed: int = await self.batcher.run(self.service.forget(p, [key]), DOOR)
         if not removed:
             raise NotFound
-        if self.ctx.log_writes:
-            logger.info("stash_forgotten", door="http", namespace=p.namespace, id=_text(key))
         return web.Response(status=204)
 
     async def listing(

@@ -304,6 +304,12 @@ class Delete(Op):
         return sum(view.delete(self.ns, k, now) for k in self.keys)
 
 
+class Forget(Delete):
+    """FORGET: DEL by its Stash name, so its event says what happened to the memories."""
+
+    __slots__ = ()
+
+
 class GetDel(Op):
     """GETDEL: the entry that was removed, or None."""
 

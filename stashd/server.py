@@ -17,7 +17,9 @@ much unread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -25,7 +27,7 @@ from stashd import log
 from stashd.admission import ClientSlots
 from stashd.batch import Batcher
 from stashd.commands import TABLE
-from stashd.commands.base import NOAUTH, WRITE, Awaiting, Deferred, Session
+from stashd.commands.base import NOAUTH, Awaiting, Deferred, Session
 from stashd.commands.transactions import CONTROL as TXN_CONTROL
 from stashd.commands.transactions import discard as discard_transaction
 from stashd.connbudget import ConnectionBudget
@@ -64,21 +66,25 @@ from stashd.resp import (
     RequestReader,
     encode,
 )
-from stashd.service import seconds_left
-from stashd.store.base import wall_clock_ms
 from stashd.tenancy import AuthThrottle
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
     from stashd.admission import Slot
-    from stashd.ops import Op
+    from stashd.events import WriteEvents
     from stashd.ratelimit import Grant, Rate, SharedLimiter
     from stashd.service import MemoryService
     from stashd.store.base import Store
-    from stashd.tenancy import Keyring, Principal
+    from stashd.tenancy import Keyring
 
 logger = log.get("stashd.server")
+
+#: What a served read yields when it must wait: a function that starts the wait and
+#: calls its argument with the answer once there is one.
+Wait = Callable[[Callable[[Any], None]], None]
+#: A read being served (:meth:`Connection._serve`): it yields waits, gets answers back.
+Serving = Generator[Wait, Any, None]
 
 QUEUED: Final = "QUEUED"
 
@@ -93,9 +99,6 @@ SLICE_OPS: Final = 256
 # The clock is read once per this many requests, and after any request with more
 # arguments than this (a multi-key command costs in proportion to its keys).
 _CLOCK_EVERY: Final = 16
-# A read that touches more keys than this goes to the batch (SQLite's thread) even when
-# the store could answer it at once: MGET of 16,384 keys read on the loop takes 100 ms.
-INLINE_READ_MAX: Final = 256
 
 # The most requests one question to a shared limiter asks about: a read of more asks
 # again for the rest once these are granted (at most a burst is ever granted at once).
@@ -105,34 +108,6 @@ ASK_MAX: Final = 256
 # Redis closes the connection on them, and so do we.
 _HTTP_LINES: Final = frozenset({b"post", b"host:"})
 
-# Write events, named for what happened to the data.
-_WRITE_EVENTS: Final = {
-    "stash": "stash_created",
-    "update": "stash_updated",
-    "forget": "stash_forgotten",
-    "set": "key_set",
-    "setnx": "key_set",
-    "setex": "key_set",
-    "psetex": "key_set",
-    "mset": "key_set",
-    "getex": "key_expiry_set",
-    "del": "key_deleted",
-    "unlink": "key_deleted",
-    "getdel": "key_deleted",
-    "expire": "key_expiry_set",
-    "pexpire": "key_expiry_set",
-    "expireat": "key_expiry_set",
-    "pexpireat": "key_expiry_set",
-    "incr": "key_incremented",
-    "decr": "key_incremented",
-    "incrby": "key_incremented",
-    "decrby": "key_incremented",
-    "append": "key_appended",
-    "rename": "key_renamed",
-    "flushdb": "namespace_flushed",
-    "flushall": "namespace_flushed",
-}
-
 
 @dataclass(eq=False)
 class ServerContext:
@@ -141,7 +116,8 @@ class ServerContext:
     service: MemoryService
     keyring: Keyring
     store: Store
-    log_writes: bool = True
+    # The daemon's write events (stashd.events), noted by the batcher; None: not logged.
+    events: WriteEvents | None = None
     connections: set[Connection] = field(default_factory=set)
     batcher: Batcher | None = None
     # One limiter for every connection and door, keyed by the principal's namespace: this
@@ -162,7 +138,7 @@ class ServerContext:
     def __post_init__(self) -> None:
         """Every door shares one batcher per store, so their work is grouped together."""
         if self.batcher is None:
-            self.batcher = Batcher(self.store)
+            self.batcher = Batcher(self.store, self.events)
 
     def close_connections_of(self, key_ids: Collection[str]) -> int:
         """Close every connection authenticated with one of these (revoked) keys."""
@@ -189,7 +165,12 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.reader = RequestReader()
-        self._waiting = False  # a batch of this connection's operations is in flight
+        # The read being served while it waits (stashd.server.Connection._serve), and
+        # its requests, to which what arrives meanwhile is appended.
+        self._serving: Serving | None = None
+        self._items: list[Any] | None = None
+        # Resumes a served read waiting for the client to read its replies.
+        self._on_writable: Callable[[Any], None] | None = None
         self._paused_for_writes = False
         self._closing = False
         self._close_after_batch = False  # close once the batch in flight has replied
@@ -197,9 +178,6 @@ class Connection(asyncio.Protocol):
         self._subject = ""  # what the rate is kept under: the principal's namespace
         self._conn_tat = 0.0  # this connection's TAT in the connection budget
         self._auth_timer: asyncio.TimerHandle | None = None
-        # Requests read but not yet run: what is left when a slice ends. Reading stops
-        # while there are any, so this holds at most what one read brought.
-        self._backlog: list[Any] | None = None
         # When the unsent replies last went over the soft output limit (None: below it),
         # and the timer that checks them again once the soft limit's seconds are up.
         self._soft_since: float | None = None
@@ -237,7 +215,7 @@ class Connection(asyncio.Protocol):
         if self.session is not None:
             self.session.end_multi()  # a queue never sent to EXEC is let go
         self.transport = None
-        self._backlog = None
+        self._on_writable = None
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
@@ -255,19 +233,19 @@ class Connection(asyncio.Protocol):
         """Replies drained: run what is left of the last read, or read again."""
         self._paused_for_writes = False
         self._soft_since = None  # below the low-water mark, so below any soft limit
-        if self._backlog is not None and not self._waiting:
-            asyncio.get_running_loop().call_soon(self._run_backlog)
+        resume, self._on_writable = self._on_writable, None
+        if resume is not None:
+            asyncio.get_running_loop().call_soon(resume, None)
         else:
             self._resume_reading()
 
     def _resume_reading(self) -> None:
-        """Read again unless a batch, a slice or the client's unread replies hold us."""
+        """Read again unless a read still being served or the client's unread replies hold us."""
         if (
             self.transport is not None
             and not self._closing
-            and not self._waiting
+            and self._serving is None
             and not self._paused_for_writes
-            and self._backlog is None
         ):
             self.transport.resume_reading()
 
@@ -276,21 +254,11 @@ class Connection(asyncio.Protocol):
         items = self.reader.feed(data)
         if not items:
             return
-        if self._backlog is not None:  # a read that was under way when reading paused
-            self._backlog += items
+        if self._items is not None:  # a read still being served: these come after it
+            self._items += items
             return
-        self._dispatch(items)
-
-    def _run_backlog(self) -> None:
-        """The next slice of what a read brought; then read again once all of it ran."""
-        items = self._backlog
-        if items is None or self.transport is None or self._waiting:
-            return
-        if self._paused_for_writes:
-            return  # resume_writing calls again once the client has read
-        self._backlog = None
-        self._dispatch(items)
-        self._resume_reading()
+        self._items = items
+        self._drive(self._serve(items))
 
     # -- dispatch ---------------------------------------------------------------------
     def _apply_limits(self) -> None:
@@ -357,187 +325,171 @@ class Connection(asyncio.Protocol):
         self._apply_limits()
         self.close_when_idle()
 
-    def _dispatch(
-        self, items: list[Any], out: bytearray | None = None, turn: _Turn | None = None
-    ) -> None:
-        """Run each request in order; ``out`` holds replies already encoded for this read.
+    def _serve(self, items: list[Any]) -> Serving:
+        """Run a read's requests in order, answering them a slice at a time.
 
-        The loop can pause: for a reply that must be awaited (AUTH against a key registry
-        in Redis) and, with a shared limiter, for the rate decision on the read's
-        metered commands. It then saves where it was in a :class:`_Turn`, stops reading,
-        and is called again with that turn once the answer is in.
+        This generator is the connection's one way to wait: where a request needs
+        something that is not here yet, it yields a :data:`Wait` (a function taking the
+        callback that resumes it) and gets the answer back from the yield, its locals
+        intact. It waits for a shared limiter's grant, for a reply's awaited first step
+        (a key lookup in Redis), for a batch to commit, and, between slices, for the
+        next turn of the loop with room in the socket. Requests that arrive meanwhile
+        are appended to ``items`` and served in turn.
         """
         session = self.session
-        transport = self.transport
-        if session is None or transport is None:
-            return
+        assert session is not None
         ctx = self.ctx
-        store = ctx.store
-        inline = store.inline
-        log_writes = ctx.log_writes
-        # A store that can answer reads at once (SQLite in WAL mode) does, as long as no
-        # earlier request of this read is still waiting for its batch.
-        inline_reads = store.inline_reads
-        run_now = store.run if inline else store.read_now
-        rate = self._rate
-        subject = self._subject
+        batcher = ctx.batcher
+        assert batcher is not None
         limiter = ctx.limiter
-        # This process's own limiter answers at once; a shared one is asked per read.
-        local = None if hasattr(limiter, "request") else limiter
-        ready: tuple[Any, Principal | None, Any, list[bytes]] | None = None
+        rate, subject = self._rate, self._subject
+        replies: list[Any] = []
+        pending: list[tuple[int, Deferred]] = []  # (reply slot, deferred) waiting for a batch
+        proto = start_proto = session.proto
+        close = False
+        # Everything in one read arrives at one instant: once a command of it is over the
+        # rate, so is every later metered one, and they share the refusal (a flooding
+        # client is turned away without a limiter call per command).
+        refused: _Encoded | None = None
+        # A shared limiter's grant: how many more metered commands it covers, and the
+        # refusal of those after them (None: all that were asked about were granted).
+        left, later = 0, cast("_Encoded | None", None)
         over: _Encoded | None = None  # the connection budget's refusal, once there is one
-        if turn is None:
-            replies: list[Any] = []
-            pending: list[tuple[int, Deferred, Any]] = []  # (reply slot, deferred, command)
-            close = False
-            proto = start_proto = session.proto
-            # Everything in one read arrives at one instant: once a command of it is over
-            # the rate, so is every later metered one, and they share the refusal (a
-            # flooding client is turned away without a limiter call per command).
-            refused: _Encoded | None = None
-            allowance: _Allowance | None = None
-            pos = 0
-        else:
-            replies, pending, close = turn.replies, turn.pending, turn.close
-            proto, start_proto, refused = turn.proto, turn.start_proto, turn.refused
-            allowance, pos, out, ready = turn.allowance, turn.pos, turn.out, turn.ready
-        n = len(items)
-        if out is None:
-            out = bytearray()
+        out = bytearray()
         started = time.perf_counter()
-        checked = pos
-        while True:
-            if ready is not None:
-                reply, before, cmd, args = ready
-                ready = None
-            else:
-                if pos >= n:
+        pos = checked = 0
+        while pos < len(items):
+            if pos - checked >= _CLOCK_EVERY or (
+                pos > checked
+                and type(items[pos - 1]) is list
+                and len(items[pos - 1]) > _CLOCK_EVERY
+            ):
+                # The slice so far: encode what is ready, so its size is known.
+                checked = pos
+                if not pending and replies:
+                    start_proto = _encode_replies(replies, start_proto, out)
+                    replies.clear()
+                if (
+                    len(out) >= SLICE_BYTES
+                    or len(pending) >= SLICE_OPS
+                    or time.perf_counter() - started >= SLICE_SECONDS
+                ):
+                    if pending:
+                        yield from self._settle(batcher, pending, replies)
+                        pending = []
+                    if not self._answer(_leading(out, start_proto, proto) + replies, close=False):
+                        return
+                    replies, out, start_proto = [], bytearray(), proto
+                    yield self._next_slice
+                    if self.transport is None or self._closing:
+                        return
+                    started = time.perf_counter()
+            args = items[pos]
+            pos += 1
+            if type(args) is not list:
+                # A per-request refusal from the framing guard, or a protocol error.
+                replies.append(args)
+                if isinstance(args, ProtocolError):
+                    close = True
                     break
-                if pos - checked >= _CLOCK_EVERY or (
-                    pos > checked
-                    and type(items[pos - 1]) is list
-                    and len(items[pos - 1]) > _CLOCK_EVERY
-                ):
-                    # The slice so far: encode what is ready, so its size is known.
-                    checked = pos
-                    if not pending and replies:
-                        start_proto = _encode_replies(replies, start_proto, out)
-                        replies.clear()
-                    if (
-                        len(out) >= SLICE_BYTES
-                        or len(pending) >= SLICE_OPS
-                        or time.perf_counter() - started >= SLICE_SECONDS
-                    ):
-                        self._backlog = items[pos:]
-                        transport.pause_reading()
-                        break
-                args = items[pos]
-                pos += 1
-                if type(args) is not list:
-                    # A per-request refusal from the framing guard, or a protocol error.
-                    replies.append(args)
-                    if isinstance(args, ProtocolError):
-                        close = True
-                        break
-                    continue
-                name = args[0].lower()
-                cmd = TABLE.get(name)
-                if name in CONNECTION:
-                    # Their own budget, per connection and address (stashd.connbudget); as
-                    # with the rate, a refusal stands for the rest of the read.
-                    if name != FREE:
-                        if over is None:
-                            over = self._over_connection_budget(command_cost(cmd, args))
-                        if over is not None:
-                            replies.append(over)
-                            if session.multi is not None:
-                                session.multi_dirty = True
-                            continue
-                elif rate is not None and (
-                    cost := command_cost(cmd, args)
-                    if name not in TRANSACTION
-                    else transaction_cost(name, len(args), session.multi)
-                ):
-                    if refused is None:
-                        if local is not None:
-                            if wait := local.wait_ms(subject, rate, cost):
-                                refused = _refusal(wait)
-                        elif allowance is not None and allowance.left:
-                            allowance.left -= 1
-                        elif allowance is not None and allowance.refusal is not None:
-                            refused = allowance.refusal
-                        else:  # not asked yet, or all asked about granted: ask about the rest
-                            costs = _metered(items, pos, cost, min(ASK_MAX, rate.burst + 1))
-                            turn = _Turn(
-                                replies, pending, close, proto, start_proto, refused, None,
-                                pos - 1, out, None,
-                            )  # fmt: skip
-                            self._ask_rate(cast("SharedLimiter", limiter), rate, costs, items, turn)
-                            return
-                    if refused is not None:
-                        replies.append(refused)
+                continue
+            name = args[0].lower()
+            cmd = TABLE.get(name)
+            if name in CONNECTION:
+                # Their own budget, per connection and address (stashd.connbudget); as
+                # with the rate, a refusal stands for the rest of the read.
+                if name != FREE:
+                    if over is None:
+                        over = self._over_connection_budget(command_cost(cmd, args))
+                    if over is not None:
+                        replies.append(over)
                         if session.multi is not None:
-                            if name in TRANSACTION and name != b"multi":
-                                # A refused EXEC ends the transaction as DISCARD does, with
-                                # nothing run: a client does not expect it to stay open.
-                                discard_transaction(session, args)
-                            else:
-                                session.multi_dirty = True
+                            session.multi_dirty = True
                         continue
-                if cmd is None:
-                    if name in _HTTP_LINES:
-                        logger.warning("http_request_on_resp_port", peer=session.peer)
-                        close = True
-                        replies.clear()
-                        pending.clear()
-                        break
-                    replies.append(UnknownCommand(_text(args[0]), [_text(a) for a in args[1:]]))
+            elif rate is not None and (
+                cost := command_cost(cmd, args)
+                if name not in TRANSACTION
+                else transaction_cost(name, len(args), session.multi)
+            ):
+                if refused is None:
+                    if not limiter.shared:
+                        if wait := cast("RateLimiter", limiter).wait_ms(subject, rate, cost):
+                            refused = _refusal(wait)
+                    elif left:
+                        left -= 1
+                    elif later is not None:
+                        refused = later
+                    else:  # ask about this command and the metered ones after it
+                        costs = _metered(items, pos, cost, min(ASK_MAX, rate.burst + 1))
+                        grant: Grant = yield functools.partial(
+                            cast("SharedLimiter", limiter).request, subject, rate, costs
+                        )
+                        if self.transport is None:
+                            return
+                        if grant.granted < len(costs):
+                            later = _refusal(grant.decision.retry_after_ms)
+                        if grant.granted:
+                            left = grant.granted - 1
+                        else:
+                            refused = later
+                if refused is not None:
+                    replies.append(refused)
                     if session.multi is not None:
-                        session.multi_dirty = True
+                        if name in TRANSACTION and name != b"multi":
+                            # A refused EXEC ends the transaction as DISCARD does, with
+                            # nothing run: a client does not expect it to stay open.
+                            discard_transaction(session, args)
+                        else:
+                            session.multi_dirty = True
                     continue
-                arity = cmd.arity
-                nargs = len(args)
-                if (arity > 0 and nargs != arity) or nargs < -arity:
-                    replies.append(WrongArity(cmd.name))
-                    if session.multi is not None:
-                        session.multi_dirty = True
-                    continue
-                if session.principal is None and NOAUTH not in cmd.flags:
-                    replies.append(NoAuth())
-                    if session.multi is not None:
-                        session.multi_dirty = True
-                    continue
-                if session.multi is not None and name not in TXN_CONTROL:
-                    # Inside MULTI: checked now, run at EXEC.
-                    try:
-                        session.queue(args)
-                    except StashError as exc:
-                        replies.append(exc)
-                        session.multi_dirty = True  # EXEC aborts, as after any refusal
-                        continue
-                    replies.append(QUEUED)
-                    continue
-                session.last_command = cmd.name
-                before = session.principal
+            if cmd is None:
+                if name in _HTTP_LINES:
+                    logger.warning("http_request_on_resp_port", peer=session.peer)
+                    # Nothing of this read is answered but what was already encoded.
+                    self._answer(_leading(out, start_proto, start_proto), close=True)
+                    return
+                replies.append(UnknownCommand(_text(args[0]), [_text(a) for a in args[1:]]))
+                if session.multi is not None:
+                    session.multi_dirty = True
+                continue
+            arity = cmd.arity
+            nargs = len(args)
+            if (arity > 0 and nargs != arity) or nargs < -arity:
+                replies.append(WrongArity(cmd.name))
+                if session.multi is not None:
+                    session.multi_dirty = True
+                continue
+            if session.principal is None and NOAUTH not in cmd.flags:
+                replies.append(NoAuth())
+                if session.multi is not None:
+                    session.multi_dirty = True
+                continue
+            if session.multi is not None and name not in TXN_CONTROL:
+                # Inside MULTI: checked now, run at EXEC.
                 try:
-                    reply = cmd.handler(session, args)
+                    session.queue(args)
                 except StashError as exc:
-                    reply = exc
-                except Exception as exc:  # noqa: BLE001 - a bug: this command fails, not the connection
-                    reply = _internal_error(cmd.name, exc)
-                if type(reply) is Awaiting:
-                    turn = _Turn(
-                        replies, pending, close, proto, start_proto, refused, allowance,
-                        pos, out, None,
-                    )  # fmt: skip
-                    self._await_reply(reply, (before, cmd, args), items, turn)
+                    replies.append(exc)
+                    session.multi_dirty = True  # EXEC aborts, as after any refusal
+                    continue
+                replies.append(QUEUED)
+                continue
+            session.last_command = cmd.name
+            before = session.principal
+            try:
+                reply = cmd.handler(session, args)
+            except StashError as exc:
+                reply = exc
+            except Exception as exc:  # noqa: BLE001 - a bug: this command fails, not the connection
+                reply = _internal_error(cmd.name, exc)
+            if type(reply) is Awaiting:
+                reply = yield functools.partial(self._awaited, reply, cmd.name)
+                if self.transport is None:
                     return
             if session.principal is not before:
                 self._apply_limits()
-                rate = self._rate
-                subject = self._subject
-                refused = None
-                allowance = None
+                rate, subject = self._rate, self._subject
+                refused, left, later = None, 0, None
             if session.proto != proto:
                 # HELLO or RESET: this reply and later ones use the new protocol, earlier
                 # ones keep the protocol they were run under, as in Redis.
@@ -545,93 +497,59 @@ class Connection(asyncio.Protocol):
                 replies.append(_Proto(proto))
             if type(reply) is Deferred:
                 op = reply.op
-                if inline or (
-                    inline_reads and not pending and not op.writes and op.size <= INLINE_READ_MAX
-                ):
-                    try:
-                        result = run_now(op)
-                        if rate is not None and (units := op_debt(op, result)):
-                            self._charge(units)
-                        finish = reply.finish
-                        answer = result if finish is None else finish(result)
-                    except StashError as exc:
-                        if rate is not None:
-                            self._charge(op_debt(op, exc))  # an update refused halfway
-                        replies.append(exc)
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - a bug in the operation or its reply
-                        replies.append(_internal_error(cmd.name, exc))
-                        continue
-                    if log_writes and WRITE in cmd.flags:
-                        _log_write(cmd.name, reply.op, args, result)
-                    replies.append(answer)
+                if batcher.now(op, bool(pending)):
+                    replies.append(self._run_now(batcher, reply, cmd.name))
                 else:
-                    pending.append((len(replies), reply, cmd))
+                    pending.append((len(replies), reply))
                     replies.append(None)
             else:
                 replies.append(reply)
             if session.close_after_reply:
                 close = True
                 break
-        shift = 0
-        if proto != start_proto:
-            replies.insert(0, _Proto(start_proto))
-            shift += 1
-        if out:
-            replies.insert(0, _Encoded(out))
-            shift += 1
-        if shift:
-            for i, (slot, deferred, command) in enumerate(pending):
-                pending[i] = (slot + shift, deferred, command)
         if pending:
-            self._wait_for(pending, replies, close)
-            return
-        if turn is None:
-            self._send(replies, close)
-            return
-        self._answer_paused(replies, close)
+            yield from self._settle(batcher, pending, replies)
+        self._answer(_leading(out, start_proto, proto) + replies, close)
 
-    def _answer_paused(self, replies: list[Any], close: bool) -> None:
-        """Answer a read whose dispatch had paused, then read again unless closing."""
-        self._send(replies, close or self._close_after_batch)
-        self._resume_reading()
+    def _run_now(self, batcher: Batcher, deferred: Deferred, name: str) -> Any:  # noqa: ANN401
+        """The reply of an operation run at once on the loop, its work charged to the rate."""
+        op = deferred.op
+        try:
+            result = batcher.run_now(op)
+        except StashError as exc:
+            if self._rate is not None:
+                self._charge(op_debt(op, exc))  # an update refused halfway
+            return exc
+        except Exception as exc:  # noqa: BLE001 - a bug in the operation: its command fails
+            return _internal_error(name, exc)
+        if self._rate is not None and (units := op_debt(op, result)):
+            self._charge(units)
+        finish = deferred.finish
+        if finish is None:
+            return result
+        try:
+            return finish(result)
+        except Exception as exc:  # noqa: BLE001 - a bug in the reply: its command fails
+            return _internal_error(name, exc)
 
-    def _pause(self) -> None:
-        """Stop reading while a read's dispatch waits for an answer."""
-        self._waiting = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+    def _settle(
+        self, batcher: Batcher, pending: list[tuple[int, Deferred]], replies: list[Any]
+    ) -> Serving:
+        """Wait for the batch of ``pending`` to commit; put each reply in its slot."""
+        results: list[Any] = yield functools.partial(
+            batcher.submit, [deferred.op for _, deferred in pending]
+        )
+        metered = self._rate is not None
+        for (slot, deferred), result in zip(pending, results, strict=True):
+            if metered:
+                self._charge(op_debt(deferred.op, result))
+            finish = deferred.finish
+            replies[slot] = (
+                result if finish is None or isinstance(result, StashError) else finish(result)
+            )
 
-    def _ask_rate(
-        self,
-        limiter: SharedLimiter,
-        rate: Rate,
-        costs: list[int],
-        items: list[Any],
-        turn: _Turn,
-    ) -> None:
-        """Ask the shared limiter about the read's metered commands; resume with the grant."""
-        session = self.session
-        assert session is not None
-        assert session.principal is not None
-        self._pause()
-
-        def done(grant: Grant) -> None:
-            self._waiting = False
-            refusal = None
-            if grant.granted < len(costs):
-                refusal = _refusal(grant.decision.retry_after_ms)
-            turn.allowance = _Allowance(grant.granted, refusal)
-            self._dispatch(items, turn=turn)
-
-        limiter.request(session.principal.namespace, rate, costs, done)
-
-    def _await_reply(
-        self, reply: Awaiting, context: tuple[Any, Any, list[bytes]], items: list[Any], turn: _Turn
-    ) -> None:
-        """Await a reply's first step (a remote key lookup); resume with its finished reply."""
-        self._pause()
-        before, cmd, args = context
+    def _awaited(self, reply: Awaiting, name: str, done: Callable[[Any], None]) -> None:
+        """Await a reply's first step (a remote key lookup) in a task; ``done`` gets the reply."""
 
         async def wait() -> None:
             try:
@@ -639,42 +557,53 @@ class Connection(asyncio.Protocol):
             except StashError as exc:
                 result = exc
             except Exception as exc:  # a bug must not leave the connection paused for good
-                logger.exception("deferred_reply_failed", command=cmd.name)
+                logger.exception("deferred_reply_failed", command=name)
                 result = StoreUnavailable(type(exc).__name__)
             if reply.ran:  # KEYS: what its pages walked
                 self._charge(steps_debt(reply.ran))
-            self._waiting = False
-            turn.ready = (result, before, cmd, args)
-            self._dispatch(items, turn=turn)
+            done(result)
 
         task = asyncio.get_running_loop().create_task(wait())
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
 
-    def _wait_for(
-        self, pending: list[tuple[int, Deferred, Any]], replies: list[Any], close: bool
-    ) -> None:
-        """Hand the operations to the batcher; reply once they have committed."""
-        batcher = self.ctx.batcher
-        assert batcher is not None
-        self._pause()
-        log_writes = self.ctx.log_writes
+    def _next_slice(self, done: Callable[[Any], None]) -> None:
+        """Resume at the next turn of the loop, once the client has room for more replies."""
+        if self._paused_for_writes:
+            self._on_writable = done
+        else:
+            asyncio.get_running_loop().call_soon(done, None)
 
-        def done(results: list[Any]) -> None:
-            self._waiting = False
-            metered = self._rate is not None
-            for (slot, deferred, cmd), result in zip(pending, results, strict=True):
-                if metered:
-                    self._charge(op_debt(deferred.op, result))
-                if isinstance(result, StashError) or deferred.finish is None:
-                    replies[slot] = result
-                else:
-                    replies[slot] = deferred.finish(result)
-                if log_writes and WRITE in cmd.flags and not isinstance(result, StashError):
-                    _log_write(cmd.name, deferred.op, [], result)
-            self._answer_paused(replies, close)
+    def _drive(self, serving: Serving, answer: Any = None) -> None:  # noqa: ANN401
+        """Run ``serving`` until it waits, reading paused meanwhile, or until it is done."""
+        try:
+            wait = serving.send(answer)
+        except StopIteration:
+            self._serving = None
+            self._items = None
+            if self._close_after_batch and self.transport is not None:
+                self.transport.close()
+            self._resume_reading()
+            return
+        except Exception:
+            # A bug in the dispatch itself: the connection cannot be trusted to keep its
+            # replies in order any more, so it is closed, and the server goes on.
+            logger.exception("connection_failed")
+            self._serving = None
+            self._items = None
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if self._serving is None:
+            self._serving = serving
+            if self.transport is not None:
+                self.transport.pause_reading()
+        wait(functools.partial(self._drive, serving))
 
-        batcher.submit([d.op for _, d, _ in pending], done)
+    def _answer(self, replies: list[Any], close: bool) -> bool:
+        """Send replies; False once the connection is closing or gone."""
+        self._send(replies, close or self._close_after_batch)
+        return self.transport is not None and not self._closing
 
     def _send(self, replies: list[Any], close: bool) -> None:
         """Write the replies, within the output limit; then the next slice, if any."""
@@ -699,12 +628,9 @@ class Connection(asyncio.Protocol):
             transport.write(out)
         if close:
             self._closing = True
-            self._backlog = None
             transport.close()
             return
         self._check_output(transport.get_write_buffer_size())
-        if self._backlog is not None and not self._paused_for_writes and not self._closing:
-            asyncio.get_running_loop().call_soon(self._run_backlog)
 
     def _check_output(self, buffered: int) -> None:
         """Apply the output limits to ``buffered`` unsent bytes; start the soft limit's clock."""
@@ -747,14 +673,13 @@ class Connection(asyncio.Protocol):
             soft_seconds=limit.soft_seconds,
         )
         self._closing = True
-        self._backlog = None
         transport.abort()
 
     def close_when_idle(self) -> None:
-        """Close now if no batch is in flight, else right after it replies."""
+        """Close now if no read is being served, else right after it is answered."""
         if self.transport is None:
             return
-        if self._waiting:
+        if self._serving is not None:
             self._close_after_batch = True
         else:
             self.transport.close()
@@ -796,62 +721,6 @@ class _Proto:
         self.proto = proto
 
 
-class _Allowance:
-    """A shared limiter's grant for one read.
-
-    ``left`` metered commands may still run; ``refusal`` is the encoded reply of the
-    ones after them, or None when all that were asked about were granted (the ones
-    after them are asked about next).
-    """
-
-    __slots__ = ("left", "refusal")
-
-    def __init__(self, left: int, refusal: _Encoded | None) -> None:
-        self.left = left
-        self.refusal = refusal
-
-
-class _Turn:
-    """Where a paused dispatch stopped: its replies so far and the loop's state."""
-
-    __slots__ = (
-        "allowance",
-        "close",
-        "out",
-        "pending",
-        "pos",
-        "proto",
-        "ready",
-        "refused",
-        "replies",
-        "start_proto",
-    )
-
-    def __init__(  # noqa: PLR0917 - the loop's locals, saved and restored as they are
-        self,
-        replies: list[Any],
-        pending: list[tuple[int, Deferred, Any]],
-        close: bool,
-        proto: int,
-        start_proto: int,
-        refused: _Encoded | None,
-        allowance: _Allowance | None,
-        pos: int,
-        out: bytearray | None,
-        ready: tuple[Any, Principal | None, Any, list[bytes]] | None,
-    ) -> None:
-        self.replies = replies
-        self.pending = pending
-        self.close = close
-        self.proto = proto
-        self.start_proto = start_proto
-        self.refused = refused
-        self.allowance = allowance
-        self.pos = pos
-        self.out = out
-        self.ready = ready
-
-
 # Tasks awaiting a reply's first step: kept referenced until done.
 _TASKS: set[asyncio.Task[None]] = set()
 
@@ -878,6 +747,20 @@ def _metered(items: list[Any], start: int, first: int, most: int) -> list[int]:
         if name not in CONNECTION:
             costs.append(command_cost(TABLE.get(name), args))
     return costs
+
+
+def _leading(out: bytearray, start_proto: int, proto: int) -> list[Any]:
+    """What goes before a slice's remaining replies: those already encoded, and more.
+
+    When the remaining replies start in another protocol than the slice ends in, a
+    marker of the one they start in follows.
+    """
+    lead: list[Any] = []
+    if out:
+        lead.append(_Encoded(out))
+    if start_proto != proto:
+        lead.append(_Proto(start_proto))
+    return lead
 
 
 def _encode_replies(
@@ -908,30 +791,3 @@ def _internal_error(name: str, exc: Exception) -> InternalError:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
-
-
-def _log_write(name: str, op: Op, args: list[bytes], result: Any) -> None:  # noqa: ANN401
-    """One event per write: namespace, key or id, TTL and size; never the value itself."""
-    event = _WRITE_EVENTS.get(name, "key_written")
-    fields: dict[str, Any] = {"namespace": op.ns}
-    key = result if name == "stash" and isinstance(result, bytes) else op.key
-    if key:
-        fields["id" if name in ("stash", "update", "forget") else "key"] = _text(key)
-    elif args[1:] and name in ("forget", "del", "unlink"):
-        fields["keys"] = len(args) - 1
-    expires_at = getattr(op, "expires_at", None)
-    if isinstance(expires_at, int):
-        fields["ttl_seconds"] = seconds_left(expires_at, wall_clock_ms())
-    value = getattr(op, "value", None)
-    if isinstance(value, bytes):
-        fields["payload_bytes"] = len(value)
-    data = getattr(op, "data", None)
-    if isinstance(data, bytes):
-        fields["payload_bytes"] = len(data)
-    if (
-        isinstance(result, int)
-        and not isinstance(result, bool)
-        and name in ("forget", "del", "unlink")
-    ):
-        fields["removed"] = result
-    logger.info(event, **fields)

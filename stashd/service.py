@@ -196,8 +196,12 @@ class MemoryService:
         return self.for_caller(ops.SetMany, p, pairs, self.expiry(p, None))
 
     def delete(self, p: Principal, keys: list[bytes]) -> ops.Delete:
-        """DEL, UNLINK, FORGET."""
+        """DEL, UNLINK."""
         return self.for_caller(ops.Delete, p, keys)
+
+    def forget(self, p: Principal, keys: list[bytes]) -> ops.Forget:
+        """FORGET, and the HTTP door's DELETE /forget."""
+        return self.for_caller(ops.Forget, p, keys)
 
     def getdel(self, p: Principal, key: bytes) -> ops.GetDel:
         """GETDEL."""

@@ -195,7 +195,7 @@ async def test_a_revoked_keys_connection_finishes_its_batch_then_closes() -> Non
     """A command in flight still gets its reply; then the connection closes and runs nothing."""
     store = BatchingMemoryStore()
     limits = Limits(max_payload=100, default_ttl_ms=10_000, max_ttl_ms=100_000)
-    ctx = ServerContext(MemoryService(store), OpenKeyring(limits), store, log_writes=False)
+    ctx = ServerContext(MemoryService(store), OpenKeyring(limits), store)
     revoked, kept = Connection(ctx), Connection(ctx)
     transports = [Transport(), Transport()]
     for conn, transport, key_id in zip((revoked, kept), transports, ("k1", "k2"), strict=True):

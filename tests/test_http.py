@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -15,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
-import structlog
 
 from stashd import errors, http
+from stashd.events import WriteEvents
 from stashd.http import (
     IDLE_TIMEOUT,
     REQUEST_TIMEOUT,
@@ -569,15 +570,18 @@ async def test_store_failures_are_503_and_bugs_are_a_json_500() -> None:
 
 async def test_writes_are_logged_with_sizes_never_values() -> None:
     """stash_created, stash_updated and stash_forgotten name the id and size, not the data."""
-    async with sidecar() as s:
-        s.api.ctx.log_writes = True
+    lines = io.StringIO()
+    # The sidecar's clock stands still at START_MS, so the events' TTLs are exact.
+    async with sidecar(events=WriteEvents("json", lambda: START_MS, lines)) as s:
         secret = "payload-" + uuid.uuid4().hex
-        with structlog.testing.capture_logs() as logs:
-            mid = await _stash(s, {"secret": secret}, ttl=60)
-            async with s.session.patch(f"/update/{mid}", json={"extra_seconds": 5}, headers=KEY):
-                pass
-            async with s.session.delete(f"/forget/{mid}", headers=KEY):
-                pass
+        mid = await _stash(s, {"secret": secret}, ttl=60)
+        async with s.session.patch(f"/update/{mid}", json={"extra_seconds": 5}, headers=KEY):
+            pass
+        async with s.session.delete(f"/forget/{mid}", headers=KEY):
+            pass
+        assert s.api.ctx.events is not None
+        s.api.ctx.events.flush()
+        logs = [json.loads(line) for line in lines.getvalue().splitlines()]
         events = [e for e in logs if e.get("door") == "http"]
         assert [e["event"] for e in events] == ["stash_created", "stash_updated", "stash_forgotten"]
         assert events[0]["id"] == mid

@@ -109,7 +109,7 @@ def update(s: Session, args: list[bytes]) -> Reply:
 
 def forget(s: Session, args: list[bytes]) -> Reply:
     """FORGET id [id ...]: how many were removed."""
-    return Deferred(s.service.delete(s.require(), args[1:]))
+    return Deferred(s.service.forget(s.require(), args[1:]))
 
 
 COMMANDS: Final = (

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from stashd.events import WriteEvents
 from stashd.http import REQUEST_TIMEOUT, SEND_TIMEOUT, HttpApi, HttpServer
 from stashd.ratelimit import Rate, RateLimiter
 from stashd.server import ServerContext
@@ -23,6 +24,8 @@ START_MS = 1_800_000_000_000  # 2027-01-15, a fixed "now" for the injected clock
 
 class StrictKeyring:
     """Registered keys only: no key or an unknown key is refused (what strict mode does)."""
+
+    remote = False
 
     def __init__(self, keys: dict[bytes, str], limits: Limits = LIMITS) -> None:
         self.principals = {k: Principal(ns, limits, ns) for k, ns in keys.items()}
@@ -60,14 +63,13 @@ async def sidecar(
     rate_of: Callable[[Principal], Rate | None] | None = None,
     request_timeout: float = REQUEST_TIMEOUT,
     send_timeout: float = SEND_TIMEOUT,
-    log_writes: bool = False,
+    events: WriteEvents | None = None,
 ) -> AsyncIterator[Sidecar]:
     """Serve the HTTP API on a free port of this loop until the block ends."""
     clock = Clock(START_MS)
     store = store or MemoryStore(clock)
     store.clock = clock
-    ctx = ServerContext(MemoryService(store), keyring or OpenKeyring(LIMITS), store)
-    ctx.log_writes = log_writes
+    ctx = ServerContext(MemoryService(store), keyring or OpenKeyring(LIMITS), store, events=events)
     api = HttpApi(ctx, limiter=limiter, rate_of=rate_of)
     server = HttpServer(api, request_timeout=request_timeout, send_timeout=send_timeout)
     port = await server.start("127.0.0.1", 0)
