@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.servers import StashDaemon, free_port, wait_for_port
+from bench.daemon import daemon
+from tests.support.servers import free_port, wait_for_port
 
 BENCH = Path(__file__).resolve().parent
 HTTP_TARGET = 0.8
@@ -56,7 +57,7 @@ def http_suite(backend: str, rounds: int, seconds: int) -> list[tuple[str, float
         return []
     post_body = (BENCH / "http_post.lua").read_text().split("wrk.body = '")[1].split("'")[0]
     results = []
-    with StashDaemon("--backend", backend) as subject, tempfile.TemporaryDirectory() as tmp:
+    with daemon("--backend", backend) as subject, tempfile.TemporaryDirectory() as tmp:
         base = subject.http_url
         created = _http("POST", f"{base}/stash", post_body.encode())
         memory_id = created.split(b'"memory_id":"')[1].split(b'"')[0].decode()

@@ -32,6 +32,7 @@ from typing import Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.daemon import daemon
 from bench.http_suite import http_suite, print_http
 from tests.support.servers import RedisServer, StashDaemon, free_port, wait_for_port
 
@@ -151,8 +152,8 @@ def _subject(suite: str, anchor: RedisServer) -> StashDaemon | BareResp:
     if suite == "ceiling":
         return BareResp()
     if suite == "redis":
-        return StashDaemon("--backend", "redis", "--redis-url", anchor.url, "--no-http")
-    return StashDaemon("--backend", suite, "--no-http")
+        return daemon("--backend", "redis", "--redis-url", anchor.url, "--no-http")
+    return daemon("--backend", suite, "--no-http")
 
 
 def main() -> int:

@@ -41,13 +41,13 @@ from typing import TYPE_CHECKING, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.daemon import daemon as start_daemon
 from bench.run import parse_csv
 from stashd.quota import Quota
 from stashd.registry import SQLiteRegistry
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
 from stashd.tenancy import Limits, Principal, issue_key
-from tests.support.servers import StashDaemon
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -165,11 +165,11 @@ def main() -> int:
         key = issue_key(registry, "bench", "enterprise").secret
         registry.close()
         with (
-            StashDaemon() as plain,
-            StashDaemon(env={"STASH_RATE_LIMIT": "1000000000/s"}) as metered,
-            StashDaemon(env={"STASH_RATE_LIMIT": "1/min"}) as flooded,
-            StashDaemon("--auth", "keys", "--db", str(db)) as strict,
-            StashDaemon("--max-keys", "0", "--max-bytes", "0") as unlimited,
+            start_daemon() as plain,
+            start_daemon(env={"STASH_RATE_LIMIT": "1000000000/s"}) as metered,
+            start_daemon(env={"STASH_RATE_LIMIT": "1/min"}) as flooded,
+            start_daemon("--auth", "keys", "--db", str(db)) as strict,
+            start_daemon("--max-keys", "0", "--max-bytes", "0") as unlimited,
         ):
             # Quotas cost only on writes that grow a namespace: random keys, so most do.
             spread = ("-r", "100000", "-t", "set,get")

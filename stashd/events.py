@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import sys
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from stashd import ops
 from stashd.errors import StashError
@@ -31,100 +32,128 @@ if TYPE_CHECKING:
 #: at once, so the list never holds more than this many operations alive.
 MAX_HELD: Final = 4096
 
-_ENCODE: Final = json.JSONEncoder(ensure_ascii=False).encode
+# As structlog's JSONRenderer writes strings: ASCII, everything else escaped.
+_ENCODE: Final = json.JSONEncoder().encode
+#: Text that is the same in JSON and on a console line: printable ASCII, no quote,
+#: backslash or space. Anything else is written as a JSON string (so a key holding a
+#: newline cannot forge a log line).
+_PLAIN: Final = re.compile(r"[!#-\[\]-~]*")
 
 
-class Noted(NamedTuple):
-    """What a write event reports: the key (or id), expiry, size and count removed."""
+#: An event's fields after its namespace, in order (names for a key or id say which).
+Shape = tuple[str, ...]
+#: What a write event says beyond its name and namespace: its fields and their values.
+Noted = tuple[Shape, tuple[Any, ...]]
 
-    key: bytes
-    ttl_seconds: int | None = None
-    payload_bytes: int | None = None
-    removed: int | None = None
-    keys: int | None = None
+_KEY_TTL_SIZE: Final = ("key", "ttl_seconds", "payload_bytes")
+_ID_TTL_SIZE: Final = ("id", "ttl_seconds", "payload_bytes")
+_ID_TTL: Final = ("id", "ttl_seconds")
+_KEY_TTL: Final = ("key", "ttl_seconds")
+_KEYS_TTL_SIZE: Final = ("keys", "ttl_seconds", "payload_bytes")
+_KEY_REMOVED: Final = ("key", "removed")
+_ID_REMOVED: Final = ("id", "removed")
+_KEYS_REMOVED: Final = ("keys", "removed")
+_KEY: Final = ("key",)
+_KEY_SIZE: Final = ("key", "payload_bytes")
+_REMOVED: Final = ("removed",)
+#: Fields whose values are text (quoted in JSON); the others are integers.
+_TEXT: Final = frozenset({"key", "id"})
+
+# Each takes the operation, its result and the time in ms, and returns what the event
+# says, or None when nothing was written. The arguments are Any: each function serves
+# the one kind DESCRIBE gives it.
 
 
-# Each takes the operation, its result and the time in ms; None: nothing was written.
-# The arguments are Any: each function serves the one kind DESCRIBE gives it.
+def _text(key: bytes) -> str:
+    return key.decode("utf-8", "replace")
 
 
 def _set(op: Any, result: Any, now: int) -> Noted | None:  # noqa: ANN401
-    written, _ = result
-    return Noted(op.key, seconds_left(op.expires_at, now), len(op.value)) if written else None
+    if not result[0]:  # NX or XX said no
+        return None
+    return _KEY_TTL_SIZE, (_text(op.key), seconds_left(op.expires_at, now), len(op.value))
 
 
 def _set_many(op: Any, _: Any, now: int) -> Noted:  # noqa: ANN401
     size = sum(len(value) for _, value in op.pairs)
-    return Noted(b"", seconds_left(op.expires_at, now), size, keys=len(op.pairs))
+    return _KEYS_TTL_SIZE, (len(op.pairs), seconds_left(op.expires_at, now), size)
 
 
 def _create(op: Any, key: Any, now: int) -> Noted:  # noqa: ANN401
-    return Noted(key, seconds_left(op.expires_at, now), len(op.value))
+    return _ID_TTL_SIZE, (_text(key), seconds_left(op.expires_at, now), len(op.value))
 
 
 def _update(op: Any, ttl_ms: Any, now: int) -> Noted | None:  # noqa: ANN401
     # RESP's UPDATE: the TTL left afterwards, in ms.
     if ttl_ms is None:
         return None
-    size = None if op.data is None else len(op.data)
-    return Noted(op.key, seconds_left(now + ttl_ms, now), size)
+    ttl = seconds_left(now + ttl_ms, now)
+    if op.data is None:  # a merge or an extension: no new document of known size
+        return _ID_TTL, (_text(op.key), ttl)
+    return _ID_TTL_SIZE, (_text(op.key), ttl, len(op.data))
 
 
 def _update_entry(op: Any, entry: Any, now: int) -> Noted | None:  # noqa: ANN401
     # The HTTP door's UPDATE: the entry as written.
     if entry is None:
         return None
-    return Noted(op.key, seconds_left(entry.expires_at, now), len(entry.value))
+    return _ID_TTL_SIZE, (_text(op.key), seconds_left(entry.expires_at, now), len(entry.value))
 
 
 def _delete(op: Any, removed: Any, _: int) -> Noted:  # noqa: ANN401
     if len(op.keys) == 1:
-        return Noted(op.keys[0], removed=removed)
-    return Noted(b"", removed=removed, keys=len(op.keys))
+        return _KEY_REMOVED, (_text(op.keys[0]), removed)
+    return _KEYS_REMOVED, (len(op.keys), removed)
+
+
+def _forget(op: Any, removed: Any, _: int) -> Noted:  # noqa: ANN401
+    if len(op.keys) == 1:
+        return _ID_REMOVED, (_text(op.keys[0]), removed)
+    return _KEYS_REMOVED, (len(op.keys), removed)
 
 
 def _getdel(op: Any, old: Any, _: int) -> Noted | None:  # noqa: ANN401
-    return None if old is None else Noted(op.key, removed=1)
+    return None if old is None else (_KEY_REMOVED, (_text(op.key), 1))
 
 
 def _getex(op: Any, old: Any, now: int) -> Noted | None:  # noqa: ANN401
     if old is None or op.expires_at is None:
         return None
-    return Noted(op.key, seconds_left(op.expires_at, now))
+    return _KEY_TTL, (_text(op.key), seconds_left(op.expires_at, now))
 
 
 def _expire(op: Any, changed: Any, now: int) -> Noted | None:  # noqa: ANN401
-    return Noted(op.key, seconds_left(op.when, now)) if changed else None
+    return (_KEY_TTL, (_text(op.key), seconds_left(op.when, now))) if changed else None
 
 
 def _key(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
-    return Noted(op.key)
+    return _KEY, (_text(op.key),)
 
 
 def _append(op: Any, length: Any, _: int) -> Noted:  # noqa: ANN401
-    return Noted(op.key, payload_bytes=length)
+    return _KEY_SIZE, (_text(op.key), length)
 
 
 def _flush(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
-    return Noted(b"", removed=op.freed)
+    return _REMOVED, (op.freed,)
 
 
-#: Per kind of write: its event's name, whether its key is an id, and what it says.
-DESCRIBE: Final[dict[type[ops.Op], tuple[str, bool, Callable[[Any, Any, int], Noted | None]]]] = {
-    ops.Create: ("stash_created", True, _create),
-    ops.Update: ("stash_updated", True, _update),
-    ops.UpdateEntry: ("stash_updated", True, _update_entry),
-    ops.Forget: ("stash_forgotten", True, _delete),
-    ops.Set: ("key_set", False, _set),
-    ops.SetMany: ("key_set", False, _set_many),
-    ops.Delete: ("key_deleted", False, _delete),
-    ops.GetDel: ("key_deleted", False, _getdel),
-    ops.GetEx: ("key_expiry_set", False, _getex),
-    ops.Expire: ("key_expiry_set", False, _expire),
-    ops.IncrBy: ("key_incremented", False, _key),
-    ops.Append: ("key_appended", False, _append),
-    ops.Rename: ("key_renamed", False, _key),
-    ops.Flush: ("namespace_flushed", False, _flush),
+#: Per kind of write: its event's name and what it says.
+DESCRIBE: Final[dict[type[ops.Op], tuple[str, Callable[[Any, Any, int], Noted | None]]]] = {
+    ops.Create: ("stash_created", _create),
+    ops.Update: ("stash_updated", _update),
+    ops.UpdateEntry: ("stash_updated", _update_entry),
+    ops.Forget: ("stash_forgotten", _forget),
+    ops.Set: ("key_set", _set),
+    ops.SetMany: ("key_set", _set_many),
+    ops.Delete: ("key_deleted", _delete),
+    ops.GetDel: ("key_deleted", _getdel),
+    ops.GetEx: ("key_expiry_set", _getex),
+    ops.Expire: ("key_expiry_set", _expire),
+    ops.IncrBy: ("key_incremented", _key),
+    ops.Append: ("key_appended", _append),
+    ops.Rename: ("key_renamed", _key),
+    ops.Flush: ("namespace_flushed", _flush),
 }
 
 
@@ -141,6 +170,8 @@ class WriteEvents:
         self.stream = stream
         self._held: list[tuple[ops.Op, Any, str | None]] = []
         self._scheduled = False
+        # A line's template per event, door and set of fields present: built once each.
+        self._templates: dict[tuple[str, Shape, str | None], str] = {}
 
     def note(self, op: ops.Op, result: Any, door: str | None = None) -> None:  # noqa: ANN401
         """A committed write's event, to be written once this turn's callbacks have run."""
@@ -151,8 +182,9 @@ class WriteEvents:
                 if inner.writes and not isinstance(inner_result, StashError):
                     self.note(inner, inner_result, door)
             return
-        self._held.append((op, result, door))
-        if len(self._held) >= MAX_HELD:
+        held = self._held
+        held.append((op, result, door))
+        if len(held) >= MAX_HELD:
             self.flush()
         elif not self._scheduled:
             self._scheduled = True
@@ -173,48 +205,56 @@ class WriteEvents:
             .isoformat(timespec="microseconds")
             .replace("+00:00", "Z")
         )
-        render = _json_line if self.fmt == "json" else _console_line
+        json_format = self.fmt == "json"
+        templates = self._templates
         lines = []
         for op, result, door in held:
             described = DESCRIBE.get(type(op))
             if described is None:
                 continue
-            name, is_id, describe = described
+            name, describe = described
             noted = describe(op, result, now)
-            if noted is not None:
-                lines.append(render(name, _fields(op.ns, noted, is_id, door), stamp))
+            if noted is None:
+                continue
+            shape, values = noted
+            ns = _quote(op.ns, json_format)
+            if shape[0] in _TEXT:
+                values = (_quote(values[0], json_format), *values[1:])
+            template = templates.get((name, shape, door))
+            if template is None:
+                template = _template(name, shape, door, json_format)
+                templates[name, shape, door] = template
+            lines.append(template.format(ns, *values, stamp))
         if lines:
             stream = self.stream if self.stream is not None else sys.stderr
             stream.write("".join(lines))
             stream.flush()
 
 
-def _fields(ns: str, noted: Noted, is_id: bool, door: str | None) -> list[tuple[str, Any]]:
-    """An event's fields in the order structlog would show them."""
-    fields: list[tuple[str, Any]] = []
+def _quote(text: str, json_format: bool = True) -> str:
+    """Text as a JSON string; on a console line plain text stays as it is."""
+    if _PLAIN.fullmatch(text) is not None:
+        return f'"{text}"' if json_format else text
+    encoded: str = _ENCODE(text)
+    return encoded
+
+
+def _template(name: str, shape: Shape, door: str | None, json_format: bool) -> str:
+    """A line's format template: structlog's JSON or console layout for these fields.
+
+    Its arguments are the namespace, the shape's values and the timestamp; the door, the
+    same for every event of a template, is written into it.
+    """
+    fields = ["namespace", *shape]
+    stamp = len(fields)  # the timestamp comes after the fields' values
+    if json_format:
+        body = "".join(f'"{field}": {{{i}}}, ' for i, field in enumerate(fields))
+        if door is not None:
+            body = f'"door": {_quote(door)}, ' + body
+        return f'{{{{{body}"event": "{name}", "level": "info", "timestamp": "{{{stamp}}}"}}}}\n'
+    # The console layout sorts the fields by name, after the timestamp and the event.
+    named = {field: f"{{{i}}}" for i, field in enumerate(fields)}
     if door is not None:
-        fields.append(("door", door))
-    fields.append(("namespace", ns))
-    if noted.key:
-        fields.append(("id" if is_id else "key", noted.key.decode("utf-8", "replace")))
-    if noted.keys is not None:
-        fields.append(("keys", noted.keys))
-    if noted.ttl_seconds is not None:
-        fields.append(("ttl_seconds", noted.ttl_seconds))
-    if noted.payload_bytes is not None:
-        fields.append(("payload_bytes", noted.payload_bytes))
-    if noted.removed is not None:
-        fields.append(("removed", noted.removed))
-    return fields
-
-
-def _json_line(name: str, fields: list[tuple[str, Any]], stamp: str) -> str:
-    """One event as structlog's JSONRenderer writes it."""
-    body = ", ".join(f"{_ENCODE(k)}: {_ENCODE(v)}" for k, v in fields)
-    return f'{{{body}, "event": {_ENCODE(name)}, "level": "info", "timestamp": "{stamp}"}}\n'
-
-
-def _console_line(name: str, fields: list[tuple[str, Any]], stamp: str) -> str:
-    """One event as structlog's ConsoleRenderer writes it without colours (keys sorted)."""
-    pairs = " ".join(f"{k}={v}" for k, v in sorted(fields))
-    return f"{stamp} [info     ] {name:<30} {pairs}\n"
+        named["door"] = door
+    pairs = " ".join(f"{field}={named[field]}" for field in sorted(named))
+    return f"{{{stamp}}} [info     ] {name:<30} {pairs}\n"

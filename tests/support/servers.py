@@ -259,8 +259,12 @@ class StashDaemon:
         log_level: str = "warning",
         db: Path | None = None,
         fd_limit: tuple[int, int] | None = None,
+        log_file: Path | None = None,
     ) -> None:
         self.port = free_port()
+        # Where the daemon's log goes instead of a pipe (read at stop): a file, as a
+        # deployed daemon's would, for runs that log more than a pipe holds unread.
+        self.log_file = log_file
         self.fd_limit = fd_limit
         self.http = "--no-http" not in extra
         self.http_port = free_port() if self.http else 0
@@ -307,14 +311,17 @@ class StashDaemon:
             if fd_limit is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, fd_limit)
 
+        log = None if self.log_file is None else self.log_file.open("ab")
         self.proc = subprocess.Popen(
             args,
             cwd=self.cwd,
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.PIPE if log is None else log,
             preexec_fn=limit_files if fd_limit is not None else None,  # noqa: PLW1509 - setrlimit only
         )
+        if log is not None:
+            log.close()  # the daemon has its own descriptor
         wait_for_ping(self.port, self.proc)
         if self.http:
             wait_for_port(self.http_port, self.proc)
@@ -336,7 +343,7 @@ class StashDaemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             _, err = self.proc.communicate()
-        self.stderr = err.decode(errors="replace")
+        self.stderr = "" if err is None else err.decode(errors="replace")
         self.returncode = self.proc.returncode
         return self.proc.returncode
 
