@@ -25,9 +25,8 @@ from stashd.store.sqlite import (
     SWEEP_ROWS,
     WRITES_PER_SWEEP,
     SQLiteStore,
-    SQLiteView,
-    sweep_at,
 )
+from stashd.store.sqlite_view import SQLiteView, sweep_at
 from stashd.tenancy import Limits, Principal
 from tests.support.clock import Clock
 

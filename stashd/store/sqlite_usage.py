@@ -1,7 +1,7 @@
 """The SQLite store's side of storage quotas: reading the usage table, and freeing room.
 
 The ``usage`` table (see schema.sql) holds each namespace's keys and bytes, kept exact by
-triggers on ``entries``; :class:`~stashd.store.sqlite.SQLiteView` adds the writes it has
+triggers on ``entries``; :class:`~stashd.store.sqlite_view.SQLiteView` adds the writes it has
 not sent yet. This module holds the statements around it: reading a row, filling the
 table for a file from before it, freeing expired rows before a write is refused, and
 checking a whole batch of new ids at once for the store's fast STASH path.
