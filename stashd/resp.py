@@ -71,6 +71,23 @@ def _long_bulk(max_payload: int) -> re.Pattern[bytes]:
     return re.compile(rb"\$\d{%d}" % len(str(max_payload)))
 
 
+#: Reads up to this long are checked with one combined pattern (:func:`_suspect`): for
+#: a short read one pass is about three times cheaper than four, while on a long one
+#: the alternation defeats the literal scan each pattern alone makes, and the four
+#: separate searches are about twice as fast.
+SHORT_READ: Final = 256
+
+
+@functools.cache
+def _suspect(max_payload: int) -> re.Pattern[bytes]:
+    """The fast path's four checks as one pattern: a match sends a read to the strict scan."""
+    return re.compile(
+        b"|".join(
+            p.pattern for p in (_BIG_AGGREGATE, _ODD_TYPE, _NULL_BULK, _long_bulk(max_payload))
+        )
+    )
+
+
 class RequestReader:
     """Turns bytes from one connection into requests, refusing what Redis would refuse.
 
@@ -98,6 +115,7 @@ class RequestReader:
         "_oversize",
         "_pos",
         "_req_bytes",
+        "_short",
         "_skip",
         "_start",
         "_strict",
@@ -122,6 +140,7 @@ class RequestReader:
         # instead of being buffered: the pre-read gate.
         self.max_payload = max_payload
         self._long = _long_bulk(max_payload)
+        self._short = _suspect(max_payload)
         self.max_request = max_request
         self._unauth = False  # under the pre-auth caps, whose errors Redis words its own way
         self._buf = bytearray()
@@ -148,6 +167,7 @@ class RequestReader:
         self.max_bulk = max_bulk
         self.max_payload = max_payload
         self._long = _long_bulk(max_payload)
+        self._short = _suspect(max_payload)
         self.max_request = max_request
         self._unauth = not authenticated
 
@@ -163,10 +183,14 @@ class RequestReader:
             or not data
             or data[0] != 42  # '*'
             or self.max_args < FAST_MAX_ARGS
-            or _BIG_AGGREGATE.search(data) is not None
-            or _ODD_TYPE.search(data) is not None
-            or _NULL_BULK.search(data) is not None
-            or self._long.search(data) is not None
+            or (
+                self._short.search(data) is not None
+                if len(data) <= SHORT_READ
+                else _BIG_AGGREGATE.search(data) is not None
+                or _ODD_TYPE.search(data) is not None
+                or _NULL_BULK.search(data) is not None
+                or self._long.search(data) is not None
+            )
         ):
             return self._feed_strict(data)
         reader = self._hiredis

@@ -634,6 +634,9 @@ class Connection(asyncio.Protocol):
 
     def _check_output(self, buffered: int) -> None:
         """Apply the output limits to ``buffered`` unsent bytes; start the soft limit's clock."""
+        if not buffered:  # everything sent, as for almost every reply: no limit is near
+            self._soft_since = None
+            return
         limit = self.ctx.output_limits.normal
         now = time.monotonic()
         if limit.soft and buffered > limit.soft:
