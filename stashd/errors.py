@@ -366,8 +366,8 @@ class InvalidTTL(StashError):
     code = "BADTTL"
     template = "ttl {requested} seconds exceeds the maximum of {maximum} seconds"
     requested: int
-    maximum: int
     minimum: int = 1  # seconds: the bounds a client is told about are 1..maximum
+    maximum: int
 
     def __init__(self, requested: int, maximum: int) -> None:
         self._fill(requested=requested, maximum=maximum)
@@ -379,8 +379,8 @@ class TTLNotPositive(StashError):
     code = "BADTTL"
     template = "ttl must be between 1 and {maximum} seconds, got {requested}"
     requested: int
-    maximum: int
     minimum: int = 1
+    maximum: int
 
     def __init__(self, requested: int, maximum: int) -> None:
         self._fill(requested=requested, maximum=maximum)

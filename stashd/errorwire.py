@@ -342,8 +342,8 @@ def declare(
     """The fields of an error class, and its templates compiled (None: it keeps its base's).
 
     Its fields are those its templates name, the facets their types carry, and those it
-    annotates itself; a class that keeps its base's template (``base_fields`` are its
-    base's fields, None for the base of all) keeps its base's fields too.
+    annotates itself, in the order of the annotations; a class that keeps its base's
+    template keeps its base's fields too (``base_fields``, None for the base of all).
     """
     hints = get_type_hints(cls, include_extras=True)
 
@@ -362,7 +362,9 @@ def declare(
     own = vars(cls).get("__annotations__", {})
     named.update(dict.fromkeys(n for n, hint in own.items() if get_origin(hint) is not ClassVar))
     fields = dict(base_fields or {}) if not own_template else {}
-    fields.update((name, kind(name)) for name in named)
+    # In the order the class and its bases annotate them, which doors may list them in.
+    order = list(hints)
+    fields.update((name, kind(name)) for name in sorted(named, key=lambda n: order.index(n)))
     if not own_template:
         return MappingProxyType(fields), None
     return MappingProxyType(fields), tuple(Form(template, fields) for template in templates)

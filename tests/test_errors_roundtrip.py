@@ -126,3 +126,25 @@ def test_declarations_that_could_not_read_back_are_refused() -> None:
         b: Word
 
     assert list(_Fine.fields) == ["a", "b"]
+
+
+def test_fields_are_listed_as_declared() -> None:
+    """A class's fields come in the order it annotates them, facets and constants included."""
+    assert list(errors.InvalidTTL.fields) == ["requested", "minimum", "maximum"]
+    assert list(errors.IncompleteBody.fields) == ["expected", "actual"]
+    assert list(errors.StoredNotJSON.fields) == [
+        "what",
+        "detail",
+        "line",
+        "column",
+        "position",
+        "limit",
+        "actual",
+    ]
+    assert list(errors.InvalidRequest.fields) == [
+        "message",
+        "field",
+        "minimum",
+        "maximum",
+        "requested",
+    ]
