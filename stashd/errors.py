@@ -2,42 +2,109 @@
 
 The text after the first word is what clients match on (redis-py classifies errors by
 prefix and message), so these strings are part of the protocol and must not be reworded
-casually. Every class keeps the numbers it names as attributes, so the HTTP door and the
-Python client can report them without parsing the text; :func:`from_wire` turns a text
-back into its class and attributes, for the remote client, which receives only the text.
+casually. Each class declares its ``code``, its message as one ``template`` and its
+fields as annotations (their types, from :mod:`stashd.errorwire`, say how each is written
+and read back); the base class renders the message from them, and :func:`from_wire`
+turns a text back into its class and fields through the same templates, for the remote
+client, which receives only the text.
 """
 
-from __future__ import annotations
+# This module is long on purpose: it is the one table of every error the doors send, one
+# declaration (code, template, fields, docstring) per class, and from_wire reads back
+# exactly the classes defined here (a class kept elsewhere would be one it cannot read).
+#
+# No ``from __future__ import annotations`` here: the annotations of an error class are
+# its fields, read when the class is made (StashError.__init_subclass__).
 
-import re
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final, Self
+
+from stashd.errorwire import (
+    AT_POSITION,
+    NESTED,
+    Field,
+    Form,
+    JSONDetail,
+    Label,
+    Limit,
+    Listed,
+    Quoted,
+    Reader,
+    Seconds,
+    Word,
+    declare,
+    render,
+)
 
 
 class StashError(Exception):
-    """Base of every error Stash reports to a client; ``wire`` is the RESP error text."""
+    """Base of every error Stash reports to a client; ``wire`` is the RESP error text.
+
+    A subclass sets ``code`` (the wire's first word) and ``template`` (the message, with
+    a ``{placeholder}`` per field; a tuple of templates for a message with several forms,
+    the first whose fields all have a value being used), and annotates every field,
+    those the message leaves out too. Its ``__init__`` takes the fields by their names
+    (:func:`from_wire` calls it so) and hands them to :meth:`_fill`. A subclass without
+    a template of its own keeps its base's, and its fields.
+    """
 
     code = "ERR"
+    template: ClassVar[str | tuple[str, ...]] = "{message}"
+    #: Every field of the class, name -> how it is written; set for each class when made.
+    fields: ClassVar[Mapping[str, Field[Any]]]
+    #: The class's templates, compiled.
+    forms: ClassVar[tuple[Form, ...]]
+
+    message: str
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        self._fill(message=message)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # noqa: ANN401 - passed on as given
+        super().__init_subclass__(**kwargs)
+        _declare(cls)
+
+    def _fill(self, **values: object) -> None:
+        """Keep the fields, and render the message from them: the one place it is written."""
+        vars(self).update(values)
+        get = self.__getattribute__
+        forms = self.forms
+        if len(forms) > 1:
+            forms = tuple(form for form in forms if form.fits(get)) or forms[-1:]
+        self.message = forms[0].write(get)
+        self.args = (self.message,)
 
     @property
     def wire(self) -> str:
         """The error line as sent after ``-`` on the wire."""
         return f"{self.code} {self.message}"
 
-    def in_words(self, text: str) -> StashError:
-        """The error told in a door's own words: ``text`` formatted with its fields.
+    def worded(self, template: str) -> str:
+        """The message a door words as ``template``, rendered with this error's fields."""
+        return render(template, self.fields, self.__getattribute__)
+
+    def in_words(self, template: str) -> Self:
+        """The error told in a door's own words: ``template`` rendered with its fields.
 
         A door whose callers name things differently from RESP (the Python API's
         ``extra_seconds`` for UPDATE's EXTEND, the CLI's ``--extend``) keeps the class
         and its fields and changes only what the caller reads.
         """
-        self.message = text.format_map(vars(self))
+        self.message = self.worded(template)
         self.args = (self.message,)
         return self
+
+
+def _declare(cls: type[StashError]) -> None:
+    """Give a class its fields and forms, read from its declaration (errorwire.declare)."""
+    base = next((b for b in cls.__mro__[1:] if issubclass(b, StashError)), None)
+    fields, forms = declare(cls, None if base is None else base.fields)
+    cls.fields = fields
+    if forms is not None:
+        cls.forms = forms
+
+
+_declare(StashError)
 
 
 class CommandError(StashError):
@@ -47,92 +114,125 @@ class CommandError(StashError):
 class SyntaxErr(CommandError):
     """Options that do not parse: Redis's generic ``ERR syntax error``."""
 
+    template = "syntax error"
+
     def __init__(self) -> None:
-        super().__init__("syntax error")
+        self._fill()
 
 
 class NotInteger(CommandError):
     """An argument or stored value that must be a 64-bit integer and is not."""
 
+    template = "value is not an integer or out of range"
+
     def __init__(self) -> None:
-        super().__init__("value is not an integer or out of range")
+        self._fill()
 
 
 class IncrOverflow(CommandError):
     """INCR and friends past the signed 64-bit range."""
 
+    template = "increment or decrement would overflow"
+
     def __init__(self) -> None:
-        super().__init__("increment or decrement would overflow")
+        self._fill()
 
 
 class WrongArity(CommandError):
     """Wrong number of arguments, in Redis's exact words (redis-py's AUTH retry relies on it)."""
 
+    template = "wrong number of arguments for '{command}' command"
+    command: str
+
     def __init__(self, command: str) -> None:
-        super().__init__(f"wrong number of arguments for '{command.lower()}' command")
+        self._fill(command=command.lower())
 
 
 class UnknownCommand(CommandError):
-    """A command name not in the table, quoting it and its first arguments as Redis 7 does."""
+    """A command name not in the table, quoting it and its first arguments as Redis 7 does.
 
-    def __init__(self, name: str, args: list[str]) -> None:
-        shown = "".join(f"'{a[:128]}' " for a in args[:20])
-        super().__init__(f"unknown command '{name[:128]}', with args beginning with: {shown}")
+    ``name`` and ``arguments`` are kept as quoted: 128 characters of each, 20 arguments.
+    """
+
+    template = "unknown command '{name}', with args beginning with: {arguments}"
+    name: str
+    arguments: Quoted
+
+    def __init__(self, name: str, arguments: list[str] | tuple[str, ...]) -> None:
+        self._fill(name=name[:128], arguments=tuple(a[:128] for a in arguments[:20]))
 
 
 class UnknownSubcommand(CommandError):
     """A subcommand of a container command (CLIENT, COMMAND, CONFIG) that we do not know."""
 
+    template = "unknown subcommand '{sub}'. Try {command} HELP."
+    sub: str
+    command: Word
+
     def __init__(self, sub: str, command: str) -> None:
-        super().__init__(f"unknown subcommand '{sub[:128]}'. Try {command.upper()} HELP.")
+        self._fill(sub=sub[:128], command=command.upper())
 
 
 class EmptyUpdate(CommandError):
     """UPDATE with nothing to do; nothing was changed."""
 
+    template = "UPDATE needs at least one of DATA, MERGE or EXTEND"
+
     def __init__(self) -> None:
-        super().__init__("UPDATE needs at least one of DATA, MERGE or EXTEND")
+        self._fill()
 
 
 class DataAndMerge(CommandError):
     """UPDATE with both a replacement and a merge patch, which contradict each other."""
 
+    template = "DATA and MERGE cannot be used together"
+
     def __init__(self) -> None:
-        super().__init__("DATA and MERGE cannot be used together")
+        self._fill()
 
 
 class BadExtend(CommandError):
     """UPDATE ... EXTEND with a number of seconds that is not positive."""
 
-    def __init__(self, seconds: int) -> None:
-        super().__init__(f"EXTEND needs a positive number of seconds, got {seconds}")
-        self.requested = seconds
-        self.minimum = 1
+    template = "EXTEND needs a positive number of seconds, got {requested}"
+    requested: int
+    minimum: int = 1
+
+    def __init__(self, requested: int) -> None:
+        self._fill(requested=requested)
 
 
 class NoSuchKey(CommandError):
     """RENAME of a missing key."""
 
+    template = "no such key"
+
     def __init__(self) -> None:
-        super().__init__("no such key")
+        self._fill()
 
 
 class ProtocolError(CommandError):
     """Malformed framing; the connection that sent it is answered and closed."""
 
+    template = "Protocol error: {detail}"
+    detail: str
+
     def __init__(self, detail: str) -> None:
-        super().__init__(f"Protocol error: {detail}")
+        self._fill(detail=detail)
 
 
 class QueryBufferFull(ProtocolError):
     """A request that would make one connection hold more than its query buffer allows."""
 
+    template = (
+        "Protocol error: request needs at least {needed} bytes of query buffer, "
+        "the limit is {limit} bytes"
+    )
+    limit: int
+    needed: int
+
     def __init__(self, limit: int, needed: int) -> None:
-        super().__init__(
-            f"request needs at least {needed} bytes of query buffer, the limit is {limit} bytes"
-        )
-        self.limit = limit
-        self.needed = needed
+        self._fill(limit=limit, needed=needed)
 
 
 class MaxClients(CommandError):
@@ -142,21 +242,23 @@ class MaxClients(CommandError):
     RESP text is Redis's and carries no number, so it does not come back from the wire.
     """
 
+    template = "max number of clients reached"
+    limit: int | None
+
     def __init__(self, limit: int | None = None) -> None:
-        super().__init__("max number of clients reached")
-        self.limit = limit
+        self._fill(limit=limit)
 
 
 class QueueFull(CommandError):
     """A request queued after MULTI past what a connection or a namespace may queue."""
 
+    template = "queued MULTI requests would hold {size} bytes {where}, the limit is {limit} bytes"
+    size: int
+    limit: int
+    where: str
+
     def __init__(self, size: int, limit: int, where: str) -> None:
-        super().__init__(
-            f"queued MULTI requests would hold {size} bytes {where}, the limit is {limit} bytes"
-        )
-        self.size = size
-        self.limit = limit
-        self.where = where
+        self._fill(size=size, limit=limit, where=where)
 
 
 class InternalError(CommandError):
@@ -165,10 +267,12 @@ class InternalError(CommandError):
     The connection and every other request of its pipeline are served as usual.
     """
 
+    template = "internal error in '{command}' command ({cause}); it was logged"
+    command: str
+    cause: Word  # an exception's class
+
     def __init__(self, command: str, cause: str) -> None:
-        super().__init__(f"internal error in '{command}' command ({cause}); it was logged")
-        self.command = command
-        self.cause = cause
+        self._fill(command=command, cause=cause)
 
 
 class TransactionAborted(CommandError):
@@ -178,21 +282,24 @@ class TransactionAborted(CommandError):
     abort a transaction: each stands in its command's place, as in Redis.
     """
 
+    template = (
+        "transaction aborted by an internal error ({cause}); none of its commands were applied"
+    )
+    cause: str
+
     def __init__(self, cause: str) -> None:
-        super().__init__(
-            f"transaction aborted by an internal error ({cause}); none of its commands were applied"
-        )
-        self.cause = cause
+        self._fill(cause=cause)
 
 
 class StoreUnavailable(StashError):
     """The backend failed under a batch (disk error, Redis unreachable); retrying may work."""
 
     code = "UNAVAILABLE"
+    template = "store unavailable: {cause}"
+    cause: str
 
     def __init__(self, cause: str) -> None:
-        super().__init__(f"store unavailable: {cause}")
-        self.cause = cause
+        self._fill(cause=cause)
 
 
 class AuthenticationError(StashError):
@@ -205,103 +312,121 @@ class NoAuth(AuthenticationError):
     code = "NOAUTH"
 
     def __init__(self, message: str = "Authentication required.") -> None:
-        super().__init__(message)
+        self._fill(message=message)
 
 
 class HelloNoAuth(NoAuth):
     """HELLO without AUTH on a connection that must authenticate, in Redis 7.0's words."""
 
+    template = (
+        "HELLO must be called with the client already authenticated, otherwise the "
+        "HELLO AUTH <user> <pass> option can be used to authenticate the client and "
+        "select the RESP protocol version at the same time"
+    )
+
     def __init__(self) -> None:
-        super().__init__(
-            "HELLO must be called with the client already authenticated, otherwise the "
-            "HELLO AUTH <user> <pass> option can be used to authenticate the client and "
-            "select the RESP protocol version at the same time",
-        )
+        self._fill()
 
 
 class WrongPass(AuthenticationError):
     """An unknown, revoked or malformed key: one byte-identical reply for all of them."""
 
     code = "WRONGPASS"
+    template = "invalid username-password pair or user is disabled."
 
     def __init__(self) -> None:
-        super().__init__("invalid username-password pair or user is disabled.")
+        self._fill()
 
 
 class NoProto(StashError):
     """HELLO with a protocol version other than 2 or 3."""
 
     code = "NOPROTO"
+    template = "unsupported protocol version"
 
     def __init__(self) -> None:
-        super().__init__("unsupported protocol version")
+        self._fill()
 
 
 class PayloadTooLarge(StashError):
     """A value over the caller's payload limit; nothing was stored."""
 
     code = "TOOLARGE"
+    template = "value is {actual} bytes, the limit is {limit} bytes"
+    limit: int
+    actual: int
 
     def __init__(self, limit: int, actual: int) -> None:
-        super().__init__(f"value is {actual} bytes, the limit is {limit} bytes")
-        self.limit = limit
-        self.actual = actual
+        self._fill(limit=limit, actual=actual)
 
 
 class InvalidTTL(StashError):
     """A TTL above the caller's maximum; nothing was changed."""
 
     code = "BADTTL"
-    minimum = 1  # seconds: the bounds a client is told about are 1..maximum
+    template = "ttl {requested} seconds exceeds the maximum of {maximum} seconds"
+    requested: int
+    minimum: int = 1  # seconds: the bounds a client is told about are 1..maximum
+    maximum: int
 
-    def __init__(self, requested_seconds: int, max_seconds: int) -> None:
-        super().__init__(
-            f"ttl {requested_seconds} seconds exceeds the maximum of {max_seconds} seconds"
-        )
-        self.requested = requested_seconds
-        self.maximum = max_seconds
+    def __init__(self, requested: int, maximum: int) -> None:
+        self._fill(requested=requested, maximum=maximum)
 
 
 class TTLNotPositive(StashError):
     """A TTL of zero or less where a lifetime is being set (the HTTP door's ``ttl``)."""
 
     code = "BADTTL"
-    minimum = 1
+    template = "ttl must be between 1 and {maximum} seconds, got {requested}"
+    requested: int
+    minimum: int = 1
+    maximum: int
 
-    def __init__(self, requested_seconds: int, max_seconds: int) -> None:
-        super().__init__(
-            f"ttl must be between 1 and {max_seconds} seconds, got {requested_seconds}"
-        )
-        self.requested = requested_seconds
-        self.maximum = max_seconds
+    def __init__(self, requested: int, maximum: int) -> None:
+        self._fill(requested=requested, maximum=maximum)
 
 
 class PersistRefused(CommandError):
     """PERSIST (or GETEX PERSIST): every key in Stash expires, so it is refused."""
 
-    def __init__(self, max_seconds: int) -> None:
-        super().__init__(
-            "PERSIST is not supported: every key in Stash expires "
-            f"(maximum ttl {max_seconds} seconds)"
-        )
-        self.maximum = max_seconds
+    template = (
+        "PERSIST is not supported: every key in Stash expires (maximum ttl {maximum} seconds)"
+    )
+    maximum: int
+
+    def __init__(self, maximum: int) -> None:
+        self._fill(maximum=maximum)
 
 
 def nested_past(actual: int, limit: int) -> str:
     """The detail of a NOTJSON error for a text whose arrays and objects nest past the limit."""
-    return f"nested {actual} levels deep, the limit is {limit} levels"
+    return NESTED.write({"actual": actual, "limit": limit}.__getitem__)
+
+
+def at_position(reason: str, line: int, column: int, position: int) -> str:
+    """The detail of a NOTJSON error for a text the parser stopped in, and where it stopped."""
+    where = {"reason": reason, "line": line, "column": column, "position": position}
+    return AT_POSITION.write(where.__getitem__)
 
 
 class NotJSON(StashError):
     """A value that had to be JSON and is not; the message gives the position, never the input.
 
     ``line``, ``column`` (1-based) and ``position`` (0-based character offset) are set when
-    the parser reported them, so the HTTP door can return them as fields. A text nested
-    too deeply (:func:`nested_past`) keeps the depth limit as ``limit`` and its own depth
-    as ``actual``.
+    the parser reported them (:func:`at_position`), so the HTTP door can return them as
+    fields. A text nested too deeply (:func:`nested_past`) keeps the depth limit as
+    ``limit`` and its own depth as ``actual``. All of them are read back from ``detail``.
     """
 
     code = "NOTJSON"
+    template = "{what} is not valid JSON: {detail}"
+    what: Label
+    detail: JSONDetail
+    line: int | None
+    column: int | None
+    position: int | None
+    limit: int | None
+    actual: int | None
 
     def __init__(
         self,
@@ -314,13 +439,15 @@ class NotJSON(StashError):
         limit: int | None = None,
         actual: int | None = None,
     ) -> None:
-        super().__init__(f"{what} is not valid JSON: {detail}")
-        self.what = what
-        self.line = line
-        self.column = column
-        self.position = position
-        self.limit = limit
-        self.actual = actual
+        self._fill(
+            what=what,
+            detail=detail,
+            line=line,
+            column=column,
+            position=position,
+            limit=limit,
+            actual=actual,
+        )
 
 
 class StoredNotJSON(NotJSON):
@@ -328,6 +455,9 @@ class StoredNotJSON(NotJSON):
 
     Or it nests deeper than the limit: written before there was one.
     """
+
+    template = "stored value is not valid JSON: {detail}"
+    what: str = "stored value"
 
     def __init__(
         self,
@@ -339,14 +469,8 @@ class StoredNotJSON(NotJSON):
         limit: int | None = None,
         actual: int | None = None,
     ) -> None:
-        super().__init__(
-            detail,
-            "stored value",
-            line=line,
-            column=column,
-            position=position,
-            limit=limit,
-            actual=actual,
+        self._fill(
+            detail=detail, line=line, column=column, position=position, limit=limit, actual=actual
         )
 
 
@@ -354,21 +478,23 @@ class Conflict(StashError):
     """UPDATE ... IFVERSION that does not match; nothing was changed."""
 
     code = "CONFLICT"
+    template = "version is {current}, IFVERSION expected {expected}"
+    current: int
+    expected: int
 
     def __init__(self, current: int, expected: int) -> None:
-        super().__init__(f"version is {current}, IFVERSION expected {expected}")
-        self.current = current
-        self.expected = expected
+        self._fill(current=current, expected=expected)
 
 
 class RateLimited(StashError):
     """Too many commands for the caller's rate; the command was not executed."""
 
     code = "RATELIMIT"
+    template = "rate limit exceeded, retry after {retry_after_ms} ms"
+    retry_after_ms: int
 
     def __init__(self, retry_after_ms: int) -> None:
-        super().__init__(f"rate limit exceeded, retry after {retry_after_ms} ms")
-        self.retry_after_ms = retry_after_ms
+        self._fill(retry_after_ms=retry_after_ms)
 
     @property
     def retry_after(self) -> float:
@@ -377,37 +503,45 @@ class RateLimited(StashError):
 
 
 # -- errors only the HTTP door reports ------------------------------------------------
-# They carry the same kind of text and attributes; stashd.http maps each class to its
-# status and code in one table.
+# They carry the same kind of text and fields; stashd.http maps each class to its status
+# and code in one table.
 
 
 class NotFound(StashError):
     """No live entry under this id in the caller's namespace (missing, expired or another's)."""
 
     code = "NOTFOUND"
+    template = "no memory with this id"
 
     def __init__(self) -> None:
-        super().__init__("no memory with this id")
+        self._fill()
 
 
 class MethodNotAllowed(StashError):
-    """A path that exists, asked with a method it does not serve."""
+    """A path that exists, asked with a method it does not serve.
+
+    ``method`` is the method as the message shows it: a name of at most 16 letters, or
+    ``this method`` for anything else (the message never echoes odd bytes).
+    """
 
     code = "METHOD"
+    template = "{method} is not allowed here; use {allowed}"
+    method: str
+    allowed: Listed
 
     def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
         shown = method if method.isalpha() and len(method) <= 16 else "this method"
-        super().__init__(f"{shown} is not allowed here; use {', '.join(allowed)}")
-        self.allowed = allowed
+        self._fill(method=shown, allowed=allowed)
 
 
 class NoRoute(StashError):
     """A path the API does not have."""
 
     code = "NOROUTE"
+    template = "no such endpoint; see protocol/openapi.yaml"
 
     def __init__(self) -> None:
-        super().__init__("no such endpoint; see protocol/openapi.yaml")
+        self._fill()
 
 
 class InvalidRequest(StashError):
@@ -415,9 +549,14 @@ class InvalidRequest(StashError):
 
     ``field`` names the field (never its value); ``minimum``/``maximum`` give the bounds
     when the field is a number out of range, ``requested`` the number that was sent.
+    The message is free text: only it comes back from the wire.
     """
 
     code = "INVALID"
+    field: str | None
+    minimum: int | None
+    maximum: int | None
+    requested: int | None
 
     def __init__(
         self,
@@ -428,11 +567,9 @@ class InvalidRequest(StashError):
         maximum: int | None = None,
         requested: int | None = None,
     ) -> None:
-        super().__init__(message)
-        self.field = field
-        self.minimum = minimum
-        self.maximum = maximum
-        self.requested = requested
+        self._fill(
+            message=message, field=field, minimum=minimum, maximum=maximum, requested=requested
+        )
 
 
 class BadRequest(StashError):
@@ -445,32 +582,33 @@ class IncompleteBody(StashError):
     """A body that ended (or stalled past the deadline) before its Content-Length."""
 
     code = "INCOMPLETE"
+    template = "request body has {actual} bytes, its Content-Length announced {expected}"
+    expected: int
+    actual: int
 
-    def __init__(self, expected: int, received: int) -> None:
-        super().__init__(
-            f"request body has {received} bytes, its Content-Length announced {expected}"
-        )
-        self.expected = expected
-        self.actual = received
+    def __init__(self, expected: int, actual: int) -> None:
+        self._fill(expected=expected, actual=actual)
 
 
 class RequestTimeout(StashError):
-    """A request whose headers or body did not arrive within the deadline."""
+    """A request whose headers or body did not arrive within the deadline (``limit`` s)."""
 
     code = "TIMEOUT"
+    template = "request did not arrive within {limit} seconds"
+    limit: Seconds
 
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"request did not arrive within {seconds:g} seconds")
-        self.limit = seconds
+    def __init__(self, limit: float) -> None:
+        self._fill(limit=limit)
 
 
 class UnsupportedEncoding(StashError):
     """A compressed request body: refused unread, since inflating it could exceed any limit."""
 
     code = "ENCODING"
+    template = "request bodies must not be compressed (Content-Encoding: identity)"
 
     def __init__(self) -> None:
-        super().__init__("request bodies must not be compressed (Content-Encoding: identity)")
+        self._fill()
 
 
 class BodyTooLarge(StashError):
@@ -481,224 +619,89 @@ class BodyTooLarge(StashError):
     """
 
     code = "TOOLARGE"
+    template = (
+        "request body is {actual} bytes, the limit is {limit} bytes",
+        "request body is over the limit of {limit} bytes",
+    )
+    limit: int
+    actual: int | None
 
     def __init__(self, limit: int, actual: int | None) -> None:
-        super().__init__(
-            f"request body is {actual} bytes, the limit is {limit} bytes"
-            if actual is not None
-            else f"request body is over the limit of {limit} bytes"
-        )
-        self.limit = limit
-        self.actual = actual
+        self._fill(limit=limit, actual=actual)
+
+
+_WOULD_HOLD: Final = "namespace would hold {keys} keys ({bytes} bytes), the limit is "
 
 
 class QuotaExceeded(StashError):
     """A write that would take its namespace past its quota of keys or bytes; nothing changed.
 
     ``keys`` and ``bytes`` are what the namespace would hold after the write (bytes count
-    each key and its value), ``max_keys`` and ``max_bytes`` its tier's or the server's quota.
+    each key and its value), ``max_keys`` and ``max_bytes`` its tier's or the server's
+    quota, 0 for a side without one: the message names only the sides there are.
     """
 
     code = "QUOTA"
+    template = (
+        _WOULD_HOLD + "{max_keys} keys and {max_bytes} bytes",
+        _WOULD_HOLD + "{max_keys} keys",
+        _WOULD_HOLD + "{max_bytes} bytes",
+        _WOULD_HOLD + "none",
+    )
+    keys: int
+    bytes: int
+    max_keys: Limit
+    max_bytes: Limit
 
-    def __init__(self, keys: int, size: int, max_keys: int, max_bytes: int) -> None:
-        # 0 stands for a side without a limit; the text names only the sides there are.
-        sides = [f"{max_keys} keys"] if max_keys else []
-        sides += [f"{max_bytes} bytes"] if max_bytes else []
-        super().__init__(
-            f"namespace would hold {keys} keys ({size} bytes), "
-            f"the limit is {' and '.join(sides) or 'none'}"
-        )
-        self.keys = keys
-        self.bytes = size
-        self.max_keys = max_keys
-        self.max_bytes = max_bytes
+    def __init__(
+        self,
+        keys: int,
+        bytes: int,  # noqa: A002 - the field's name, which from_wire passes by keyword
+        max_keys: int,
+        max_bytes: int,
+    ) -> None:
+        self._fill(keys=keys, bytes=bytes, max_keys=max_keys, max_bytes=max_bytes)
 
 
 class OutOfMemory(StashError):
     """A write that adds data while the server is over its maxmemory, in Redis's exact words."""
 
     code = "OOM"
+    template = "command not allowed when used memory > 'maxmemory'."
 
     def __init__(self) -> None:
-        super().__init__("command not allowed when used memory > 'maxmemory'.")
+        self._fill()
 
 
 # -- from the wire back to the class ------------------------------------------------------
-# The remote client receives only the error line; these forms turn it back into the class
-# that produced it, with the same attributes, so a caller cannot tell an error raised in
-# process from one that crossed the wire. Each form is the fullmatch of one class's text.
-
-_N = r"(-?\d+)"
-_WireForm = tuple[str, re.Pattern[str], Callable[[re.Match[str]], "StashError"]]
+# The remote client receives only the error line; the classes' own templates turn it back
+# into the class that produced it, with the same fields, so a caller cannot tell an error
+# raised in process from one that crossed the wire.
 
 
-def _form(code: str, pattern: str, make: Callable[[re.Match[str]], StashError]) -> _WireForm:
-    return code, re.compile(pattern, re.DOTALL), make
+def _read_back() -> Reader:
+    """The reader of every class here that declares a code or a template of its own.
+
+    CommandError and StashError, which declare neither, are what from_wire falls back to.
+    """
+    found: list[type[StashError]] = []
+    todo = [StashError]
+    while todo:
+        cls = todo.pop(0)
+        todo += cls.__subclasses__()
+        declares = "code" in vars(cls) or "template" in vars(cls)
+        if declares and cls.__module__ == __name__ and cls is not StashError:
+            found.append(cls)
+    return Reader(found)
 
 
-_WIRE_FORMS: Final[tuple[_WireForm, ...]] = (
-    _form("ERR", "syntax error", lambda _: SyntaxErr()),
-    _form("ERR", "value is not an integer or out of range", lambda _: NotInteger()),
-    _form("ERR", "increment or decrement would overflow", lambda _: IncrOverflow()),
-    _form("ERR", "wrong number of arguments for '(.*)' command", lambda m: WrongArity(m[1])),
-    _form(
-        "ERR",
-        "unknown command '(.*?)', with args beginning with: ((?:'.*?' )*)",
-        lambda m: UnknownCommand(m[1], re.findall(r"'(.*?)' ", m[2], re.DOTALL)),
-    ),
-    _form(
-        "ERR",
-        r"unknown subcommand '(.*)'\. Try (\S+) HELP\.",
-        lambda m: UnknownSubcommand(m[1], m[2]),
-    ),
-    _form("ERR", "UPDATE needs at least one of DATA, MERGE or EXTEND", lambda _: EmptyUpdate()),
-    _form("ERR", "DATA and MERGE cannot be used together", lambda _: DataAndMerge()),
-    _form(
-        "ERR",
-        f"EXTEND needs a positive number of seconds, got {_N}",
-        lambda m: BadExtend(int(m[1])),
-    ),
-    _form("ERR", "no such key", lambda _: NoSuchKey()),
-    _form(
-        "ERR",
-        f"Protocol error: request needs at least {_N} bytes of query buffer, "
-        f"the limit is {_N} bytes",
-        lambda m: QueryBufferFull(int(m[2]), int(m[1])),
-    ),
-    _form("ERR", "Protocol error: (.*)", lambda m: ProtocolError(m[1])),
-    _form("ERR", "max number of clients reached", lambda _: MaxClients()),
-    _form(
-        "ERR",
-        f"queued MULTI requests would hold {_N} bytes (.*), the limit is {_N} bytes",
-        lambda m: QueueFull(int(m[1]), int(m[3]), m[2]),
-    ),
-    _form(
-        "ERR",
-        r"internal error in '(.*)' command \((.*)\); it was logged",
-        lambda m: InternalError(m[1], m[2]),
-    ),
-    _form(
-        "ERR",
-        r"transaction aborted by an internal error \((.*)\); none of its commands were applied",
-        lambda m: TransactionAborted(m[1]),
-    ),
-    _form(
-        "ERR",
-        f"PERSIST is not supported: every key in Stash expires \\(maximum ttl {_N} seconds\\)",
-        lambda m: PersistRefused(int(m[1])),
-    ),
-    _form("ERR", "(.*)", lambda m: CommandError(m[1])),
-    _form("UNAVAILABLE", "store unavailable: (.*)", lambda m: StoreUnavailable(m[1])),
-    _form("NOAUTH", "Authentication required\\.", lambda _: NoAuth()),
-    _form(
-        "NOAUTH",
-        "HELLO must be called with the client already authenticated, .*",
-        lambda _: HelloNoAuth(),
-    ),
-    _form("NOAUTH", "(.*)", lambda m: NoAuth(m[1])),
-    _form(
-        "WRONGPASS", "invalid username-password pair or user is disabled\\.", lambda _: WrongPass()
-    ),
-    _form("NOPROTO", "unsupported protocol version", lambda _: NoProto()),
-    _form(
-        "TOOLARGE",
-        f"value is {_N} bytes, the limit is {_N} bytes",
-        lambda m: PayloadTooLarge(int(m[2]), int(m[1])),
-    ),
-    _form(
-        "TOOLARGE",
-        f"request body is {_N} bytes, the limit is {_N} bytes",
-        lambda m: BodyTooLarge(int(m[2]), int(m[1])),
-    ),
-    _form(
-        "TOOLARGE",
-        f"request body is over the limit of {_N} bytes",
-        lambda m: BodyTooLarge(int(m[1]), None),
-    ),
-    _form(
-        "BADTTL",
-        f"ttl {_N} seconds exceeds the maximum of {_N} seconds",
-        lambda m: InvalidTTL(int(m[1]), int(m[2])),
-    ),
-    _form(
-        "BADTTL",
-        f"ttl must be between 1 and {_N} seconds, got {_N}",
-        lambda m: TTLNotPositive(int(m[2]), int(m[1])),
-    ),
-    _form(
-        "NOTJSON", "(stored value) is not valid JSON: (.*)", lambda m: _not_json(m, StoredNotJSON)
-    ),
-    _form(
-        "NOTJSON", "(value|merge patch) is not valid JSON: (.*)", lambda m: _not_json(m, NotJSON)
-    ),
-    _form(
-        "CONFLICT",
-        f"version is {_N}, IFVERSION expected {_N}",
-        lambda m: Conflict(int(m[1]), int(m[2])),
-    ),
-    _form(
-        "RATELIMIT",
-        f"rate limit exceeded, retry after {_N} ms",
-        lambda m: RateLimited(int(m[1])),
-    ),
-    _form(
-        "QUOTA",
-        f"namespace would hold {_N} keys \\({_N} bytes\\), the limit is "
-        f"(?:{_N} keys)?(?: and )?(?:{_N} bytes)?",
-        lambda m: QuotaExceeded(int(m[1]), int(m[2]), int(m[3] or 0), int(m[4] or 0)),
-    ),
-    _form("OOM", "command not allowed when used memory > 'maxmemory'\\.", lambda _: OutOfMemory()),
-    _form("NOTFOUND", "no memory with this id", lambda _: NotFound()),
-    _form(
-        "METHOD",
-        "(.*) is not allowed here; use (.*)",
-        lambda m: MethodNotAllowed(m[1], tuple(m[2].split(", "))),
-    ),
-    _form("NOROUTE", "no such endpoint; see protocol/openapi.yaml", lambda _: NoRoute()),
-    _form("INVALID", "(.*)", lambda m: InvalidRequest(m[1])),
-    _form("BADREQUEST", "(.*)", lambda m: BadRequest(m[1])),
-    _form(
-        "INCOMPLETE",
-        f"request body has {_N} bytes, its Content-Length announced {_N}",
-        lambda m: IncompleteBody(int(m[2]), int(m[1])),
-    ),
-    _form(
-        "TIMEOUT",
-        r"request did not arrive within (\S+) seconds",
-        lambda m: RequestTimeout(float(m[1])),
-    ),
-    _form(
-        "ENCODING",
-        r"request bodies must not be compressed \(Content-Encoding: identity\)",
-        lambda _: UnsupportedEncoding(),
-    ),
-)
-
-_JSON_POSITION: Final = re.compile(r".* at line (\d+) column (\d+) \(char (\d+)\)", re.DOTALL)
-_NESTED: Final = re.compile(f"nested {_N} levels deep, the limit is {_N} levels")
-
-
-def _not_json(m: re.Match[str], kind: type[NotJSON]) -> NotJSON:
-    """A NOTJSON text with its position, which the parser's message always ends with."""
-    what, detail = m[1], m[2]
-    at = _JSON_POSITION.fullmatch(detail)
-    line, column, position = (None, None, None) if at is None else map(int, at.groups())
-    nested = _NESTED.fullmatch(detail)
-    actual, limit = (None, None) if nested is None else map(int, nested.groups())
-    if kind is StoredNotJSON:
-        return StoredNotJSON(
-            detail, line=line, column=column, position=position, limit=limit, actual=actual
-        )
-    return NotJSON(
-        detail, what, line=line, column=column, position=position, limit=limit, actual=actual
-    )
+_READER: Final = _read_back()
 
 
 def from_wire(text: str) -> StashError:
     """The error an error line stands for: ``from_wire(e.wire)`` rebuilds ``e``.
 
-    The class and its attributes come back for every error in this module; a text this
+    The class and its fields come back for every error in this module; a text this
     module never produces (another server's, or a future code) becomes a
     :class:`CommandError` for ``ERR`` and a plain :class:`StashError` carrying the code
     otherwise. The result's ``wire`` is always ``text`` itself.
@@ -706,20 +709,16 @@ def from_wire(text: str) -> StashError:
     >>> from_wire("CONFLICT version is 3, IFVERSION expected 2").current
     3
     """
+    read = _READER.read(text)
+    if isinstance(read, StashError):
+        return read
     code, _, message = text.partition(" ")
-    for form_code, pattern, make in _WIRE_FORMS:
-        if form_code == code and (match := pattern.fullmatch(message)) is not None:
-            try:
-                exc = make(match)
-            except ValueError:  # a number too odd for the class: keep the text as sent
-                break
-            if exc.wire == text:
-                return exc
-    exc = CommandError(message) if code == "ERR" else StashError(message)
-    exc.code = code
+    exc = CommandError(message) if code == CommandError.code else StashError(message)
+    if code != exc.code:
+        exc.code = code
     return exc
 
 
 #: Every code an error line of this module starts with: how the remote client tells a
 #: line redis-py kept whole from a message whose code redis-py stripped.
-WIRE_CODES: Final = frozenset(code for code, _, _ in _WIRE_FORMS)
+WIRE_CODES: Final = frozenset(_READER.codes)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from stashd.errors import NotJSON, StoredNotJSON, nested_past
+from stashd.errors import NotJSON, StoredNotJSON, at_position, nested_past
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -348,7 +348,7 @@ _SCAN: Final[Callable[[str, int], tuple[Any, int]]] = _DECODER.scan_once  # type
 def json_error_position(exc: ValueError) -> str:
     """The decoder's message without the document: 'Expecting value at line 1 column 5'."""
     if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})"
+        return at_position(exc.msg, exc.lineno, exc.colno, exc.pos)
     if isinstance(exc, UnicodeDecodeError):
         return f"invalid UTF-8 at byte {exc.start}"
     return str(exc)

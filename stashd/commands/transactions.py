@@ -37,9 +37,10 @@ class ExecAbort(StashError):
     """EXEC after a queueing error: nothing runs."""
 
     code = "EXECABORT"
+    template = "Transaction discarded because of previous errors."
 
     def __init__(self) -> None:
-        super().__init__("Transaction discarded because of previous errors.")
+        self._fill()
 
 
 def multi(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
