@@ -12,6 +12,14 @@ bound: a read's requests are run in slices (a few milliseconds, or a few hundred
 replies, each), the rest kept until the slice's replies are written and the socket has
 room again, and the client output buffer limits cut a connection that still leaves too
 much unread.
+
+Each read is served by one generator, :meth:`Connection._serve`: where it must wait (a
+shared limiter's grant, an awaited reply, a batch's commit, room in the socket) it
+yields, and it is resumed with the answer, so there is one way to wait.
+
+(This module is longer than most, about 800 lines, because a connection is one piece:
+its framing limits, its authentication deadline, the serving of its reads and its
+output limits share the connection's state and are read together.)
 """
 
 from __future__ import annotations
