@@ -57,8 +57,12 @@ class StashError(Exception):
 
     message: str
 
-    def __init__(self, message: str) -> None:
-        self._fill(message=message)
+    def __init__(self, message: str | None = None) -> None:
+        # A class whose template has no field is made without arguments.
+        if message is None:
+            self._fill()
+        else:
+            self._fill(message=message)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:  # noqa: ANN401 - passed on as given
         super().__init_subclass__(**kwargs)
@@ -116,26 +120,17 @@ class SyntaxErr(CommandError):
 
     template = "syntax error"
 
-    def __init__(self) -> None:
-        self._fill()
-
 
 class NotInteger(CommandError):
     """An argument or stored value that must be a 64-bit integer and is not."""
 
     template = "value is not an integer or out of range"
 
-    def __init__(self) -> None:
-        self._fill()
-
 
 class IncrOverflow(CommandError):
     """INCR and friends past the signed 64-bit range."""
 
     template = "increment or decrement would overflow"
-
-    def __init__(self) -> None:
-        self._fill()
 
 
 class WrongArity(CommandError):
@@ -178,17 +173,11 @@ class EmptyUpdate(CommandError):
 
     template = "UPDATE needs at least one of DATA, MERGE or EXTEND"
 
-    def __init__(self) -> None:
-        self._fill()
-
 
 class DataAndMerge(CommandError):
     """UPDATE with both a replacement and a merge patch, which contradict each other."""
 
     template = "DATA and MERGE cannot be used together"
-
-    def __init__(self) -> None:
-        self._fill()
 
 
 class BadExtend(CommandError):
@@ -206,9 +195,6 @@ class NoSuchKey(CommandError):
     """RENAME of a missing key."""
 
     template = "no such key"
-
-    def __init__(self) -> None:
-        self._fill()
 
 
 class ProtocolError(CommandError):
@@ -324,9 +310,6 @@ class HelloNoAuth(NoAuth):
         "select the RESP protocol version at the same time"
     )
 
-    def __init__(self) -> None:
-        self._fill()
-
 
 class WrongPass(AuthenticationError):
     """An unknown, revoked or malformed key: one byte-identical reply for all of them."""
@@ -334,18 +317,12 @@ class WrongPass(AuthenticationError):
     code = "WRONGPASS"
     template = "invalid username-password pair or user is disabled."
 
-    def __init__(self) -> None:
-        self._fill()
-
 
 class NoProto(StashError):
     """HELLO with a protocol version other than 2 or 3."""
 
     code = "NOPROTO"
     template = "unsupported protocol version"
-
-    def __init__(self) -> None:
-        self._fill()
 
 
 class PayloadTooLarge(StashError):
@@ -513,9 +490,6 @@ class NotFound(StashError):
     code = "NOTFOUND"
     template = "no memory with this id"
 
-    def __init__(self) -> None:
-        self._fill()
-
 
 class MethodNotAllowed(StashError):
     """A path that exists, asked with a method it does not serve.
@@ -539,9 +513,6 @@ class NoRoute(StashError):
 
     code = "NOROUTE"
     template = "no such endpoint; see protocol/openapi.yaml"
-
-    def __init__(self) -> None:
-        self._fill()
 
 
 class InvalidRequest(StashError):
@@ -607,9 +578,6 @@ class UnsupportedEncoding(StashError):
     code = "ENCODING"
     template = "request bodies must not be compressed (Content-Encoding: identity)"
 
-    def __init__(self) -> None:
-        self._fill()
-
 
 class BodyTooLarge(StashError):
     """A request body over the caller's payload limit, refused before it is read.
@@ -668,9 +636,6 @@ class OutOfMemory(StashError):
 
     code = "OOM"
     template = "command not allowed when used memory > 'maxmemory'."
-
-    def __init__(self) -> None:
-        self._fill()
 
 
 # -- from the wire back to the class ------------------------------------------------------
