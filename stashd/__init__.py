@@ -41,7 +41,8 @@ Where entries live, and the rest:
 ``store``        memory, SQLite (the default, durable) and Redis stores behind one View.
 ``batch``        group commit: what all callers asked for in one loop turn, as one batch.
 ``registry``     the API key registry (users, tiers, key digests); ``registry_redis`` in Redis.
-``redislink``    connections to Redis or Valkey.
+``redislink``    links to Redis or Valkey: rounds of commands, scripts, link errors.
+``redistarget``  where Redis is and how to reach it: the settings a Redis URL gives.
 ``config``       one frozen Config from flags, env, .env and defaults (``tiers``: the tier
                  table; ``sizes``: sizes as Redis writes them; ``outputlimit``: output
                  buffer limits).
