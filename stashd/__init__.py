@@ -18,7 +18,9 @@ The doors, each a thin translation onto the memory service:
 ``client``       the Python API: Stash and AsyncStash, embedded or remote.
 ``embedded``     the client's in-process door: service operations run by a local store.
 ``remote``       the client's remote door: RESP commands over redis-py, errors read back.
-``cli``          the ``stashd`` and ``stash`` commands.
+``cli``          the ``stashd`` and ``stash`` commands: entry points and serve options
+                 (``cli_data``: the data commands; ``cli_keys``: keys and tiers;
+                 ``cli_exit``: how a command fails).
 
 The rules, each in one place:
 
