@@ -16,6 +16,7 @@ The doors, each a thin translation onto the memory service:
 ``resp``         request framing in front of hiredis, and RESP2/RESP3 reply encoding.
 ``http``         the HTTP door: the JSON API on the same service, store and batcher.
 ``client``       the Python API: Stash and AsyncStash, embedded or remote.
+``clientmode``   where a client's data is: a store in this process, or a stashd.
 ``embedded``     the client's in-process door: service operations run by a local store.
 ``remote``       the client's remote door: RESP commands over redis-py, errors read back.
 ``cli``          the ``stashd`` and ``stash`` commands: entry points and serve options

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import click
 
 from stashd.cli_exit import USAGE, fail
-from stashd.client import Stash, in_python_words, remote_environment
+from stashd.client import Stash, in_python_words
+from stashd.clientmode import remote_environment
 from stashd.errors import (
     AuthenticationError,
     BadExtend,
