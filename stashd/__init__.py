@@ -16,9 +16,12 @@ The doors, each a thin translation onto the memory service:
 ``resp``         request framing in front of hiredis, and RESP2/RESP3 reply encoding.
 ``http``         the HTTP door: the JSON API on the same service, store and batcher.
 ``client``       the Python API: Stash and AsyncStash, embedded or remote.
+``clientmode``   where a client's data is: a store in this process, or a stashd.
 ``embedded``     the client's in-process door: service operations run by a local store.
 ``remote``       the client's remote door: RESP commands over redis-py, errors read back.
-``cli``          the ``stashd`` and ``stash`` commands.
+``cli``          the ``stashd`` and ``stash`` commands: entry points and serve options
+                 (``cli_data``: the data commands; ``cli_keys``: keys and tiers;
+                 ``cli_exit``: how a command fails).
 
 The rules, each in one place:
 
@@ -41,7 +44,8 @@ Where entries live, and the rest:
 ``store``        memory, SQLite (the default, durable) and Redis stores behind one View.
 ``batch``        group commit: what all callers asked for in one loop turn, as one batch.
 ``registry``     the API key registry (users, tiers, key digests); ``registry_redis`` in Redis.
-``redislink``    connections to Redis or Valkey.
+``redislink``    links to Redis or Valkey: rounds of commands, scripts, link errors.
+``redistarget``  where Redis is and how to reach it: the settings a Redis URL gives.
 ``config``       one frozen Config from flags, env, .env and defaults (``tiers``: the tier
                  table; ``sizes``: sizes as Redis writes them; ``outputlimit``: output
                  buffer limits).

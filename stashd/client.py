@@ -1,6 +1,6 @@
 """The Python API: ``Stash`` and ``AsyncStash``, in-process or against a stashd, one behaviour.
 
-Where the data is decided once, when the client is made:
+Where the data is decided once, when the client is made (:mod:`stashd.clientmode`):
 
 - **Embedded** (the default): a store in this process, SQLite at ``path`` (``STASH_DB``,
   else ``stash.db`` in the user data directory, the daemon's default file) or memory.
@@ -19,37 +19,33 @@ compactly before anything is sent, TTLs whole seconds. A value that cannot be en
 and a number of seconds that no server could accept raise ``TypeError``/``ValueError``
 before anything is sent; everything the rules refuse raises the same
 :class:`~stashd.errors.StashError` subclass, with the same attributes, in both modes.
+
+The module is one piece past 600 lines on purpose: ``Stash`` and ``AsyncStash`` are one
+API, blocking and awaited, method for method over the argument checks they share, and
+they sit side by side so that a change to one is made to the other; over a third of the
+lines are the docstrings and examples users read.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self, overload
 
-from dotenv import dotenv_values
-
-from stashd.config import DEFAULT_REDIS_URL, load
+from stashd.clientmode import Embedded, Remote, choose
 from stashd.embedded import AsyncEmbeddedTransport, EmbeddedTransport
 from stashd.errors import BadExtend, DataAndMerge, EmptyUpdate, StashError
 from stashd.jsontext import dump_json, load_stored
 from stashd.ops import INT64_MAX
-from stashd.store import open_store
-from stashd.tenancy import open_limits
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import AsyncIterator, Iterator
     from types import TracebackType
 
     from stashd.embedded import Meta
-    from stashd.store.base import Store
-    from stashd.tenancy import Limits
 
-#: Where remote mode connects when neither ``url`` nor ``STASH_URL`` says: stashd's default.
-DEFAULT_URL: Final = "redis://127.0.0.1:6380"
 #: The longest TTL any call can send: seconds whose milliseconds still fit in 64 bits,
 #: which is what the server counts in. Larger numbers are refused before sending.
 MAX_SECONDS: Final = INT64_MAX // 1000
@@ -152,82 +148,6 @@ def _update_args(
     )
 
 
-# -- choosing the mode ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Remote:
-    url: str
-    api_key: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Embedded:
-    store: Store
-    limits: Limits
-
-
-def remote_environment() -> dict[str, str]:
-    """STASH_URL and STASH_API_KEY from the environment over a ``.env`` file, as config reads.
-
-    An empty variable counts as unset, as an empty ``STASH_URL=`` line usually means.
-    """
-    names = ("STASH_URL", "STASH_API_KEY")
-    dotenv = dotenv_values(".env") if Path(".env").is_file() else {}
-    found = {n: v for n in names if (v := dotenv.get(n))}
-    found.update({n: v for n in names if (v := os.environ.get(n))})
-    return found
-
-
-def _target(
-    backend: str | None,
-    path: str | os.PathLike[str] | None,
-    url: str | None,
-    api_key: str | None,
-    settings: dict[str, Any],
-) -> _Remote | _Embedded:
-    """Remote or embedded, from the arguments first and the environment second."""
-    embedded = backend is not None or path is not None or settings.get("redis_url") is not None
-    remote = url is not None or api_key is not None
-    if embedded and remote:
-        msg = (
-            "backend, path and redis_url choose embedded mode, url and api_key remote mode: "
-            "give one kind"
-        )
-        raise ValueError(msg)
-    env = {} if embedded else remote_environment()
-    if remote or env:
-        given = sorted(name for name, value in settings.items() if value is not None)
-        if given:
-            msg = f"{', '.join(given)}: in remote mode the daemon's settings apply"
-            raise ValueError(msg)
-        return _Remote(
-            url or env.get("STASH_URL") or DEFAULT_URL,
-            api_key if api_key is not None else env.get("STASH_API_KEY"),
-        )
-    if backend == "memory" and path is not None:
-        msg = "path names a SQLite file; the memory backend has none"
-        raise ValueError(msg)
-    flags = dict(settings)
-    # A path means SQLite, and a Redis URL Redis, even when STASH_BACKEND says otherwise:
-    # the argument is explicit.
-    if backend is None and path is not None:
-        backend = "sqlite"
-    elif backend is None and settings.get("redis_url") is not None:
-        backend = "redis"
-    flags["backend"] = backend
-    flags["db"] = None if path is None else os.fspath(path)
-    config = load(flags)
-    store = open_store(
-        config.backend,
-        path=config.db_path,
-        synchronous=config.sqlite_synchronous,
-        redis_url=config.redis_url or DEFAULT_REDIS_URL,
-        redis_cluster=config.redis_cluster,
-    )
-    return _Embedded(store, open_limits(config))
-
-
 # -- the transports, as the clients see them ----------------------------------------------
 
 
@@ -326,9 +246,9 @@ class _Opening:
             "max_keys": max_keys,
             "max_bytes": None if max_bytes is None else str(max_bytes),
         }
-        self._open(_target(backend, path, url, api_key, settings))
+        self._open(choose(backend, path, url, api_key, settings))
 
-    def _open(self, target: _Remote | _Embedded) -> None:
+    def _open(self, target: Remote | Embedded) -> None:
         raise NotImplementedError
 
 
@@ -359,9 +279,9 @@ class Stash(_Opening):
     be opened. A remote client connects on first use.
     """
 
-    def _open(self, target: _Remote | _Embedded) -> None:
+    def _open(self, target: Remote | Embedded) -> None:
         self._t: _Transport
-        if isinstance(target, _Remote):
+        if isinstance(target, Remote):
             from stashd.remote import RemoteTransport  # noqa: PLC0415 - redis-py only when used
 
             self._t = RemoteTransport(target.url, target.api_key)
@@ -548,9 +468,9 @@ class AsyncStash(_Opening):
             await stash.get("plan")  # {'step': 1}
     """
 
-    def _open(self, target: _Remote | _Embedded) -> None:
+    def _open(self, target: Remote | Embedded) -> None:
         self._t: _AsyncTransport
-        if isinstance(target, _Remote):
+        if isinstance(target, Remote):
             from stashd.remote import AsyncRemoteTransport  # noqa: PLC0415 - only when used
 
             self._t = AsyncRemoteTransport(target.url, target.api_key)

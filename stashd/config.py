@@ -15,7 +15,7 @@ from stashd import outputlimit
 from stashd.outputlimit import OutputLimits
 from stashd.quota import Quota
 from stashd.ratelimit import Rate
-from stashd.redislink import RedisTarget
+from stashd.redistarget import RedisTarget
 from stashd.sizes import parse_size
 from stashd.tiers import ENV_PREFIX as TIER_ENV_PREFIX
 from stashd.tiers import resolve as resolve_tiers

@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
 from stashd.ratelimit import Decision, Grant, LocalLimiter
-from stashd.redislink import LinkError, ReplyError, Script, round_with_scripts
+from stashd.redislink import LinkError, ReplyError, Script, async_link, round_with_scripts
 from stashd.store.redis_index import key_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from stashd.ratelimit import Rate
-    from stashd.redislink import AsyncLink, RedisTarget
+    from stashd.redislink import AsyncLink
+    from stashd.redistarget import RedisTarget
 
 logger = log.get("stashd.ratelimit")
 
@@ -166,7 +167,7 @@ class RedisLimiter:
     ) -> list[Any] | None:
         """GCRA for each question, in one round; None when Redis cannot be reached."""
         if self._link is None:
-            self._link = self.target.async_link([GCRA])
+            self._link = async_link(self.target, [GCRA])
         commands = [
             GCRA.call(
                 [rate_key(subject)],

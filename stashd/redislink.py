@@ -1,8 +1,9 @@
-"""Connections to Redis or Valkey: the settings a URL gives, and three ways to send commands.
+"""Links to Redis or Valkey: three ways to send rounds of commands, with scripts and errors.
 
 Everything Stash keeps in Redis (entries, the key registry, rate limits) goes through a
 *link*, which sends one *round*: a list of commands written at once and answered in
-order, each error reply standing in its place as a :class:`ReplyError` value.
+order, each error reply standing in its place as a :class:`ReplyError` value. Every
+link is made from one :class:`~stashd.redistarget.RedisTarget`, the settings of a URL.
 
 - :class:`LeanLink` is the daemon's link to a single Redis: one connection owned by the
   event loop, commands encoded by ``hiredis.pack_command`` and replies parsed by one
@@ -15,11 +16,6 @@ order, each error reply standing in its place as a :class:`ReplyError` value.
   ``RedisCluster``, which follows slot moves and failovers.
 - :class:`SyncLink` is the synchronous path for in-process use and the ``stash keys``
   commands: redis-py's thread-safe client, cluster or not.
-
-A URL is read once into a :class:`RedisTarget`, and every link made from it uses the
-same host, credentials, database, TLS settings and timeouts. ``rediss://`` is TLS with
-the server's certificate checked against the system's CAs (or ``ssl_ca_certs``) and its
-host name checked, unless ``ssl_cert_reqs=none`` turns that off explicitly.
 """
 
 from __future__ import annotations
@@ -31,7 +27,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
@@ -43,23 +38,14 @@ if TYPE_CHECKING:
     import redis as redis_sync
     import redis.asyncio.cluster as redis_cluster
 
+    from stashd.redistarget import RedisTarget
+
 logger = log.get("stashd.redis")
 
-#: Schemes a URL may use. ``+cluster`` marks a Redis Cluster (like ``--redis-cluster``).
-SCHEMES: Final = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-#: Seconds to set up a connection (TCP, TLS, AUTH): short, so that a Redis that is down
-#: or unreachable turns into a clear error for clients instead of a long wait.
-CONNECT_TIMEOUT: Final = 2.0
-#: Seconds a round may wait for its replies before the connection is dropped and the
-#: round fails. Long enough for the largest payload (500 MiB on the enterprise tier
-#: takes seconds over a network); ``socket_timeout`` in the URL changes it.
-REPLY_TIMEOUT: Final = 10.0
 #: After a failed attempt to connect, rounds fail at once for this long, with the same
 #: error, instead of each trying again: a dead Redis costs clients nothing extra, and a
 #: Redis that is back is used again within this time.
 RETRY_INTERVAL: Final = 0.5
-#: Redis's default port.
-DEFAULT_PORT: Final = 6379
 #: redis-py's clients retry a failed command once at once: a pooled connection may have
 #: died with a Redis restart, and a Redis that is down is then reported within two
 #: refused connects instead of after redis-py's default backoff of seconds. A cluster
@@ -69,14 +55,6 @@ CLUSTER_RETRIES: Final = 3
 CLUSTER_BACKOFF_S: Final = (0.05, 0.5)  # base, cap
 #: The name stashd's connections carry (CLIENT LIST on the Redis side).
 CLIENT_NAME: Final = "stashd"
-
-_CERT_REQS: Final = {
-    "none": ssl.CERT_NONE,
-    "optional": ssl.CERT_OPTIONAL,
-    "required": ssl.CERT_REQUIRED,
-}
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
 class ReplyError(Exception):
@@ -137,216 +115,6 @@ def round_with_scripts_sync(link: SyncLink, commands: Sequence[Command]) -> list
     return replies
 
 
-@dataclass(frozen=True, slots=True)
-class RedisTarget:
-    """Where Redis is and how to talk to it, from a URL (see :meth:`parse`)."""
-
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    path: str = ""  # a Unix socket instead of host and port
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_certs: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    cert_reqs: str = "required"
-    check_hostname: bool = True
-    connect_timeout: float = CONNECT_TIMEOUT
-    timeout: float = REPLY_TIMEOUT
-    cluster: bool = False
-
-    @classmethod
-    def parse(cls, url: str, *, cluster: bool = False) -> RedisTarget:
-        """Read ``redis://[user[:password]@]host[:port][/db][?option=value...]``.
-
-        Also ``rediss://`` (TLS), ``unix:///path?db=N``, and ``redis+cluster://`` /
-        ``rediss+cluster://`` for a Redis Cluster. Options, as redis-py names them:
-        ``db``, ``socket_timeout``, ``socket_connect_timeout``, ``ssl_cert_reqs``
-        (required, optional, none), ``ssl_ca_certs``, ``ssl_certfile``,
-        ``ssl_keyfile``, ``ssl_check_hostname``. A ValueError names what is wrong.
-        """
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in SCHEMES:
-            schemes = ", ".join(f"{s}://" for s in SCHEMES)
-            msg = f"a Redis URL starts with {schemes}; got {_redact(url)!r}"
-            raise ValueError(msg)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        known = {
-            "db",
-            "socket_timeout",
-            "socket_connect_timeout",
-            "ssl_cert_reqs",
-            "ssl_ca_certs",
-            "ssl_certfile",
-            "ssl_keyfile",
-            "ssl_check_hostname",
-        }
-        unknown = sorted(set(query) - known)
-        if unknown:
-            msg = (
-                f"unknown option {unknown[0]!r} in the Redis URL; "
-                f"options are {', '.join(sorted(known))}"
-            )
-            raise ValueError(msg)
-        values: dict[str, Any] = {
-            "cluster": cluster or scheme.endswith("+cluster"),
-            "tls": scheme.startswith("rediss"),
-        }
-        if scheme == "unix":
-            if not parts.path:
-                raise ValueError(
-                    "a unix:// Redis URL needs the socket's path: unix:///run/redis.sock"
-                )
-            values["path"] = unquote(parts.path)
-        else:
-            try:
-                port = parts.port
-            except ValueError:
-                msg = (
-                    "the port in the Redis URL must be a number from 1 to 65535; "
-                    f"got {_redact(url)!r}"
-                )
-                raise ValueError(msg) from None
-            values["host"] = parts.hostname or "127.0.0.1"
-            values["port"] = port or DEFAULT_PORT
-            db_text = parts.path.lstrip("/")
-            if db_text:
-                values["db"] = _int_option("database number", db_text)
-        if parts.username:
-            values["username"] = unquote(parts.username)
-        if parts.password is not None:
-            values["password"] = unquote(parts.password)
-        if "db" in query:
-            values["db"] = _int_option("db", query["db"])
-        if "socket_timeout" in query:
-            values["timeout"] = _seconds("socket_timeout", query["socket_timeout"])
-        if "socket_connect_timeout" in query:
-            values["connect_timeout"] = _seconds(
-                "socket_connect_timeout", query["socket_connect_timeout"]
-            )
-        if "ssl_cert_reqs" in query:
-            reqs = query["ssl_cert_reqs"].lower()
-            if reqs not in _CERT_REQS:
-                given = query["ssl_cert_reqs"]
-                msg = f"ssl_cert_reqs must be required, optional or none; got {given!r}"
-                raise ValueError(msg)
-            values["cert_reqs"] = reqs
-            if reqs == "none":
-                values["check_hostname"] = False
-        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            if query.get(name):
-                values[name.removeprefix("ssl_")] = query[name]
-        if "ssl_check_hostname" in query:
-            values["check_hostname"] = _flag("ssl_check_hostname", query["ssl_check_hostname"])
-        target = cls(**values)
-        if target.cluster and (target.path or target.db):
-            raise ValueError("a Redis Cluster has only database 0 and is reached over TCP")
-        return target
-
-    def display(self) -> str:
-        """The target as a URL without credentials, for logs and error messages."""
-        if self.path:
-            return f"unix://{self.path}?db={self.db}"
-        scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}/{self.db}"
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context of ``rediss://`` (None for plain TCP)."""
-        if not self.tls:
-            return None
-        context = ssl.create_default_context(cafile=self.ca_certs)
-        context.check_hostname = self.check_hostname and self.cert_reqs != "none"
-        context.verify_mode = _CERT_REQS[self.cert_reqs]
-        if self.certfile:
-            context.load_cert_chain(self.certfile, self.keyfile)
-        return context
-
-    def redis_py_options(self, *, asyncio: bool = False) -> dict[str, Any]:
-        """The same settings as keyword arguments of redis-py's clients (or its asyncio ones)."""
-        from redis.backoff import ExponentialBackoff, NoBackoff  # noqa: PLC0415 - redis-py
-
-        if asyncio:
-            from redis.asyncio.retry import Retry  # noqa: PLC0415
-        else:
-            from redis.retry import Retry  # type: ignore[assignment]  # noqa: PLC0415
-
-        if self.cluster:
-            base, cap = CLUSTER_BACKOFF_S
-            retry = Retry(ExponentialBackoff(cap=cap, base=base), CLUSTER_RETRIES)
-        else:
-            retry = Retry(NoBackoff(), SYNC_RETRIES)
-        options: dict[str, Any] = {
-            "retry": retry,
-            "username": self.username,
-            "password": self.password,
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.connect_timeout,
-            "client_name": CLIENT_NAME,
-        }
-        if self.tls:
-            options.update(
-                ssl=True,
-                ssl_cert_reqs=self.cert_reqs,
-                ssl_ca_certs=self.ca_certs,
-                ssl_certfile=self.certfile,
-                ssl_keyfile=self.keyfile,
-                ssl_check_hostname=self.check_hostname and self.cert_reqs != "none",
-            )
-        return options
-
-    def sync_link(self) -> SyncLink:
-        """A synchronous, thread-safe link (redis-py)."""
-        return SyncLink(self)
-
-    def async_link(self, scripts: Sequence[Script] = ()) -> AsyncLink:
-        """The event loop's link: lean for one Redis, redis-py for a cluster."""
-        if self.cluster:
-            return ClusterLink(self, scripts)
-        return LeanLink(self, scripts)
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
-
-
-def _int_option(name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"{name} in the Redis URL must be an integer; got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} in the Redis URL must not be negative; got {value}")
-    return value
-
-
-def _seconds(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name} in the Redis URL must be seconds; got {text!r}") from None
-    if not value > 0:
-        raise ValueError(f"{name} in the Redis URL must be positive; got {text!r}")
-    return value
-
-
-def _flag(name: str, text: str) -> bool:
-    low = text.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"{name} in the Redis URL must be true or false; got {text!r}")
-
-
 def describe(exc: BaseException) -> str:
     """An exception as a short cause for an error reply: the class, then the message."""
     text = str(exc)
@@ -372,6 +140,13 @@ class AsyncLink(Protocol):
     async def close(self) -> None:
         """Close the connections."""
         ...
+
+
+def async_link(target: RedisTarget, scripts: Sequence[Script] = ()) -> AsyncLink:
+    """The event loop's link to ``target``: lean for one Redis, redis-py for a cluster."""
+    if target.cluster:
+        return ClusterLink(target, scripts)
+    return LeanLink(target, scripts)
 
 
 # -- the lean link ------------------------------------------------------------------------
@@ -584,6 +359,40 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
 # -- redis-py links ------------------------------------------------------------------------
 
 
+def _redis_py_options(target: RedisTarget, *, asyncio: bool = False) -> dict[str, Any]:
+    """The target's settings as keyword arguments of redis-py's clients (or its asyncio ones)."""
+    from redis.backoff import ExponentialBackoff, NoBackoff  # noqa: PLC0415 - redis-py
+
+    if asyncio:
+        from redis.asyncio.retry import Retry  # noqa: PLC0415
+    else:
+        from redis.retry import Retry  # type: ignore[assignment]  # noqa: PLC0415
+
+    if target.cluster:
+        base, cap = CLUSTER_BACKOFF_S
+        retry = Retry(ExponentialBackoff(cap=cap, base=base), CLUSTER_RETRIES)
+    else:
+        retry = Retry(NoBackoff(), SYNC_RETRIES)
+    options: dict[str, Any] = {
+        "retry": retry,
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": target.timeout,
+        "socket_connect_timeout": target.connect_timeout,
+        "client_name": CLIENT_NAME,
+    }
+    if target.tls:
+        options.update(
+            ssl=True,
+            ssl_cert_reqs=target.cert_reqs,
+            ssl_ca_certs=target.ca_certs,
+            ssl_certfile=target.certfile,
+            ssl_keyfile=target.keyfile,
+            ssl_check_hostname=target.check_hostname and target.cert_reqs != "none",
+        )
+    return options
+
+
 def _reply(value: Any) -> Any:  # noqa: ANN401 - any reply
     """A redis-py pipeline result as the lean link gives it: errors become ReplyError."""
     import redis.exceptions  # noqa: PLC0415 - redis-py is imported only by these links
@@ -622,7 +431,10 @@ class ClusterLink:
         self.target = target
         self.scripts = tuple(scripts)
         self.client: redis_cluster.RedisCluster = RedisCluster(
-            host=target.host, port=target.port, protocol=2, **target.redis_py_options(asyncio=True)
+            host=target.host,
+            port=target.port,
+            protocol=2,
+            **_redis_py_options(target, asyncio=True),
         )
         self._loaded = False
 
@@ -665,7 +477,7 @@ class SyncLink:
 
         self.target = target
         self.scripts = tuple(scripts)
-        options = target.redis_py_options()
+        options = _redis_py_options(target)
         self.client: redis_sync.Redis | redis_sync.RedisCluster
         if target.cluster:
             self.client = redis.RedisCluster(

@@ -25,6 +25,7 @@ from stashd.redislink import (
     LinkError,
     ReplyError,
     Script,
+    async_link,
     round_with_scripts,
     round_with_scripts_sync,
 )
@@ -33,7 +34,8 @@ from stashd.registry import DEFAULT_TIER, KeyRecord, RegistryError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from stashd.redislink import AsyncLink, Command, RedisTarget, SyncLink
+    from stashd.redislink import AsyncLink, Command, SyncLink
+    from stashd.redistarget import RedisTarget
 
 PREFIX: Final = b"stash:{registry}:"
 DIGESTS: Final = PREFIX + b"digests"
@@ -153,7 +155,7 @@ class RedisRegistry:
 
     async def _round_async(self, commands: Sequence[Command], what: str) -> list[Any]:
         if self._link is None:
-            self._link = self.target.async_link(SCRIPTS)
+            self._link = async_link(self.target, SCRIPTS)
         try:
             replies = await round_with_scripts(self._link, commands)
         except LinkError as exc:

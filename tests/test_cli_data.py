@@ -19,7 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from stashd import errors
-from stashd.cli import EXIT_CODES, NOT_FOUND, USAGE, exit_code, stash_main
+from stashd.cli import stash_main
+from stashd.cli_data import EXIT_CODES, NOT_FOUND, exit_code
+from stashd.cli_exit import USAGE
 from stashd.store.base import StoreOpenError
 from tests.support.servers import StashDaemon, free_port
 

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stashd import AsyncStash, InvalidTTL, PayloadTooLarge, Stash
-from stashd.client import DEFAULT_URL
+from stashd.clientmode import DEFAULT_URL
 from stashd.config import ConfigError
 from stashd.store.base import StoreOpenError
 from tests.support.servers import StashDaemon

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stashd import errors
-from stashd.cli import CLI_WORDS
+from stashd.cli_data import CLI_WORDS
 from stashd.client import PYTHON_WORDS
 from stashd.errors import StashError, from_wire
 from stashd.errorwire import Field, Seconds, Word, placeholders

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from stashd.cli import stash_main
 from stashd.config import DEFAULT_REDIS_URL, ConfigError, load
-from stashd.redislink import RedisTarget
+from stashd.redistarget import RedisTarget
 from stashd.registry_redis import RedisRegistry
 from stashd.tenancy import issue_key
 from tests.support.resp_client import CLOSED, RespClient

@@ -17,7 +17,7 @@ import redis
 from stashd.errors import StoreUnavailable
 from stashd.ratelimit import Grant, Rate
 from stashd.ratelimit_redis import RedisLimiter, rate_key
-from stashd.redislink import RedisTarget
+from stashd.redistarget import RedisTarget
 from stashd.registry import RegistryError
 from stashd.registry_redis import RedisRegistry
 from stashd.tenancy import StrictKeyring, issue_key, new_key

@@ -22,7 +22,8 @@ import redis
 from stashd import ops
 from stashd.batch import Batcher
 from stashd.errors import Conflict, StoreUnavailable
-from stashd.redislink import LinkError, RedisTarget, SyncLink
+from stashd.redislink import LinkError, SyncLink
+from stashd.redistarget import RedisTarget
 from stashd.service import MemoryService
 from stashd.store import open_store
 from stashd.store.base import Entry, StoreOpenError

@@ -14,7 +14,7 @@ from stashd.config import ConfigError, load
 from stashd.errors import StoreUnavailable
 from stashd.quota import Quota
 from stashd.ratelimit import Rate
-from stashd.redislink import RedisTarget
+from stashd.redistarget import RedisTarget
 from stashd.registry import Registry, RegistryError, SQLiteRegistry
 from stashd.registry_redis import RedisRegistry
 from stashd.tenancy import (

@@ -28,7 +28,7 @@ from stashd.connbudget import PER_ADDRESS, PER_CONNECTION, ConnectionBudget
 from stashd.cost import BYTES_PER_UNIT, command_cost, op_debt, units
 from stashd.ratelimit import LocalLimiter, Rate
 from stashd.ratelimit_redis import RedisLimiter
-from stashd.redislink import RedisTarget
+from stashd.redistarget import RedisTarget
 from stashd.registry import SQLiteRegistry
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore

@@ -1,0 +1,17 @@
+"""How a ``stash`` or ``stashd`` command ends on an error: one line on stderr, an exit code."""
+
+from __future__ import annotations
+
+import sys
+from typing import Final, NoReturn
+
+import click
+
+#: click's own code for bad usage; also arguments and requests refused as such.
+USAGE: Final = 2
+
+
+def fail(message: str, code: int = 1, *, program: str = "stash") -> NoReturn:
+    """Print ``program: message`` on stderr and exit with ``code``."""
+    click.echo(f"{program}: {message}", err=True)
+    sys.exit(code)
