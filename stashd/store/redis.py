@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Final
 from stashd import log
 from stashd.errors import StashError
 from stashd.quota import entry_bytes
-from stashd.redislink import LinkError, RedisTarget, ReplyError, round_with_scripts_sync
+from stashd.redislink import LinkError, ReplyError, async_link, round_with_scripts_sync
+from stashd.redistarget import RedisTarget
 from stashd.store.base import Clock, Store, StoreOpenError, wall_clock_ms
 from stashd.store.redis_index import (
     ADOPT,
@@ -80,7 +81,7 @@ class RedisStore(Store):
     def _async_link(self) -> AsyncLink:
         link = self._link
         if link is None:
-            link = self._link = self.target.async_link(SCRIPTS)
+            link = self._link = async_link(self.target, SCRIPTS)
         return link
 
     async def open(self) -> None:
