@@ -42,7 +42,8 @@ The rules, each in one place:
 Where entries live, and the rest:
 
 ``store``        memory, SQLite (the default, durable) and Redis stores behind one View.
-``batch``        group commit: what all callers asked for in one loop turn, as one batch.
+``batch``        group commit: what all callers asked for in one loop turn, as one batch;
+                 where it runs at once instead; write events noted (``events``).
 ``registry``     the API key registry (users, tiers, key digests); ``registry_redis`` in Redis.
 ``redislink``    links to Redis or Valkey: rounds of commands, scripts, link errors.
 ``redistarget``  where Redis is and how to reach it: the settings a Redis URL gives.
@@ -52,6 +53,7 @@ Where entries live, and the rest:
 ``listener``     a door's listening sockets, admitting each connection before it exists.
 ``app``          runs the daemon: store, RESP server, HTTP door, shutdown.
 ``log``          structlog setup.
+``types``        the leaf: Entry, View, Clock, Limits, Quota, Principal; imports nothing of Stash.
 """
 
 from stashd._version import __version__

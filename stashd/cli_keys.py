@@ -15,9 +15,9 @@ from stashd.cli_exit import USAGE, fail
 from stashd.config import BACKENDS, Config, ConfigError, load
 from stashd.registry import RegistryError
 from stashd.service import rfc3339
-from stashd.store.base import wall_clock_ms
-from stashd.tenancy import DEFAULT_USER, issue_key
+from stashd.tenancy import issue_key
 from stashd.tiers import TIER_NAMES, render
+from stashd.types import DEFAULT_USER, wall_clock_ms
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

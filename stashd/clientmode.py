@@ -22,7 +22,7 @@ from stashd.tenancy import open_limits
 
 if TYPE_CHECKING:
     from stashd.store.base import Store
-    from stashd.tenancy import Limits
+    from stashd.types import Limits
 
 #: Where remote mode connects when neither ``url`` nor ``STASH_URL`` says: stashd's default.
 DEFAULT_URL: Final = "redis://127.0.0.1:6380"

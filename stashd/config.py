@@ -13,17 +13,17 @@ from dotenv import dotenv_values
 
 from stashd import outputlimit
 from stashd.outputlimit import OutputLimits
-from stashd.quota import Quota
 from stashd.ratelimit import Rate
 from stashd.redistarget import RedisTarget
 from stashd.sizes import parse_size
 from stashd.tiers import ENV_PREFIX as TIER_ENV_PREFIX
 from stashd.tiers import resolve as resolve_tiers
+from stashd.types import Quota
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from stashd.tenancy import Limits
+    from stashd.types import Limits
 
 BACKENDS: Final = ("sqlite", "memory", "redis")
 #: The Redis of ``--backend redis`` when neither --redis-url nor an env variable names one.

@@ -42,7 +42,7 @@ from stashd.ops import (
     UpdateEntry,
     Usage,
 )
-from stashd.store.base import Entry
+from stashd.types import Entry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

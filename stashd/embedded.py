@@ -19,12 +19,13 @@ from stashd.batch import Batcher
 from stashd.errors import RateLimited, StoreUnavailable
 from stashd.ratelimit import LocalLimiter
 from stashd.service import MemoryService, seconds_left
-from stashd.tenancy import DEFAULT_NAMESPACE, Principal
+from stashd.tenancy import DEFAULT_NAMESPACE
+from stashd.types import Principal
 
 if TYPE_CHECKING:
     from stashd.ops import Op
-    from stashd.store.base import Entry, Store
-    from stashd.tenancy import Limits
+    from stashd.store.base import Store
+    from stashd.types import Entry, Limits
 
 #: What :meth:`recall` returns: the stored bytes, whole seconds left (rounded to the
 #: nearest, as RESP's WITHMETA), the expiry in whole Unix seconds, and the version.

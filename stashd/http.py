@@ -90,8 +90,8 @@ if TYPE_CHECKING:
     from stashd.ratelimit import Decision, Rate, RateLimiter, SharedLimiter
     from stashd.server import ServerContext
     from stashd.service import MemoryService
-    from stashd.store.base import Entry
-    from stashd.tenancy import AuthThrottle, Keyring, Principal
+    from stashd.tenancy import AuthThrottle, Keyring
+    from stashd.types import Entry, Principal
 
 logger = log.get("stashd.http")
 

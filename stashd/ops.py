@@ -27,12 +27,12 @@ from stashd.glob import compile_glob
 from stashd.jsonmerge import merge_patch
 from stashd.jsontext import dump_parsed, load_stored, unwritable
 from stashd.quota import check, grows, growth
-from stashd.store.base import Entry, View
+from stashd.types import Entry, View
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from stashd.quota import Quota
+    from stashd.types import Quota
 
 logger = log.get("stashd.ops")
 
@@ -51,7 +51,7 @@ class Op:
     ``quota`` is the namespace's storage quota, attached by the memory service to the
     operations that can grow a namespace (``GROWS``); None means no check, so an
     operation without one pays a single attribute test. An operation with one asks its
-    view (:meth:`~stashd.store.base.View.check_quota`) before its first write, with the
+    view (:meth:`~stashd.types.View.check_quota`) before its first write, with the
     growth worked out from the entries it has already read.
     """
 

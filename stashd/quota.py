@@ -10,32 +10,12 @@ lowered quota never keeps a tenant from deleting, or from overwriting with less.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from stashd.errors import QuotaExceeded
 
-
-@dataclass(frozen=True, slots=True)
-class Quota:
-    """The most a namespace may hold: keys and bytes, each None for no limit."""
-
-    max_keys: int | None = None
-    max_bytes: int | None = None
-    #: False when neither side has a limit: the memory service then attaches no quota to
-    #: operations, so they skip the check altogether.
-    limited: bool = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        """Refuse limits below 1 (None is no limit), and work out :attr:`limited` once."""
-        for name, value in (("max_keys", self.max_keys), ("max_bytes", self.max_bytes)):
-            if value is not None and value < 1:
-                msg = f"{name} must be at least 1 (None for no limit), got {value}"
-                raise ValueError(msg)
-        object.__setattr__(self, "limited", self.max_keys is not None or self.max_bytes is not None)
-
-
-#: No limit on either side: the default of every :class:`~stashd.tenancy.Limits`.
-UNLIMITED = Quota()
+if TYPE_CHECKING:
+    from stashd.types import Quota
 
 
 def entry_bytes(key: bytes, value: bytes) -> int:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from stashd.store.base import Store
-    from stashd.tenancy import Principal
+    from stashd.types import Principal
 
 _Args = ParamSpec("_Args")
 _Op = TypeVar("_Op", bound=ops.Op)

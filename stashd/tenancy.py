@@ -29,10 +29,9 @@ from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from stashd import log
 from stashd.errors import StoreUnavailable
-from stashd.quota import UNLIMITED, Quota
 from stashd.ratelimit import LocalLimiter, Rate, monotonic_ms
 from stashd.registry import RegistryError
-from stashd.store.base import wall_clock_ms
+from stashd.types import DEFAULT_USER, Limits, Principal, wall_clock_ms
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -45,7 +44,7 @@ logger = log.get("stashd.tenancy")
 DEFAULT_NAMESPACE: Final = "default"
 #: The user of keys created without ``--user``, and the username Redis clients send when
 #: they are given only a password (redis-py's ``HELLO 3 AUTH default <key>``).
-DEFAULT_USER: Final = "default"
+
 
 BASE62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY_PREFIX: Final = "sk_live_"
@@ -62,17 +61,6 @@ _BASE62_BYTES: Final = frozenset(BASE62.encode())
 USER_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one caller may do: payload size, TTL bounds, rate and storage quota."""
-
-    max_payload: int  # bytes per value
-    default_ttl_ms: int  # applied to writes that name no TTL
-    max_ttl_ms: int  # no key may live longer than this from now
-    rate: Rate | None = None  # commands per period with a burst; None: unlimited
-    quota: Quota = UNLIMITED  # keys and bytes the namespace may hold
-
-
 def open_limits(config: Config) -> Limits:
     """The limits of open mode, for every caller: the daemon's and the embedded client's."""
     return Limits(
@@ -82,21 +70,6 @@ def open_limits(config: Config) -> Limits:
         rate=config.rate,
         quota=config.quota,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated (or anonymous) caller: its namespace, limits and display name.
-
-    ``namespace`` is also the subject of rate limits, so every door and every connection
-    of one user draws on one budget. ``key_id`` names the registered key used (strict
-    mode), so connections can be closed when that key is revoked.
-    """
-
-    namespace: str
-    limits: Limits
-    user: str = DEFAULT_USER
-    key_id: str | None = None
 
 
 class Keyring(Protocol):

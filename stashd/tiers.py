@@ -20,10 +20,9 @@ from __future__ import annotations
 import tomllib
 from typing import TYPE_CHECKING, Any, Final
 
-from stashd.quota import Quota
 from stashd.ratelimit import Rate
 from stashd.sizes import parse_size
-from stashd.tenancy import Limits
+from stashd.types import Limits, Quota
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

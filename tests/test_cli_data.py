@@ -180,7 +180,8 @@ def _raw_set(db: str, key: bytes, value: bytes) -> None:
     """Write bytes as SET over RESP would, bypassing the client's JSON."""
     from stashd.service import MemoryService  # noqa: PLC0415
     from stashd.store.sqlite import SQLiteStore  # noqa: PLC0415
-    from stashd.tenancy import DEFAULT_NAMESPACE, Limits, Principal  # noqa: PLC0415
+    from stashd.tenancy import DEFAULT_NAMESPACE  # noqa: PLC0415
+    from stashd.types import Limits, Principal  # noqa: PLC0415
 
     store = SQLiteStore(db)
     who = Principal(DEFAULT_NAMESPACE, Limits(100, 60_000, 60_000))

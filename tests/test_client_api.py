@@ -40,7 +40,8 @@ from stashd import (
 )
 from stashd.errors import DataAndMerge, EmptyUpdate, StoredNotJSON, WrongPass
 from stashd.service import MemoryService
-from stashd.tenancy import DEFAULT_NAMESPACE, Principal
+from stashd.tenancy import DEFAULT_NAMESPACE
+from stashd.types import Principal
 from tests.support.servers import RedisServer, StashDaemon
 
 # The limits every mode runs with: the daemon's flags and the embedded arguments agree.

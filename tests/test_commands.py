@@ -11,7 +11,8 @@ from stashd.commands.base import Deferred, Session
 from stashd.errors import CommandError, StashError, UnknownSubcommand, WrongArity
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
-from stashd.tenancy import Limits, OpenKeyring
+from stashd.tenancy import OpenKeyring
+from stashd.types import Limits
 
 LIMITS = Limits(max_payload=1000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)
 

@@ -18,7 +18,8 @@ import redis
 
 from stashd.service import MemoryService
 from stashd.store.sqlite import SQLiteStore
-from stashd.tenancy import DEFAULT_NAMESPACE, Limits, Principal
+from stashd.tenancy import DEFAULT_NAMESPACE
+from stashd.types import Limits, Principal
 from tests.support.servers import StashDaemon
 
 WRITER = Path(__file__).resolve().parent / "support" / "writer.py"

@@ -11,7 +11,7 @@ import structlog
 
 from stashd import ops
 from stashd.events import DESCRIBE, WriteEvents
-from stashd.store.base import Entry
+from stashd.types import Entry
 
 NOW = 1_800_000_000_000
 NS = "ns:1"

@@ -17,7 +17,8 @@ from stashd.resp import MAX_ARGS, MAX_BULK, PREAUTH_MAX_ARGS, PREAUTH_MAX_BULK, 
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
-from stashd.tenancy import Limits, OpenKeyring, Principal
+from stashd.tenancy import OpenKeyring
+from stashd.types import Limits, Principal
 from tests.support.resp_client import CLOSED, Reply, RespClient
 from tests.support.servers import RedisServer, StashDaemon
 from tests.support.transport import Transport

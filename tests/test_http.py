@@ -34,7 +34,8 @@ from stashd.ratelimit import LocalLimiter, Rate
 from stashd.service import rfc3339
 from stashd.store.memory import MemoryStore
 from stashd.store.sqlite import SQLiteStore
-from stashd.tenancy import Limits, OpenKeyring, Principal, namespace_of
+from stashd.tenancy import OpenKeyring, namespace_of
+from stashd.types import Limits, Principal
 from tests.support.http import (
     START_MS,
     Sidecar,

@@ -20,7 +20,8 @@ from stashd.outputlimit import DEFAULT, OutputLimit, OutputLimits
 from stashd.server import Connection, ServerContext
 from stashd.service import MemoryService
 from stashd.store.memory import FREE_SLICE, MemoryStore
-from stashd.tenancy import Limits, OpenKeyring
+from stashd.tenancy import OpenKeyring
+from stashd.types import Limits
 from tests.support.resp_client import RespClient
 from tests.support.servers import StashDaemon
 from tests.support.transport import Transport
@@ -285,7 +286,7 @@ def test_a_flushed_namespace_is_freed_a_slice_at_a_time() -> None:
     """FLUSHDB answers at once; the entries are freed by later maintenance, in slices."""
     store = MemoryStore()
     view = store.view
-    from stashd.store.base import Entry  # noqa: PLC0415 - only this test builds entries
+    from stashd.types import Entry  # noqa: PLC0415 - only this test builds entries
 
     far = store.clock() + 60_000
     for i in range(3 * FREE_SLICE):

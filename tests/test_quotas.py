@@ -27,13 +27,13 @@ from stashd.commands import TABLE
 from stashd.commands.base import Deferred, Session
 from stashd.config import ConfigError, load
 from stashd.errors import QuotaExceeded, StashError
-from stashd.quota import Quota, check, entry_bytes, growth
+from stashd.quota import check, entry_bytes, growth
 from stashd.service import MemoryService
-from stashd.store.base import Entry
 from stashd.store.memory import ENTRY_OVERHEAD, MemoryStore
 from stashd.store.sqlite import SQLiteStore
-from stashd.tenancy import Limits, OpenKeyring, Principal, open_limits
+from stashd.tenancy import OpenKeyring, open_limits
 from stashd.tiers import TierError, render, resolve
+from stashd.types import Entry, Limits, Principal, Quota
 from tests.support.backends import Backend, open_backend, server_url
 from tests.support.clock import Clock
 from tests.support.http import sidecar

@@ -23,7 +23,7 @@ from redis.crc import key_slot
 
 from stashd import ops
 from stashd.errors import QuotaExceeded
-from stashd.quota import Quota, check, entry_bytes
+from stashd.quota import check, entry_bytes
 from stashd.redislink import SyncLink
 from stashd.service import MemoryService
 from stashd.store.redis import RedisStore
@@ -38,7 +38,7 @@ from stashd.store.redis_index import (
     over,
 )
 from stashd.store.redis_plan import SCRIPTS, WALK_COUNT, Plan
-from stashd.tenancy import Limits, Principal
+from stashd.types import Limits, Principal, Quota
 from tests.support.clock import Clock
 from tests.support.servers import RedisClusterServers, RedisServer, StashDaemon, redis_nodes
 

@@ -26,11 +26,11 @@ from stashd.redislink import LinkError, SyncLink
 from stashd.redistarget import RedisTarget
 from stashd.service import MemoryService
 from stashd.store import open_store
-from stashd.store.base import Entry, StoreOpenError
+from stashd.store.base import StoreOpenError
 from stashd.store.redis import RedisStore
 from stashd.store.redis_index import HEAD_SIZE, key_prefix
 from stashd.store.redis_plan import MAX_TRIES, SCRIPTS, Plan, Stamps
-from stashd.tenancy import Limits, Principal
+from stashd.types import Entry, Limits, Principal
 from tests.support.servers import RedisServer, free_port
 
 LIMITS = Limits(max_payload=10_000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)

@@ -29,8 +29,7 @@ from stashd.errors import (
     PersistRefused,
 )
 from stashd.service import MemoryService
-from stashd.store.base import Entry
-from stashd.tenancy import Limits, Principal
+from stashd.types import Entry, Limits, Principal
 from tests.support.backends import BACKENDS, REDIS_BACKENDS, Backend, open_backend
 
 LIMITS = Limits(max_payload=1000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)

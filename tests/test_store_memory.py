@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from stashd.service import MemoryService
-from stashd.store.base import Entry
 from stashd.store.memory import INSERTS_PER_SLICE, MemoryStore
-from stashd.tenancy import Limits, Principal
+from stashd.types import Entry, Limits, Principal
 
 ALICE = Principal(
     "alice", Limits(max_payload=1000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)

@@ -8,9 +8,8 @@ import pytest
 
 from stashd.ops import Get, GetMany, Op
 from stashd.service import MemoryService
-from stashd.store.base import Entry
 from stashd.store.sqlite import OneReadView, SQLiteStore
-from stashd.tenancy import Limits, Principal
+from stashd.types import Entry, Limits, Principal
 
 WHO = Principal("ns", Limits(1000, 60_000, 3_600_000))
 

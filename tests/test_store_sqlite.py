@@ -19,7 +19,7 @@ from stashd import ops
 from stashd.batch import Batcher
 from stashd.errors import NotInteger, StashError, StoreUnavailable
 from stashd.service import MemoryService
-from stashd.store.base import Entry, StoreOpenError
+from stashd.store.base import StoreOpenError
 from stashd.store.sqlite import (
     SCHEMA,
     SWEEP_ROWS,
@@ -27,7 +27,7 @@ from stashd.store.sqlite import (
     SQLiteStore,
 )
 from stashd.store.sqlite_view import SQLiteView, sweep_at
-from stashd.tenancy import Limits, Principal
+from stashd.types import Entry, Limits, Principal
 from tests.support.clock import Clock
 
 ALICE = Principal(

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from stashd.config import ConfigError, load
 from stashd.errors import StoreUnavailable
-from stashd.quota import Quota
 from stashd.ratelimit import Rate
 from stashd.redistarget import RedisTarget
 from stashd.registry import Registry, RegistryError, SQLiteRegistry
@@ -22,9 +21,7 @@ from stashd.tenancy import (
     BASE62,
     KEY_LENGTH,
     AuthThrottle,
-    Limits,
     OpenKeyring,
-    Principal,
     StrictKeyring,
     check_user_name,
     issue_key,
@@ -36,6 +33,7 @@ from stashd.tenancy import (
     well_formed,
 )
 from stashd.tiers import DEFAULTS, TierError, duration_text, render, resolve, size_text
+from stashd.types import Limits, Principal, Quota
 
 MIB = 1024 * 1024
 TIERS = resolve()

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from stashd.errors import StashError, TransactionAborted
 from stashd.jsontext import MAX_DEPTH, nesting
 from stashd.ops import Flush, Get, Op, Set, Transaction
-from stashd.store.base import Entry, View
+from stashd.types import Entry, View
 from tests.support.backends import Backend, open_backend
 from tests.support.clock import Clock
 from tests.support.http import START_MS

@@ -32,7 +32,8 @@ from stashd.redistarget import RedisTarget
 from stashd.registry import SQLiteRegistry
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
-from stashd.tenancy import Limits, Principal, issue_key
+from stashd.tenancy import issue_key
+from stashd.types import Limits, Principal
 from tests.support.clock import Clock
 from tests.support.resp_client import Reply, RespClient
 from tests.support.servers import RedisServer, StashDaemon

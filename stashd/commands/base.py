@@ -21,7 +21,8 @@ from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
 
 if TYPE_CHECKING:
     from stashd.service import MemoryService
-    from stashd.tenancy import AuthThrottle, Keyring, Principal
+    from stashd.tenancy import AuthThrottle, Keyring
+    from stashd.types import Principal
 
 Reply = Any
 Finish = Callable[[Any], Reply]

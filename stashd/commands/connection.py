@@ -39,7 +39,7 @@ from stashd.resp import OK, Verbatim
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from stashd.tenancy import Principal
+    from stashd.types import Principal
 
 logger = log.get("stashd.auth")
 

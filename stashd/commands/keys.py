@@ -23,7 +23,7 @@ from stashd.resp import OK
 from stashd.service import SCAN_COUNT_MAX
 
 if TYPE_CHECKING:
-    from stashd.store.base import Entry
+    from stashd.types import Entry
 
 
 def delete(s: Session, args: list[bytes]) -> Reply:

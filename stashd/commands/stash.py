@@ -19,7 +19,7 @@ from stashd.errors import BadExtend, CommandError, SyntaxErr
 from stashd.service import rfc3339, seconds_left
 
 if TYPE_CHECKING:
-    from stashd.store.base import Entry
+    from stashd.types import Entry
 
 
 def stash(s: Session, args: list[bytes]) -> Reply:

@@ -19,7 +19,7 @@ from stashd.errors import CommandError, SyntaxErr, WrongArity
 from stashd.resp import OK
 
 if TYPE_CHECKING:
-    from stashd.store.base import Entry
+    from stashd.types import Entry
 
 
 def _invalid_expire(command: str) -> CommandError:

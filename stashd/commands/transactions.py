@@ -25,7 +25,7 @@ from stashd.ops import Op, Transaction, snapshot
 from stashd.resp import NULL_ARRAY, OK
 
 if TYPE_CHECKING:
-    from stashd.store.base import Entry
+    from stashd.types import Entry
 
 #: Commands that act on the transaction itself instead of being queued. UNWATCH is not
 #: one of them: inside MULTI Redis queues it like any command (it then runs at EXEC,

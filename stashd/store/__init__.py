@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stashd.store.base import Clock, wall_clock_ms
+from stashd.types import Clock, wall_clock_ms
 
 if TYPE_CHECKING:
     import os

@@ -9,112 +9,17 @@ operations becomes one atomic unit (a dict on the loop thread, one SQLite transa
 from __future__ import annotations
 
 import abc
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from stashd.errors import StashError
+from stashd.types import Clock, View, wall_clock_ms
 
 if TYPE_CHECKING:
     from stashd.ops import Op
-    from stashd.quota import Quota
-
-Clock = Callable[[], int]
-
-
-def wall_clock_ms() -> int:
-    """Milliseconds since the Unix epoch: expiry times are absolute, so they survive restarts."""
-    return time.time_ns() // 1_000_000
 
 
 class StoreOpenError(RuntimeError):
     """A store cannot start (unwritable path, unusable file); the message says which and why."""
-
-
-class Entry:
-    """One stored value: the bytes, the absolute expiry in ms, and the data version."""
-
-    # stashd/_fastpath.c reads and builds entries through these slots directly: keep
-    # them slots, and keep __init__ a plain assignment of the three.
-    __slots__ = ("expires_at", "value", "version")
-
-    def __init__(self, value: bytes, expires_at: int, version: int = 1) -> None:
-        self.value = value
-        self.expires_at = expires_at
-        self.version = version
-
-    def __repr__(self) -> str:
-        return f"Entry({len(self.value)} bytes, expires_at={self.expires_at}, v{self.version})"
-
-
-class View(Protocol):
-    """Synchronous access to entries; an expired entry is never returned, nor counted by count."""
-
-    def get(self, ns: str, key: bytes, now: int) -> Entry | None:
-        """The live entry under ``key``, or None."""
-        ...
-
-    def put(self, ns: str, key: bytes, entry: Entry) -> None:
-        """Insert or replace ``key``; a replaced live key keeps its place in SCAN order.
-
-        A key that :meth:`get` found expired is gone: written again, it is a new key,
-        placed at the end of SCAN order like any other (every operation reads a key
-        before it writes it, so this is how every store orders a key set after expiry).
-        """
-        ...
-
-    def delete(self, ns: str, key: bytes, now: int) -> bool:
-        """Remove ``key``; True when a live entry was removed."""
-        ...
-
-    def scan(
-        self, ns: str, cursor: int, count: int, now: int
-    ) -> tuple[int, list[tuple[bytes, Entry]]]:
-        """About ``count`` live entries after ``cursor``; the next cursor is 0 at the end.
-
-        A key present for the whole of an iteration is returned at least once.
-        """
-        ...
-
-    def count(self, ns: str, now: int) -> int:
-        """How many live keys the namespace holds."""
-        ...
-
-    def clear(self, ns: str) -> None:
-        """Remove every key of the namespace."""
-        ...
-
-    def check_quota(self, ns: str, add_keys: int, add_bytes: int, quota: Quota) -> None:
-        """Raise :class:`~stashd.errors.QuotaExceeded` if a write of this growth passes ``quota``.
-
-        An operation calls this before its first write, with the keys and bytes
-        (:func:`~stashd.quota.entry_bytes`) its writes will add, negative for what they
-        take away. What a store must guarantee:
-
-        - It compares the namespace's :meth:`usage` plus the growth with
-          :func:`stashd.quota.check`, that function deciding, so a write that does not
-          grow the namespace is always allowed.
-        - The usage it compares is exact and current within the atomic unit: it counts
-          every earlier write of the same batch or transaction, and no write of another
-          client can land between this check and the operation's writes.
-        - Before it refuses, it frees expired entries of the namespace (a bounded number,
-          expired by the store's clock) and compares again, so that expiry frees quota
-          even before the background sweep comes by.
-        - Refusing, it changes nothing but that freeing of expired entries, which no
-          reader can tell apart from the sweep.
-        """
-        ...
-
-    def usage(self, ns: str, now: int) -> tuple[int, int]:
-        """What the namespace holds, as quotas count it: (keys, bytes).
-
-        Every entry written and not yet removed counts, the expired ones too until the
-        store frees them (by the sweep, a read, or :meth:`check_quota`), so the numbers
-        are never below the live entries' and, once expired entries are swept, equal to
-        them. Writes earlier in the same atomic unit are included. ``now`` is the
-        operation's clock, for a store that frees expired entries while counting.
-        """
-        ...
 
 
 class Store(abc.ABC):

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd.errors import QuotaExceeded
 from stashd.quota import check, entry_bytes
-from stashd.store.base import Clock, Entry, Store, run_each, wall_clock_ms
+from stashd.store.base import Store, run_each
+from stashd.types import Clock, Entry, wall_clock_ms
 
 if TYPE_CHECKING:
     from stashd.ops import Op
-    from stashd.quota import Quota
+    from stashd.types import Quota
 
 # Keys one slice examines: bounds how long a slice holds the loop (~20 us per 200).
 SLICE_KEYS: Final = 200

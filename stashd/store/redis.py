@@ -36,7 +36,7 @@ from stashd.errors import StashError
 from stashd.quota import entry_bytes
 from stashd.redislink import LinkError, ReplyError, async_link, round_with_scripts_sync
 from stashd.redistarget import RedisTarget
-from stashd.store.base import Clock, Store, StoreOpenError, wall_clock_ms
+from stashd.store.base import Store, StoreOpenError
 from stashd.store.redis_index import (
     ADOPT,
     ENTRY_PATTERN,
@@ -46,6 +46,7 @@ from stashd.store.redis_index import (
     prefix_of,
 )
 from stashd.store.redis_plan import SCRIPTS, Plan, Stamps
+from stashd.types import Clock, wall_clock_ms
 
 if TYPE_CHECKING:
     from stashd.ops import Op

@@ -37,10 +37,10 @@ import struct
 from typing import TYPE_CHECKING, Final
 
 from stashd.redislink import Script
-from stashd.store.base import Entry
+from stashd.types import Entry
 
 if TYPE_CHECKING:
-    from stashd.quota import Quota
+    from stashd.types import Quota
 
 #: Expired keys one script call takes out of the index: the cost of catching up stays
 #: a fraction of a millisecond of Redis time whatever has piled up.

@@ -77,7 +77,6 @@ from stashd.ops import (
 from stashd.ops import Set as SetOp
 from stashd.quota import entry_bytes, growth
 from stashd.redislink import ReplyError, Script, is_noscript
-from stashd.store.base import Entry
 from stashd.store.redis_index import (
     ADOPT,
     CLEAN_PER_CALL,
@@ -95,6 +94,7 @@ from stashd.store.redis_index import (
     key_prefix,
 )
 from stashd.store.redis_view import Miss, PlanView, Record, State
+from stashd.types import Entry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator

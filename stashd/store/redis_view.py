@@ -1,6 +1,6 @@
 """The view operations run against while a plan runs on Redis, and what it records.
 
-:class:`PlanView` is the :class:`~stashd.store.base.View` of :mod:`stashd.store.redis_plan`:
+:class:`PlanView` is the :class:`~stashd.types.View` of :mod:`stashd.store.redis_plan`:
 it answers from the state the plan fetched (:class:`State`) and from the writes of the
 operations before in the batch, and raises :class:`Miss` for anything not fetched yet,
 so the plan fetches it and runs the operation again. For each operation it keeps a
@@ -19,8 +19,7 @@ from stashd.store.redis_index import FORMAT, HEADER, caps
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from stashd.quota import Quota
-    from stashd.store.base import Entry
+    from stashd.types import Entry, Quota
 
 Slot = tuple[str, bytes]  # (namespace, key)
 
@@ -117,7 +116,7 @@ class Record:
 
 
 class PlanView:
-    """The :class:`~stashd.store.base.View` operations run against during a plan."""
+    """The :class:`~stashd.types.View` operations run against during a plan."""
 
     __slots__ = ("now", "rec", "stamp", "state")
 

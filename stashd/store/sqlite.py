@@ -76,9 +76,10 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from stashd import log
 from stashd.errors import StashError, StoreUnavailable
 from stashd.ops import Create, FirstIds
-from stashd.store.base import Clock, Store, StoreOpenError, run_each, wall_clock_ms
+from stashd.store.base import Store, StoreOpenError, run_each
 from stashd.store.sqlite_usage import FILL_USAGE, creates_fit, lacks_usage
 from stashd.store.sqlite_view import OneReadView, SQLiteView, sweep_at
+from stashd.types import Clock, wall_clock_ms
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd.errors import QuotaExceeded
 from stashd.quota import check, growth
-from stashd.store.base import Clock, Entry, wall_clock_ms
 from stashd.store.sqlite_usage import free_expired, read_usage
+from stashd.types import Clock, Entry, wall_clock_ms
 
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Iterable
 
     from stashd.ops import Op
-    from stashd.quota import Quota
+    from stashd.types import Quota
 
 #: Batched reads bind this many keys per statement at most, padded up to one of these
 #: sizes so that only a few statement texts are ever prepared (and stay cached).
@@ -76,7 +76,7 @@ def sweep_at(expires_at: int) -> int:
 
 
 class SQLiteView:
-    """The :class:`~stashd.store.base.View` of one connection inside one transaction.
+    """The :class:`~stashd.types.View` of one connection inside one transaction.
 
     ``_rows`` holds every row read or written in this transaction (None: no row),
     ``_stored`` the ``sweep_at`` of each such row as the database has it (None: no row),

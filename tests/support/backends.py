@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     import pytest
 
     from stashd.ops import Op
-    from stashd.store.base import Clock, Store
+    from stashd.store.base import Store
+    from stashd.types import Clock
 
 #: Backend name -> how operations reach it. ``sqlite`` runs each operation through the
 #: direct path (its own transaction on the calling thread's connection); the batched

@@ -15,7 +15,8 @@ from stashd.ratelimit import Rate, RateLimiter
 from stashd.server import ServerContext
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
-from stashd.tenancy import Keyring, Limits, OpenKeyring, Principal
+from stashd.tenancy import Keyring, OpenKeyring
+from stashd.types import Limits, Principal
 from tests.support.clock import Clock
 
 LIMITS = Limits(max_payload=1000, default_ttl_ms=3_600_000, max_ttl_ms=86_400_000)
