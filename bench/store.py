@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
 from stashd.store.sqlite import SCHEMA, SQLiteStore
-from stashd.tenancy import Limits, Principal
+from stashd.types import Limits, Principal
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

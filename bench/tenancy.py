@@ -43,11 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.daemon import daemon as start_daemon
 from bench.run import parse_csv
-from stashd.quota import Quota
 from stashd.registry import SQLiteRegistry
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
-from stashd.tenancy import Limits, Principal, issue_key
+from stashd.tenancy import issue_key
+from stashd.types import Limits, Principal, Quota
 
 if TYPE_CHECKING:
     from collections.abc import Callable
