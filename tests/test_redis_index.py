@@ -26,8 +26,7 @@ from stashd.errors import QuotaExceeded
 from stashd.quota import Quota, check, entry_bytes
 from stashd.redislink import SyncLink
 from stashd.service import MemoryService
-from stashd.store.redis import RedisStore
-from stashd.store.redis_index import (
+from stashd.store.redis.layout import (
     CLEAN_PER_CALL,
     FORMAT,
     HEADER,
@@ -37,7 +36,9 @@ from stashd.store.redis_index import (
     key_prefix,
     over,
 )
-from stashd.store.redis_plan import SCRIPTS, WALK_COUNT, Plan
+from stashd.store.redis.lua import SCRIPTS
+from stashd.store.redis.plan import WALK_COUNT, Plan
+from stashd.store.redis.store import RedisStore
 from stashd.tenancy import Limits, Principal
 from tests.support.clock import Clock
 from tests.support.servers import RedisClusterServers, RedisServer, StashDaemon, redis_nodes

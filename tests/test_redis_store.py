@@ -26,9 +26,10 @@ from stashd.redislink import LinkError, RedisTarget, SyncLink
 from stashd.service import MemoryService
 from stashd.store import open_store
 from stashd.store.base import Entry, StoreOpenError
-from stashd.store.redis import RedisStore
-from stashd.store.redis_index import HEAD_SIZE, key_prefix
-from stashd.store.redis_plan import MAX_TRIES, SCRIPTS, Plan, Stamps
+from stashd.store.redis.layout import HEAD_SIZE, key_prefix
+from stashd.store.redis.lua import SCRIPTS
+from stashd.store.redis.plan import MAX_TRIES, Plan, Stamps
+from stashd.store.redis.store import RedisStore
 from stashd.tenancy import Limits, Principal
 from tests.support.servers import RedisServer, free_port
 

@@ -3,7 +3,7 @@
 stashd nodes keep nothing of their own: any number of them can serve the same Redis,
 and a load balancer may send each connection anywhere. How operations stay atomic
 across nodes (run in Python against fetched state, committed by a server-side check)
-and how entries are laid out is described in :mod:`stashd.store.redis_plan`; this module
+and how entries are laid out is described in :mod:`stashd.store.redis.plan`; this module
 drives those plans:
 
 - :meth:`RedisStore.run_many` is the daemon's path. The batcher hands it everything all
@@ -20,7 +20,7 @@ a hang; the next batch connects again, so a Redis that comes back is used withou
 restarting anything. A write answered ``UNAVAILABLE`` because the connection broke
 mid-round may or may not have been applied, as with any networked store.
 
-Entries written before namespaces had an index (:mod:`stashd.store.redis_index`) are
+Entries written before namespaces had an index (:mod:`stashd.store.redis.layout`) are
 indexed once per Redis, before the store serves: :meth:`RedisStore.index_old_entries`.
 """
 
@@ -36,15 +36,9 @@ from stashd.errors import StashError
 from stashd.quota import entry_bytes
 from stashd.redislink import LinkError, RedisTarget, ReplyError, round_with_scripts_sync
 from stashd.store.base import Clock, Store, StoreOpenError, wall_clock_ms
-from stashd.store.redis_index import (
-    ADOPT,
-    ENTRY_PATTERN,
-    INDEXED_MARK,
-    decode,
-    index_keys,
-    prefix_of,
-)
-from stashd.store.redis_plan import SCRIPTS, Plan, Stamps
+from stashd.store.redis.layout import ENTRY_PATTERN, INDEXED_MARK, decode, index_keys, prefix_of
+from stashd.store.redis.lua import ADOPT, SCRIPTS
+from stashd.store.redis.plan import Plan, Stamps
 
 if TYPE_CHECKING:
     from stashd.ops import Op

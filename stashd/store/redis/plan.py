@@ -3,8 +3,8 @@
 (This module is longer than most, about 800 lines, because the plan is one piece: the
 rounds that fetch and commit, the scripts they call and the replies that decide what
 runs again share the batch's state and are read together. The view operations run
-against is :mod:`stashd.store.redis_view`; the layout of entries and of each
-namespace's index is :mod:`stashd.store.redis_index`.)
+against is :mod:`stashd.store.redis.view`; the layout of entries and of each
+namespace's index is :mod:`stashd.store.redis.layout`.)
 
 The semantics stay in :mod:`stashd.ops`: every operation runs in Python against a
 :class:`View`, exactly as on the memory and SQLite stores. What makes it atomic on a
@@ -76,32 +76,28 @@ from stashd.ops import (
 )
 from stashd.ops import Set as SetOp
 from stashd.quota import entry_bytes, growth
-from stashd.redislink import ReplyError, Script, is_noscript
+from stashd.redislink import ReplyError, is_noscript
 from stashd.store.base import Entry
-from stashd.store.redis_index import (
-    ADOPT,
+from stashd.store.redis.layout import (
     CLEAN_PER_CALL,
-    DROP,
     FORMAT,
     HEAD_SIZE,
     HEADER,
-    INDEX_LUA,
-    PAGE,
     QUOTA_FREE_KEYS,
-    USAGE,
     caps,
     decode,
     index_keys,
     key_prefix,
 )
-from stashd.store.redis_view import Miss, PlanView, Record, State
+from stashd.store.redis.lua import APPLY, DROP, PAGE, SET, USAGE
+from stashd.store.redis.view import Miss, PlanView, Record, State
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
 
     from stashd.ops import Op
     from stashd.redislink import Command
-    from stashd.store.redis_view import QuotaCheck, Slot
+    from stashd.store.redis.view import QuotaCheck, Slot
 
     Steps = Generator[list[Command], list[Any], Any]
 
@@ -123,109 +119,9 @@ PAGE_BUDGET: Final = 10_000
 #: Keys per MGET when a SCAN page's entries are fetched.
 MGET_CHUNK: Final = 1000
 
-APPLY: Final = Script(
-    INDEX_LUA
-    + """
--- Check, then write, atomically: what makes a Stash operation atomic on Redis.
--- KEYS[1..4]: the namespace's index; KEYS[5..]: every key the operation read or writes
--- (one namespace, so one slot). ARGV[1] = now (ms), ARGV[2] = the length of the
--- namespace's key prefix, ARGV[3] = n, ARGV[4] = q; then n checks as pairs (index into
--- KEYS, the first 25 bytes the key held when the operation read it, "" when absent),
--- q quota decisions as quintuples (F if it fit, O if over; the keys and bytes the
--- operation's writes up to it add; the limits, -1 for none), then writes as quintuples
--- (index, mode, data, ttl ms, accounted bytes): S stores data, M replaces the header
--- with data and sets the expiry (the value is unchanged), D deletes.
--- 1: all written; 0: a key changed, 2: a quota decision came out otherwise; then
--- nothing was written.
-local now = tonumber(ARGV[1])
-local cut = tonumber(ARGV[2]) + 1
-local i = 5
-for _ = 1, tonumber(ARGV[3]) do
-  if redis.call('GETRANGE', KEYS[tonumber(ARGV[i])], 0, 24) ~= ARGV[i + 1] then
-    return 0
-  end
-  i = i + 2
-end
-index_clean(now, CLEAN)
-for _ = 1, tonumber(ARGV[4]) do
-  local over = index_over(
-    tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
-  )
-  if over ~= (ARGV[i] == 'O') then
-    index_save()
-    return 2
-  end
-  i = i + 5
-end
-while i <= #ARGV do
-  local key = KEYS[tonumber(ARGV[i])]
-  local mode = ARGV[i + 1]
-  local ttl = tonumber(ARGV[i + 3])
-  if mode == 'D' or ttl <= 0 then
-    redis.call('UNLINK', key)
-    index_drop(string.sub(key, cut))
-  else
-    if mode == 'S' then
-      redis.call('SET', key, ARGV[i + 2], 'PX', ttl)
-    else
-      redis.call('SETRANGE', key, 0, ARGV[i + 2])
-      redis.call('PEXPIRE', key, ttl)
-    end
-    index_put(string.sub(key, cut), tonumber(ARGV[i + 4]), now + ttl)
-  end
-  i = i + 5
-end
-index_save()
-return 1
-""".replace("CLEAN", str(CLEAN_PER_CALL))
-)
-
 #: The numbers of a plain SET, packed into one argument (fewer arguments cost Redis less):
 #: expires_at, now, accounted bytes, the most it adds (keys, bytes), the quota's limits.
 SET_NUMBERS: Final = struct.Struct(">7q")
-
-SET: Final = Script(
-    INDEX_LUA
-    + """
--- A plain SET (stashd.ops.put_value): the value with its expiry, version one up while
--- the key is live (1 otherwise), and the key indexed. KEYS[1..4]: the namespace's
--- index, KEYS[5]: the entry; ARGV: value, stamp (8 bytes), the key, then SET_NUMBERS:
--- expires_at ms, now ms, the key's accounted bytes, the most the write can add (keys,
--- bytes: as if the key were new) and the quota's limits (-1: none). Returns what the
--- key held before, nil when nothing; 2, having written nothing, when the most it can
--- add would pass the quota (the plan then decides it exactly, the general way).
-local expires_at, now, size, add_keys, add_bytes, max_keys, max_bytes =
-  struct.unpack('>i8i8i8i8i8i8i8', ARGV[4])
-index_clean(now, CLEAN)
-if (max_keys >= 0 or max_bytes >= 0) and index_over(add_keys, add_bytes, max_keys, max_bytes) then
-  index_save()
-  return 2
-end
-local old = redis.call('GET', KEYS[5])
-local version = 1
-if old and #old >= 25 and string.byte(old, 1) == 1 then
-  local was, v = struct.unpack('>i8i8', old, 2)
-  if was > now then
-    version = v + 1
-  end
-end
-local ttl = expires_at - now
-if ttl > 0 then
-  -- One concatenation: header, stamp, value (measured ~4% faster than two).
-  local data = struct.pack('>Bi8i8', 1, expires_at, version) .. ARGV[2] .. ARGV[1]
-  redis.call('SET', KEYS[5], data, 'PX', ttl)
-  index_put(ARGV[3], size, expires_at)
-else
-  redis.call('UNLINK', KEYS[5])
-  index_drop(ARGV[3])
-end
-index_save()
-return old
-""".replace("CLEAN", str(CLEAN_PER_CALL))
-)
-
-#: Every script the store runs, loaded when a connection is made.
-SCRIPTS: Final = (APPLY, SET, USAGE, PAGE, DROP, ADOPT)
 
 # -- what the plan knows of operations -----------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The view operations run against while a plan runs on Redis, and what it records.
 
-:class:`PlanView` is the :class:`~stashd.store.base.View` of :mod:`stashd.store.redis_plan`:
+:class:`PlanView` is the :class:`~stashd.store.base.View` of :mod:`stashd.store.redis.plan`:
 it answers from the state the plan fetched (:class:`State`) and from the writes of the
 operations before in the batch, and raises :class:`Miss` for anything not fetched yet,
 so the plan fetches it and runs the operation again. For each operation it keeps a
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from stashd.errors import QuotaExceeded
 from stashd.quota import check, growth
-from stashd.store.redis_index import FORMAT, HEADER, caps
+from stashd.store.redis.layout import FORMAT, HEADER, caps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 Slot = tuple[str, bytes]  # (namespace, key)
 
 #: A quota decision as APPLY checks it: F (fit) or O (over), the keys and bytes the
-#: operation's writes add up to it, the limits of :func:`~stashd.store.redis_index.caps`.
+#: operation's writes add up to it, the limits of :func:`~stashd.store.redis.layout.caps`.
 QuotaCheck = tuple[bytes, int, int, int, int]
 
 
