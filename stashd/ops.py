@@ -9,6 +9,7 @@ turns them into wire replies.
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
@@ -30,7 +31,7 @@ from stashd.quota import check, grows, growth
 from stashd.store.base import Entry, View
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from stashd.quota import Quota
 
@@ -40,9 +41,31 @@ INT64_MAX: Final = 2**63 - 1
 INT64_MIN: Final = -(2**63)
 
 
+Slot = tuple[str, bytes]  # (namespace, key)
+
+
 def ttl_seconds_up(ms: int) -> int:
     """Milliseconds as whole seconds, rounded up, for error texts that speak in seconds."""
     return -(-ms // 1000)
+
+
+def next_version(old: Entry | None) -> int:
+    """The version rule, once: 1 for a key created, one up on every change of its value."""
+    return 1 if old is None else old.version + 1
+
+
+class Touch(enum.Enum):
+    """What an operation touches, so a store can plan it without knowing its class."""
+
+    #: Reads its keys (:meth:`Op.slots`) and nothing else, writes nothing: its result is
+    #: what its keys hold, so a store may answer it with its own read (GET, MGET, PING).
+    READ = "read"
+    #: Reads and writes its keys (and its namespace's usage, under a quota), and nothing
+    #: of the namespace beyond them.
+    WRITE = "write"
+    #: Reads or clears a whole namespace (SCAN, KEYS, DBSIZE, INFO, FLUSHDB, listings):
+    #: a store runs it after the operations before it have landed, and alone.
+    SPACE = "space"
 
 
 class Op:
@@ -55,18 +78,24 @@ class Op:
     growth worked out from the entries it has already read.
     """
 
-    __slots__ = ("key", "ns", "quota", "writes")
+    __slots__ = ("key", "ns", "quota", "touch", "writes")
     #: False for operations that only read, so a store may skip a write transaction.
     writes: bool
+    #: What it touches (its keys only, read or written, or a whole namespace), so a store
+    #: plans it by this declaration, never by its class.
+    touch: Touch
 
     def __init__(self, ns: str, key: bytes = b"") -> None:
         self.ns = ns
         self.key = key
         self.writes = type(self).WRITES
+        self.touch = type(self).TOUCH
         self.quota: Quota | None = None
 
     #: Class default for :attr:`writes`.
     WRITES: bool = True
+    #: Class default for :attr:`touch`.
+    TOUCH: Touch = Touch.WRITE
     #: True for an operation whose writes can make its namespace hold more keys or
     #: bytes: the memory service gives those the caller's quota.
     GROWS: bool = False
@@ -79,6 +108,30 @@ class Op:
     def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - each op has its own result
         """Apply the operation; raise a StashError before writing anything to refuse it."""
         raise NotImplementedError
+
+    def slots(self) -> Iterator[Slot]:
+        """The (namespace, key) pairs it will read or write, as far as known before it runs.
+
+        A store may fetch them ahead; a key found only while running (an id that
+        collided) is asked of the view like any other.
+        """
+        if self.key:
+            yield self.ns, self.key
+
+    def usage_read(self) -> Iterator[str]:
+        """The namespaces whose usage it will ask for: its own when a quota limits it."""
+        if self.quota is not None:
+            yield self.ns
+
+    def fresh(self) -> tuple[bytes, Entry] | None:
+        """Its one write when that is a new entry under a key it draws, or None.
+
+        For an operation whose whole work is writing one entry under a key no live entry
+        may use (STASH), a store may insert the entry without reading first, and run the
+        operation the general way only when the key turns out to be in use (the key
+        drawn again then is the same).
+        """
+        return None
 
     @property
     def size(self) -> int:
@@ -100,6 +153,7 @@ class Get(Op):
 
     __slots__ = ()
     WRITES = False
+    TOUCH = Touch.READ
     ONE_READ = True
 
     def run(self, view: View, now: int) -> Entry | None:
@@ -112,6 +166,7 @@ class GetMany(Op):
 
     __slots__ = ("keys",)
     WRITES = False
+    TOUCH = Touch.READ
 
     def __init__(self, ns: str, keys: list[bytes]) -> None:
         super().__init__(ns)
@@ -120,6 +175,11 @@ class GetMany(Op):
     def run(self, view: View, now: int) -> list[Entry | None]:
         """Read each key."""
         return [view.get(self.ns, k, now) for k in self.keys]
+
+    def slots(self) -> Iterator[Slot]:
+        """Each key."""
+        for key in self.keys:
+            yield self.ns, key
 
     @property
     def size(self) -> int:
@@ -165,11 +225,8 @@ class Set(Op):
             return False, old
         if self.quota is not None:
             check_put(view, self.ns, self.key, old, self.value, self.quota)
-        if old is None:
-            view.put(self.ns, self.key, Entry(self.value, self.expires_at, 1))
-        else:
-            expires = old.expires_at if self.keep_ttl else self.expires_at
-            view.put(self.ns, self.key, Entry(self.value, expires, old.version + 1))
+        expires = old.expires_at if self.keep_ttl and old is not None else self.expires_at
+        view.put(self.ns, self.key, Entry(self.value, expires, next_version(old)))
         return True, old
 
 
@@ -190,7 +247,7 @@ def put_value(  # noqa: PLR0917 - hot path: positional arguments are cheapest
     old = view.get(ns, key, now)
     if quota is not None:
         check_put(view, ns, key, old, value, quota)
-    view.put(ns, key, Entry(value, expires_at, 1 if old is None else old.version + 1))
+    view.put(ns, key, Entry(value, expires_at, next_version(old)))
     return old
 
 
@@ -228,9 +285,14 @@ class SetMany(Op):
                 view.check_quota(ns, add_keys, add_bytes, quota)
         for key, value in self.pairs:
             old = olds[key]
-            entry = Entry(value, self.expires_at, 1 if old is None else old.version + 1)
+            entry = Entry(value, self.expires_at, next_version(old))
             view.put(ns, key, entry)
             olds[key] = entry  # a key given again goes one more version up
+
+    def slots(self) -> Iterator[Slot]:
+        """Each key written."""
+        for key, _ in self.pairs:
+            yield self.ns, key
 
 
 class Create(Op):
@@ -253,7 +315,10 @@ class Create(Op):
         super().__init__(ns)
         self.value = value
         self.expires_at = expires_at
-        self.make_id = make_id  # make_id(attempt) -> id; attempt TRIES gives a UUID
+        # make_id(attempt) -> id; attempt TRIES gives a UUID. Each attempt's id is drawn
+        # once, so running again (a store fetched the first id ahead, or tried to insert
+        # it without reading) tries the same ids.
+        self.make_id = FirstIds(make_id)
 
     def run(self, view: View, now: int) -> bytes:
         """Pick an unused id and write."""
@@ -262,25 +327,32 @@ class Create(Op):
             if view.get(self.ns, key, now) is None:
                 if self.quota is not None:
                     check_put(view, self.ns, key, None, self.value, self.quota)
-                view.put(self.ns, key, Entry(self.value, self.expires_at, 1))
+                view.put(self.ns, key, self.entry())
                 return key
         msg = "could not find a free id"  # pragma: no cover - a UUID never collides
         raise RuntimeError(msg)  # pragma: no cover
 
+    def entry(self) -> Entry:
+        """The entry it writes: a new one."""
+        return Entry(self.value, self.expires_at, next_version(None))
+
+    def slots(self) -> Iterator[Slot]:
+        """The first id it will try."""
+        yield self.ns, self.make_id(0)
+
+    def fresh(self) -> tuple[bytes, Entry]:
+        """The first id, and the entry."""
+        return self.make_id(0), self.entry()
+
 
 class FirstIds:
-    """Create's id source, remembered per attempt.
-
-    Running a Create again (a store fetched its first ids first, or tried them in a
-    faster way that failed) then asks for the same ids, not new ones: ``made`` holds
-    the ids already drawn, by attempt.
-    """
+    """Create's id source, remembered per attempt: ``made`` holds the ids drawn, by attempt."""
 
     __slots__ = ("made", "make")
 
-    def __init__(self, make: Callable[[int], bytes], made: dict[int, bytes] | None = None) -> None:
+    def __init__(self, make: Callable[[int], bytes]) -> None:
         self.make = make
-        self.made: dict[int, bytes] = made or {}
+        self.made: dict[int, bytes] = {}
 
     def __call__(self, attempt: int) -> bytes:
         """The id of ``attempt``, drawn once."""
@@ -302,6 +374,11 @@ class Delete(Op):
     def run(self, view: View, now: int) -> int:
         """Remove each key once."""
         return sum(view.delete(self.ns, k, now) for k in self.keys)
+
+    def slots(self) -> Iterator[Slot]:
+        """Each key."""
+        for key in self.keys:
+            yield self.ns, key
 
 
 class GetDel(Op):
@@ -399,10 +476,8 @@ class IncrBy(Op):
         value = b"%d" % result
         if self.quota is not None:
             check_put(view, self.ns, self.key, old, value, self.quota)
-        if old is None:
-            view.put(self.ns, self.key, Entry(value, self.default_expires_at, 1))
-        else:
-            view.put(self.ns, self.key, Entry(value, old.expires_at, old.version + 1))
+        expires = self.default_expires_at if old is None else old.expires_at
+        view.put(self.ns, self.key, Entry(value, expires, next_version(old)))
         return result
 
 
@@ -428,10 +503,8 @@ class Append(Op):
             raise PayloadTooLarge(self.max_payload, len(value))
         if self.quota is not None:
             check_put(view, self.ns, self.key, old, value, self.quota)
-        if old is None:
-            view.put(self.ns, self.key, Entry(value, self.default_expires_at, 1))
-        else:
-            view.put(self.ns, self.key, Entry(value, old.expires_at, old.version + 1))
+        expires = self.default_expires_at if old is None else old.expires_at
+        view.put(self.ns, self.key, Entry(value, expires, next_version(old)))
         return len(value)
 
 
@@ -505,7 +578,7 @@ class Update(Op):
         version = old.version
         if self.data is not None:
             value = self.data
-            version += 1
+            version = next_version(old)
         elif self.patch is not _NO_PATCH:
             merged = merge_patch(load_stored(old.value), self.patch)
             try:
@@ -515,7 +588,7 @@ class Update(Op):
             self.stored_bytes += len(value)
             if len(value) > self.max_payload:
                 raise PayloadTooLarge(self.max_payload, len(value))
-            version += 1
+            version = next_version(old)
         if self.quota is not None and value is not old.value:
             check_put(view, self.ns, self.key, old, value, self.quota)
         entry = Entry(value, expires, version)
@@ -567,6 +640,11 @@ class Rename(Op):
         view.delete(self.ns, self.key, now)
         view.put(self.ns, self.dst, old)
 
+    def slots(self) -> Iterator[Slot]:
+        """The key, and the new name."""
+        yield self.ns, self.key
+        yield self.ns, self.dst
+
 
 class Scan(Op):
     """SCAN/KEYS: one page of keys matching a glob; cursor 0 in the result means done.
@@ -578,6 +656,7 @@ class Scan(Op):
 
     __slots__ = ("count", "cursor", "kind", "pattern", "walked")
     WRITES = False
+    TOUCH = Touch.SPACE
 
     def __init__(
         self, ns: str, cursor: int, count: int, pattern: bytes | None, kind: bytes | None
@@ -617,6 +696,7 @@ class Page(Op):
 
     __slots__ = ("cursor", "limit", "walked")
     WRITES = False
+    TOUCH = Touch.SPACE
 
     #: Scan rounds per page: bounds the work of one request.
     ROUNDS: Final = 8
@@ -645,6 +725,7 @@ class Ping(Op):
 
     __slots__ = ()
     WRITES = False
+    TOUCH = Touch.READ  # of no key: a round trip and nothing else
 
     def run(self, view: View, now: int) -> bool:  # noqa: ARG002 - part of the Op signature
         """Nothing to do: reaching here proves the store runs operations."""
@@ -656,6 +737,7 @@ class Count(Op):
 
     __slots__ = ()
     WRITES = False
+    TOUCH = Touch.SPACE
 
     def run(self, view: View, now: int) -> int:
         """Count."""
@@ -671,11 +753,16 @@ class Usage(Op):
 
     __slots__ = ()
     WRITES = False
+    TOUCH = Touch.SPACE
 
     def run(self, view: View, now: int) -> tuple[int, int, int]:
         """Count, and read the usage."""
         keys, size = view.usage(self.ns, now)
         return view.count(self.ns, now), keys, size
+
+    def usage_read(self) -> Iterator[str]:
+        """Its namespace, whatever the quota."""
+        yield self.ns
 
 
 class Flush(Op):
@@ -686,6 +773,7 @@ class Flush(Op):
     """
 
     __slots__ = ("freed",)
+    TOUCH = Touch.SPACE
 
     def __init__(self, ns: str) -> None:
         super().__init__(ns)
@@ -748,6 +836,21 @@ class Transaction(Op):
         self.ops = ops
         self.watched = watched
         self.writes = any(op.writes for op in ops)
+        # Namespace-wide when one of its operations is; otherwise it reads the watched
+        # keys and runs its operations on theirs.
+        self.touch = Touch.SPACE if any(op.touch is Touch.SPACE for op in ops) else Touch.WRITE
+
+    def slots(self) -> Iterator[Slot]:
+        """The watched keys, then those of each operation."""
+        for ns, key, _ in self.watched:
+            yield ns, key
+        for op in self.ops:
+            yield from op.slots()
+
+    def usage_read(self) -> Iterator[str]:
+        """Those of each operation."""
+        for op in self.ops:
+            yield from op.usage_read()
 
     def run(self, view: View, now: int) -> list[Any] | None:
         """Check, then run each; undo them all if one fails with a bug."""
@@ -771,9 +874,6 @@ class Transaction(Op):
             raise TransactionAborted(type(exc).__name__) from None
         undoable.commit()
         return results
-
-
-Slot = tuple[str, bytes]  # (namespace, key)
 
 
 class Undoable:
