@@ -34,8 +34,6 @@ def load(name: str) -> Script:
 
 #: Check, then write: the commit of every operation (see :mod:`stashd.store.redis.plan`).
 APPLY: Final = load("apply")
-#: A plain SET computed on the server.
-SET: Final = load("set")
 #: A namespace's usage, after forgetting expired keys.
 USAGE: Final = load("usage")
 #: A page of a namespace's key order.
@@ -45,4 +43,4 @@ DROP: Final = load("drop")
 #: Indexing entries from before the index.
 ADOPT: Final = load("adopt")
 #: Every script the store runs, loaded when a connection is made.
-SCRIPTS: Final = (APPLY, SET, USAGE, PAGE, DROP, ADOPT)
+SCRIPTS: Final = (APPLY, USAGE, PAGE, DROP, ADOPT)
