@@ -784,6 +784,10 @@ class Flush(Op):
         self.freed = view.usage(self.ns, now)[0]
         view.clear(self.ns)
 
+    def usage_read(self) -> Iterator[str]:
+        """Its namespace: what it frees is counted from the usage."""
+        yield self.ns
+
 
 class _NoPatch:
     """Marks an UPDATE without MERGE (a JSON ``null`` patch is a real patch)."""

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
 
     from stashd.ops import Op
+    from stashd.quota import Quota
     from stashd.redislink import Command
     from stashd.store.base import Entry
     from stashd.store.redis.view import QuotaCheck, Slot
@@ -172,39 +173,47 @@ class Plan:
         ops = self.ops
         now = self.clock()
         state = State()
-        view = PlanView(state, self.stamp, now)
         wanted: dict[str, dict[bytes, None]] = {}
         spaces: dict[str, None] = {}
-        for i in segment:
-            op = ops[i]
-            if op.touch is not READ:
-                for ns, key in op.slots():
-                    wanted.setdefault(ns, {})[key] = None
-                spaces.update(dict.fromkeys(op.usage_read()))
-        if wanted or spaces:
-            keys = {ns: list(keys) for ns, keys in wanted.items()}
-            yield from self._fetch_keys(state, keys, list(spaces), now)
-        # Run every operation in order; a read only notes what the writes before it will
-        # have left, to compare with what Redis answers in its place.
-        runs: list[tuple[int, Record | None, dict[Slot, bytes]]] = []
-        commands: list[Command] = []
-        overlay = state.overlay
+        reads: dict[int, list[Slot]] = {}
         for i in segment:
             op = ops[i]
             if op.touch is READ:
-                expect: dict[Slot, bytes] = {}
+                reads[i] = list(op.slots())
+                continue
+            for ns, key in op.slots():
+                keys = wanted.get(ns)
+                if keys is None:
+                    keys = wanted[ns] = {}
+                keys[key] = None
+            for ns in op.usage_read():
+                spaces[ns] = None
+        view = PlanView(state, self.stamp, now, metered=bool(spaces))
+        if wanted or spaces:
+            fetch = {ns: list(keys) for ns, keys in wanted.items()}
+            yield from self._fetch_keys(state, fetch, list(spaces), now)
+        # Run every operation in order; a read only notes what the writes before it will
+        # have left, to compare with what Redis answers in its place.
+        runs: list[tuple[int, Record | None, dict[Slot, bytes] | None]] = []
+        commands: list[Command] = []
+        overlay = state.overlay
+        for i in segment:
+            slots = reads.get(i)
+            if slots is not None:
+                expect: dict[Slot, bytes] | None = None
                 if overlay:
-                    for slot in op.slots():
+                    for slot in slots:
                         written = overlay.get(slot)
                         if written is not None:
+                            expect = expect or {}
                             expect[slot] = written.head
                 runs.append((i, None, expect))
-                commands.append(_read_command(op))
+                commands.append(_read_command(slots))
                 continue
-            rec = yield from self._speculate(state, view, op, now)
+            rec = yield from self._speculate(state, view, ops[i], now)
             if rec.clear is not None and len(segment) == 1:
                 return (yield from self._commit_clear(i, rec, now))
-            runs.append((i, rec, {}))
+            runs.append((i, rec, None))
             if rec.reads or rec.writes or rec.quotas:
                 commands.append(
                     _apply(list(rec.reads.items()), list(rec.writes.items()), rec.quotas, now)
@@ -212,38 +221,37 @@ class Plan:
         replies = (yield commands) if commands else []
         failed: list[int] = []
         results = self.results
-        answers = Answers(self.stamp, now)
+        answers = Answers(now)
         it = iter(replies)
         for i, rec, expect in runs:
             if rec is None:
-                self._read(i, next(it), answers, expect, failed)
+                self._read(i, next(it), answers, reads[i], expect, failed)
             elif (not rec.reads and not rec.writes and not rec.quotas) or (reply := next(it)) == 1:
                 results[i] = rec.result
             else:
                 self._refused(i, reply, failed)
         return failed
 
-    def _read(
+    def _read(  # noqa: PLR0917 - hot path: positional arguments are cheapest
         self,
         i: int,
         reply: Any,  # noqa: ANN401 - any reply
         answers: Answers,
-        expect: dict[Slot, bytes],
+        slots: list[Slot],
+        expect: dict[Slot, bytes] | None,
         failed: list[int],
     ) -> None:
         """A read's result from Redis's reply, once the writes of this batch before it landed."""
         if isinstance(reply, ReplyError):
             self._refused(i, reply, failed)
             return
-        op = self.ops[i]
-        slots = list(op.slots())
-        raws = (reply,) if len(slots) == 1 else reply if slots else ()
-        fetched = answers.fetched(slots, raws)
-        for slot, head in expect.items():
-            if fetched[slot][0] != head:
-                failed.append(i)  # an earlier write of this batch did not land (yet)
-                return
-        self.results[i] = answers.run(op)
+        fetched = answers.fetched(slots, (reply,) if len(slots) == 1 else reply or ())
+        if expect is not None:
+            for slot, head in expect.items():
+                if fetched[slot][0] != head:
+                    failed.append(i)  # an earlier write of this batch did not land (yet)
+                    return
+        self.results[i] = answers.run(self.ops[i])
 
     def _refused(self, i: int, reply: Any, failed: list[int]) -> None:  # noqa: ANN401
         """An APPLY that found a key changed (0) or a quota decision turned (2), or an error."""
@@ -347,18 +355,17 @@ class Plan:
 
 
 class Answers:
-    """Runs reads against what Redis answered for their keys: their results, by their own code."""
+    """A view of what Redis answered for reads' keys: their results come from their own run."""
 
-    __slots__ = ("now", "state", "view")
+    __slots__ = ("base", "now")
 
-    def __init__(self, stamp: Callable[[], int], now: int) -> None:
-        self.state = State()
-        self.view = PlanView(self.state, stamp, now)
+    def __init__(self, now: int) -> None:
+        self.base: dict[Slot, tuple[bytes, Entry | None]] = {}
         self.now = now
 
     def fetched(self, slots: list[Slot], raws: Any) -> dict[Slot, tuple[bytes, Entry | None]]:  # noqa: ANN401 - a reply
         """Take the raw replies for ``slots`` as what the keys hold now."""
-        base = self.state.base
+        base = self.base
         for slot, raw in zip(slots, raws, strict=True):
             base[slot] = decode(raw)
         return base
@@ -366,14 +373,54 @@ class Answers:
     def run(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result
         """The read's result, or its StashError."""
         try:
-            return op.run(self.view, self.now)
+            return op.run(self, self.now)
         except StashError as exc:
             return exc
 
+    # -- View: a read asks for its keys only -------------------------------------------
+    def get(self, ns: str, key: bytes, now: int) -> Entry | None:
+        """The live entry as Redis answered it."""
+        entry = self.base[(ns, key)][1]
+        return entry if entry is not None and entry.expires_at > now else None
 
-def _read_command(op: Op) -> Command:
-    """Redis's own read of an operation's keys: GET of one, MGET of several, PING of none."""
-    slots = list(op.slots())
+    def put(self, ns: str, key: bytes, entry: Entry) -> None:
+        """Never called: a read writes nothing."""
+        raise _not_a_read("put", ns, key, entry)
+
+    def delete(self, ns: str, key: bytes, now: int) -> bool:
+        """Never called: a read writes nothing."""
+        raise _not_a_read("delete", ns, key, now)
+
+    def scan(
+        self, ns: str, cursor: int, count: int, now: int
+    ) -> tuple[int, list[tuple[bytes, Entry]]]:
+        """Never called: a read reads its keys only."""
+        raise _not_a_read("scan", ns, cursor, count, now)
+
+    def count(self, ns: str, now: int) -> int:
+        """Never called: a read reads its keys only."""
+        raise _not_a_read("count", ns, now)
+
+    def clear(self, ns: str) -> None:
+        """Never called: a read writes nothing."""
+        raise _not_a_read("clear", ns)
+
+    def check_quota(self, ns: str, add_keys: int, add_bytes: int, quota: Quota) -> None:
+        """Never called: a read writes nothing."""
+        raise _not_a_read("check_quota", ns, add_keys, add_bytes, quota)
+
+    def usage(self, ns: str, now: int) -> tuple[int, int]:
+        """Never called: a read reads its keys only."""
+        raise _not_a_read("usage", ns, now)
+
+
+def _not_a_read(what: str, *args: object) -> RuntimeError:
+    """The failure of an operation declared a plain read that did more (a bug)."""
+    return RuntimeError(f"an operation declared a read called {what}{args!r}")
+
+
+def _read_command(slots: list[Slot]) -> Command:
+    """Redis's own read of a read's keys: GET of one, MGET of several, PING of none."""
     if len(slots) == 1:
         ns, key = slots[0]
         return ("GET", key_prefix(ns) + key)
@@ -414,32 +461,36 @@ def _apply(
 
     An operation reads and writes one namespace, whose index comes first in KEYS.
     """
-    slots = [slot for slot, _ in reads] + [slot for slot, _ in writes]
-    spaces = {slot[0] for slot in slots}
-    if len(spaces) != 1:
-        msg = f"an operation's keys span {len(spaces)} namespaces, not one"
-        raise ValueError(msg)
-    prefix = key_prefix(spaces.pop())
-    keys: list[bytes] = list(index_keys(prefix))
-    index: dict[Slot, int] = {}
-
-    def at(slot: Slot) -> int:
-        n = index.get(slot)
-        if n is None:
-            keys.append(prefix + slot[1])
-            n = index[slot] = len(keys)
-        return n
-
+    ns = (reads[0] if reads else writes[0])[0][0]
+    prefix = key_prefix(ns)
+    keys: list[bytes] = [*index_keys(prefix)]
+    index: dict[bytes, int] = {}
     args: list[Any] = [now, len(prefix), len(reads), len(quotas)]
-    for slot, head in reads:
-        args += (at(slot), head)
+    for (space, key), head in reads:
+        if space != ns:
+            raise _two_spaces(ns, space)
+        n = index.get(key)
+        if n is None:
+            keys.append(prefix + key)
+            n = index[key] = len(keys)
+        args += (n, head)
     for decision in quotas:
         args += decision
-    for slot, (mode, entry, head) in writes:
+    for (space, key), (mode, entry, head) in writes:
+        if space != ns:
+            raise _two_spaces(ns, space)
+        n = index.get(key)
+        if n is None:
+            keys.append(prefix + key)
+            n = index[key] = len(keys)
         if entry is None:
-            args += (at(slot), b"D", b"", 0, 0)
+            args += (n, b"D", b"", 0, 0)
         else:
-            data = head if mode == b"M" else head + entry.value
-            size = entry_bytes(slot[1], entry.value)
-            args += (at(slot), mode, data, entry.expires_at - now, size)
-    return APPLY.call(keys, args)
+            value = entry.value
+            data = head if mode == b"M" else head + value
+            args += (n, mode, data, entry.expires_at - now, entry_bytes(key, value))
+    return ("EVALSHA", APPLY.sha, len(keys), *keys, *args)
+
+
+def _two_spaces(ns: str, other: str) -> ValueError:
+    return ValueError(f"an operation's keys span two namespaces, {ns!r} and {other!r}")

@@ -119,13 +119,19 @@ class Record:
 class PlanView:
     """The :class:`~stashd.store.base.View` operations run against during a plan."""
 
-    __slots__ = ("now", "rec", "stamp", "state")
+    __slots__ = ("metered", "now", "rec", "stamp", "state")
 
-    def __init__(self, state: State, stamp: Callable[[], int], now: int) -> None:
+    def __init__(
+        self, state: State, stamp: Callable[[], int], now: int, *, metered: bool = True
+    ) -> None:
         self.state = state
         self.stamp = stamp
         self.now = now  # the segment's clock, for what a write adds to its namespace
         self.rec = Record()
+        # False when no operation of the segment declared it reads a namespace's usage
+        # (Op.usage_read): then what writes add is not counted, which is most of a
+        # plain write's work here.
+        self.metered = metered
 
     def _touch(self, slot: Slot) -> tuple[bytes, Entry | None]:
         state = self.state
@@ -149,6 +155,8 @@ class PlanView:
 
     def _grow(self, ns: str, key: bytes, old: Entry | None, new: Entry | None) -> None:
         """Count what a write adds to its namespace, for later quota decisions."""
+        if not self.metered:
+            return
         was = old.value if old is not None and old.expires_at > self.now else None
         keys, size = growth(key, was, None if new is None else new.value)
         if keys or size:
@@ -315,9 +323,7 @@ class PlanView:
         operation whose decision would come out otherwise runs again.
         """
         state = self.state
-        held = state.usage.get(ns)
-        if held is None:
-            raise Miss(usage=ns)
+        held = self._held(ns)
         grown = state.growth.get(ns, (0, 0))
         mine = self.rec.growth.get(ns, (0, 0))
         limits = caps(add_keys, add_bytes, quota)
@@ -334,8 +340,17 @@ class PlanView:
 
     def usage(self, ns: str, now: int) -> tuple[int, int]:  # noqa: ARG002 - part of View
         """The namespace's usage as fetched, plus what this segment's writes add."""
+        held = self._held(ns)
+        grown = self.state.growth.get(ns, (0, 0))
+        return held[0] + grown[0], held[1] + grown[1]
+
+    def _held(self, ns: str) -> tuple[int, int]:
+        """The namespace's usage as fetched, or a Miss to fetch it."""
+        if not self.metered:
+            # Writes before were not counted: an operation read a usage it did not declare.
+            msg = "an operation read a namespace's usage it did not declare (Op.usage_read)"
+            raise RuntimeError(msg)
         held = self.state.usage.get(ns)
         if held is None:
             raise Miss(usage=ns)
-        grown = self.state.growth.get(ns, (0, 0))
-        return held[0] + grown[0], held[1] + grown[1]
+        return held
