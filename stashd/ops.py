@@ -31,7 +31,7 @@ from stashd.quota import check, grows, growth
 from stashd.store.base import Entry, View
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from stashd.quota import Quota
 
@@ -109,19 +109,17 @@ class Op:
         """Apply the operation; raise a StashError before writing anything to refuse it."""
         raise NotImplementedError
 
-    def slots(self) -> Iterator[Slot]:
+    def slots(self) -> list[Slot]:
         """The (namespace, key) pairs it will read or write, as far as known before it runs.
 
         A store may fetch them ahead; a key found only while running (an id that
         collided) is asked of the view like any other.
         """
-        if self.key:
-            yield self.ns, self.key
+        return [(self.ns, self.key)] if self.key else []
 
-    def usage_read(self) -> Iterator[str]:
+    def usage_read(self) -> list[str]:
         """The namespaces whose usage it will ask for: its own when a quota limits it."""
-        if self.quota is not None:
-            yield self.ns
+        return [] if self.quota is None else [self.ns]
 
     def fresh(self) -> tuple[bytes, Entry] | None:
         """Its one write when that is a new entry under a key it draws, or None.
@@ -176,10 +174,10 @@ class GetMany(Op):
         """Read each key."""
         return [view.get(self.ns, k, now) for k in self.keys]
 
-    def slots(self) -> Iterator[Slot]:
+    def slots(self) -> list[Slot]:
         """Each key."""
-        for key in self.keys:
-            yield self.ns, key
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
 
     @property
     def size(self) -> int:
@@ -289,10 +287,10 @@ class SetMany(Op):
             view.put(ns, key, entry)
             olds[key] = entry  # a key given again goes one more version up
 
-    def slots(self) -> Iterator[Slot]:
+    def slots(self) -> list[Slot]:
         """Each key written."""
-        for key, _ in self.pairs:
-            yield self.ns, key
+        ns = self.ns
+        return [(ns, key) for key, _ in self.pairs]
 
 
 class Create(Op):
@@ -336,9 +334,9 @@ class Create(Op):
         """The entry it writes: a new one."""
         return Entry(self.value, self.expires_at, next_version(None))
 
-    def slots(self) -> Iterator[Slot]:
+    def slots(self) -> list[Slot]:
         """The first id it will try."""
-        yield self.ns, self.make_id(0)
+        return [(self.ns, self.make_id(0))]
 
     def fresh(self) -> tuple[bytes, Entry]:
         """The first id, and the entry."""
@@ -375,10 +373,10 @@ class Delete(Op):
         """Remove each key once."""
         return sum(view.delete(self.ns, k, now) for k in self.keys)
 
-    def slots(self) -> Iterator[Slot]:
+    def slots(self) -> list[Slot]:
         """Each key."""
-        for key in self.keys:
-            yield self.ns, key
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
 
 
 class GetDel(Op):
@@ -640,10 +638,9 @@ class Rename(Op):
         view.delete(self.ns, self.key, now)
         view.put(self.ns, self.dst, old)
 
-    def slots(self) -> Iterator[Slot]:
+    def slots(self) -> list[Slot]:
         """The key, and the new name."""
-        yield self.ns, self.key
-        yield self.ns, self.dst
+        return [(self.ns, self.key), (self.ns, self.dst)]
 
 
 class Scan(Op):
@@ -760,9 +757,9 @@ class Usage(Op):
         keys, size = view.usage(self.ns, now)
         return view.count(self.ns, now), keys, size
 
-    def usage_read(self) -> Iterator[str]:
+    def usage_read(self) -> list[str]:
         """Its namespace, whatever the quota."""
-        yield self.ns
+        return [self.ns]
 
 
 class Flush(Op):
@@ -784,9 +781,9 @@ class Flush(Op):
         self.freed = view.usage(self.ns, now)[0]
         view.clear(self.ns)
 
-    def usage_read(self) -> Iterator[str]:
+    def usage_read(self) -> list[str]:
         """Its namespace: what it frees is counted from the usage."""
-        yield self.ns
+        return [self.ns]
 
 
 class _NoPatch:
@@ -844,17 +841,16 @@ class Transaction(Op):
         # keys and runs its operations on theirs.
         self.touch = Touch.SPACE if any(op.touch is Touch.SPACE for op in ops) else Touch.WRITE
 
-    def slots(self) -> Iterator[Slot]:
+    def slots(self) -> list[Slot]:
         """The watched keys, then those of each operation."""
-        for ns, key, _ in self.watched:
-            yield ns, key
+        out = [(ns, key) for ns, key, _ in self.watched]
         for op in self.ops:
-            yield from op.slots()
+            out += op.slots()
+        return out
 
-    def usage_read(self) -> Iterator[str]:
+    def usage_read(self) -> list[str]:
         """Those of each operation."""
-        for op in self.ops:
-            yield from op.usage_read()
+        return [ns for op in self.ops for ns in op.usage_read()]
 
     def run(self, view: View, now: int) -> list[Any] | None:
         """Check, then run each; undo them all if one fails with a bug."""

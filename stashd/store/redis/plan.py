@@ -84,6 +84,10 @@ MAX_TRIES: Final = 10
 #: then stop invalidating each other's checks in lockstep.
 BACKOFF_S: Final = 0.0002
 BACKOFF_MAX_S: Final = 0.05
+#: The most operations one APPLY call commits: a batch's writes to one namespace share a
+#: call (one script start, one read and write of the index's meta), and this bounds how
+#: long one call holds Redis (measured: well under a millisecond).
+APPLY_OPS: Final = 256
 
 READ: Final = Touch.READ
 SPACE: Final = Touch.SPACE
@@ -179,7 +183,7 @@ class Plan:
         for i in segment:
             op = ops[i]
             if op.touch is READ:
-                reads[i] = list(op.slots())
+                reads[i] = op.slots()
                 continue
             for ns, key in op.slots():
                 keys = wanted.get(ns)
@@ -194,8 +198,10 @@ class Plan:
             yield from self._fetch_keys(state, fetch, list(spaces), now)
         # Run every operation in order; a read only notes what the writes before it will
         # have left, to compare with what Redis answers in its place.
-        runs: list[tuple[int, Record | None, dict[Slot, bytes] | None]] = []
-        commands: list[Command] = []
+        # (index, record, what a read expects, its command, its place in an APPLY call)
+        runs: list[tuple[int, Record | None, dict[Slot, bytes] | None, int, int]] = []
+        parts: list[Call | Command] = []
+        call: Call | None = None  # the APPLY call consecutive writes to one namespace join
         overlay = state.overlay
         for i in segment:
             slots = reads.get(i)
@@ -207,29 +213,40 @@ class Plan:
                         if written is not None:
                             expect = expect or {}
                             expect[slot] = written.head
-                runs.append((i, None, expect))
-                commands.append(_read_command(slots))
+                runs.append((i, None, expect, len(parts), -1))
+                parts.append(_read_command(slots))
+                call = None  # a read sees the writes before it, so they are sent first
                 continue
             rec = yield from self._speculate(state, view, ops[i], now)
             if rec.clear is not None and len(segment) == 1:
                 return (yield from self._commit_clear(i, rec, now))
-            runs.append((i, rec, None))
-            if rec.reads or rec.writes or rec.quotas:
-                commands.append(
-                    _apply(list(rec.reads.items()), list(rec.writes.items()), rec.quotas, now)
-                )
+            if not rec.reads and not rec.writes and not rec.quotas:
+                runs.append((i, rec, None, -1, -1))
+                continue
+            ns = next(iter(rec.reads or rec.writes))[0]
+            if call is None or call.ns != ns or call.size >= APPLY_OPS:
+                call = Call(ns, now)
+                parts.append(call)
+            place = call.add(list(rec.reads.items()), list(rec.writes.items()), rec.quotas, now)
+            runs.append((i, rec, None, len(parts) - 1, place))
+        commands = [p.command() if isinstance(p, Call) else p for p in parts]
         replies = (yield commands) if commands else []
         failed: list[int] = []
         results = self.results
         answers = Answers(now)
-        it = iter(replies)
-        for i, rec, expect in runs:
+        for i, rec, expect, k, place in runs:
             if rec is None:
-                self._read(i, next(it), answers, reads[i], expect, failed)
-            elif (not rec.reads and not rec.writes and not rec.quotas) or (reply := next(it)) == 1:
+                self._read(i, replies[k], answers, reads[i], expect, failed)
+                continue
+            if k < 0:
+                results[i] = rec.result
+                continue
+            reply = replies[k]
+            code = reply if isinstance(reply, ReplyError) else reply[place]
+            if code == 1:
                 results[i] = rec.result
             else:
-                self._refused(i, reply, failed)
+                self._refused(i, code, failed)
         return failed
 
     def _read(  # noqa: PLR0917 - hot path: positional arguments are cheapest
@@ -245,7 +262,8 @@ class Plan:
         if isinstance(reply, ReplyError):
             self._refused(i, reply, failed)
             return
-        fetched = answers.fetched(slots, (reply,) if len(slots) == 1 else reply or ())
+        raws = reply if len(slots) > 1 else (reply,) if slots else ()  # PING: no key
+        fetched = answers.fetched(slots, raws)
         if expect is not None:
             for slot, head in expect.items():
                 if fetched[slot][0] != head:
@@ -290,20 +308,41 @@ class Plan:
         before, after = reads[: rec.clear_at], reads[rec.clear_at :]
         quotas = rec.quotas[: rec.quotas_at]
         if before or quotas:
-            (reply,) = yield [_apply(before, [], quotas, now)]
-            if reply != 1:
-                failed: list[int] = []
-                self._refused(i, reply, failed)
+            failed = yield from self._commit_one(i, rec.clear, before, [], quotas, now)
+            if failed:
                 return failed
         yield from walk.drop(rec.clear)
         if after or rec.writes:
-            (reply,) = yield [_apply(after, list(rec.writes.items()), [], now)]
-            if reply != 1:
-                failed = []
-                self._refused(i, reply, failed)
+            writes = list(rec.writes.items())
+            failed = yield from self._commit_one(i, rec.clear, after, writes, [], now)
+            if failed:
                 return failed
         self.results[i] = rec.result
         return []
+
+    def _commit_one(  # noqa: PLR0917 - the parts of one APPLY, as Call.add takes them
+        self,
+        i: int,
+        clear: str,
+        reads: list[tuple[Slot, bytes]],
+        writes: list[tuple[Slot, tuple[bytes, Entry | None, bytes]]],
+        quotas: list[QuotaCheck],
+        now: int,
+    ) -> Steps:
+        """One APPLY of part of the record of FLUSHDB's operation (which empties ``clear``).
+
+        The result is [i] when it did not apply.
+        """
+        # An operation reads and writes one namespace; quota decisions alone are FLUSHDB's own.
+        ns = (reads or writes)[0][0][0] if reads or writes else clear
+        call = Call(ns, now)
+        call.add(reads, writes, quotas, now)
+        (reply,) = yield [call.command()]
+        code = reply if isinstance(reply, ReplyError) else reply[0]
+        failed: list[int] = []
+        if code != 1:
+            self._refused(i, code, failed)
+        return failed
 
     # -- fetching ----------------------------------------------------------------------------
     def _fetch(self, state: State, miss: Miss, now: int) -> Steps:
@@ -451,46 +490,60 @@ def _segments(todo: list[int], ops: list[Op]) -> Iterator[tuple[int, list[int]]]
         yield start, run
 
 
-def _apply(
-    reads: list[tuple[Slot, bytes]],
-    writes: list[tuple[Slot, tuple[bytes, Entry | None, bytes]]],
-    quotas: list[QuotaCheck],
-    now: int,
-) -> Command:
-    """The APPLY call of one operation: its checks, its quota decisions, then its writes.
+class Call:
+    """One APPLY call being built: a run of operations on one namespace, committed in order.
 
-    An operation reads and writes one namespace, whose index comes first in KEYS.
+    Each operation adds its checks, quota decisions and writes; the call answers one
+    code per operation. The namespace's index comes first in KEYS, then every key the
+    operations name, once.
     """
-    ns = (reads[0] if reads else writes[0])[0][0]
-    prefix = key_prefix(ns)
-    keys: list[bytes] = [*index_keys(prefix)]
-    index: dict[bytes, int] = {}
-    args: list[Any] = [now, len(prefix), len(reads), len(quotas)]
-    for (space, key), head in reads:
-        if space != ns:
-            raise _two_spaces(ns, space)
-        n = index.get(key)
-        if n is None:
-            keys.append(prefix + key)
-            n = index[key] = len(keys)
-        args += (n, head)
-    for decision in quotas:
-        args += decision
-    for (space, key), (mode, entry, head) in writes:
-        if space != ns:
-            raise _two_spaces(ns, space)
-        n = index.get(key)
-        if n is None:
-            keys.append(prefix + key)
-            n = index[key] = len(keys)
-        if entry is None:
-            args += (n, b"D", b"", 0, 0)
-        else:
-            value = entry.value
-            data = head if mode == b"M" else head + value
-            args += (n, mode, data, entry.expires_at - now, entry_bytes(key, value))
-    return ("EVALSHA", APPLY.sha, len(keys), *keys, *args)
 
+    __slots__ = ("args", "index", "keys", "ns", "prefix", "size")
 
-def _two_spaces(ns: str, other: str) -> ValueError:
-    return ValueError(f"an operation's keys span two namespaces, {ns!r} and {other!r}")
+    def __init__(self, ns: str, now: int) -> None:
+        self.ns = ns
+        self.prefix = prefix = key_prefix(ns)
+        self.keys: list[bytes] = [*index_keys(prefix)]
+        self.index: dict[bytes, int] = {}
+        self.args: list[Any] = [now, len(prefix)]
+        self.size = 0  # operations added
+
+    def _at(self, ns: str, key: bytes) -> int:
+        """The KEYS index of ``key`` (1-based, as Lua counts)."""
+        if ns != self.ns:
+            msg = f"an operation's keys span two namespaces, {self.ns!r} and {ns!r}"
+            raise ValueError(msg)
+        n = self.index.get(key)
+        if n is None:
+            self.keys.append(self.prefix + key)
+            n = self.index[key] = len(self.keys)
+        return n
+
+    def add(
+        self,
+        reads: list[tuple[Slot, bytes]],
+        writes: list[tuple[Slot, tuple[bytes, Entry | None, bytes]]],
+        quotas: list[QuotaCheck],
+        now: int,
+    ) -> int:
+        """Add one operation's checks, quota decisions and writes; its place in the reply."""
+        at = self._at
+        args = self.args
+        args += (len(reads), len(quotas), len(writes))
+        for (ns, key), head in reads:
+            args += (at(ns, key), head)
+        for decision in quotas:
+            args += decision
+        for (ns, key), (mode, entry, head) in writes:
+            if entry is None:
+                args += (at(ns, key), b"D", b"", 0, 0)
+            else:
+                value = entry.value
+                data = head if mode == b"M" else head + value
+                args += (at(ns, key), mode, data, entry.expires_at - now, entry_bytes(key, value))
+        self.size += 1
+        return self.size - 1
+
+    def command(self) -> Command:
+        """The EVALSHA of the call."""
+        return ("EVALSHA", APPLY.sha, len(self.keys), *self.keys, *self.args)
