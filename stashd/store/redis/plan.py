@@ -217,7 +217,13 @@ class Plan:
                 parts.append(_read_command(slots))
                 call = None  # a read sees the writes before it, so they are sent first
                 continue
-            rec = yield from self._speculate(state, view, ops[i], now)
+            # Most operations find all they read fetched: one attempt, no generator.
+            attempt = _attempt(view, ops[i], now)
+            if isinstance(attempt, Miss):
+                yield from self._fetch(state, attempt, now)
+                rec = yield from self._speculate(state, view, ops[i], now)
+            else:
+                rec = attempt
             if rec.clear is not None and len(segment) == 1:
                 return (yield from self._commit_clear(i, rec, now))
             if not rec.reads and not rec.writes and not rec.quotas:
@@ -227,24 +233,24 @@ class Plan:
             if call is None or call.ns != ns or call.size >= APPLY_OPS:
                 call = Call(ns, now)
                 parts.append(call)
-            place = call.add(list(rec.reads.items()), list(rec.writes.items()), rec.quotas, now)
+            place = call.add(rec.reads, rec.writes, rec.quotas, now)
             runs.append((i, rec, None, len(parts) - 1, place))
         commands = [p.command() if isinstance(p, Call) else p for p in parts]
         replies = (yield commands) if commands else []
         failed: list[int] = []
         results = self.results
         answers = Answers(now)
-        for i, rec, expect, k, place in runs:
-            if rec is None:
+        for i, done, expect, k, place in runs:
+            if done is None:
                 self._read(i, replies[k], answers, reads[i], expect, failed)
                 continue
             if k < 0:
-                results[i] = rec.result
+                results[i] = done.result
                 continue
             reply = replies[k]
             code = reply if isinstance(reply, ReplyError) else reply[place]
             if code == 1:
-                results[i] = rec.result
+                results[i] = done.result
             else:
                 self._refused(i, code, failed)
         return failed
@@ -284,22 +290,10 @@ class Plan:
     def _speculate(self, state: State, view: PlanView, op: Op, now: int) -> Steps:
         """Run ``op`` on the view, fetching what it misses; its record, result included."""
         while True:
-            rec = view.rec = Record()
-            try:
-                result = op.run(view, now)
-            except Miss as miss:
-                view.rollback(keep_reads=False)
-                yield from self._fetch(state, miss, now)
-                continue
-            except StashError as exc:
-                view.rollback(keep_reads=True)  # a refusal depends on what was read
-                result = exc
-            except Exception as exc:  # a bug in an operation must not fail its batch
-                logger.exception("operation_failed", operation=type(op).__name__)
-                view.rollback(keep_reads=False)
-                result = StoreUnavailable(type(exc).__name__)
-            rec.result = result
-            return rec
+            attempt = _attempt(view, op, now)
+            if not isinstance(attempt, Miss):
+                return attempt
+            yield from self._fetch(state, attempt, now)
 
     def _commit_clear(self, i: int, rec: Record, now: int) -> Steps:
         """FLUSHDB (alone, or in MULTI): check, empty the namespace, then the later writes."""
@@ -336,7 +330,7 @@ class Plan:
         # An operation reads and writes one namespace; quota decisions alone are FLUSHDB's own.
         ns = (reads or writes)[0][0][0] if reads or writes else clear
         call = Call(ns, now)
-        call.add(reads, writes, quotas, now)
+        call.add(dict(reads), dict(writes), quotas, now)
         (reply,) = yield [call.command()]
         code = reply if isinstance(reply, ReplyError) else reply[0]
         failed: list[int] = []
@@ -391,6 +385,25 @@ class Plan:
                 raise refusal(reply, "to read the usage")
             keys_held, bytes_held = reply
             state.usage[ns] = (int(keys_held), int(bytes_held))
+
+
+def _attempt(view: PlanView, op: Op, now: int) -> Record | Miss:
+    """Run ``op`` once on the view: its record, result included, or what it missed."""
+    rec = view.rec = Record()
+    try:
+        result = op.run(view, now)
+    except Miss as miss:
+        view.rollback(keep_reads=False)
+        return miss
+    except StashError as exc:
+        view.rollback(keep_reads=True)  # a refusal depends on what was read
+        result = exc
+    except Exception as exc:  # a bug in an operation must not fail its batch
+        logger.exception("operation_failed", operation=type(op).__name__)
+        view.rollback(keep_reads=False)
+        result = StoreUnavailable(type(exc).__name__)
+    rec.result = result
+    return rec
 
 
 class Answers:
@@ -521,8 +534,8 @@ class Call:
 
     def add(
         self,
-        reads: list[tuple[Slot, bytes]],
-        writes: list[tuple[Slot, tuple[bytes, Entry | None, bytes]]],
+        reads: dict[Slot, bytes],
+        writes: dict[Slot, tuple[bytes, Entry | None, bytes]],
         quotas: list[QuotaCheck],
         now: int,
     ) -> int:
@@ -530,11 +543,11 @@ class Call:
         at = self._at
         args = self.args
         args += (len(reads), len(quotas), len(writes))
-        for (ns, key), head in reads:
+        for (ns, key), head in reads.items():
             args += (at(ns, key), head)
         for decision in quotas:
             args += decision
-        for (ns, key), (mode, entry, head) in writes:
+        for (ns, key), (mode, entry, head) in writes.items():
             if entry is None:
                 args += (at(ns, key), b"D", b"", 0, 0)
             else:

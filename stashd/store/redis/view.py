@@ -207,17 +207,21 @@ class PlanView:
         slot = (ns, key)
         head, current = self._touch(slot)
         rec = self.rec
-        previous = rec.writes.get(slot)
+        mode = b"S"
         # The same bytes object as the key's current value means an expiry change (EXPIRE,
         # EXTEND, GETEX): only the header and the expiry go to Redis.
-        same_value = current is not None and entry.value is current.value
-        meta = same_value and (previous[0] == b"M" if previous else bool(head))
+        if current is not None and entry.value is current.value:
+            previous = rec.writes.get(slot)
+            if previous[0] == b"M" if previous else head:
+                mode = b"M"
         new_head = HEADER.pack(FORMAT, entry.expires_at, entry.version, self.stamp())
-        before = self.state.overlay.get(slot)
-        created = before.created if before is not None else not head
-        self._overlay(slot, Written(entry, new_head, created))
-        rec.writes[slot] = (b"M" if meta else b"S", entry, new_head)
-        self._grow(ns, key, current, entry)
+        overlay = self.state.overlay
+        before = overlay.get(slot)
+        rec.undo.setdefault(slot, before)
+        overlay[slot] = Written(entry, new_head, before.created if before else not head)
+        rec.writes[slot] = (mode, entry, new_head)
+        if self.metered:
+            self._grow(ns, key, current, entry)
 
     def delete(self, ns: str, key: bytes, now: int) -> bool:
         """Remember the removal; True when a live entry was removed."""
