@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 logger = log.get("stashd.ops")
 
 INT64_MAX: Final = 2**63 - 1
+#: The work of an operation that did none beyond its request: (entries walked, stored bytes).
+NO_WORK: Final = (0, 0)
 INT64_MIN: Final = -(2**63)
 
 
@@ -96,6 +98,9 @@ class Op:
     WRITES: bool = True
     #: Class default for :attr:`touch`.
     TOUCH: Touch = Touch.WRITE
+    #: True for an operation whose running can show work its request did not
+    #: (:meth:`work`); False lets the rate limit skip asking.
+    WORKS: bool = False
     #: True for an operation whose writes can make its namespace hold more keys or
     #: bytes: the memory service gives those the caller's quota.
     GROWS: bool = False
@@ -121,6 +126,16 @@ class Op:
         """The namespaces whose usage it will ask for: its own when a quota limits it."""
         return [] if self.quota is None else [self.ns]
 
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG002 - any result
+        """What running it did that its request did not show: (entries walked, stored bytes).
+
+        Stored bytes are those read back or written beyond the request's own (a value
+        read, a document merged); ``result`` is what it returned, the error it was
+        refused with, or None before it has one. :mod:`stashd.cost` turns this into rate
+        limit units; only operations with ``WORKS`` ever learn any.
+        """
+        return NO_WORK
+
     def fresh(self) -> tuple[bytes, Entry] | None:
         """Its one write when that is a new entry under a key it draws, or None.
 
@@ -135,6 +150,11 @@ class Op:
     def size(self) -> int:
         """How many keys it reads or writes: a measure of its work (one for most)."""
         return 1
+
+
+def entry_work(result: object) -> tuple[int, int]:
+    """The work of reading back one entry: its value's bytes (none for a miss or an error)."""
+    return (0, len(result.value)) if type(result) is Entry else NO_WORK
 
 
 def check_put(  # noqa: PLR0917 - hot path: positional arguments are cheapest
@@ -153,10 +173,15 @@ class Get(Op):
     WRITES = False
     TOUCH = Touch.READ
     ONE_READ = True
+    WORKS = True
 
     def run(self, view: View, now: int) -> Entry | None:
         """Read one key."""
         return view.get(self.ns, self.key, now)
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - Entry | None | error
+        """The value read back."""
+        return entry_work(result)
 
 
 class GetMany(Op):
@@ -164,6 +189,7 @@ class GetMany(Op):
 
     __slots__ = ("keys",)
     WRITES = False
+    WORKS = True
     TOUCH = Touch.READ
 
     def __init__(self, ns: str, keys: list[bytes]) -> None:
@@ -173,6 +199,12 @@ class GetMany(Op):
     def run(self, view: View, now: int) -> list[Entry | None]:
         """Read each key."""
         return [view.get(self.ns, k, now) for k in self.keys]
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - [Entry | None] | error
+        """The values read back."""
+        if type(result) is not list:
+            return NO_WORK
+        return 0, sum(len(e.value) for e in result if e is not None)
 
     def slots(self) -> list[Slot]:
         """Each key."""
@@ -384,6 +416,12 @@ class GetDel(Op):
 
     __slots__ = ()
 
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - Entry | None | error
+        """The value read back."""
+        return entry_work(result)
+
     def run(self, view: View, now: int) -> Entry | None:
         """Read, then remove."""
         old = view.get(self.ns, self.key, now)
@@ -403,6 +441,12 @@ class GetEx(Op):
     def __init__(self, ns: str, key: bytes, expires_at: int | None) -> None:
         super().__init__(ns, key)
         self.expires_at = expires_at
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - Entry | None | error
+        """The value read back."""
+        return entry_work(result)
 
     def run(self, view: View, now: int) -> Entry | None:
         """Read and maybe change the expiry."""
@@ -493,6 +537,14 @@ class Append(Op):
         self.default_expires_at = default_expires_at
         self.max_payload = max_payload
 
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - the new length | error
+        """The old value, read and written again with the request's bytes after it."""
+        if type(result) is not int:
+            return NO_WORK
+        return 0, 2 * (result - len(self.value))
+
     def run(self, view: View, now: int) -> int:
         """Concatenate."""
         old = view.get(self.ns, self.key, now)
@@ -548,6 +600,12 @@ class Update(Op):
         self.max_ttl_ms = max_ttl_ms
         self.max_payload = max_payload
         self.stored_bytes = 0
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG002 - any result
+        """The stored document read and a merged one written, even when refused halfway."""
+        return 0, self.stored_bytes
 
     def run(self, view: View, now: int) -> int | None:
         """Check, compute the new value and expiry, then write once; the TTL left in ms."""
@@ -665,6 +723,12 @@ class Scan(Op):
         self.kind = kind
         self.walked = 0
 
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The entries the page read."""
+        return walked_work(self.walked, result)
+
     def run(self, view: View, now: int) -> tuple[int, list[bytes]]:
         """Read one page."""
         if self.cursor > INT64_MAX:
@@ -704,6 +768,12 @@ class Page(Op):
         self.limit = limit
         self.walked = 0
 
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The entries it read."""
+        return walked_work(self.walked, result)
+
     def run(self, view: View, now: int) -> tuple[int, list[tuple[bytes, Entry]]]:
         """Read until the page is full, the namespace ends, or the rounds run out."""
         cursor = self.cursor
@@ -715,6 +785,11 @@ class Page(Op):
                 break
         self.walked = len(out)
         return cursor, out
+
+
+def walked_work(walked: int, result: object) -> tuple[int, int]:
+    """The work of a walk: the entries it read (none when it was refused)."""
+    return NO_WORK if isinstance(result, StashError) else (walked, 0)
 
 
 class Ping(Op):
@@ -736,6 +811,12 @@ class Count(Op):
     WRITES = False
     TOUCH = Touch.SPACE
 
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - the count | error
+        """The keys counted."""
+        return (result, 0) if type(result) is int else NO_WORK
+
     def run(self, view: View, now: int) -> int:
         """Count."""
         return view.count(self.ns, now)
@@ -751,6 +832,12 @@ class Usage(Op):
     __slots__ = ()
     WRITES = False
     TOUCH = Touch.SPACE
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - (live, keys, bytes) | error
+        """The live keys counted."""
+        return (result[0], 0) if type(result) is tuple else NO_WORK
 
     def run(self, view: View, now: int) -> tuple[int, int, int]:
         """Count, and read the usage."""
@@ -775,6 +862,12 @@ class Flush(Op):
     def __init__(self, ns: str) -> None:
         super().__init__(ns)
         self.freed = 0
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The keys it freed."""
+        return walked_work(self.freed, result)
 
     def run(self, view: View, now: int) -> None:
         """Clear."""
@@ -851,6 +944,19 @@ class Transaction(Op):
     def usage_read(self) -> list[str]:
         """Those of each operation."""
         return [ns for op in self.ops for ns in op.usage_read()]
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - [result] | None | error
+        """What its operations did, each by its own result."""
+        if type(result) is not list:
+            return NO_WORK
+        entries = nbytes = 0
+        for op, res in zip(self.ops, result, strict=True):
+            e, b = op.work(res)
+            entries += e
+            nbytes += b
+        return entries, nbytes
 
     def run(self, view: View, now: int) -> list[Any] | None:
         """Check, then run each; undo them all if one fails with a bug."""
