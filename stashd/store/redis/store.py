@@ -9,8 +9,8 @@ drives those plans:
 - :meth:`RedisStore.run_many` is the daemon's path. The batcher hands it everything all
   connections asked for in one turn of the loop, and the plan's rounds go over the
   event loop's link (:class:`~stashd.redislink.LeanLink`, or redis-py for a cluster):
-  typically one round for GET and SET, two for other writes. Replies go out after the
-  last round, so an acknowledged write is in Redis.
+  one round for a batch of reads (GET, MGET), two (fetch, commit) for one with
+  writes. Replies go out after the last round, so an acknowledged write is in Redis.
 - :meth:`RedisStore.run` is the synchronous path for in-process use, over redis-py's
   thread-safe client; it needs no event loop and no :meth:`open`.
 
