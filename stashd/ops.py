@@ -98,6 +98,9 @@ class Op:
     WRITES: bool = True
     #: Class default for :attr:`touch`.
     TOUCH: Touch = Touch.WRITE
+    #: False for an operation that names no key of its own (``key`` is unused; the empty
+    #: key is a key like any other).
+    KEYED: bool = True
     #: True for an operation whose running can show work its request did not
     #: (:meth:`work`); False lets the rate limit skip asking.
     WORKS: bool = False
@@ -120,7 +123,7 @@ class Op:
         A store may fetch them ahead; a key found only while running (an id that
         collided) is asked of the view like any other.
         """
-        return [(self.ns, self.key)] if self.key else []
+        return [(self.ns, self.key)] if self.KEYED else []
 
     def usage_read(self) -> list[str]:
         """The namespaces whose usage it will ask for: its own when a quota limits it."""
@@ -710,6 +713,7 @@ class Scan(Op):
     """
 
     __slots__ = ("count", "cursor", "kind", "pattern", "walked")
+    KEYED = False
     WRITES = False
     TOUCH = Touch.SPACE
 
@@ -756,6 +760,7 @@ class Page(Op):
     """
 
     __slots__ = ("cursor", "limit", "walked")
+    KEYED = False
     WRITES = False
     TOUCH = Touch.SPACE
 
@@ -796,6 +801,7 @@ class Ping(Op):
     """A round trip through the store that touches no data: the health check."""
 
     __slots__ = ()
+    KEYED = False
     WRITES = False
     TOUCH = Touch.READ  # of no key: a round trip and nothing else
 
@@ -808,6 +814,7 @@ class Count(Op):
     """DBSIZE: live keys in the namespace."""
 
     __slots__ = ()
+    KEYED = False
     WRITES = False
     TOUCH = Touch.SPACE
 
@@ -830,6 +837,7 @@ class Usage(Op):
     """
 
     __slots__ = ()
+    KEYED = False
     WRITES = False
     TOUCH = Touch.SPACE
 
@@ -857,6 +865,7 @@ class Flush(Op):
     """
 
     __slots__ = ("freed",)
+    KEYED = False
     TOUCH = Touch.SPACE
 
     def __init__(self, ns: str) -> None:
