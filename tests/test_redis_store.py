@@ -28,7 +28,7 @@ from stashd.store import open_store
 from stashd.store.base import Entry, StoreOpenError
 from stashd.store.redis.layout import HEAD_SIZE, key_prefix
 from stashd.store.redis.lua import SCRIPTS
-from stashd.store.redis.plan import MAX_TRIES, Plan, Stamps
+from stashd.store.redis.plan import APPLY_OPS, MAX_TRIES, Plan, Stamps
 from stashd.store.redis.store import RedisStore
 from stashd.tenancy import Limits, Principal
 from tests.support.servers import RedisServer, free_port
@@ -568,4 +568,22 @@ def test_in_one_apply_an_operation_whose_check_fails_leaves_the_others_applied(
     assert applies == [1, 1]  # one call for all three, then one for the SET of b alone
     versions = {n: store.run(svc.get(ALICE, n)).version for n in (b"a", b"b", b"c")}
     assert versions == {b"a": 2, b"b": 3, b"c": 2}
+    link.close()
+
+
+def test_a_long_run_of_writes_is_cut_into_calls_of_apply_ops(store: RedisStore) -> None:
+    """APPLY_OPS + 1 SETs to one namespace commit in two calls, so no call holds Redis long."""
+    svc = svc_of(store)
+    link = SyncLink(store.target, SCRIPTS)
+    commits: list[int] = []
+
+    def before(_: int, commands: list[Any]) -> None:
+        if _is_apply(commands):
+            commits.append(len(commands))
+
+    batch: list[ops.Op] = [svc.set(ALICE, b"k%d" % n, b"v") for n in range(APPLY_OPS + 1)]
+    results = drive(Plan(batch, store.clock, Stamps()), link, before)
+    assert all(r == (True, None) for r in results)
+    assert commits == [2]
+    assert store.run(svc.count(ALICE)) == APPLY_OPS + 1
     link.close()
