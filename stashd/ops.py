@@ -5,6 +5,16 @@ limits and resolved relative TTLs) and run by a store against its :class:`View` 
 one atomic unit. It reads, decides, and only then writes, so an operation that raises
 has changed nothing. Results are domain values (entries, counts); the command layer
 turns them into wire replies.
+
+Each operation also declares what it touches, so stores plan it without knowing its
+class: :class:`Touch` (a plain read of its keys, a write of its keys, or a whole
+namespace), :meth:`Op.slots` and :meth:`Op.usage_read` (what it will read),
+:meth:`Op.fresh` (one new entry a store may insert without reading) and
+:meth:`Op.work` (what its request did not show, for the rate limit).
+
+(This module is longer than most, about 1,100 lines, because it is the one place the
+data semantics live: every operation, the version rule and the undo that transactions
+run on are read together, and splitting them would spread one rule over modules.)
 """
 
 from __future__ import annotations

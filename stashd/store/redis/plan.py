@@ -178,6 +178,11 @@ class Plan:
         """One fetch round for the keys the segment's writes declare, then one commit round."""
         ops = self.ops
         now = self.clock()
+        for i in segment:
+            if ops[i].touch is not READ:
+                break
+        else:
+            return (yield from self._reads(segment, now))
         state = State()
         wanted: dict[str, dict[bytes, None]] = {}
         spaces: dict[str, None] = {}
@@ -255,6 +260,18 @@ class Plan:
                 results[i] = done.result
             else:
                 self._refused(i, code, failed)
+        return failed
+
+    def _reads(self, segment: list[int], now: int) -> Steps:
+        """A segment of reads only (the common batch of GETs): one round, no fetch."""
+        ops = self.ops
+        slots = [ops[i].slots() for i in segment]
+        replies = yield [_read_command(keys) for keys in slots]
+        answers = Answers(now)
+        failed: list[int] = []
+        read = self._read
+        for i, keys, reply in zip(segment, slots, replies, strict=True):
+            read(i, reply, answers, keys, None, failed)
         return failed
 
     def _read(  # noqa: PLR0917 - hot path: positional arguments are cheapest
