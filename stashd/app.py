@@ -21,7 +21,7 @@ from stashd.registry_redis import RedisRegistry
 from stashd.server import ServerContext, listener
 from stashd.service import MemoryService
 from stashd.store import open_store
-from stashd.store.redis import RedisStore
+from stashd.store.redis.store import RedisStore
 from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import Keyring, OpenKeyring, StrictKeyring, open_limits
 

@@ -26,26 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from stashd.errors import StashError
-from stashd.ops import (
-    Append,
-    Count,
-    Flush,
-    Get,
-    GetDel,
-    GetEx,
-    GetMany,
-    Page,
-    Scan,
-    Transaction,
-    Update,
-    UpdateEntry,
-    Usage,
-)
-from stashd.types import Entry
-
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
     from stashd.commands.base import Command
     from stashd.ops import Op
@@ -141,87 +123,21 @@ def body_cost(nbytes: int) -> int:
 # -- work learned by running ----------------------------------------------------------------
 
 
-def _none(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG001 - any result
-    return 0, 0
-
-
-def _entry(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG001 - Entry | None
-    return 0, 0 if result is None else len(result.value)
-
-
-def _entries(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG001 - [Entry | None]
-    return 0, sum(len(e.value) for e in result if e is not None)
-
-
-def _update(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG001 - any result
-    return 0, op.stored_bytes  # type: ignore[attr-defined]
-
-
-def _append(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401 - the new length
-    # The old value is read and written again with the request's bytes after it.
-    return 0, 2 * (result - len(op.value))  # type: ignore[attr-defined]
-
-
-def _walked(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG001 - any result
-    return op.walked, 0  # type: ignore[attr-defined]
-
-
-def _counted(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG001 - the count
-    return result, 0
-
-
-def _freed(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG001 - any result
-    return op.freed, 0  # type: ignore[attr-defined]
-
-
-def _usage(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG001 - (live, keys, bytes)
-    return result[0], 0
-
-
-def _transaction(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401 - [result] | None
-    entries = nbytes = 0
-    if result is not None:
-        for inner, res in zip(op.ops, result, strict=True):  # type: ignore[attr-defined]
-            e, b = work(inner, res)
-            entries += e
-            nbytes += b
-    return entries, nbytes
-
-
-_WORK: Final[dict[type[Op], Callable[[Op, Any], tuple[int, int]]]] = {
-    Get: _entry,
-    GetDel: _entry,
-    GetEx: _entry,
-    GetMany: _entries,
-    Update: _update,
-    UpdateEntry: _update,
-    Append: _append,
-    Scan: _walked,
-    Page: _walked,
-    Count: _counted,
-    Usage: _usage,
-    Flush: _freed,
-    Transaction: _transaction,
-}
-
-
 def work(op: Op, result: Any) -> tuple[int, int]:  # noqa: ANN401 - each op has its own result
     """What running ``op`` did that its request did not show: (entries walked, stored bytes).
 
-    ``result`` is what it returned, or the error it was refused with: a refused update
-    still counts what it read and merged before refusing; other refusals count nothing.
+    Each operation declares it (:meth:`~stashd.ops.Op.work`) from ``result``, what it
+    returned or the error it was refused with: a refused update still counts what it
+    read and merged before refusing; other refusals count nothing.
     """
-    measure = _WORK.get(type(op), _none)
-    if isinstance(result, StashError) and measure is not _update:
-        return 0, 0
-    return measure(op, result)
+    return op.work(result)
 
 
 def steps_debt(ops: Iterable[Op]) -> int:
     """The debt of one request that ran these operations in turn (the pages of KEYS)."""
     entries = nbytes = 0
     for op in ops:
-        e, b = work(op, None)
+        e, b = op.work(None)
         entries += e
         nbytes += b
     return debt(entries, nbytes)
@@ -230,14 +146,13 @@ def steps_debt(ops: Iterable[Op]) -> int:
 def op_debt(op: Op, result: Any) -> int:  # noqa: ANN401 - each op has its own result
     """The debt of one operation that ran (see :func:`work`).
 
-    Every metered command that ran comes here, so the common cases cost a comparison:
-    GET and RECALL of an ordinary value, and operations that never learn any work.
+    Every metered command that ran comes here, so the common cases cost little: an
+    operation that never learns any work (``WORKS``) a flag, and work within the first
+    unit (a GET of an ordinary value) two comparisons.
     """
-    kind = type(op)
-    if kind is Get:
-        if type(result) is Entry and len(result.value) > BYTES_PER_UNIT:
-            return beyond(len(result.value), BYTES_PER_UNIT)
+    if not op.WORKS:
         return 0
-    if kind not in _WORK:
+    entries, nbytes = op.work(result)
+    if nbytes <= BYTES_PER_UNIT and entries <= ENTRIES_PER_UNIT:
         return 0
-    return debt(*work(op, result))
+    return debt(entries, nbytes)

@@ -5,10 +5,21 @@ limits and resolved relative TTLs) and run by a store against its :class:`View` 
 one atomic unit. It reads, decides, and only then writes, so an operation that raises
 has changed nothing. Results are domain values (entries, counts); the command layer
 turns them into wire replies.
+
+Each operation also declares what it touches, so stores plan it without knowing its
+class: :class:`Touch` (a plain read of its keys, a write of its keys, or a whole
+namespace), :meth:`Op.slots` and :meth:`Op.usage_read` (what it will read),
+:meth:`Op.fresh` (one new entry a store may insert without reading) and
+:meth:`Op.work` (what its request did not show, for the rate limit).
+
+(This module is longer than most, about 1,100 lines, because it is the one place the
+data semantics live: every operation, the version rule and the undo that transactions
+run on are read together, and splitting them would spread one rule over modules.)
 """
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
@@ -37,12 +48,36 @@ if TYPE_CHECKING:
 logger = log.get("stashd.ops")
 
 INT64_MAX: Final = 2**63 - 1
+#: The work of an operation that did none beyond its request: (entries walked, stored bytes).
+NO_WORK: Final = (0, 0)
 INT64_MIN: Final = -(2**63)
+
+
+Slot = tuple[str, bytes]  # (namespace, key)
 
 
 def ttl_seconds_up(ms: int) -> int:
     """Milliseconds as whole seconds, rounded up, for error texts that speak in seconds."""
     return -(-ms // 1000)
+
+
+def next_version(old: Entry | None) -> int:
+    """The version rule, once: 1 for a key created, one up on every change of its value."""
+    return 1 if old is None else old.version + 1
+
+
+class Touch(enum.Enum):
+    """What an operation touches, so a store can plan it without knowing its class."""
+
+    #: Reads its keys (:meth:`Op.slots`) and nothing else, writes nothing: its result is
+    #: what its keys hold, so a store may answer it with its own read (GET, MGET, PING).
+    READ = "read"
+    #: Reads and writes its keys (and its namespace's usage, under a quota), and nothing
+    #: of the namespace beyond them.
+    WRITE = "write"
+    #: Reads or clears a whole namespace (SCAN, KEYS, DBSIZE, INFO, FLUSHDB, listings):
+    #: a store runs it after the operations before it have landed, and alone.
+    SPACE = "space"
 
 
 class Op:
@@ -55,18 +90,30 @@ class Op:
     growth worked out from the entries it has already read.
     """
 
-    __slots__ = ("key", "ns", "quota", "writes")
+    __slots__ = ("key", "ns", "quota", "touch", "writes")
     #: False for operations that only read, so a store may skip a write transaction.
     writes: bool
+    #: What it touches (its keys only, read or written, or a whole namespace), so a store
+    #: plans it by this declaration, never by its class.
+    touch: Touch
 
     def __init__(self, ns: str, key: bytes = b"") -> None:
         self.ns = ns
         self.key = key
         self.writes = type(self).WRITES
+        self.touch = type(self).TOUCH
         self.quota: Quota | None = None
 
     #: Class default for :attr:`writes`.
     WRITES: bool = True
+    #: Class default for :attr:`touch`.
+    TOUCH: Touch = Touch.WRITE
+    #: False for an operation that names no key of its own (``key`` is unused; the empty
+    #: key is a key like any other).
+    KEYED: bool = True
+    #: True for an operation whose running can show work its request did not
+    #: (:meth:`work`); False lets the rate limit skip asking.
+    WORKS: bool = False
     #: True for an operation whose writes can make its namespace hold more keys or
     #: bytes: the memory service gives those the caller's quota.
     GROWS: bool = False
@@ -80,10 +127,47 @@ class Op:
         """Apply the operation; raise a StashError before writing anything to refuse it."""
         raise NotImplementedError
 
+    def slots(self) -> list[Slot]:
+        """The (namespace, key) pairs it will read or write, as far as known before it runs.
+
+        A store may fetch them ahead; a key found only while running (an id that
+        collided) is asked of the view like any other.
+        """
+        return [(self.ns, self.key)] if self.KEYED else []
+
+    def usage_read(self) -> list[str]:
+        """The namespaces whose usage it will ask for: its own when a quota limits it."""
+        return [] if self.quota is None else [self.ns]
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG002 - any result
+        """What running it did that its request did not show: (entries walked, stored bytes).
+
+        Stored bytes are those read back or written beyond the request's own (a value
+        read, a document merged); ``result`` is what it returned, the error it was
+        refused with, or None before it has one. :mod:`stashd.cost` turns this into rate
+        limit units; only operations with ``WORKS`` ever learn any.
+        """
+        return NO_WORK
+
+    def fresh(self) -> tuple[bytes, Entry] | None:
+        """Its one write when that is a new entry under a key it draws, or None.
+
+        For an operation whose whole work is writing one entry under a key no live entry
+        may use (STASH), a store may insert the entry without reading first, and run the
+        operation the general way only when the key turns out to be in use (the key
+        drawn again then is the same).
+        """
+        return None
+
     @property
     def size(self) -> int:
         """How many keys it reads or writes: a measure of its work (one for most)."""
         return 1
+
+
+def entry_work(result: object) -> tuple[int, int]:
+    """The work of reading back one entry: its value's bytes (none for a miss or an error)."""
+    return (0, len(result.value)) if type(result) is Entry else NO_WORK
 
 
 def check_put(  # noqa: PLR0917 - hot path: positional arguments are cheapest
@@ -100,11 +184,17 @@ class Get(Op):
 
     __slots__ = ()
     WRITES = False
+    TOUCH = Touch.READ
     ONE_READ = True
+    WORKS = True
 
     def run(self, view: View, now: int) -> Entry | None:
         """Read one key."""
         return view.get(self.ns, self.key, now)
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - Entry | None | error
+        """The value read back."""
+        return entry_work(result)
 
 
 class GetMany(Op):
@@ -112,6 +202,8 @@ class GetMany(Op):
 
     __slots__ = ("keys",)
     WRITES = False
+    WORKS = True
+    TOUCH = Touch.READ
 
     def __init__(self, ns: str, keys: list[bytes]) -> None:
         super().__init__(ns)
@@ -120,6 +212,17 @@ class GetMany(Op):
     def run(self, view: View, now: int) -> list[Entry | None]:
         """Read each key."""
         return [view.get(self.ns, k, now) for k in self.keys]
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - [Entry | None] | error
+        """The values read back."""
+        if type(result) is not list:
+            return NO_WORK
+        return 0, sum(len(e.value) for e in result if e is not None)
+
+    def slots(self) -> list[Slot]:
+        """Each key."""
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
 
     @property
     def size(self) -> int:
@@ -165,11 +268,8 @@ class Set(Op):
             return False, old
         if self.quota is not None:
             check_put(view, self.ns, self.key, old, self.value, self.quota)
-        if old is None:
-            view.put(self.ns, self.key, Entry(self.value, self.expires_at, 1))
-        else:
-            expires = old.expires_at if self.keep_ttl else self.expires_at
-            view.put(self.ns, self.key, Entry(self.value, expires, old.version + 1))
+        expires = old.expires_at if self.keep_ttl and old is not None else self.expires_at
+        view.put(self.ns, self.key, Entry(self.value, expires, next_version(old)))
         return True, old
 
 
@@ -190,7 +290,7 @@ def put_value(  # noqa: PLR0917 - hot path: positional arguments are cheapest
     old = view.get(ns, key, now)
     if quota is not None:
         check_put(view, ns, key, old, value, quota)
-    view.put(ns, key, Entry(value, expires_at, 1 if old is None else old.version + 1))
+    view.put(ns, key, Entry(value, expires_at, next_version(old)))
     return old
 
 
@@ -228,9 +328,14 @@ class SetMany(Op):
                 view.check_quota(ns, add_keys, add_bytes, quota)
         for key, value in self.pairs:
             old = olds[key]
-            entry = Entry(value, self.expires_at, 1 if old is None else old.version + 1)
+            entry = Entry(value, self.expires_at, next_version(old))
             view.put(ns, key, entry)
             olds[key] = entry  # a key given again goes one more version up
+
+    def slots(self) -> list[Slot]:
+        """Each key written."""
+        ns = self.ns
+        return [(ns, key) for key, _ in self.pairs]
 
 
 class Create(Op):
@@ -253,7 +358,10 @@ class Create(Op):
         super().__init__(ns)
         self.value = value
         self.expires_at = expires_at
-        self.make_id = make_id  # make_id(attempt) -> id; attempt TRIES gives a UUID
+        # make_id(attempt) -> id; attempt TRIES gives a UUID. Each attempt's id is drawn
+        # once, so running again (a store fetched the first id ahead, or tried to insert
+        # it without reading) tries the same ids.
+        self.make_id = FirstIds(make_id)
 
     def run(self, view: View, now: int) -> bytes:
         """Pick an unused id and write."""
@@ -262,25 +370,32 @@ class Create(Op):
             if view.get(self.ns, key, now) is None:
                 if self.quota is not None:
                     check_put(view, self.ns, key, None, self.value, self.quota)
-                view.put(self.ns, key, Entry(self.value, self.expires_at, 1))
+                view.put(self.ns, key, self.entry())
                 return key
         msg = "could not find a free id"  # pragma: no cover - a UUID never collides
         raise RuntimeError(msg)  # pragma: no cover
 
+    def entry(self) -> Entry:
+        """The entry it writes: a new one."""
+        return Entry(self.value, self.expires_at, next_version(None))
+
+    def slots(self) -> list[Slot]:
+        """The first id it will try."""
+        return [(self.ns, self.make_id(0))]
+
+    def fresh(self) -> tuple[bytes, Entry]:
+        """The first id, and the entry."""
+        return self.make_id(0), self.entry()
+
 
 class FirstIds:
-    """Create's id source, remembered per attempt.
-
-    Running a Create again (a store fetched its first ids first, or tried them in a
-    faster way that failed) then asks for the same ids, not new ones: ``made`` holds
-    the ids already drawn, by attempt.
-    """
+    """Create's id source, remembered per attempt: ``made`` holds the ids drawn, by attempt."""
 
     __slots__ = ("made", "make")
 
-    def __init__(self, make: Callable[[int], bytes], made: dict[int, bytes] | None = None) -> None:
+    def __init__(self, make: Callable[[int], bytes]) -> None:
         self.make = make
-        self.made: dict[int, bytes] = made or {}
+        self.made: dict[int, bytes] = {}
 
     def __call__(self, attempt: int) -> bytes:
         """The id of ``attempt``, drawn once."""
@@ -303,6 +418,11 @@ class Delete(Op):
         """Remove each key once."""
         return sum(view.delete(self.ns, k, now) for k in self.keys)
 
+    def slots(self) -> list[Slot]:
+        """Each key."""
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
+
 
 class Forget(Delete):
     """FORGET: DEL by its Stash name, so its event says what happened to the memories."""
@@ -314,6 +434,12 @@ class GetDel(Op):
     """GETDEL: the entry that was removed, or None."""
 
     __slots__ = ()
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - Entry | None | error
+        """The value read back."""
+        return entry_work(result)
 
     def run(self, view: View, now: int) -> Entry | None:
         """Read, then remove."""
@@ -334,6 +460,12 @@ class GetEx(Op):
     def __init__(self, ns: str, key: bytes, expires_at: int | None) -> None:
         super().__init__(ns, key)
         self.expires_at = expires_at
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - Entry | None | error
+        """The value read back."""
+        return entry_work(result)
 
     def run(self, view: View, now: int) -> Entry | None:
         """Read and maybe change the expiry."""
@@ -405,10 +537,8 @@ class IncrBy(Op):
         value = b"%d" % result
         if self.quota is not None:
             check_put(view, self.ns, self.key, old, value, self.quota)
-        if old is None:
-            view.put(self.ns, self.key, Entry(value, self.default_expires_at, 1))
-        else:
-            view.put(self.ns, self.key, Entry(value, old.expires_at, old.version + 1))
+        expires = self.default_expires_at if old is None else old.expires_at
+        view.put(self.ns, self.key, Entry(value, expires, next_version(old)))
         return result
 
 
@@ -426,6 +556,14 @@ class Append(Op):
         self.default_expires_at = default_expires_at
         self.max_payload = max_payload
 
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - the new length | error
+        """The old value, read and written again with the request's bytes after it."""
+        if type(result) is not int:
+            return NO_WORK
+        return 0, 2 * (result - len(self.value))
+
     def run(self, view: View, now: int) -> int:
         """Concatenate."""
         old = view.get(self.ns, self.key, now)
@@ -434,10 +572,8 @@ class Append(Op):
             raise PayloadTooLarge(self.max_payload, len(value))
         if self.quota is not None:
             check_put(view, self.ns, self.key, old, value, self.quota)
-        if old is None:
-            view.put(self.ns, self.key, Entry(value, self.default_expires_at, 1))
-        else:
-            view.put(self.ns, self.key, Entry(value, old.expires_at, old.version + 1))
+        expires = self.default_expires_at if old is None else old.expires_at
+        view.put(self.ns, self.key, Entry(value, expires, next_version(old)))
         return len(value)
 
 
@@ -484,6 +620,12 @@ class Update(Op):
         self.max_payload = max_payload
         self.stored_bytes = 0
 
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401, ARG002 - any result
+        """The stored document read and a merged one written, even when refused halfway."""
+        return 0, self.stored_bytes
+
     def run(self, view: View, now: int) -> int | None:
         """Check, compute the new value and expiry, then write once; the TTL left in ms."""
         entry = self.apply(view, now)
@@ -511,7 +653,7 @@ class Update(Op):
         version = old.version
         if self.data is not None:
             value = self.data
-            version += 1
+            version = next_version(old)
         elif self.patch is not _NO_PATCH:
             merged = merge_patch(load_stored(old.value), self.patch)
             try:
@@ -521,7 +663,7 @@ class Update(Op):
             self.stored_bytes += len(value)
             if len(value) > self.max_payload:
                 raise PayloadTooLarge(self.max_payload, len(value))
-            version += 1
+            version = next_version(old)
         if self.quota is not None and value is not old.value:
             check_put(view, self.ns, self.key, old, value, self.quota)
         entry = Entry(value, expires, version)
@@ -573,6 +715,10 @@ class Rename(Op):
         view.delete(self.ns, self.key, now)
         view.put(self.ns, self.dst, old)
 
+    def slots(self) -> list[Slot]:
+        """The key, and the new name."""
+        return [(self.ns, self.key), (self.ns, self.dst)]
+
 
 class Scan(Op):
     """SCAN/KEYS: one page of keys matching a glob; cursor 0 in the result means done.
@@ -583,7 +729,9 @@ class Scan(Op):
     """
 
     __slots__ = ("count", "cursor", "kind", "pattern", "walked")
+    KEYED = False
     WRITES = False
+    TOUCH = Touch.SPACE
 
     def __init__(
         self, ns: str, cursor: int, count: int, pattern: bytes | None, kind: bytes | None
@@ -594,6 +742,12 @@ class Scan(Op):
         self.pattern = pattern
         self.kind = kind
         self.walked = 0
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The entries the page read."""
+        return walked_work(self.walked, result)
 
     def run(self, view: View, now: int) -> tuple[int, list[bytes]]:
         """Read one page."""
@@ -622,7 +776,9 @@ class Page(Op):
     """
 
     __slots__ = ("cursor", "limit", "walked")
+    KEYED = False
     WRITES = False
+    TOUCH = Touch.SPACE
 
     #: Scan rounds per page: bounds the work of one request.
     ROUNDS: Final = 8
@@ -632,6 +788,12 @@ class Page(Op):
         self.cursor = cursor
         self.limit = limit
         self.walked = 0
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The entries it read."""
+        return walked_work(self.walked, result)
 
     def run(self, view: View, now: int) -> tuple[int, list[tuple[bytes, Entry]]]:
         """Read until the page is full, the namespace ends, or the rounds run out."""
@@ -646,11 +808,18 @@ class Page(Op):
         return cursor, out
 
 
+def walked_work(walked: int, result: object) -> tuple[int, int]:
+    """The work of a walk: the entries it read (none when it was refused)."""
+    return NO_WORK if isinstance(result, StashError) else (walked, 0)
+
+
 class Ping(Op):
     """A round trip through the store that touches no data: the health check."""
 
     __slots__ = ()
+    KEYED = False
     WRITES = False
+    TOUCH = Touch.READ  # of no key: a round trip and nothing else
 
     def run(self, view: View, now: int) -> bool:  # noqa: ARG002 - part of the Op signature
         """Nothing to do: reaching here proves the store runs operations."""
@@ -661,7 +830,15 @@ class Count(Op):
     """DBSIZE: live keys in the namespace."""
 
     __slots__ = ()
+    KEYED = False
     WRITES = False
+    TOUCH = Touch.SPACE
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - the count | error
+        """The keys counted."""
+        return (result, 0) if type(result) is int else NO_WORK
 
     def run(self, view: View, now: int) -> int:
         """Count."""
@@ -676,12 +853,24 @@ class Usage(Op):
     """
 
     __slots__ = ()
+    KEYED = False
     WRITES = False
+    TOUCH = Touch.SPACE
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - (live, keys, bytes) | error
+        """The live keys counted."""
+        return (result[0], 0) if type(result) is tuple else NO_WORK
 
     def run(self, view: View, now: int) -> tuple[int, int, int]:
         """Count, and read the usage."""
         keys, size = view.usage(self.ns, now)
         return view.count(self.ns, now), keys, size
+
+    def usage_read(self) -> list[str]:
+        """Its namespace, whatever the quota."""
+        return [self.ns]
 
 
 class Flush(Op):
@@ -692,15 +881,27 @@ class Flush(Op):
     """
 
     __slots__ = ("freed",)
+    KEYED = False
+    TOUCH = Touch.SPACE
 
     def __init__(self, ns: str) -> None:
         super().__init__(ns)
         self.freed = 0
 
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The keys it freed."""
+        return walked_work(self.freed, result)
+
     def run(self, view: View, now: int) -> None:
         """Clear."""
         self.freed = view.usage(self.ns, now)[0]
         view.clear(self.ns)
+
+    def usage_read(self) -> list[str]:
+        """Its namespace: what it frees is counted from the usage."""
+        return [self.ns]
 
 
 class _NoPatch:
@@ -754,6 +955,33 @@ class Transaction(Op):
         self.ops = ops
         self.watched = watched
         self.writes = any(op.writes for op in ops)
+        # Namespace-wide when one of its operations is; otherwise it reads the watched
+        # keys and runs its operations on theirs.
+        self.touch = Touch.SPACE if any(op.touch is Touch.SPACE for op in ops) else Touch.WRITE
+
+    def slots(self) -> list[Slot]:
+        """The watched keys, then those of each operation."""
+        out = [(ns, key) for ns, key, _ in self.watched]
+        for op in self.ops:
+            out += op.slots()
+        return out
+
+    def usage_read(self) -> list[str]:
+        """Those of each operation."""
+        return [ns for op in self.ops for ns in op.usage_read()]
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - [result] | None | error
+        """What its operations did, each by its own result."""
+        if type(result) is not list:
+            return NO_WORK
+        entries = nbytes = 0
+        for op, res in zip(self.ops, result, strict=True):
+            e, b = op.work(res)
+            entries += e
+            nbytes += b
+        return entries, nbytes
 
     def run(self, view: View, now: int) -> list[Any] | None:
         """Check, then run each; undo them all if one fails with a bug."""
@@ -777,9 +1005,6 @@ class Transaction(Op):
             raise TransactionAborted(type(exc).__name__) from None
         undoable.commit()
         return results
-
-
-Slot = tuple[str, bytes]  # (namespace, key)
 
 
 class Undoable:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 from stashd import log
 from stashd.ratelimit import Decision, Grant, LocalLimiter
 from stashd.redislink import LinkError, ReplyError, Script, async_link, round_with_scripts
-from stashd.store.redis_index import key_prefix
+from stashd.store.redis.layout import key_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

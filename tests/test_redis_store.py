@@ -27,9 +27,10 @@ from stashd.redistarget import RedisTarget
 from stashd.service import MemoryService
 from stashd.store import open_store
 from stashd.store.base import StoreOpenError
-from stashd.store.redis import RedisStore
-from stashd.store.redis_index import HEAD_SIZE, key_prefix
-from stashd.store.redis_plan import MAX_TRIES, SCRIPTS, Plan, Stamps
+from stashd.store.redis.layout import HEAD_SIZE, key_prefix
+from stashd.store.redis.lua import SCRIPTS
+from stashd.store.redis.plan import APPLY_OPS, MAX_TRIES, Plan, Stamps
+from stashd.store.redis.store import RedisStore
 from stashd.types import Entry, Limits, Principal
 from tests.support.servers import RedisServer, free_port
 
@@ -517,3 +518,73 @@ def test_redis_refusing_a_write_is_unavailable_with_its_reason(
     with pytest.raises(StoreUnavailable, match="Redis refused the write: WRONGTYPE"):
         store.run(svc_of(store).incr(ALICE, b"h", 1))
     assert raw.type(b"user:{alice}:h") == b"hash"
+
+
+def test_plain_sets_and_gets_take_one_fetch_and_one_commit_with_one_apply_per_run(
+    store: RedisStore,
+) -> None:
+    """A batch of SETs with a GET among them: one MGET round, then one round holding an
+    APPLY for the SETs before the GET, the GET itself, and an APPLY for those after."""
+    svc = svc_of(store)
+    store.run(svc.set(ALICE, b"k0", b"old"))
+    link = SyncLink(store.target, SCRIPTS)
+    rounds: list[list[str]] = []
+
+    def before(_: int, commands: list[Any]) -> None:
+        rounds.append([c[0] for c in commands])
+
+    sets = [svc.set(ALICE, b"k%d" % (n % 3), b"v%d" % n) for n in range(6)]
+    batch = [*sets[:3], svc.get(ALICE, b"k0"), *sets[3:]]
+    results = drive(Plan(batch, store.clock, Stamps()), link, before)
+    assert rounds == [["MGET"], ["EVALSHA", "GET", "EVALSHA"]]
+    assert [r[0] for r in results[:3] + results[4:]] == [True] * 6
+    assert results[0][1].value == b"old"  # SET's old entry, as it read it
+    assert results[3].value == b"v0"  # the GET sees the writes before it, not after
+    entry = store.run(svc.get(ALICE, b"k0"))
+    assert (entry.value, entry.version) == (b"v3", 3)  # old, v0, v3: one version each
+    link.close()
+
+
+def test_in_one_apply_an_operation_whose_check_fails_leaves_the_others_applied(
+    store: RedisStore, server: RedisServer
+) -> None:
+    """Another node changes one key between fetch and commit: only the SET of that key
+    runs again, the others in the same APPLY call land at once, and all end as sent."""
+    svc = svc_of(store)
+    for name in (b"a", b"b", b"c"):
+        store.run(svc.set(ALICE, name, b"0"))
+    other = RedisStore.from_url(server.url)
+    link = SyncLink(store.target, SCRIPTS)
+    applies: list[int] = []
+
+    def before(_: int, commands: list[Any]) -> None:
+        if _is_apply(commands):
+            applies.append(len(commands))
+            if len(applies) == 1:
+                other.run(svc.set(ALICE, b"b", b"other"))
+
+    batch: list[ops.Op] = [svc.set(ALICE, name, b"1") for name in (b"a", b"b", b"c")]
+    results = drive(Plan(batch, store.clock, Stamps()), link, before)
+    assert [r[0] for r in results] == [True, True, True]
+    assert applies == [1, 1]  # one call for all three, then one for the SET of b alone
+    versions = {n: store.run(svc.get(ALICE, n)).version for n in (b"a", b"b", b"c")}
+    assert versions == {b"a": 2, b"b": 3, b"c": 2}
+    link.close()
+
+
+def test_a_long_run_of_writes_is_cut_into_calls_of_apply_ops(store: RedisStore) -> None:
+    """APPLY_OPS + 1 SETs to one namespace commit in two calls, so no call holds Redis long."""
+    svc = svc_of(store)
+    link = SyncLink(store.target, SCRIPTS)
+    commits: list[int] = []
+
+    def before(_: int, commands: list[Any]) -> None:
+        if _is_apply(commands):
+            commits.append(len(commands))
+
+    batch: list[ops.Op] = [svc.set(ALICE, b"k%d" % n, b"v") for n in range(APPLY_OPS + 1)]
+    results = drive(Plan(batch, store.clock, Stamps()), link, before)
+    assert all(r == (True, None) for r in results)
+    assert commits == [2]
+    assert store.run(svc.count(ALICE)) == APPLY_OPS + 1
+    link.close()

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from stashd.errors import StoreUnavailable
 from stashd.service import MemoryService
 from stashd.store.base import StoreOpenError
-from stashd.store.redis import RedisStore
+from stashd.store.redis.store import RedisStore
 from stashd.types import Limits, Principal
 from tests.support.resp_client import RespClient
 from tests.support.servers import RedisServer, StashDaemon, free_port

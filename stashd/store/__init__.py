@@ -40,7 +40,7 @@ def open_store(
             raise ValueError(msg)
         return SQLiteStore(path, clock, synchronous=synchronous)
     if backend == "redis":
-        from stashd.store.redis import RedisStore  # noqa: PLC0415
+        from stashd.store.redis.store import RedisStore  # noqa: PLC0415
 
         if not redis_url:
             msg = "the redis backend needs a URL such as redis://localhost:6379/0"

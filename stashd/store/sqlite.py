@@ -71,15 +71,14 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
 from stashd.errors import StashError, StoreUnavailable
-from stashd.ops import Create, FirstIds
 from stashd.store.base import Store, StoreOpenError, run_each
 from stashd.store.sqlite_usage import FILL_USAGE, creates_fit, lacks_usage
 from stashd.store.sqlite_view import OneReadView, SQLiteView, sweep_at
-from stashd.types import Clock, wall_clock_ms
+from stashd.types import Clock, Entry, wall_clock_ms
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -155,7 +154,7 @@ WAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
 CREATE_ROWS: Final = 128
 #: One row of that INSERT: its seq is the namespace's largest plus the row's place.
 _NEW_ROW: Final = (
-    "(?, ?, ?, ?, 1, ?, (SELECT ifnull(max(seq), 0) FROM entries WHERE namespace = ?) + ?)"
+    "(?, ?, ?, ?, ?, ?, (SELECT ifnull(max(seq), 0) FROM entries WHERE namespace = ?) + ?)"
 )
 _EXPIRED: Final = "SELECT 1 FROM entries WHERE sweep_at <= ? LIMIT 1"
 _SWEEP: Final = (
@@ -356,8 +355,9 @@ class SQLiteStore(Store):
 
     def _batch(self, conn: sqlite3.Connection, view: SQLiteView, ops: list[Op]) -> list[Any]:
         """One transaction for the batch; a failing operation is isolated from the rest."""
-        if all(type(op) is Create for op in ops):
-            created = _create_all(conn, cast("list[Create]", ops), self.clock())
+        rows = _fresh_rows(ops)
+        if rows is not None:
+            created = _create_all(conn, ops, rows, self.clock())
             if created is not None:
                 return created
         try:
@@ -643,7 +643,20 @@ def _sweep(conn: sqlite3.Connection, now: int, rounds: int, yield_now: Callable[
     return freed
 
 
-def _create_all(conn: sqlite3.Connection, ops: list[Create], now: int) -> list[bytes] | None:
+def _fresh_rows(ops: list[Op]) -> list[tuple[bytes, Entry]] | None:
+    """Each operation's fresh entry (:meth:`~stashd.ops.Op.fresh`); None unless all have one."""
+    rows = []
+    for op in ops:
+        row = op.fresh()
+        if row is None:
+            return None
+        rows.append(row)
+    return rows
+
+
+def _create_all(
+    conn: sqlite3.Connection, ops: list[Op], rows: list[tuple[bytes, Entry]], now: int
+) -> list[bytes] | None:
     """A batch of STASH (POST /stash) in one transaction, without reading first.
 
     A new id is almost never in use, so instead of a SELECT per id (what running each
@@ -651,15 +664,13 @@ def _create_all(conn: sqlite3.Connection, ops: list[Create], now: int) -> list[b
     which may only take the place of an expired row. If any id is in use by a live key
     (the INSERT changed fewer rows than it was given), nothing is kept and None says
     so: the caller then runs the batch the general way, which starts from the same ids
-    and draws others where they collide.
+    (each operation draws an id once) and draws others where they collide.
     """
-    keys = [op.make_id(0) for op in ops]
+    keys = [key for key, _ in rows]
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if not creates_fit(conn, ops, keys):
+        if not creates_fit(conn, ops, rows):
             _rollback(conn)
-            for op, key in zip(ops, keys, strict=True):
-                op.make_id = FirstIds(op.make_id, {0: key})  # drawn already
             return None
         for start in range(0, len(ops), CREATE_ROWS):
             chunk = ops[start : start + CREATE_ROWS]
@@ -668,14 +679,15 @@ def _create_all(conn: sqlite3.Connection, ops: list[Create], now: int) -> list[b
             # whether SQLite reads that largest before the rows go in or row by row
             # (then the seqs skip, and still only grow): unique and increasing either way.
             nth: dict[str, int] = {}
-            for op, key in zip(chunk, keys[start : start + CREATE_ROWS], strict=True):
-                nth[op.ns] = k = nth.get(op.ns, 0) + 1
-                params += (op.ns, key, op.value, op.expires_at, sweep_at(op.expires_at), op.ns, k)
+            for op, (key, entry) in zip(chunk, rows[start : start + CREATE_ROWS], strict=True):
+                ns = op.ns
+                nth[ns] = k = nth.get(ns, 0) + 1
+                expires_at = entry.expires_at
+                params += (ns, key, entry.value, expires_at, entry.version)
+                params += (sweep_at(expires_at), ns, k)
             params.append(now)
             if conn.execute(_create_sql(len(chunk)), params).rowcount != len(chunk):
                 _rollback(conn)
-                for op, key in zip(ops, keys, strict=True):
-                    op.make_id = FirstIds(op.make_id, {0: key})  # drawn already
                 return None
         conn.execute("COMMIT")
     except BaseException:
@@ -686,13 +698,14 @@ def _create_all(conn: sqlite3.Connection, ops: list[Create], now: int) -> list[b
 
 @functools.cache
 def _create_sql(rows: int) -> str:
-    """The INSERT of ``rows`` new entries (version 1) that replaces only expired rows."""
+    """The INSERT of ``rows`` new entries that replaces only expired rows."""
     # Built from placeholders only, never from data.
     return (
         "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at, seq) "  # noqa: S608
         f"VALUES {', '.join([_NEW_ROW] * rows)} "
         "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
-        "expires_at = excluded.expires_at, version = 1, sweep_at = excluded.sweep_at "
+        "expires_at = excluded.expires_at, version = excluded.version, "
+        "sweep_at = excluded.sweep_at "
         "WHERE entries.expires_at <= ?"
     )
 

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Callable
 
-    from stashd.ops import Create
+    from stashd.ops import Op
+    from stashd.types import Entry
 
     Execute = Callable[..., sqlite3.Cursor]
 
@@ -70,8 +71,8 @@ def lacks_usage(conn: sqlite3.Connection) -> bool:
     return found.fetchone() is None
 
 
-def creates_fit(conn: sqlite3.Connection, ops: list[Create], keys: list[bytes]) -> bool:
-    """True when every Create's new row stays within its quota, counting those before it.
+def creates_fit(conn: sqlite3.Connection, ops: list[Op], rows: list[tuple[bytes, Entry]]) -> bool:
+    """True when every operation's fresh row stays within its quota, counting those before it.
 
     Each row is counted as a new key, though one may replace an expired row: a batch
     that does not fit this way runs the general way, where the operations check (and
@@ -80,11 +81,11 @@ def creates_fit(conn: sqlite3.Connection, ops: list[Create], keys: list[bytes]) 
     if all(op.quota is None for op in ops):
         return True
     usage: dict[str, list[int]] = {}
-    for op, key in zip(ops, keys, strict=True):
+    for op, (key, entry) in zip(ops, rows, strict=True):
         held = usage.get(op.ns)
         if held is None:
             held = usage[op.ns] = list(read_usage(conn.execute, op.ns))
-        size = entry_bytes(key, op.value)
+        size = entry_bytes(key, entry.value)
         if op.quota is not None:
             try:
                 check(held[0], held[1], 1, size, op.quota)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd.errors import StashError
 from stashd.store.memory import MemoryStore
-from stashd.store.redis import RedisStore
+from stashd.store.redis.store import RedisStore
 from stashd.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:

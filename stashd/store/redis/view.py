@@ -1,6 +1,6 @@
 """The view operations run against while a plan runs on Redis, and what it records.
 
-:class:`PlanView` is the :class:`~stashd.types.View` of :mod:`stashd.store.redis_plan`:
+:class:`PlanView` is the :class:`~stashd.types.View` of :mod:`stashd.store.redis.plan`:
 it answers from the state the plan fetched (:class:`State`) and from the writes of the
 operations before in the batch, and raises :class:`Miss` for anything not fetched yet,
 so the plan fetches it and runs the operation again. For each operation it keeps a
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from stashd.errors import QuotaExceeded
 from stashd.quota import check, growth
-from stashd.store.redis_index import FORMAT, HEADER, caps
+from stashd.store.redis.layout import FORMAT, HEADER, caps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 Slot = tuple[str, bytes]  # (namespace, key)
 
 #: A quota decision as APPLY checks it: F (fit) or O (over), the keys and bytes the
-#: operation's writes add up to it, the limits of :func:`~stashd.store.redis_index.caps`.
+#: operation's writes add up to it, the limits of :func:`~stashd.store.redis.layout.caps`.
 QuotaCheck = tuple[bytes, int, int, int, int]
 
 
@@ -118,13 +118,19 @@ class Record:
 class PlanView:
     """The :class:`~stashd.types.View` operations run against during a plan."""
 
-    __slots__ = ("now", "rec", "stamp", "state")
+    __slots__ = ("metered", "now", "rec", "stamp", "state")
 
-    def __init__(self, state: State, stamp: Callable[[], int], now: int) -> None:
+    def __init__(
+        self, state: State, stamp: Callable[[], int], now: int, *, metered: bool = True
+    ) -> None:
         self.state = state
         self.stamp = stamp
         self.now = now  # the segment's clock, for what a write adds to its namespace
         self.rec = Record()
+        # False when no operation of the segment declared it reads a namespace's usage
+        # (Op.usage_read): then what writes add is not counted, which is most of a
+        # plain write's work here.
+        self.metered = metered
 
     def _touch(self, slot: Slot) -> tuple[bytes, Entry | None]:
         state = self.state
@@ -148,6 +154,8 @@ class PlanView:
 
     def _grow(self, ns: str, key: bytes, old: Entry | None, new: Entry | None) -> None:
         """Count what a write adds to its namespace, for later quota decisions."""
+        if not self.metered:
+            return
         was = old.value if old is not None and old.expires_at > self.now else None
         keys, size = growth(key, was, None if new is None else new.value)
         if keys or size:
@@ -198,17 +206,21 @@ class PlanView:
         slot = (ns, key)
         head, current = self._touch(slot)
         rec = self.rec
-        previous = rec.writes.get(slot)
+        mode = b"S"
         # The same bytes object as the key's current value means an expiry change (EXPIRE,
         # EXTEND, GETEX): only the header and the expiry go to Redis.
-        same_value = current is not None and entry.value is current.value
-        meta = same_value and (previous[0] == b"M" if previous else bool(head))
+        if current is not None and entry.value is current.value:
+            previous = rec.writes.get(slot)
+            if previous[0] == b"M" if previous else head:
+                mode = b"M"
         new_head = HEADER.pack(FORMAT, entry.expires_at, entry.version, self.stamp())
-        before = self.state.overlay.get(slot)
-        created = before.created if before is not None else not head
-        self._overlay(slot, Written(entry, new_head, created))
-        rec.writes[slot] = (b"M" if meta else b"S", entry, new_head)
-        self._grow(ns, key, current, entry)
+        overlay = self.state.overlay
+        before = overlay.get(slot)
+        rec.undo.setdefault(slot, before)
+        overlay[slot] = Written(entry, new_head, before.created if before else not head)
+        rec.writes[slot] = (mode, entry, new_head)
+        if self.metered:
+            self._grow(ns, key, current, entry)
 
     def delete(self, ns: str, key: bytes, now: int) -> bool:
         """Remember the removal; True when a live entry was removed."""
@@ -314,9 +326,7 @@ class PlanView:
         operation whose decision would come out otherwise runs again.
         """
         state = self.state
-        held = state.usage.get(ns)
-        if held is None:
-            raise Miss(usage=ns)
+        held = self._held(ns)
         grown = state.growth.get(ns, (0, 0))
         mine = self.rec.growth.get(ns, (0, 0))
         limits = caps(add_keys, add_bytes, quota)
@@ -333,8 +343,17 @@ class PlanView:
 
     def usage(self, ns: str, now: int) -> tuple[int, int]:  # noqa: ARG002 - part of View
         """The namespace's usage as fetched, plus what this segment's writes add."""
+        held = self._held(ns)
+        grown = self.state.growth.get(ns, (0, 0))
+        return held[0] + grown[0], held[1] + grown[1]
+
+    def _held(self, ns: str) -> tuple[int, int]:
+        """The namespace's usage as fetched, or a Miss to fetch it."""
+        if not self.metered:
+            # Writes before were not counted: an operation read a usage it did not declare.
+            msg = "an operation read a namespace's usage it did not declare (Op.usage_read)"
+            raise RuntimeError(msg)
         held = self.state.usage.get(ns)
         if held is None:
             raise Miss(usage=ns)
-        grown = self.state.growth.get(ns, (0, 0))
-        return held[0] + grown[0], held[1] + grown[1]
+        return held

@@ -3,14 +3,14 @@
 stashd nodes keep nothing of their own: any number of them can serve the same Redis,
 and a load balancer may send each connection anywhere. How operations stay atomic
 across nodes (run in Python against fetched state, committed by a server-side check)
-and how entries are laid out is described in :mod:`stashd.store.redis_plan`; this module
+and how entries are laid out is described in :mod:`stashd.store.redis.plan`; this module
 drives those plans:
 
 - :meth:`RedisStore.run_many` is the daemon's path. The batcher hands it everything all
   connections asked for in one turn of the loop, and the plan's rounds go over the
   event loop's link (:class:`~stashd.redislink.LeanLink`, or redis-py for a cluster):
-  typically one round for GET and SET, two for other writes. Replies go out after the
-  last round, so an acknowledged write is in Redis.
+  one round for a batch of reads (GET, MGET), two (fetch, commit) for one with
+  writes. Replies go out after the last round, so an acknowledged write is in Redis.
 - :meth:`RedisStore.run` is the synchronous path for in-process use, over redis-py's
   thread-safe client; it needs no event loop and no :meth:`open`.
 
@@ -20,7 +20,7 @@ a hang; the next batch connects again, so a Redis that comes back is used withou
 restarting anything. A write answered ``UNAVAILABLE`` because the connection broke
 mid-round may or may not have been applied, as with any networked store.
 
-Entries written before namespaces had an index (:mod:`stashd.store.redis_index`) are
+Entries written before namespaces had an index (:mod:`stashd.store.redis.layout`) are
 indexed once per Redis, before the store serves: :meth:`RedisStore.index_old_entries`.
 """
 
@@ -37,15 +37,9 @@ from stashd.quota import entry_bytes
 from stashd.redislink import LinkError, ReplyError, async_link, round_with_scripts_sync
 from stashd.redistarget import RedisTarget
 from stashd.store.base import Store, StoreOpenError
-from stashd.store.redis_index import (
-    ADOPT,
-    ENTRY_PATTERN,
-    INDEXED_MARK,
-    decode,
-    index_keys,
-    prefix_of,
-)
-from stashd.store.redis_plan import SCRIPTS, Plan, Stamps
+from stashd.store.redis.layout import ENTRY_PATTERN, INDEXED_MARK, decode, index_keys, prefix_of
+from stashd.store.redis.lua import ADOPT, SCRIPTS
+from stashd.store.redis.plan import Plan, Stamps
 from stashd.types import Clock, wall_clock_ms
 
 if TYPE_CHECKING:
