@@ -1,0 +1,109 @@
+"""Atomic operations on one namespace: the data semantics every store runs the same way.
+
+An operation is built by the memory service (which has already applied the caller's
+limits and resolved relative TTLs) and run by a store against its :class:`View` inside
+one atomic unit. It reads, decides, and only then writes, so an operation that raises
+has changed nothing. Results are domain values (entries, counts); the command layer
+turns them into wire replies.
+
+Each operation also declares what it touches, so stores plan it without knowing its
+class: :class:`Touch` (a plain read of its keys, a write of its keys, or a whole
+namespace), :meth:`Op.slots` and :meth:`Op.usage_read` (what it will read),
+:meth:`Op.fresh` (one new entry a store may insert without reading) and
+:meth:`Op.work` (what its request did not show, for the rate limit).
+
+The kinds live by family: :mod:`~stashd.ops.base` (what every operation is, and the
+rules they share), :mod:`~stashd.ops.entries` (the entries of given keys),
+:mod:`~stashd.ops.namespace` (a whole namespace) and :mod:`~stashd.ops.transaction`
+(MULTI/EXEC); this package is where callers find them all.
+"""
+
+from __future__ import annotations
+
+from stashd.ops.base import (
+    INT64_MAX,
+    INT64_MIN,
+    NO_WORK,
+    Op,
+    Slot,
+    Touch,
+    check_put,
+    entry_work,
+    next_version,
+    parse_int64,
+    ttl_seconds_up,
+    walked_work,
+)
+from stashd.ops.entries import (
+    Append,
+    Create,
+    Delete,
+    Expire,
+    FirstIds,
+    Forget,
+    Get,
+    GetDel,
+    GetEx,
+    GetMany,
+    IncrBy,
+    Rename,
+    Set,
+    SetMany,
+    Update,
+    UpdateEntry,
+    put_value,
+)
+from stashd.ops.namespace import (
+    Count,
+    Flush,
+    Page,
+    Ping,
+    Scan,
+    Usage,
+)
+from stashd.ops.transaction import (
+    Transaction,
+    Undoable,
+    snapshot,
+)
+
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "NO_WORK",
+    "Append",
+    "Count",
+    "Create",
+    "Delete",
+    "Expire",
+    "FirstIds",
+    "Flush",
+    "Forget",
+    "Get",
+    "GetDel",
+    "GetEx",
+    "GetMany",
+    "IncrBy",
+    "Op",
+    "Page",
+    "Ping",
+    "Rename",
+    "Scan",
+    "Set",
+    "SetMany",
+    "Slot",
+    "Touch",
+    "Transaction",
+    "Undoable",
+    "Update",
+    "UpdateEntry",
+    "Usage",
+    "check_put",
+    "entry_work",
+    "next_version",
+    "parse_int64",
+    "put_value",
+    "snapshot",
+    "ttl_seconds_up",
+    "walked_work",
+]

@@ -1,0 +1,196 @@
+"""Operations on a whole namespace: SCAN, listings, counts, usage and FLUSHDB, and PING."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from stashd.glob import compile_glob
+from stashd.ops.base import (
+    INT64_MAX,
+    NO_WORK,
+    Op,
+    Touch,
+    walked_work,
+)
+
+if TYPE_CHECKING:
+    from stashd.types import Entry, View
+
+
+class Scan(Op):
+    """SCAN/KEYS: one page of keys matching a glob; cursor 0 in the result means done.
+
+    ``count`` bounds the entries examined, as Redis's COUNT does, so a page may come back
+    short or empty before the end. ``kind`` filters by TYPE (every key is a string).
+    ``walked`` is how many entries the page read, matching or not, for the rate limit.
+    """
+
+    __slots__ = ("count", "cursor", "kind", "pattern", "walked")
+    KEYED = False
+    WRITES = False
+    TOUCH = Touch.SPACE
+
+    def __init__(
+        self, ns: str, cursor: int, count: int, pattern: bytes | None, kind: bytes | None
+    ) -> None:
+        super().__init__(ns)
+        self.cursor = cursor
+        self.count = count
+        self.pattern = pattern
+        self.kind = kind
+        self.walked = 0
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The entries the page read."""
+        return walked_work(self.walked, result)
+
+    def run(self, view: View, now: int) -> tuple[int, list[bytes]]:
+        """Read one page."""
+        if self.cursor > INT64_MAX:
+            # SCAN takes cursors up to 2**64 - 1, as Redis does; no store hands out one
+            # past a signed 64-bit number, so such a cursor is past the end.
+            return 0, []
+        nxt, items = view.scan(self.ns, self.cursor, self.count, now)
+        self.walked = len(items)
+        if self.kind is not None and self.kind.lower() != b"string":
+            return nxt, []
+        keys = [k for k, _ in items]
+        if self.pattern is not None and self.pattern != b"*":
+            match = compile_glob(self.pattern).match
+            keys = [k for k in keys if match(k)]
+        return nxt, keys
+
+
+class Page(Op):
+    """A page of live entries with their metadata, for listings: up to ``limit`` of them.
+
+    Unlike :class:`Scan`, it keeps reading until the page is full or the namespace ends
+    (at most ``limit * ROUNDS`` entries examined, so a namespace full of expired entries
+    cannot make one request unbounded); the result is ``(next_cursor, [(key, entry)])``
+    with cursor 0 at the end. ``walked`` is how many entries it read, for the rate limit.
+    """
+
+    __slots__ = ("cursor", "limit", "walked")
+    KEYED = False
+    WRITES = False
+    TOUCH = Touch.SPACE
+
+    #: Scan rounds per page: bounds the work of one request.
+    ROUNDS: Final = 8
+
+    def __init__(self, ns: str, cursor: int, limit: int) -> None:
+        super().__init__(ns)
+        self.cursor = cursor
+        self.limit = limit
+        self.walked = 0
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The entries it read."""
+        return walked_work(self.walked, result)
+
+    def run(self, view: View, now: int) -> tuple[int, list[tuple[bytes, Entry]]]:
+        """Read until the page is full, the namespace ends, or the rounds run out."""
+        cursor = self.cursor
+        out: list[tuple[bytes, Entry]] = []
+        for _ in range(self.ROUNDS):
+            cursor, items = view.scan(self.ns, cursor, self.limit - len(out), now)
+            out.extend(items)
+            if cursor == 0 or len(out) >= self.limit:
+                break
+        self.walked = len(out)
+        return cursor, out
+
+
+class Ping(Op):
+    """A round trip through the store that touches no data: the health check."""
+
+    __slots__ = ()
+    KEYED = False
+    WRITES = False
+    TOUCH = Touch.READ  # of no key: a round trip and nothing else
+
+    def run(self, view: View, now: int) -> bool:  # noqa: ARG002 - part of the Op signature
+        """Nothing to do: reaching here proves the store runs operations."""
+        return True
+
+
+class Count(Op):
+    """DBSIZE: live keys in the namespace."""
+
+    __slots__ = ()
+    KEYED = False
+    WRITES = False
+    TOUCH = Touch.SPACE
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - the count | error
+        """The keys counted."""
+        return (result, 0) if type(result) is int else NO_WORK
+
+    def run(self, view: View, now: int) -> int:
+        """Count."""
+        return view.count(self.ns, now)
+
+
+class Usage(Op):
+    """INFO keyspace: the live keys, and what the namespace holds as quotas count it.
+
+    The result is ``(live_keys, keys, bytes)``; see :meth:`View.usage` for how held keys
+    and bytes differ from live keys.
+    """
+
+    __slots__ = ()
+    KEYED = False
+    WRITES = False
+    TOUCH = Touch.SPACE
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - (live, keys, bytes) | error
+        """The live keys counted."""
+        return (result[0], 0) if type(result) is tuple else NO_WORK
+
+    def run(self, view: View, now: int) -> tuple[int, int, int]:
+        """Count, and read the usage."""
+        keys, size = view.usage(self.ns, now)
+        return view.count(self.ns, now), keys, size
+
+    def usage_read(self) -> list[str]:
+        """Its namespace, whatever the quota."""
+        return [self.ns]
+
+
+class Flush(Op):
+    """FLUSHDB/FLUSHALL: empty the caller's namespace, and only that.
+
+    ``freed`` is how many keys it held (expired ones not yet swept included), for the
+    rate limit: freeing them is the work.
+    """
+
+    __slots__ = ("freed",)
+    KEYED = False
+    TOUCH = Touch.SPACE
+
+    def __init__(self, ns: str) -> None:
+        super().__init__(ns)
+        self.freed = 0
+
+    WORKS = True
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The keys it freed."""
+        return walked_work(self.freed, result)
+
+    def run(self, view: View, now: int) -> None:
+        """Clear."""
+        self.freed = view.usage(self.ns, now)[0]
+        view.clear(self.ns)
+
+    def usage_read(self) -> list[str]:
+        """Its namespace: what it frees is counted from the usage."""
+        return [self.ns]
