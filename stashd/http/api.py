@@ -182,13 +182,10 @@ class HttpApi:
             principal = await self.authenticate_async(request)
         else:
             principal = self.authenticate(request)
-        # A body's bytes are known up front from its Content-Length; a chunked one's are
-        # charged once read (see charge_body).
-        cost = body_cost(request.content_length or 0)
         if self.shared_limiter:
-            rate = await self.admit_shared(principal, cost)
+            rate = await self.admit_shared(principal, request)
         else:
-            rate = self.admit(principal, cost)
+            rate = self.admit(principal, request)
         resp: web.StreamResponse = await handler(request, principal, key, conn)
         if rate is not None:
             resp.headers.update(rate)
@@ -262,43 +259,64 @@ class HttpApi:
             raise WrongPass
         return principal
 
-    def admit(self, principal: Principal, cost: int = 1) -> dict[str, str] | None:
+    def rate(self, principal: Principal) -> Rate | None:
+        """The rate the principal's requests are limited by (None: not limited)."""
+        if self.limiter is None or self.rate_of is None:
+            return None
+        return self.rate_of(principal)
+
+    def admit(self, principal: Principal, request: web.BaseRequest) -> dict[str, str] | None:
         """The one rate-limit check: the RateLimit fields to send, or 429 when over.
+
+        A request costs what :func:`~stashd.cost.body_cost` says of the body its
+        Content-Length announces (a chunked one's bytes are charged once read, see
+        :meth:`body`); that is worked out only for a principal who is limited.
 
         Fields follow the IETF draft (draft-ietf-httpapi-ratelimit-headers): the policy
         ``q`` units per ``w`` seconds, and ``r`` units remaining, after this request's
-        ``cost``, with ``t`` seconds until the quota is whole again; a refusal adds
+        cost, with ``t`` seconds until the quota is whole again; a refusal adds
         ``Retry-After`` in whole seconds.
         """
-        if self.limiter is None or self.rate_of is None:
-            return None
-        rate = self.rate_of(principal)
+        rate = self.rate(principal)
         if rate is None:
             return None
         limiter = cast("RateLimiter", self.limiter)
+        cost = body_cost(request.content_length or 0)
         return _rate_fields(rate, limiter.acquire(principal.namespace, rate, cost))
 
-    async def admit_shared(self, principal: Principal, cost: int = 1) -> dict[str, str] | None:
+    async def admit_shared(
+        self, principal: Principal, request: web.BaseRequest
+    ) -> dict[str, str] | None:
         """:meth:`admit` with a limiter kept in Redis, asked without blocking the loop."""
-        if self.limiter is None or self.rate_of is None:
-            return None
-        rate = self.rate_of(principal)
+        rate = self.rate(principal)
         if rate is None:
             return None
         limiter = cast("SharedLimiter", self.limiter)
-        grant = await limiter.take(principal.namespace, rate, (cost,))
+        grant = await limiter.take(
+            principal.namespace, rate, (body_cost(request.content_length or 0),)
+        )
         return _rate_fields(rate, grant.decision)
 
     def charge(self, principal: Principal, units: int) -> None:
         """Charge work learned after a request ran to the principal's rate, as a debt."""
-        if units and self.limiter is not None and self.rate_of is not None:
-            rate = self.rate_of(principal)
+        if units:
+            rate = self.rate(principal)
             if rate is not None:
-                self.limiter.charge(principal.namespace, rate, units)
+                cast("RateLimiter | SharedLimiter", self.limiter).charge(
+                    principal.namespace, rate, units
+                )
 
-    def charge_body(self, principal: Principal, request: web.BaseRequest, body: bytes) -> None:
-        """Charge what a body read costs past what its Content-Length said (chunked ones)."""
-        self.charge(principal, body_cost(len(body)) - body_cost(request.content_length or 0))
+    async def body(self, request: web.BaseRequest, p: Principal, conn: Connection) -> bytes:
+        """The body, within the principal's payload limit.
+
+        A body with a Content-Length was paid for by :meth:`admit` (it is read whole or
+        refused); a chunked one's bytes are charged here, once they are known.
+        """
+        length = request.content_length
+        raw = await read_body(request, conn, p.limits.max_payload, length)
+        if length is None:
+            self.charge(p, body_cost(len(raw)) - body_cost(0))
+        return raw
 
     # -- endpoints -------------------------------------------------------------------------
     async def healthz(self) -> web.StreamResponse:
@@ -310,8 +328,7 @@ class HttpApi:
         self, request: web.BaseRequest, p: Principal, _key: bytes, conn: Connection
     ) -> web.StreamResponse:
         """POST /stash {"data": any, "ttl": seconds?} -> 201 with the new id."""
-        raw = await read_body(request, conn, p.limits.max_payload)
-        self.charge_body(p, request, raw)
+        raw = await self.body(request, p, conn)
         op = self.stash_op(p, raw)
         key: bytes = self.store.run(op) if self.inline else await self.batcher.run(op)
         return self.created(p, op, key)
@@ -367,8 +384,7 @@ class HttpApi:
     ) -> web.StreamResponse:
         """PATCH /update/{id} {"data"?, "merge"?, "extra_seconds"?}, If-Match -> new TTL."""
         if_version = if_match_version(request.headers.get("If-Match"))
-        raw = await read_body(request, conn, p.limits.max_payload)
-        self.charge_body(p, request, raw)
+        raw = await self.body(request, p, conn)
         body = json_object(raw, UPDATE_FIELDS)
         extra = integer(body, "extra_seconds")
         if extra is not None and extra <= 0:

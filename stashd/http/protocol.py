@@ -104,7 +104,7 @@ class Connection(asyncio.Protocol):
     # -- from the socket ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register with the watchdog and start aiohttp's protocol on the wire."""
-        self.transport = cast("asyncio.Transport", transport)
+        self.transport = self.wire.socket = cast("asyncio.Transport", transport)
         self.guard.connections.add(self)
         self.inner.connection_made(self.wire)
 
@@ -250,16 +250,15 @@ class Wire(asyncio.Transport):
     itself, which :meth:`Connection.refuse` replaces.
     """
 
-    __slots__ = ("conn",)
+    __slots__ = ("conn", "socket")
+
+    #: The socket's transport, set as the connection is made: aiohttp is handed the wire
+    #: only then, so every call it makes finds it here, one attribute away.
+    socket: asyncio.Transport
 
     def __init__(self, conn: Connection) -> None:
         super().__init__()
         self.conn = conn
-
-    def _socket(self) -> asyncio.Transport:
-        transport = self.conn.transport
-        assert transport is not None  # aiohttp is handed the wire once the socket is there
-        return transport
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send, or replace aiohttp's own answer."""
@@ -280,56 +279,55 @@ class Wire(asyncio.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:  # noqa: ANN401 - asyncio's signature
         """The socket's."""
-        return self._socket().get_extra_info(name, default)
+        return self.socket.get_extra_info(name, default)
 
     def is_closing(self) -> bool:
         """The socket's."""
-        transport = self.conn.transport
-        return transport is None or transport.is_closing()
+        return self.socket.is_closing()
 
     def close(self) -> None:
         """Close the socket once what is queued and buffered is sent."""
         self.conn.flush()
-        self._socket().close()
+        self.socket.close()
 
     def abort(self) -> None:
         """Close the socket now, dropping what is queued."""
         self.conn.unsent.clear()
         self.conn.unsent_size = 0
-        self._socket().abort()
+        self.socket.abort()
 
     def is_reading(self) -> bool:
         """The socket's."""
-        return self._socket().is_reading()
+        return self.socket.is_reading()
 
     def pause_reading(self) -> None:
         """Stop reading the socket: back-pressure on pipelined requests, from aiohttp."""
-        self._socket().pause_reading()
+        self.socket.pause_reading()
 
     def resume_reading(self) -> None:
         """Read the socket again."""
-        self._socket().resume_reading()
+        self.socket.resume_reading()
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         """The socket's."""
-        self._socket().set_write_buffer_limits(high, low)
+        self.socket.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
         """What is queued and what the socket's transport holds."""
-        return self.conn.unsent_size + self._socket().get_write_buffer_size()
+        return self.conn.unsent_size + self.socket.get_write_buffer_size()
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         """The socket's."""
-        return self._socket().get_write_buffer_limits()
+        return self.socket.get_write_buffer_limits()
 
     def write_eof(self) -> None:
         """Half-close the socket after what is queued."""
         self.conn.flush()
-        self._socket().write_eof()
+        self.socket.write_eof()
 
     def can_write_eof(self) -> bool:
         """The socket's."""
-        return self._socket().can_write_eof()
+        return self.socket.can_write_eof()
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         """Another protocol for the socket's bytes (aiohttp never asks)."""

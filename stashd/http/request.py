@@ -107,14 +107,15 @@ def query_int(raw: str | None, name: str, default: int) -> int:
     return int(raw)
 
 
-async def read_body(request: web.BaseRequest, conn: Connection, limit: int) -> bytes:
-    """The body, refused before reading when its Content-Length is over ``limit``.
+async def read_body(
+    request: web.BaseRequest, conn: Connection, limit: int, length: int | None
+) -> bytes:
+    """The body, refused before reading when its Content-Length (``length``) is over ``limit``.
 
     A body without a Content-Length (chunked) is read to ``limit + 1`` bytes at most.
     A body shorter than its Content-Length (the client half-closed, or stopped before
     the request deadline) is refused with 400 and changes nothing.
     """
-    length = request.content_length
     if length is not None and length > limit:
         raise BodyTooLarge(limit, length)
     encoding = request.headers.get("Content-Encoding")
