@@ -13,7 +13,8 @@ from stashd.config import ConfigError, is_loopback
 from stashd.connbudget import PER_ADDRESS, ConnectionBudget
 from stashd.events import WriteEvents
 from stashd.held import HeldMemory
-from stashd.http import HttpApi, HttpServer
+from stashd.http.api import HttpApi
+from stashd.http.server import HttpServer
 from stashd.ratelimit import LocalLimiter
 from stashd.ratelimit_redis import RedisLimiter
 from stashd.registry import SQLiteRegistry

@@ -14,7 +14,7 @@ from stashd.cli_data import CLI_WORDS
 from stashd.client import PYTHON_WORDS
 from stashd.errors import StashError, from_wire
 from stashd.errorwire import Field, Seconds, Word, placeholders
-from stashd.http import _MESSAGES as HTTP_WORDS
+from stashd.http.errors import HTTP_WORDS
 
 # The classes from_wire reads, in the order it tries them; StashError and CommandError
 # (the fallbacks) and AuthenticationError (a base without a text of its own) are the rest.

@@ -17,17 +17,13 @@ import aiohttp
 import pytest
 import redis
 
-from stashd import errors, http
+from stashd import errors
 from stashd.events import WriteEvents
-from stashd.http import (
-    IDLE_TIMEOUT,
-    REQUEST_TIMEOUT,
-    WATCH_INTERVAL,
-    HttpApi,
-    error_body,
-    error_row,
-    if_match_version,
-)
+from stashd.http.api import HttpApi
+from stashd.http.errors import INTERNAL_ERROR, error_body, error_row
+from stashd.http.protocol import REQUEST_TIMEOUT, WATCH_INTERVAL
+from stashd.http.request import if_match_version
+from stashd.http.server import IDLE_TIMEOUT
 from stashd.jsontext import MAX_DEPTH
 from stashd.ops import Set
 from stashd.ratelimit import LocalLimiter, Rate
@@ -778,7 +774,7 @@ async def test_a_failing_store_gets_a_500_and_a_closed_connection(
         status, headers, body = split_response(raw)
         assert status == 500
         assert headers["connection"] == "close"
-        assert body == http.INTERNAL_ERROR
+        assert body == INTERNAL_ERROR
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
@@ -797,7 +793,7 @@ async def test_a_failure_of_our_own_is_a_500_for_that_request_alone(
         async with sidecar(store=store) as s:  # type: ignore[arg-type]
             raw = await raw_exchange(s.port, post(b'{"data": 1}'))
             status, _, body = split_response(raw)
-            assert (status, body) == (500, http.INTERNAL_ERROR)
+            assert (status, body) == (500, INTERNAL_ERROR)
             (ok,) = await exchange(s.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             assert split_response(ok)[0] == 200
     finally:

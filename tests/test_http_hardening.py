@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from stashd import http
+from stashd.http import server
 from stashd.ops import Op
 from stashd.store.sqlite import SQLiteStore
 from tests.support.http import (
@@ -422,7 +422,7 @@ async def test_the_idle_timer_never_ends_a_connection_whose_answer_is_under_way(
 ) -> None:
     """Idle means no request in progress: a write waiting for its batch past the idle time
     is still answered (the client would otherwise store it again on retry)."""
-    monkeypatch.setattr(http, "IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr(server, "IDLE_TIMEOUT", 0.3)
     async with held_post(tmp_path) as (store, _, reader, _writer):
         await asyncio.sleep(0.6)
         store.release.set()
@@ -433,7 +433,7 @@ async def test_an_idle_connection_is_closed_after_the_idle_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After an answer, a connection that sends nothing more is closed by the server."""
-    monkeypatch.setattr(http, "IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr(server, "IDLE_TIMEOUT", 0.3)
     async with sidecar() as s:
         reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
         writer.write(post(b'{"data": 1}'))

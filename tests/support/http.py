@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from stashd.events import WriteEvents
-from stashd.http import REQUEST_TIMEOUT, SEND_TIMEOUT, HttpApi, HttpServer
+from stashd.http.api import HttpApi
+from stashd.http.protocol import REQUEST_TIMEOUT, SEND_TIMEOUT
+from stashd.http.server import HttpServer
 from stashd.ratelimit import Rate, RateLimiter
 from stashd.server import ServerContext
 from stashd.service import MemoryService
