@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import re
 import sys
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
@@ -34,10 +33,10 @@ MAX_HELD: Final = 4096
 
 # As structlog's JSONRenderer writes strings: ASCII, everything else escaped.
 _ENCODE: Final = json.JSONEncoder().encode
-#: Text that is the same in JSON and on a console line: printable ASCII, no quote,
-#: backslash or space. Anything else is written as a JSON string (so a key holding a
-#: newline cannot forge a log line).
-_PLAIN: Final = re.compile(r"[!#-\[\]-~]*")
+#: The bytes of text that is the same in JSON and on a console line: printable ASCII but
+#: quote, backslash and space. Anything else is written as a JSON string (so a key holding
+#: a newline cannot forge a log line).
+_PLAIN: Final = bytes(b for b in range(0x21, 0x7F) if b not in b'"\\')
 
 
 #: An event's fields after its namespace, in order (names for a key or id say which).
@@ -64,14 +63,10 @@ _TEXT: Final = frozenset({"key", "id"})
 # the one kind DESCRIBE gives it.
 
 
-def _text(key: bytes) -> str:
-    return key.decode("utf-8", "replace")
-
-
 def _set(op: Any, result: Any, now: int) -> Noted | None:  # noqa: ANN401
     if not result[0]:  # NX or XX said no
         return None
-    return _KEY_TTL_SIZE, (_text(op.key), seconds_left(op.expires_at, now), len(op.value))
+    return _KEY_TTL_SIZE, (op.key, seconds_left(op.expires_at, now), len(op.value))
 
 
 def _set_many(op: Any, _: Any, now: int) -> Noted:  # noqa: ANN401
@@ -80,7 +75,7 @@ def _set_many(op: Any, _: Any, now: int) -> Noted:  # noqa: ANN401
 
 
 def _create(op: Any, key: Any, now: int) -> Noted:  # noqa: ANN401
-    return _ID_TTL_SIZE, (_text(key), seconds_left(op.expires_at, now), len(op.value))
+    return _ID_TTL_SIZE, (key, seconds_left(op.expires_at, now), len(op.value))
 
 
 def _update(op: Any, ttl_ms: Any, now: int) -> Noted | None:  # noqa: ANN401
@@ -89,49 +84,49 @@ def _update(op: Any, ttl_ms: Any, now: int) -> Noted | None:  # noqa: ANN401
         return None
     ttl = seconds_left(now + ttl_ms, now)
     if op.data is None:  # a merge or an extension: no new document of known size
-        return _ID_TTL, (_text(op.key), ttl)
-    return _ID_TTL_SIZE, (_text(op.key), ttl, len(op.data))
+        return _ID_TTL, (op.key, ttl)
+    return _ID_TTL_SIZE, (op.key, ttl, len(op.data))
 
 
 def _update_entry(op: Any, entry: Any, now: int) -> Noted | None:  # noqa: ANN401
     # The HTTP door's UPDATE: the entry as written.
     if entry is None:
         return None
-    return _ID_TTL_SIZE, (_text(op.key), seconds_left(entry.expires_at, now), len(entry.value))
+    return _ID_TTL_SIZE, (op.key, seconds_left(entry.expires_at, now), len(entry.value))
 
 
 def _delete(op: Any, removed: Any, _: int) -> Noted:  # noqa: ANN401
     if len(op.keys) == 1:
-        return _KEY_REMOVED, (_text(op.keys[0]), removed)
+        return _KEY_REMOVED, (op.keys[0], removed)
     return _KEYS_REMOVED, (len(op.keys), removed)
 
 
 def _forget(op: Any, removed: Any, _: int) -> Noted:  # noqa: ANN401
     if len(op.keys) == 1:
-        return _ID_REMOVED, (_text(op.keys[0]), removed)
+        return _ID_REMOVED, (op.keys[0], removed)
     return _KEYS_REMOVED, (len(op.keys), removed)
 
 
 def _getdel(op: Any, old: Any, _: int) -> Noted | None:  # noqa: ANN401
-    return None if old is None else (_KEY_REMOVED, (_text(op.key), 1))
+    return None if old is None else (_KEY_REMOVED, (op.key, 1))
 
 
 def _getex(op: Any, old: Any, now: int) -> Noted | None:  # noqa: ANN401
     if old is None or op.expires_at is None:
         return None
-    return _KEY_TTL, (_text(op.key), seconds_left(op.expires_at, now))
+    return _KEY_TTL, (op.key, seconds_left(op.expires_at, now))
 
 
 def _expire(op: Any, changed: Any, now: int) -> Noted | None:  # noqa: ANN401
-    return (_KEY_TTL, (_text(op.key), seconds_left(op.when, now))) if changed else None
+    return (_KEY_TTL, (op.key, seconds_left(op.when, now))) if changed else None
 
 
 def _key(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
-    return _KEY, (_text(op.key),)
+    return _KEY, (op.key,)
 
 
 def _append(op: Any, length: Any, _: int) -> Noted:  # noqa: ANN401
-    return _KEY_SIZE, (_text(op.key), length)
+    return _KEY_SIZE, (op.key, length)
 
 
 def _flush(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
@@ -171,7 +166,7 @@ class WriteEvents:
         self._held: list[tuple[ops.Op, Any, str | None]] = []
         self._scheduled = False
         # A line's template per event, door and set of fields present: built once each.
-        self._templates: dict[tuple[str, Shape, str | None], str] = {}
+        self._templates: dict[tuple[str, Shape, str | None], tuple[str, bool]] = {}
 
     def note(self, op: ops.Op, result: Any, door: str | None = None) -> None:  # noqa: ANN401
         """A committed write's event, to be written once this turn's callbacks have run."""
@@ -207,6 +202,7 @@ class WriteEvents:
         )
         json_format = self.fmt == "json"
         templates = self._templates
+        quoted: dict[str, str] = {}  # each namespace's text, worked out once per flush
         lines = []
         for op, result, door in held:
             described = DESCRIBE.get(type(op))
@@ -217,13 +213,16 @@ class WriteEvents:
             if noted is None:
                 continue
             shape, values = noted
-            ns = _quote(op.ns, json_format)
-            if shape[0] in _TEXT:
+            made = templates.get((name, shape, door))
+            if made is None:
+                made = _template(name, shape, door, json_format), shape[0] in _TEXT
+                templates[name, shape, door] = made
+            template, keyed = made
+            ns = quoted.get(op.ns)
+            if ns is None:
+                ns = quoted[op.ns] = _quote(op.ns.encode(), json_format)
+            if keyed:
                 values = (_quote(values[0], json_format), *values[1:])
-            template = templates.get((name, shape, door))
-            if template is None:
-                template = _template(name, shape, door, json_format)
-                templates[name, shape, door] = template
             lines.append(template.format(ns, *values, stamp))
         if lines:
             stream = self.stream if self.stream is not None else sys.stderr
@@ -231,11 +230,12 @@ class WriteEvents:
             stream.flush()
 
 
-def _quote(text: str, json_format: bool = True) -> str:
+def _quote(text: bytes, json_format: bool = True) -> str:
     """Text as a JSON string; on a console line plain text stays as it is."""
-    if _PLAIN.fullmatch(text) is not None:
-        return f'"{text}"' if json_format else text
-    encoded: str = _ENCODE(text)
+    if not text.translate(None, _PLAIN):  # nothing but plain bytes
+        plain = text.decode("ascii")
+        return f'"{plain}"' if json_format else plain
+    encoded: str = _ENCODE(text.decode("utf-8", "replace"))
     return encoded
 
 
@@ -250,7 +250,7 @@ def _template(name: str, shape: Shape, door: str | None, json_format: bool) -> s
     if json_format:
         body = "".join(f'"{field}": {{{i}}}, ' for i, field in enumerate(fields))
         if door is not None:
-            body = f'"door": {_quote(door)}, ' + body
+            body = f'"door": {_quote(door.encode())}, ' + body
         return f'{{{{{body}"event": "{name}", "level": "info", "timestamp": "{{{stamp}}}"}}}}\n'
     # The console layout sorts the fields by name, after the timestamp and the event.
     named = {field: f"{{{i}}}" for i, field in enumerate(fields)}
