@@ -587,11 +587,13 @@ class Connection(asyncio.Protocol):
         try:
             wait = serving.send(answer)
         except StopIteration:
+            waited = self._serving is not None
             self._serving = None
             self._items = None
             if self._close_after_batch and self.transport is not None:
                 self.transport.close()
-            self._resume_reading()
+            if waited:  # reading was paused for the wait (resuming costs a system call)
+                self._resume_reading()
             return
         except Exception:
             # A bug in the dispatch itself: the connection cannot be trusted to keep its

@@ -51,7 +51,6 @@ from stashd.ops.entries import (
     SetMany,
     Update,
     UpdateEntry,
-    put_value,
 )
 from stashd.ops.namespace import (
     Count,
@@ -102,7 +101,6 @@ __all__ = [
     "entry_work",
     "next_version",
     "parse_int64",
-    "put_value",
     "snapshot",
     "ttl_seconds_up",
     "walked_work",

@@ -20,7 +20,6 @@ from stashd.types import Entry, View
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from stashd.types import Quota
 from stashd.ops.base import (
     INT64_MAX,
     INT64_MIN,
@@ -116,39 +115,16 @@ class Set(Op):
 
     def run(self, view: View, now: int) -> tuple[bool, Entry | None]:
         """Write unless the NX/XX condition says no."""
-        if not self.cond and not self.keep_ttl:
-            return True, put_value(
-                view, now, self.ns, self.key, self.value, self.expires_at, self.quota
-            )
-        old = view.get(self.ns, self.key, now)
-        if (self.cond == b"NX" and old is not None) or (self.cond == b"XX" and old is None):
+        ns, key = self.ns, self.key
+        old = view.get(ns, key, now)
+        cond = self.cond
+        if cond and (old is None) is (cond == b"XX"):  # NX found a key, or XX none
             return False, old
         if self.quota is not None:
-            check_put(view, self.ns, self.key, old, self.value, self.quota)
+            check_put(view, ns, key, old, self.value, self.quota)
         expires = old.expires_at if self.keep_ttl and old is not None else self.expires_at
-        view.put(self.ns, self.key, Entry(self.value, expires, next_version(old)))
+        view.put(ns, key, Entry(self.value, expires, next_version(old)))
         return True, old
-
-
-def put_value(  # noqa: PLR0917 - hot path: positional arguments are cheapest
-    view: View,
-    now: int,
-    ns: str,
-    key: bytes,
-    value: bytes,
-    expires_at: int,
-    quota: Quota | None = None,
-) -> Entry | None:
-    """A plain SET: write the value with its expiry, one version up; the result is the old entry.
-
-    Shared by :class:`Set` and the direct path of inline stores, so the rule is written
-    once; with a ``quota``, a write that would pass it is refused before it happens.
-    """
-    old = view.get(ns, key, now)
-    if quota is not None:
-        check_put(view, ns, key, old, value, quota)
-    view.put(ns, key, Entry(value, expires_at, next_version(old)))
-    return old
 
 
 class SetMany(Op):
