@@ -303,6 +303,4 @@ class AsyncEmbeddedTransport:
 
 
 def _describe(store: Store) -> str:
-    path = getattr(store, "path", None)
-    name = type(store).__name__.removesuffix("Store").lower()
-    return f"embedded {name}" + ("" if path is None else f" at {path}")
+    return f"embedded {store.describe()}"

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 _Args = ParamSpec("_Args")
 _Op = TypeVar("_Op", bound=ops.Op)
+_Update = TypeVar("_Update", bound=ops.Update)
 
 
 #: Listing pages: the default size, and the largest a caller may ask for (bounds the work
@@ -334,7 +335,7 @@ class MemoryService:
         if has_merge:
             self.check_payload(p, encode_json(merge, "merge patch"))
         self._check_update(has_data, has_merge, extend_seconds)
-        op = self._update(
+        return self._update(
             ops.UpdateEntry,
             p,
             key,
@@ -344,8 +345,6 @@ class MemoryService:
             extend_seconds=extend_seconds,
             if_version=if_version,
         )
-        assert isinstance(op, ops.UpdateEntry)
-        return op
 
     @staticmethod
     def _check_update(has_data: bool, has_patch: bool, extend_seconds: int) -> None:
@@ -359,7 +358,7 @@ class MemoryService:
 
     def _update(
         self,
-        kind: type[ops.Update],
+        kind: type[_Update],
         p: Principal,
         key: bytes,
         *,
@@ -368,7 +367,7 @@ class MemoryService:
         has_patch: bool,
         extend_seconds: int,
         if_version: int | tuple[int, ...] | None,
-    ) -> ops.Update:
+    ) -> _Update:
         """The operation, once :meth:`_check_update` passed; EXTEND within the maximum TTL."""
         extend_ms = extend_seconds * 1000
         if extend_ms > p.limits.max_ttl_ms:

@@ -64,6 +64,10 @@ class Store(abc.ABC):
         """
         return 0
 
+    def describe(self) -> str:
+        """What kind of store this is, and where its data is when that is a place."""
+        return type(self).__name__.removesuffix("Store").lower()
+
     def close_threads(self) -> None:  # noqa: B027 - optional hook, for SQLite's
         """Close what threads other than the loop's opened for themselves (synchronous calls)."""
 

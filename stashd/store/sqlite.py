@@ -506,6 +506,10 @@ class SQLiteStore(Store):
             await asyncio.get_running_loop().run_in_executor(None, worker.join)
         self.close_threads()
 
+    def describe(self) -> str:
+        """The store and its file."""
+        return f"sqlite at {self.path}"
+
     def close_threads(self) -> None:
         """Close every thread's connections (call when no thread uses the store any more)."""
         self._closed = True
