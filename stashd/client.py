@@ -102,8 +102,14 @@ def _seconds(value: int | None, what: str) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool):
         msg = f"{what} must be an int (seconds), got {type(value).__name__}"
         raise TypeError(msg)
-    if not 1 <= value <= MAX_SECONDS:
-        msg = f"{what} must be between 1 and {MAX_SECONDS} seconds, got {value}"
+    # Only what no server could take is refused here: the caller's own maximum TTL is
+    # the server's to apply, with its number (a bound quoted here would be the wire's,
+    # 2**63 ms, which is no one's limit).
+    if value < 1:
+        msg = f"{what} must be a positive number of seconds, got {value}"
+        raise ValueError(msg)
+    if value > MAX_SECONDS:
+        msg = f"{what} must be at most {MAX_SECONDS} seconds (64-bit milliseconds), got {value}"
         raise ValueError(msg)
     return value
 

@@ -125,7 +125,7 @@ def test_missing_keys_exit_1_with_nothing_on_stdout(db: str) -> None:
             "stash: NOTJSON value is not valid JSON: Expecting property name",
         ),
         (["update", "k", "--merge", "[1,"], 7, "stash: NOTJSON merge patch is not valid JSON"),
-        (["set", "k", "1", "--ttl", "0"], USAGE, "stash: ttl must be between 1 and"),
+        (["set", "k", "1", "--ttl", "0"], USAGE, "stash: ttl must be a positive number of seconds"),
         (
             ["set", "k", "1", "--ttl", "90000"],
             6,
