@@ -905,3 +905,22 @@ async def test_values_json_text_cannot_carry_are_refused_for_what_they_hold() ->
                 assert error["code"] == "invalid_json"
                 assert holds in error["message"], error
         assert s.count(ALICE) == 0
+
+
+async def test_an_unknown_field_is_named_when_it_is_a_plain_name() -> None:
+    """A typo such as ``extend`` is named back; a field name that is not plain is not echoed."""
+    async with sidecar() as s:
+        mid = await _stash(s, {"a": 1}, ttl=60)
+        async with s.session.patch(f"/update/{mid}", json={"extend": 5}, headers=KEY) as resp:
+            assert resp.status == 422
+            err = (await resp.json())["error"]
+        assert err["field"] == "extend"
+        assert err["message"] == (
+            "unknown field extend; the body may only have data, extra_seconds, merge"
+        )
+        odd = "<script>" + "x" * 100
+        async with s.session.post("/stash", json={"data": 1, odd: 2}, headers=KEY) as resp:
+            assert resp.status == 422
+            err = (await resp.json())["error"]
+        assert "field" not in err
+        assert odd not in err["message"]

@@ -30,6 +30,10 @@ STASH_FIELDS: Final = frozenset({"data", "ttl"})
 UPDATE_FIELDS: Final = frozenset({"data", "merge", "extra_seconds"})
 
 
+#: A field name plain enough to name back in an error: a short identifier.
+_PLAIN_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
 def if_match_version(header: str | None) -> int | tuple[int, ...] | None:
     """The version(s) an ``If-Match`` header accepts; None for none or ``*``.
 
@@ -90,9 +94,13 @@ def json_object(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
         raise InvalidRequest("request body must be a JSON object")
     for name in body:
         if name not in allowed:
-            raise InvalidRequest(
-                f"unknown field; the body may only have {', '.join(sorted(allowed))}"
-            )
+            may = ", ".join(sorted(allowed))
+            if _PLAIN_NAME.fullmatch(name):  # a typo such as "extend": say which field
+                raise InvalidRequest(
+                    f"unknown field {name}; the body may only have {may}", field=name
+                )
+            # Anything else is not echoed: no error body quotes what a client sent.
+            raise InvalidRequest(f"unknown field; the body may only have {may}")
     return body
 
 
