@@ -25,11 +25,13 @@ from stashd.errors import (
     DataAndMerge,
     EmptyUpdate,
     InvalidTTL,
+    NoAuth,
     NotJSON,
     PayloadTooLarge,
     RateLimited,
     StashError,
     StoreUnavailable,
+    WrongPass,
 )
 from stashd.jsontext import dump_json, load_json
 from stashd.store.base import StoreOpenError
@@ -67,7 +69,9 @@ def _reported() -> Iterator[None]:
     try:
         yield
     except StashError as exc:
-        fail(exc.wire, exit_code(exc))
+        # A class the CLI words its own way (or a kind of one: HELLO's NOAUTH is a NOAUTH).
+        text = next((CLI_WORDS[k] for k in type(exc).__mro__ if k in CLI_WORDS), None)
+        fail(exc.wire if text is None else f"{exc.code} {exc.worded(text)}", exit_code(exc))
     except (StoreOpenError, ValueError, TypeError) as exc:
         fail(str(exc), exit_code(exc))
 
@@ -242,6 +246,8 @@ CLI_WORDS: Final[dict[type[StashError], str]] = {
     EmptyUpdate: "stash update needs at least one of --data, --merge or --extend",
     DataAndMerge: "--data and --merge cannot be used together",
     BadExtend: "--extend must be a positive number of seconds, got {requested}",
+    NoAuth: "this daemon needs an API key: pass --api-key or set STASH_API_KEY",
+    WrongPass: "the API key was refused: check --api-key or STASH_API_KEY",
 }
 
 

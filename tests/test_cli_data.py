@@ -295,7 +295,17 @@ def test_remote_refused_key_exits_4() -> None:
             "get", "k", "--url", f"redis://127.0.0.1:{strict.port}", "--api-key", "nope"
         )
     assert (code, out) == (4, "")
-    assert err == "stash: WRONGPASS invalid username-password pair or user is disabled.\n"
+    assert err == "stash: WRONGPASS the API key was refused: check --api-key or STASH_API_KEY\n"
+
+
+def test_remote_without_a_key_says_how_to_give_one() -> None:
+    """A strict daemon and no key: the CLI says which flag or variable gives one, exit 4."""
+    with StashDaemon("--no-http", "--auth", "keys") as strict:
+        code, out, err = run("get", "k", "--url", f"redis://127.0.0.1:{strict.port}")
+    assert (code, out) == (4, "")
+    assert err == (
+        "stash: NOAUTH this daemon needs an API key: pass --api-key or set STASH_API_KEY\n"
+    )
 
 
 def test_stdout_pipes_into_other_programs(db: str) -> None:
