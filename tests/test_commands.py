@@ -132,6 +132,29 @@ def test_command_docs_lists_subcommands_with_their_own_arguments(session: Sessio
     assert [sub[0] for sub in info[0][9]] == [b"config|get", b"config|help"]
 
 
+def test_command_docs_give_a_keyword_and_its_value_as_one_argument(session: Session) -> None:
+    """UPDATE's EXTEND seconds reads as Redis documents SET's EX seconds: a value with its token."""
+    args = call(session, b"COMMAND", b"DOCS", b"update")[b"update"][b"arguments"]
+    by_token = {a.get(b"token"): a for a in args if b"token" in a}
+    assert by_token[b"EXTEND"] == {
+        b"name": b"seconds",
+        b"type": b"integer",
+        b"token": b"EXTEND",
+        b"flags": {"optional"},
+    }
+    assert by_token[b"IFVERSION"][b"name"] == b"version"
+    choice = next(a for a in args if a[b"type"] == b"oneof")
+    assert [(a[b"token"], a[b"name"]) for a in choice[b"arguments"]] == [
+        (b"DATA", b"json"),
+        (b"MERGE", b"json"),
+    ]
+    ex = call(session, b"COMMAND", b"DOCS", b"stash")[b"stash"][b"arguments"]
+    assert {a[b"token"]: a[b"type"] for a in ex[1][b"arguments"]} == {
+        b"EX": b"integer",
+        b"PX": b"integer",
+    }
+
+
 def test_info_of_no_known_section_is_empty(session: Session) -> None:
     """INFO with only unknown sections is an empty string, as in Redis."""
     assert str(call(session, b"INFO", b"nosuch")) == ""

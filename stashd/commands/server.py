@@ -197,6 +197,36 @@ def _info_entry(cmd: Command) -> Reply:
 _TOKEN: Final = re.compile(r"\[|\]|\||\.\.\.|[^\s\[\]|]+")
 
 
+#: Argument names whose values are integers.
+_INTEGERS: Final = frozenset(
+    {
+        "seconds",
+        "milliseconds",
+        "count",
+        "increment",
+        "decrement",
+        "index",
+        "cursor",
+        "version",
+        "protover",
+    }
+)
+
+
+def _is_token(tok: str) -> bool:
+    """A keyword of the syntax (EX, IFVERSION, WITHMETA), written in capitals."""
+    return tok.isupper() or tok.replace("-", "").isupper()
+
+
+def _kind(name: str) -> bytes:
+    """The COMMAND DOCS type of an argument called ``name``."""
+    if name in ("key", "newkey"):
+        return b"key"
+    if name in _INTEGERS:
+        return b"integer"
+    return b"unix-time" if name.startswith("unix-time") else b"string"
+
+
 def _arguments(syntax: str, words: int) -> list[Reply]:
     """COMMAND DOCS arguments from a syntax line, after the ``words`` of the command's name."""
     tokens = _TOKEN.findall(syntax)[words:]  # drop the command's name
@@ -220,34 +250,25 @@ def _arguments(syntax: str, words: int) -> list[Reply]:
             elif tok == "...":
                 if current:
                     current[-1][b"flags"] = {*current[-1].get(b"flags", set()), "multiple"}
-            elif tok.isupper() or tok.replace("-", "").isupper():
-                current.append(
-                    {b"name": tok.lower().encode(), b"type": b"pure-token", b"token": tok.encode()}
-                )
-            else:
-                kind = (
-                    b"key"
-                    if tok in ("key", "newkey")
-                    else (
-                        b"integer"
-                        if tok
-                        in (
-                            "seconds",
-                            "milliseconds",
-                            "count",
-                            "increment",
-                            "decrement",
-                            "index",
-                            "cursor",
-                            "version",
-                            "protover",
-                        )
-                        else b"unix-time"
-                        if tok.startswith("unix-time")
-                        else b"string"
+            elif _is_token(tok):
+                nxt = tokens[pos] if pos < len(tokens) else ""
+                if nxt and nxt not in "[]|..." and not _is_token(nxt):
+                    # A keyword and its value (EXTEND seconds) are one argument, as Redis
+                    # documents EX seconds: the value, introduced by its token.
+                    pos += 1
+                    current.append(
+                        {b"name": nxt.encode(), b"type": _kind(nxt), b"token": tok.encode()}
                     )
-                )
-                current.append({b"name": tok.encode(), b"type": kind})
+                else:
+                    current.append(
+                        {
+                            b"name": tok.lower().encode(),
+                            b"type": b"pure-token",
+                            b"token": tok.encode(),
+                        }
+                    )
+            else:
+                current.append({b"name": tok.encode(), b"type": _kind(tok)})
         if len(alternatives) == 1:
             return alternatives[0]
         merged: list[dict[bytes, Reply]] = []
