@@ -137,11 +137,17 @@ class Count(Op):
         return view.count(self.ns, now)
 
 
-class Usage(Op):
-    """INFO keyspace: the live keys, and what the namespace holds as quotas count it.
+#: How many entries INFO's ``avg_ttl`` is averaged over: a sample, as Redis's is, so
+#: INFO costs one SCAN page however large the namespace is.
+AVG_TTL_SAMPLE: Final = 64
 
-    The result is ``(live_keys, keys, bytes)``; see :meth:`View.usage` for how held keys
-    and bytes differ from live keys.
+
+class Usage(Op):
+    """INFO keyspace: the live keys, what the namespace holds as quotas count it, the TTL.
+
+    The result is ``(live_keys, keys, bytes, avg_ttl_ms)``; see :meth:`View.usage` for
+    how held keys and bytes differ from live keys. ``avg_ttl_ms`` is the mean time left
+    of the first SCAN page of at most :data:`AVG_TTL_SAMPLE` entries (0 when empty).
     """
 
     __slots__ = ()
@@ -155,10 +161,13 @@ class Usage(Op):
         """The live keys counted."""
         return (result[0], 0) if type(result) is tuple else NO_WORK
 
-    def run(self, view: View, now: int) -> tuple[int, int, int]:
-        """Count, and read the usage."""
+    def run(self, view: View, now: int) -> tuple[int, int, int, int]:
+        """Count, read the usage, and average the time left of a sample."""
         keys, size = view.usage(self.ns, now)
-        return view.count(self.ns, now), keys, size
+        _, sample = view.scan(self.ns, 0, AVG_TTL_SAMPLE, now)
+        left = [entry.expires_at - now for _, entry in sample]
+        avg_ttl = sum(left) // len(left) if left else 0
+        return view.count(self.ns, now), keys, size, avg_ttl
 
     def usage_read(self) -> list[str]:
         """Its namespace, whatever the quota."""
