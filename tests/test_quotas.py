@@ -84,8 +84,8 @@ class World:
         """(live keys, keys, bytes) of the namespace, as INFO reads them."""
         principal = self.session.principal
         assert principal is not None
-        live, keys, size, _ = self.run(self.service.usage(principal))
-        return live, keys, size
+        result: tuple[int, int, int] = self.run(self.service.usage(principal))
+        return result
 
     def state(self) -> list[tuple[bytes, bytes, int, int]]:
         """Every live entry: key, value, version, expiry (what a refusal must not change)."""

@@ -173,7 +173,7 @@ def info(s: Session, args: list[bytes]) -> Reply:
 
     if principal is None:
         return render((0, 0, 0, 0))
-    return Deferred(s.service.usage(principal), render)
+    return Deferred(s.service.keyspace(principal), render)
 
 
 # -- COMMAND --------------------------------------------------------------------------
