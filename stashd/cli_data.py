@@ -104,19 +104,22 @@ def _target_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are unty
 
 
 @contextlib.contextmanager
-def _stash(db: str | None, url: str | None, api_key: str | None) -> Iterator[Stash]:
+def _stash(
+    db: str | None, url: str | None, api_key: str | None, *, reads_only: bool = False
+) -> Iterator[Stash]:
     """The client the options name: remote with --url/--api-key, else the SQLite file.
 
     Without any of them, STASH_URL / STASH_API_KEY select remote as they do for Stash();
     otherwise it is the SQLite file (never the memory backend: it would be gone when this
-    command exits).
+    command exits). A command that ``reads_only`` never creates the file or its folders:
+    a missing file is exit 10 naming the path, not an empty database and "not found".
     """
     with _reported():
         if db is not None and (url is not None or api_key is not None):
             msg = "--db is embedded mode, --url/--api-key remote mode: give one kind"
             raise ValueError(msg)
         if url is None and api_key is None and (db is not None or not remote_environment()):
-            stash = Stash("sqlite", path=db)
+            stash = Stash("sqlite", path=db, create=not reads_only)
         else:
             stash = Stash(url=url, api_key=api_key)
         with stash:
@@ -182,7 +185,7 @@ def get(*, key: str, db: str | None, url: str | None, api_key: str | None) -> No
     Example:
       stash get plan | jq .step
     """
-    with _stash(db, url, api_key) as stash:
+    with _stash(db, url, api_key, reads_only=True) as stash:
         value = stash.get(key, _NOTHING)
         if value is _NOTHING:
             _missing("key", key)
@@ -223,7 +226,7 @@ def recall(
       stash recall xK9mP2nQ
       stash recall xK9mP2nQ --meta | jq .ttl_remaining
     """
-    with _stash(db, url, api_key) as stash:
+    with _stash(db, url, api_key, reads_only=True) as stash:
         memory = stash.recall(memory_id, with_meta=True)
         if memory is None:
             _missing("memory", memory_id)
@@ -323,7 +326,7 @@ def ttl(*, key: str, db: str | None, url: str | None, api_key: str | None) -> No
     Example:
       stash ttl plan
     """
-    with _stash(db, url, api_key) as stash:
+    with _stash(db, url, api_key, reads_only=True) as stash:
         left = stash.ttl(key)
         if left is None:
             _missing("key", key)
@@ -343,7 +346,7 @@ def ls(*, pattern: str, db: str | None, url: str | None, api_key: str | None) ->
       stash ls 'task:*'
       stash ls | wc -l
     """
-    with _stash(db, url, api_key) as stash:
+    with _stash(db, url, api_key, reads_only=True) as stash:
         for key in stash.keys(pattern):
             click.echo(key.encode("utf-8", "surrogateescape"))
 

@@ -240,6 +240,7 @@ class _Opening:
         rate_burst: int | None = None,
         max_keys: int | None = None,
         max_bytes: int | str | None = None,
+        create: bool = True,
     ) -> None:
         settings = {
             "redis_url": redis_url,
@@ -252,7 +253,7 @@ class _Opening:
             "max_keys": max_keys,
             "max_bytes": None if max_bytes is None else str(max_bytes),
         }
-        self._open(choose(backend, path, url, api_key, settings))
+        self._open(choose(backend, path, url, api_key, settings, create=create))
 
     def _open(self, target: Remote | Embedded) -> None:
         raise NotImplementedError
@@ -269,8 +270,9 @@ class Stash(_Opening):
     stashd. ``default_ttl``, ``max_ttl`` and ``max_payload_bytes`` (and ``rate_limit``
     such as ``"600/min"`` with ``rate_burst``, and the storage quota ``max_keys`` and
     ``max_bytes``, such as ``"512mb"``, 0 for no limit) override the embedded limits;
-    in remote mode the daemon's apply. A client is safe to share between threads; close it (or
-    use ``with``) when done.
+    in remote mode the daemon's apply. ``create=False`` opens an existing SQLite file
+    only (a missing one raises StoreOpenError). A client is safe to share between
+    threads; close it (or use ``with``) when done.
 
     Example::
 

@@ -62,8 +62,13 @@ def choose(
     url: str | None,
     api_key: str | None,
     settings: dict[str, Any],
+    *,
+    create: bool = True,
 ) -> Remote | Embedded:
-    """Remote or embedded, from the arguments first and the environment second."""
+    """Remote or embedded, from the arguments first and the environment second.
+
+    ``create=False`` opens an existing SQLite file only (see :class:`SQLiteStore`).
+    """
     embedded = backend is not None or path is not None or settings.get("redis_url") is not None
     remote = url is not None or api_key is not None
     if embedded and remote:
@@ -101,5 +106,6 @@ def choose(
         synchronous=config.sqlite_synchronous,
         redis_url=config.redis_url or DEFAULT_REDIS_URL,
         redis_cluster=config.redis_cluster,
+        create=create,
     )
     return Embedded(store, open_limits(config))

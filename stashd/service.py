@@ -249,8 +249,12 @@ class MemoryService:
         return self.for_caller(ops.Count, p)
 
     def usage(self, p: Principal) -> ops.Usage:
-        """INFO keyspace: live keys, and the keys and bytes the caller's quota counts."""
+        """Live keys, and the keys and bytes the caller's quota counts."""
         return self.for_caller(ops.Usage, p)
+
+    def keyspace(self, p: Principal) -> ops.Keyspace:
+        """INFO keyspace: the usage, and the average time left of the caller's keys."""
+        return self.for_caller(ops.Keyspace, p)
 
     def flush(self, p: Principal) -> ops.Flush:
         """FLUSHDB/FLUSHALL: the caller's namespace only."""

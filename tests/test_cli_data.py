@@ -103,6 +103,7 @@ def test_stash_recall_update_forget(db: str) -> None:
 
 def test_missing_keys_exit_1_with_nothing_on_stdout(db: str) -> None:
     """get, recall, ttl and update of a missing key: exit 1, a note on stderr only."""
+    assert run("set", "other", "1", "--db", db)[0] == 0
     for args in (
         ["get", "nope"],
         ["recall", "nope"],
@@ -238,6 +239,19 @@ def test_bad_settings_and_unusable_files_are_reported(tmp_path: Path, db: str) -
     code, _, err = run("get", "k", "--db", db, "--url", "redis://127.0.0.1:6380")
     assert code == USAGE
     assert "give one kind" in err
+
+
+def test_read_commands_never_create_the_database(tmp_path: Path) -> None:
+    """get, recall, ttl and ls of a missing file: exit 10 naming it, and nothing created."""
+    missing = tmp_path / "no" / "such" / "dir" / "x.db"
+    for args in (["get", "k"], ["recall", "k"], ["recall", "k", "--meta"], ["ttl", "k"], ["ls"]):
+        code, out, err = run(*args, "--db", str(missing))
+        assert (code, out) == (10, ""), args
+        assert err == f"stash: the database {missing} does not exist\n", args
+    assert not (tmp_path / "no").exists()
+    # A write still creates the folders and the file, and reads then find it.
+    assert run("set", "k", "1", "--db", str(missing)) == (0, "", "")
+    assert run("get", "k", "--db", str(missing)) == (0, "1\n", "")
 
 
 def test_no_options_mean_stash_db_or_stash_url(

@@ -352,8 +352,21 @@ def test_info_shows_the_usage_and_the_quota(world: World) -> None:
     world.quota(Quota(max_keys=10, max_bytes=1000))
     assert str(world.call(b"INFO", b"keyspace")) == (
         "# Keyspace\r\n"
-        "db0:keys=3,expires=3,avg_ttl=0,quota_keys=3,quota_bytes=14,max_keys=10,max_bytes=1000\r\n"
+        "db0:keys=3,expires=3,avg_ttl=3600000,quota_keys=3,quota_bytes=14,max_keys=10,"
+        "max_bytes=1000\r\n"
     )
+
+
+def test_info_avg_ttl_is_the_mean_time_left_in_ms(world: World) -> None:
+    """avg_ttl is what the keys have left on average, in ms, as Redis reports it."""
+    assert world.call(b"SET", b"a", b"1", b"EX", b"100") == "OK"
+    assert world.call(b"SET", b"b", b"2", b"EX", b"300") == "OK"
+    world.clock.now += 50_000
+    text = str(world.call(b"INFO", b"keyspace"))
+    assert "db0:keys=2,expires=2,avg_ttl=150000," in text, text
+    world.clock.now += 60_000  # a has expired: only b's 190 s are left to average
+    text = str(world.call(b"INFO", b"keyspace"))
+    assert "db0:keys=1,expires=1,avg_ttl=190000," in text, text
 
 
 # -- SQLite: the usage table --------------------------------------------------------------

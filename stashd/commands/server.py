@@ -127,13 +127,13 @@ def info(s: Session, args: list[bytes]) -> Reply:
     # session's before the reply is rendered.
     principal = s.principal
 
-    def render(usage: tuple[int, int, int]) -> Reply:
-        keys, held_keys, held_bytes = usage
+    def render(usage: tuple[int, int, int, int]) -> Reply:
+        keys, held_keys, held_bytes, avg_ttl = usage
         keyspace: list[str] = []
         if principal is not None and (keys or held_keys):
             quota = principal.limits.quota
             keyspace.append(
-                f"db0:keys={keys},expires={keys},avg_ttl=0,"
+                f"db0:keys={keys},expires={keys},avg_ttl={avg_ttl},"
                 f"quota_keys={held_keys},quota_bytes={held_bytes},"
                 f"max_keys={quota.max_keys or 0},max_bytes={quota.max_bytes or 0}"
             )
@@ -172,8 +172,8 @@ def info(s: Session, args: list[bytes]) -> Reply:
         return Verbatim(text[:-2])
 
     if principal is None:
-        return render((0, 0, 0))
-    return Deferred(s.service.usage(principal), render)
+        return render((0, 0, 0, 0))
+    return Deferred(s.service.keyspace(principal), render)
 
 
 # -- COMMAND --------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from stashd.ops.entries import (
 from stashd.ops.namespace import (
     Count,
     Flush,
+    Keyspace,
     Page,
     Ping,
     Scan,
@@ -83,6 +84,7 @@ __all__ = [
     "GetEx",
     "GetMany",
     "IncrBy",
+    "Keyspace",
     "Op",
     "Page",
     "Ping",

@@ -20,11 +20,13 @@ def open_store(
     redis_url: str | None = None,
     redis_cluster: bool = False,
     clock: Clock = wall_clock_ms,
+    create: bool = True,
 ) -> Store:
     """A store of the named backend: ``memory``, ``sqlite`` or ``redis``.
 
     ``sqlite`` keeps the file at ``path``; ``redis`` uses the Redis or Valkey at
-    ``redis_url`` (``redis_cluster`` for a Redis Cluster). A Redis store needs no
+    ``redis_url`` (``redis_cluster`` for a Redis Cluster). ``create=False`` makes a
+    missing SQLite file an error instead of a new database. A Redis store needs no
     ``open()`` for its synchronous ``run``; the daemon opens it so that an unreachable
     Redis fails the start.
     """
@@ -38,7 +40,7 @@ def open_store(
         if path is None:
             msg = "the sqlite backend needs a file path"
             raise ValueError(msg)
-        return SQLiteStore(path, clock, synchronous=synchronous)
+        return SQLiteStore(path, clock, synchronous=synchronous, create=create)
     if backend == "redis":
         from stashd.store.redis.store import RedisStore  # noqa: PLC0415
 

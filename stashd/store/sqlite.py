@@ -198,6 +198,7 @@ class SQLiteStore(Store):
         synchronous: str = "normal",
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
+        create: bool = True,
     ) -> None:
         super().__init__(clock)
         if synchronous not in SYNCHRONOUS:
@@ -207,6 +208,9 @@ class SQLiteStore(Store):
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self.checkpoint_interval = checkpoint_interval
+        # False for a caller that only reads: a missing file is then an error, not a new
+        # empty database (and folders) left behind by a command that found nothing.
+        self.create = create
         # Write batches may run on the loop only when a commit never fsyncs.
         self._inline_writes = synchronous == "normal"
         self._schema_lock = threading.Lock()
@@ -290,6 +294,10 @@ class SQLiteStore(Store):
 
     def _create_file(self) -> None:
         """Create missing folders and the file itself, private to the user (0700/0600)."""
+        if not self.create:
+            if not self.path.exists():  # a folder in its place fails in connect, with why
+                raise StoreOpenError(f"the database {self.path} does not exist")
+            return
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not self.path.exists():
             # SQLite gives its -wal and -shm files the mode of the database file.
