@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
+import sys
 from typing import TYPE_CHECKING, Final
 
 from stashd import log
@@ -50,6 +52,34 @@ REVOCATION_INTERVAL: Final = 1.0
 #: the key registry) before its first client, and opens a few more later; Redis keeps
 #: 32 (CONFIG_MIN_RESERVED_FDS), for a process that starts with fewer.
 RESERVED_FDS: Final = 64
+
+
+class ListenError(Exception):
+    """A door cannot bind its address; the message names the port and the setting to change."""
+
+
+def _listen_error(exc: OSError, host: str, port: int, door: str, settings: str) -> ListenError:
+    """One line for a failed bind: the port, the door, and how to choose another."""
+    if exc.errno == errno.EADDRINUSE:
+        return ListenError(
+            f"port {port} ({door}) is already in use on {host}: choose another with {settings}"
+        )
+    reason = exc.strerror or str(exc)
+    return ListenError(f"cannot listen on {host}:{port} ({door}): {reason}; see --host, {settings}")
+
+
+def connect_hint(host: str, port: int, http_port: int | None) -> str:
+    """One line saying how to reach the doors just opened: a redis-cli and a curl command."""
+    # A wildcard address is reached on loopback from this machine.
+    target = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared, not bound
+    hint = (
+        "connect with: redis-cli "
+        + ("" if target == "127.0.0.1" else f"-h {target} ")
+        + f"-p {port}"
+    )
+    if http_port is not None:
+        hint += f"  or  curl http://{target}:{http_port}/healthz"
+    return hint
 
 
 def make_store(config: Config) -> Store:
@@ -178,23 +208,32 @@ async def serve(
     )
     loop = asyncio.get_running_loop()
     server = listener(ctx)
-    port = await server.start(config.host, config.port, sock=sock)
     http: HttpServer | None = None
     http_port: int | None = None
-    if config.http:
-        # One limiter for both doors: a user's RESP commands and HTTP requests share a rate.
-        api = HttpApi(
-            ctx, backend=config.backend, limiter=ctx.limiter, rate_of=lambda p: p.limits.rate
-        )
-        http = HttpServer(api)
+    try:
         try:
-            http_port = await http.start(config.host, config.http_port)
-        except BaseException:
-            server.close()
-            await store.close()
-            await _close_limiter(ctx)
-            await _close_keyring(keyring)
-            raise
+            port = await server.start(config.host, config.port, sock=sock)
+        except OSError as exc:
+            raise _listen_error(
+                exc, config.host, config.port, "RESP", "--port or STASH_PORT"
+            ) from None
+        if config.http:
+            # One limiter for both doors: a user's RESP commands and HTTP requests share a rate.
+            api = HttpApi(
+                ctx, backend=config.backend, limiter=ctx.limiter, rate_of=lambda p: p.limits.rate
+            )
+            http = HttpServer(api)
+            try:
+                http_port = await http.start(config.host, config.http_port)
+            except OSError as exc:
+                settings = "--http-port or STASH_HTTP_PORT, or turn HTTP off with --no-http"
+                raise _listen_error(exc, config.host, config.http_port, "HTTP", settings) from None
+    except BaseException:
+        server.close()
+        await store.close()
+        await _close_limiter(ctx)
+        await _close_keyring(keyring)
+        raise
     logger.info(
         "listening",
         host=config.host,
@@ -204,6 +243,8 @@ async def serve(
         backend=config.backend,
         auth=config.auth,
     )
+    if sys.stderr.isatty():  # a person at a terminal (make run); logs to files stay pure
+        print(connect_hint(config.host, port, http_port), file=sys.stderr, flush=True)  # noqa: T201 - for the person, not the log
     if ready is not None and not ready.done():
         ready.set_result(port)
 

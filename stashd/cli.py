@@ -14,7 +14,7 @@ import click
 
 from stashd import app, cli_data, cli_keys, log, outputlimit
 from stashd._version import __version__
-from stashd.cli_exit import USAGE, fail
+from stashd.cli_exit import CANNOT_LISTEN, USAGE, fail
 from stashd.config import (
     AUTH_MODES,
     BACKENDS,
@@ -198,6 +198,8 @@ def _serve(**flags: Any) -> None:  # noqa: ANN401
         app.run(config)
     except ConfigError as exc:  # a setting this machine cannot give (the open-file limit)
         fail(str(exc), USAGE, program="stashd")
+    except app.ListenError as exc:
+        fail(str(exc), CANNOT_LISTEN, program="stashd")
     except (RegistryError, StoreOpenError) as exc:
         fail(str(exc), program="stashd")
 
