@@ -44,6 +44,14 @@ MAX_ACCEPTS_PER_CALL: Final = 1000
 #: before it is closed: closing a socket with unread bytes sends a reset, and a client
 #: that gets one may lose the answer before reading it.
 DRAIN_BYTES: Final = 64 * 1024
+#: A refused connection is kept this long after its answer, half-closed, reading and
+#: dropping what its client still sends: closed at once, a request that arrives after the
+#: answer makes the kernel reset the connection, and a reset can destroy the answer
+#: before the client has read it.
+LINGER_S: Final = 1.0
+#: At most this many refused connections linger at once (a descriptor each); past it
+#: they are closed at once, as when descriptors run out.
+MAX_LINGERING: Final = 64
 
 # accept() errors that mean the process or system is out of something, not the client.
 _EXHAUSTED: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -79,6 +87,7 @@ class Listener:
         self.sockets: list[socket.socket] = []
         self.active = 0  # connections this listener admitted that still hold their slot
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lingering: set[socket.socket] = set()
         self._handing: set[asyncio.Task[Any]] = set()  # admitted, transport not made yet
         self._idle: asyncio.Event | None = None
         self._spare: int | None = None  # the descriptor given up to answer on EMFILE
@@ -166,16 +175,51 @@ class Listener:
             conn.close()
 
     def _refuse(self, conn: socket.socket, peer: Any, reason: str) -> None:  # noqa: ANN401
-        """Answer a connection turned away and close it at once; it never holds a slot."""
+        """Answer a connection turned away, then let it go; it never holds a slot.
+
+        It lingers half-closed for :data:`LINGER_S` when it can (see there); out of
+        descriptors, or with many lingering already, it is closed at once.
+        """
+        lingers = False
         try:
             conn.setblocking(False)
             conn.send(self.refusal)  # a fresh socket's send buffer takes it whole
             _drain(conn)
+            loop = self._loop
+            if reason != "fd_limit" and loop is not None and len(self._lingering) < MAX_LINGERING:
+                conn.shutdown(socket.SHUT_WR)  # the answer, then the end of it
+                self._lingering.add(conn)
+                loop.add_reader(conn.fileno(), self._linger_read, conn)
+                loop.call_later(LINGER_S, self._linger_end, conn)
+                lingers = True
         except OSError:
             pass  # the client has gone already
         finally:
-            conn.close()
+            if not lingers:
+                self._lingering.discard(conn)
+                conn.close()
         self.slots.refused(self.door, address(peer), reason)
+
+    def _linger_read(self, conn: socket.socket) -> None:
+        """Drop what a refused client still sends; its end of the stream ends the linger."""
+        try:
+            data = conn.recv(DRAIN_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._linger_end(conn)
+
+    def _linger_end(self, conn: socket.socket) -> None:
+        """Close a refused connection that lingered (once, whichever comes first)."""
+        if conn not in self._lingering:
+            return
+        self._lingering.discard(conn)
+        if self._loop is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._loop.remove_reader(conn.fileno())
+        conn.close()
 
     def _shed(self, listening: socket.socket) -> None:
         """Out of descriptors: free the spare one to answer the queued clients, then retake it."""
@@ -209,6 +253,8 @@ class Listener:
             listening.close()
         for task in list(self._handing):
             task.cancel()
+        for conn in list(self._lingering):
+            self._linger_end(conn)
         if self._spare is not None:
             os.close(self._spare)
             self._spare = None
