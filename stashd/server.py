@@ -352,7 +352,8 @@ class Connection(asyncio.Protocol):
         limiter = ctx.limiter
         rate, subject = self._rate, self._subject
         replies: list[Any] = []
-        pending: list[tuple[int, Deferred]] = []  # (reply slot, deferred) waiting for a batch
+        # (reply slot, deferred, command name) of operations waiting for a batch
+        pending: list[tuple[int, Deferred, str]] = []
         proto = start_proto = session.proto
         close = False
         # Everything in one read arrives at one instant: once a command of it is over the
@@ -508,7 +509,7 @@ class Connection(asyncio.Protocol):
                 if batcher.now(op, bool(pending)):
                     replies.append(self._run_now(batcher, reply, cmd.name))
                 else:
-                    pending.append((len(replies), reply))
+                    pending.append((len(replies), reply, cmd.name))
                     replies.append(None)
             else:
                 replies.append(reply)
@@ -520,41 +521,39 @@ class Connection(asyncio.Protocol):
         self._answer(_leading(out, start_proto, proto) + replies, close)
 
     def _run_now(self, batcher: Batcher, deferred: Deferred, name: str) -> Any:  # noqa: ANN401
-        """The reply of an operation run at once on the loop, its work charged to the rate."""
-        op = deferred.op
+        """The reply of an operation run at once on the loop."""
         try:
-            result = batcher.run_now(op)
+            result = batcher.run_now(deferred.op)
         except StashError as exc:
-            if self._rate is not None:
-                self._charge(op_debt(op, exc))  # an update refused halfway
-            return exc
+            result = exc
         except Exception as exc:  # noqa: BLE001 - a bug in the operation: its command fails
             return _internal_error(name, exc)
-        if self._rate is not None and (units := op_debt(op, result)):
-            self._charge(units)
+        return self._reply(deferred, result, name)
+
+    def _settle(
+        self, batcher: Batcher, pending: list[tuple[int, Deferred, str]], replies: list[Any]
+    ) -> Serving:
+        """Wait for the batch of ``pending`` to commit; put each reply in its slot."""
+        results: list[Any] = yield functools.partial(
+            batcher.submit, [deferred.op for _, deferred, _ in pending]
+        )
+        for (slot, deferred, name), result in zip(pending, results, strict=True):
+            replies[slot] = self._reply(deferred, result, name)
+
+    def _reply(self, deferred: Deferred, result: Any, name: str) -> Any:  # noqa: ANN401
+        """An operation's reply from its result, however it ran; its work charged to the rate.
+
+        A refusal is charged too (an update refused halfway did the work), and is the reply.
+        """
+        if self._rate is not None:
+            self._charge(op_debt(deferred.op, result))
         finish = deferred.finish
-        if finish is None:
+        if finish is None or isinstance(result, StashError):
             return result
         try:
             return finish(result)
         except Exception as exc:  # noqa: BLE001 - a bug in the reply: its command fails
             return _internal_error(name, exc)
-
-    def _settle(
-        self, batcher: Batcher, pending: list[tuple[int, Deferred]], replies: list[Any]
-    ) -> Serving:
-        """Wait for the batch of ``pending`` to commit; put each reply in its slot."""
-        results: list[Any] = yield functools.partial(
-            batcher.submit, [deferred.op for _, deferred in pending]
-        )
-        metered = self._rate is not None
-        for (slot, deferred), result in zip(pending, results, strict=True):
-            if metered:
-                self._charge(op_debt(deferred.op, result))
-            finish = deferred.finish
-            replies[slot] = (
-                result if finish is None or isinstance(result, StashError) else finish(result)
-            )
 
     def _awaited(self, reply: Awaiting, name: str, done: Callable[[Any], None]) -> None:
         """Await a reply's first step (a remote key lookup) in a task; ``done`` gets the reply."""
