@@ -100,7 +100,6 @@ class HttpApi:
         batcher = ctx.batcher
         assert batcher is not None
         self.batcher: Batcher = batcher
-        self.store = ctx.store
         self.ctx = ctx
         self.backend = backend
         self.limiter = limiter
@@ -331,7 +330,7 @@ class HttpApi:
         raw = await self.body(request, p, conn)
         op = self.stash_op(p, raw)
         key: bytes = await self.batcher.run(op, DOOR)
-        return self.created(p, op, key)
+        return self.created(op, key)
 
     def stash_op(self, p: Principal, raw: bytes) -> Create:
         """The operation a POST /stash body asks for; refusals raise, and change nothing."""
@@ -340,9 +339,8 @@ class HttpApi:
             raise InvalidRequest("data is required", field="data")
         return self.service.stash_value(p, body["data"], integer(body, "ttl"))
 
-    def created(self, p: Principal, op: Create, key: bytes) -> web.Response:
+    def created(self, op: Create, key: bytes) -> web.Response:
         """The 201 of a stored POST /stash."""
-        del p
         memory_id = key.decode()
         ttl = seconds_left(op.expires_at, self.service.clock())
         # New ids are base62 (or hex), so they need no JSON escaping.
