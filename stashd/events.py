@@ -95,16 +95,15 @@ def _update_entry(op: Any, entry: Any, now: int) -> Noted | None:  # noqa: ANN40
     return _ID_TTL_SIZE, (op.key, seconds_left(entry.expires_at, now), len(entry.value))
 
 
-def _delete(op: Any, removed: Any, _: int) -> Noted:  # noqa: ANN401
-    if len(op.keys) == 1:
-        return _KEY_REMOVED, (op.keys[0], removed)
-    return _KEYS_REMOVED, (len(op.keys), removed)
+def _removing(one: Shape) -> Callable[[Any, Any, int], Noted]:
+    """DEL's event and FORGET's: ``one`` names a single key (``key`` or ``id``)."""
 
+    def describe(op: Any, removed: Any, _: int) -> Noted:  # noqa: ANN401
+        if len(op.keys) == 1:
+            return one, (op.keys[0], removed)
+        return _KEYS_REMOVED, (len(op.keys), removed)
 
-def _forget(op: Any, removed: Any, _: int) -> Noted:  # noqa: ANN401
-    if len(op.keys) == 1:
-        return _ID_REMOVED, (op.keys[0], removed)
-    return _KEYS_REMOVED, (len(op.keys), removed)
+    return describe
 
 
 def _getdel(op: Any, old: Any, _: int) -> Noted | None:  # noqa: ANN401
@@ -138,10 +137,10 @@ DESCRIBE: Final[dict[type[ops.Op], tuple[str, Callable[[Any, Any, int], Noted | 
     ops.Create: ("stash_created", _create),
     ops.Update: ("stash_updated", _update),
     ops.UpdateEntry: ("stash_updated", _update_entry),
-    ops.Forget: ("stash_forgotten", _forget),
+    ops.Forget: ("stash_forgotten", _removing(_ID_REMOVED)),
     ops.Set: ("key_set", _set),
     ops.SetMany: ("key_set", _set_many),
-    ops.Delete: ("key_deleted", _delete),
+    ops.Delete: ("key_deleted", _removing(_KEY_REMOVED)),
     ops.GetDel: ("key_deleted", _getdel),
     ops.GetEx: ("key_expiry_set", _getex),
     ops.Expire: ("key_expiry_set", _expire),
