@@ -7,6 +7,7 @@ a file or the journal, rather than to a pipe nobody reads.
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -19,9 +20,12 @@ from tests.support.servers import StashDaemon
 #: the default).
 LOG_LEVEL = os.environ.get("STASH_BENCH_LOG_LEVEL", Config().log_level)
 _LOGS = Path(tempfile.mkdtemp(prefix="stash-bench-logs-"))
+_NUMBERS = itertools.count()
 
 
 def daemon(*args: str, env: dict[str, str] | None = None) -> StashDaemon:
     """A daemon with these flags, at the default log level, logging to its own file."""
-    log_file = _LOGS / f"stashd-{len(list(_LOGS.iterdir()))}.log"
+    # Numbered when made, not by the files so far: a daemon made but not yet started
+    # has no file, and the next one would take its name.
+    log_file = _LOGS / f"stashd-{next(_NUMBERS)}.log"
     return StashDaemon(*args, env=env, log_level=LOG_LEVEL, log_file=log_file)
