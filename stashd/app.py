@@ -100,14 +100,21 @@ def make_keyring(config: Config) -> Keyring:
     """Open mode's keyring, or strict mode's on the registry (file or Redis)."""
     if config.auth == "open":
         return OpenKeyring(open_limits(config))
-    keyring = StrictKeyring(make_registry(config), config.tier_table())
-    if not keyring.registry.records():
+    return StrictKeyring(make_registry(config), config.tier_table())
+
+
+def log_opened(config: Config, keyring: Keyring, store: Store) -> None:
+    """What start-up opened, logged once both doors listen: a failed start prints one line."""
+    if isinstance(store, SQLiteStore):
+        logger.info("database_opened", path=str(store.path), synchronous=store.synchronous)
+    elif isinstance(store, RedisStore):
+        logger.info("redis_connected", redis=store.target.display())
+    if isinstance(keyring, StrictKeyring) and not keyring.registry.records():
         if config.backend == "redis":
             where = f"--backend redis --redis-url {config.redis_target.display()}"
         else:
             where = f"--db {config.db_path}"
         logger.warning("no_api_keys", hint=f"create one with: stash keys create {where}")
-    return keyring
 
 
 def make_limiter(config: Config) -> RateLimiter | SharedLimiter:
@@ -183,10 +190,6 @@ async def serve(
     except BaseException:
         await _close_keyring(keyring)
         raise
-    if isinstance(store, SQLiteStore):
-        logger.info("database_opened", path=str(store.path), synchronous=store.synchronous)
-    elif isinstance(store, RedisStore):
-        logger.info("redis_connected", redis=store.target.display())
     held = HeldMemory(config.maxmemory_bytes, store.memory_bytes, config.max_query_buffer)
     ctx = ServerContext(
         MemoryService(store, held),
@@ -234,6 +237,7 @@ async def serve(
         await _close_limiter(ctx)
         await _close_keyring(keyring)
         raise
+    log_opened(config, keyring, store)
     logger.info(
         "listening",
         host=config.host,

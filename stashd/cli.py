@@ -14,7 +14,7 @@ import click
 
 from stashd import app, cli_data, cli_keys, log, outputlimit
 from stashd._version import __version__
-from stashd.cli_exit import CANNOT_LISTEN, USAGE, fail
+from stashd.cli_exit import CANNOT_LISTEN, STORE_UNAVAILABLE, USAGE, fail
 from stashd.config import (
     AUTH_MODES,
     BACKENDS,
@@ -201,7 +201,7 @@ def _serve(**flags: Any) -> None:  # noqa: ANN401
     except app.ListenError as exc:
         fail(str(exc), CANNOT_LISTEN, program="stashd")
     except (RegistryError, StoreOpenError) as exc:
-        fail(str(exc), program="stashd")
+        fail(str(exc), STORE_UNAVAILABLE, program="stashd")
 
 
 @click.command(name="stashd", context_settings={"help_option_names": ["-h", "--help"]})

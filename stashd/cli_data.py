@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import click
 
-from stashd.cli_exit import USAGE, fail
+from stashd.cli_exit import STORE_UNAVAILABLE, USAGE, fail
 from stashd.client import Stash, in_python_words
 from stashd.clientmode import remote_environment
 from stashd.errors import (
@@ -49,8 +49,8 @@ EXIT_CODES: Final[tuple[tuple[type[Exception], int], ...]] = (
     (NotJSON, 7),
     (Conflict, 8),
     (RateLimited, 9),
-    (StoreUnavailable, 10),
-    (StoreOpenError, 10),
+    (StoreUnavailable, STORE_UNAVAILABLE),
+    (StoreOpenError, STORE_UNAVAILABLE),
     (CommandError, USAGE),
     (ValueError, USAGE),  # ConfigError, and arguments no server could accept
     (TypeError, USAGE),

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import hiredis
 
 from stashd import log
+from stashd.redistarget import TLSFileError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -118,7 +119,7 @@ def round_with_scripts_sync(link: SyncLink, commands: Sequence[Command]) -> list
 def describe(exc: BaseException) -> str:
     """An exception as a short cause for an error reply: the class, then the message."""
     text = str(exc)
-    if isinstance(exc, LinkError):
+    if isinstance(exc, (LinkError, TLSFileError)):
         return text
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
@@ -237,6 +238,9 @@ class LeanLink:
         self._connecting: asyncio.Future[_Wire] | None = None
         self._failure: LinkError | None = None
         self._failed_at = 0.0
+        # Whether Redis answered this link once: a link that never reached it is a
+        # start-up failure, which its caller reports in its own words, not an outage.
+        self._reached = False
         self._closed = False
 
     async def round(self, commands: Sequence[Command]) -> list[Any]:
@@ -283,16 +287,16 @@ class LeanLink:
             else:
                 cause = str(exc) if isinstance(exc, LinkError) else describe(exc)
             error = LinkError(f"cannot connect to Redis at {self.target.display()}: {cause}")
-            if self._failure is None:
+            if self._failure is None and self._reached:
                 logger.warning("redis_unreachable", redis=self.target.display(), error=cause)
             self._failure, self._failed_at = error, time.monotonic()
             connecting.set_exception(error)
             raise error from None
         finally:
             self._connecting = None
-        if self._failure is not None:
+        if self._failure is not None and self._reached:
             logger.info("redis_reachable_again", redis=self.target.display())
-            self._failure = None
+        self._failure, self._reached = None, True
         self._wire = wire
         connecting.set_result(wire)
         return wire

@@ -144,6 +144,10 @@ class RedisTarget:
         target = cls(**values)
         if target.cluster and (target.path or target.db):
             raise ValueError("a Redis Cluster has only database 0 and is reached over TCP")
+        try:
+            target.ssl_context()  # a missing or broken certificate file is a setting's fault
+        except TLSFileError as exc:
+            raise ValueError(str(exc)) from None
         return target
 
     def display(self) -> str:
@@ -158,12 +162,30 @@ class RedisTarget:
         """The TLS context of ``rediss://`` (None for plain TCP)."""
         if not self.tls:
             return None
-        context = ssl.create_default_context(cafile=self.ca_certs)
+        try:
+            context = ssl.create_default_context(cafile=self.ca_certs)
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSFileError("ssl_ca_certs", self.ca_certs or "", exc) from None
         context.check_hostname = self.check_hostname and self.cert_reqs != "none"
         context.verify_mode = _CERT_REQS[self.cert_reqs]
         if self.certfile:
-            context.load_cert_chain(self.certfile, self.keyfile)
+            try:
+                context.load_cert_chain(self.certfile, self.keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                files = self.certfile + (f" and {self.keyfile}" if self.keyfile else "")
+                raise TLSFileError("ssl_certfile/ssl_keyfile", files, exc) from None
         return context
+
+
+class TLSFileError(OSError):
+    """A certificate or key file of a ``rediss://`` URL cannot be read; names the option."""
+
+    def __init__(self, option: str, path: str, cause: OSError | ssl.SSLError) -> None:
+        reason = cause.strerror or str(cause)
+        super().__init__(f"{option} {path}: cannot be read as PEM: {reason}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def _redact(url: str) -> str:

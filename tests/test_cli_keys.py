@@ -8,6 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from stashd.cli import stash_main, stashd_main
+from stashd.cli_exit import STORE_UNAVAILABLE
 from stashd.tenancy import KEY_LENGTH, well_formed
 
 KEY_ID = re.compile(r"key_[0-9A-Za-z]{12}")
@@ -124,9 +125,9 @@ def test_tiers_prints_the_resolved_table(tmp_path: Path) -> None:
 
 
 def test_strict_daemon_on_an_unusable_registry_exits_with_the_reason(tmp_path: Path) -> None:
-    """stashd --auth keys with a file that is not a database says so and exits 1."""
+    """stashd --auth keys with a file that is not a database says so and exits 10."""
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database" * 200)
     result = CliRunner().invoke(stashd_main, ["--auth", "keys", "--db", str(junk), "--port", "0"])
-    assert result.exit_code == 1
+    assert result.exit_code == STORE_UNAVAILABLE
     assert "junk.db" in result.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from stashd.cli_exit import STORE_UNAVAILABLE
 from stashd.service import MemoryService
 from stashd.store.sqlite import SQLiteStore
 from stashd.tenancy import DEFAULT_NAMESPACE
@@ -218,7 +219,7 @@ def test_merge_ifversion_and_incr_are_atomic_under_concurrent_clients(backend: s
 
 
 def test_a_bad_database_path_stops_the_daemon_with_a_clear_message(tmp_path: Path) -> None:
-    """stashd exits 1 and names the path when it cannot create the database."""
+    """stashd exits 10 and names the path when it cannot create the database."""
     blocker = tmp_path / "file"
     blocker.write_text("")
     done = subprocess.run(
@@ -228,7 +229,7 @@ def test_a_bad_database_path_stops_the_daemon_with_a_clear_message(tmp_path: Pat
         timeout=30,
         check=False,
     )
-    assert done.returncode == 1
+    assert done.returncode == STORE_UNAVAILABLE
     assert f"stashd: cannot open the database {blocker / 'x.db'}" in done.stderr
 
 

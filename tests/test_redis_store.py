@@ -398,8 +398,8 @@ def test_urls_name_host_db_credentials_tls_and_cluster() -> None:
     )
     assert t.display() == "redis://h.example:7000/3"
     assert "p@ss" not in t.display()
-    s = RedisTarget.parse("rediss://h/0?ssl_ca_certs=/ca.pem")
-    assert (s.tls, s.ca_certs, s.cert_reqs, s.check_hostname) == (True, "/ca.pem", "required", True)
+    s = RedisTarget.parse("rediss://h/0")
+    assert (s.tls, s.ca_certs, s.cert_reqs, s.check_hostname) == (True, None, "required", True)
     assert RedisTarget.parse("rediss://h?ssl_cert_reqs=none").check_hostname is False
     assert RedisTarget.parse("unix:///run/r.sock?db=2").path == "/run/r.sock"
     assert RedisTarget.parse("redis+cluster://h:7000").cluster

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from stashd.errors import StoreUnavailable
+from stashd.redistarget import RedisTarget
 from stashd.service import MemoryService
 from stashd.store.base import StoreOpenError
 from stashd.store.redis.store import RedisStore
@@ -132,6 +133,19 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     args += ["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]
     with RedisServer(*args) as server:
         yield TlsRedis(server, tls_port, ca)
+
+
+def test_certificate_files_are_read_when_the_url_is(tmp_path: Path) -> None:
+    """A readable CA and key pair parse; a missing or non-PEM file is a ValueError naming it."""
+    ca, cert, key = _certificates(tmp_path)
+    target = RedisTarget.parse(
+        f"rediss://h/0?ssl_ca_certs={ca}&ssl_certfile={cert}&ssl_keyfile={key}"
+    )
+    assert (target.ca_certs, target.certfile, target.keyfile) == (ca, cert, key)
+    with pytest.raises(ValueError, match=f"ssl_ca_certs {tmp_path}/none.pem: .*No such file"):
+        RedisTarget.parse(f"rediss://h/0?ssl_ca_certs={tmp_path}/none.pem")
+    with pytest.raises(ValueError, match=f"ssl_certfile/ssl_keyfile {ca}: cannot be read"):
+        RedisTarget.parse(f"rediss://h/0?ssl_certfile={ca}")  # a certificate without its key
 
 
 def test_the_loops_link_speaks_tls_with_the_certificate_checked(tls_redis: TlsRedis) -> None:

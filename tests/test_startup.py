@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stashd.app import connect_hint
-from stashd.cli_exit import CANNOT_LISTEN
+from stashd.cli_exit import CANNOT_LISTEN, STORE_UNAVAILABLE
 from tests.support.servers import free_port
 
 
@@ -27,9 +27,9 @@ def taken() -> Iterator[int]:
 
 
 def start(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the daemon until it exits; warnings and errors only, so its own line stands alone."""
+    """Run the daemon until it exits, at its default log level, as ``make run`` does."""
     return subprocess.run(
-        [sys.executable, "-m", "stashd", "--log-level", "warning", *args],
+        [sys.executable, "-m", "stashd", *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -66,11 +66,11 @@ def test_a_busy_http_port_names_the_port_and_both_ways_out(taken: int, tmp_path:
 
 
 def test_a_database_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
-    """--db under a regular file (no directory can be made there, even as root): exit 1."""
+    """--db under a regular file (no directory can be made there, even as root): exit 10."""
     blocker = tmp_path / "file"
     blocker.write_text("")
     done = start("--port", "0", "--no-http", "--db", str(blocker / "s.db"))
-    assert done.returncode == 1
+    assert done.returncode == STORE_UNAVAILABLE
     assert str(blocker) in one_line(done)
 
 
@@ -85,15 +85,19 @@ def test_a_bad_tiers_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_redis_unreachable_is_one_line() -> None:
-    """--backend redis with nothing listening: one line naming the URL, exit 1."""
+    """--backend redis with nothing listening: one line naming the URL, exit 10."""
     url = f"redis://127.0.0.1:{free_port()}/0"
     done = start("--port", "0", "--no-http", "--backend", "redis", "--redis-url", url)
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr
-    # The link's own warning comes first at this level; the daemon's line is the last.
-    last = done.stderr.splitlines()[-1]
-    assert last.startswith("stashd: ")
-    assert url in last
+    assert done.returncode == STORE_UNAVAILABLE
+    assert url in one_line(done)
+
+
+def test_strict_mode_without_keys_on_a_busy_port_is_one_line(taken: int, tmp_path: Path) -> None:
+    """What start-up opened (the file, the empty registry) is logged only once it listens."""
+    db = str(tmp_path / "s.db")
+    done = start("--port", str(taken), "--no-http", "--db", db, "--auth", "keys")
+    assert done.returncode == CANNOT_LISTEN
+    assert str(taken) in one_line(done)
 
 
 def test_the_connect_hint_has_the_actual_ports() -> None:
@@ -131,3 +135,22 @@ def test_a_terminal_is_told_once_how_to_connect(tmp_path: Path) -> None:
     assert "listening" in text
     assert "redis-cli -p " in text
     assert "curl http://127.0.0.1:" in text
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("ssl_ca_certs={missing}", "ssl_ca_certs {missing}"),
+        ("ssl_ca_certs={garbage}", "ssl_ca_certs {garbage}"),
+        ("ssl_certfile={missing}", "ssl_certfile/ssl_keyfile {missing}"),
+    ],
+)
+def test_a_tls_file_that_cannot_be_read_is_one_line(query: str, named: str, tmp_path: Path) -> None:
+    """A rediss:// certificate or key that is missing or not PEM: one line naming it, exit 2."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    files = {"missing": str(tmp_path / "missing.pem"), "garbage": str(garbage)}
+    url = f"rediss://127.0.0.1:{free_port()}/0?" + query.format(**files)
+    done = start("--port", "0", "--no-http", "--backend", "redis", "--redis-url", url)
+    assert done.returncode == 2
+    assert named.format(**files) in one_line(done)
