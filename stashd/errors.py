@@ -512,7 +512,7 @@ class NoRoute(StashError):
     """A path the API does not have."""
 
     code = "NOROUTE"
-    template = "no such endpoint; see protocol/openapi.yaml"
+    template = "no such endpoint; GET /openapi.yaml lists them"
 
 
 class InvalidRequest(StashError):

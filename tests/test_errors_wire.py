@@ -202,7 +202,7 @@ WIRE_TEXTS: list[tuple[StashError, str]] = [
         errors.MethodNotAllowed("GET/../x", ("POST",)),
         "METHOD this method is not allowed here; use POST",
     ),
-    (errors.NoRoute(), "NOROUTE no such endpoint; see protocol/openapi.yaml"),
+    (errors.NoRoute(), "NOROUTE no such endpoint; GET /openapi.yaml lists them"),
     (
         errors.IncompleteBody(100, 42),
         "INCOMPLETE request body has 42 bytes, its Content-Length announced 100",

@@ -16,8 +16,10 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
+import yaml
 
 from stashd import errors
+from stashd._version import __version__
 from stashd.events import WriteEvents
 from stashd.http.api import HttpApi
 from stashd.http.errors import INTERNAL_ERROR, error_body, error_row
@@ -433,6 +435,44 @@ async def test_routing_errors_and_health() -> None:
                 assert resp.status == status, path
                 assert resp.headers.get("Allow") == allow
                 assert (await resp.json())["error"]["code"] in ("not_found", "method_not_allowed")
+
+
+async def test_the_index_and_the_contract_are_served_without_a_key() -> None:
+    """GET / lists the endpoints and links /openapi.yaml, which is the packaged document."""
+    async with sidecar(keyring=StrictKeyring({})) as s:
+        async with s.session.get("/") as resp:
+            assert resp.status == 200
+            assert resp.content_type == "application/json"
+            index = await resp.json()
+        assert (index["name"], index["version"], index["openapi"]) == (
+            "stash",
+            __version__,
+            "/openapi.yaml",
+        )
+        async with s.session.get("/openapi.yaml") as resp:
+            assert resp.status == 200
+            assert resp.content_type == "application/yaml"
+            document = yaml.safe_load(await resp.read())
+        assert document["info"]["version"] == __version__
+        listed = {(e["method"].lower(), e["path"]) for e in index["endpoints"]}
+        methods = {"get", "post", "patch", "delete"}
+        paths = document["paths"].items()
+        described = {(m, path) for path, ops in paths for m in ops if m in methods}
+        assert listed == described - {("get", "/")}, "the index lists every documented endpoint"
+        async with s.session.get("/", headers={"Accept": "text/html,*/*;q=0.8"}) as resp:
+            assert resp.status == 200
+            assert resp.content_type == "text/html"
+            page = await resp.text()
+        assert '<a href="/openapi.yaml">' in page
+        assert "<code>/recall/{memory_id}</code>" in page
+        for method, path in [("POST", "/"), ("DELETE", "/openapi.yaml")]:
+            async with s.session.request(method, path) as resp:
+                assert resp.status == 405
+                assert resp.headers["Allow"] == "GET"
+        async with s.session.get("/nope") as resp:
+            assert (await resp.json())["error"]["message"] == (
+                "no such endpoint; GET /openapi.yaml lists them"
+            )
 
 
 def test_timeouts_are_bounded_and_error_table_is_complete() -> None:

@@ -1,4 +1,4 @@
-"""protocol/openapi.yaml against the live sidecar: schemathesis finds no 5xx and no schema break."""
+"""The OpenAPI document (stashd/http/openapi.yaml) against the live sidecar: schemathesis finds no 5xx and no schema break."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.support.servers import StashDaemon
 
-SPEC = Path(__file__).resolve().parent.parent / "protocol" / "openapi.yaml"
+SPEC = Path(__file__).resolve().parent.parent / "stashd" / "http" / "openapi.yaml"
 schema = schemathesis.openapi.from_path(SPEC)
 # A schema-valid request can still be refused for the state it meets: If-Match names
 # another version (412), or an extension would pass the maximum TTL (422). Both are

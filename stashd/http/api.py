@@ -6,8 +6,9 @@ through the :class:`Batcher` the RESP connections share, so both doors land in t
 batches and obey the same rules. Nothing here decides what data means: this module
 decides how requests and replies look.
 
-Five fixed paths are routed by a dict (:meth:`HttpApi.handle`), and every answer is a
-``web.Response`` the handler writes itself. Its ``write_eof`` waits while the client is
+Five fixed paths are routed by a dict (:meth:`HttpApi.handle`), after three public ones
+that need no key (``PUBLIC``), and every answer is a ``web.Response`` the handler writes
+itself. Its ``write_eof`` waits while the client is
 behind in reading, and aiohttp stops reading a connection while 32 of its requests wait
 to be handled (``MAX_MSG_QUEUE_SIZE``, aiohttp 3.14.1), so a client that pipelines and
 never reads holds a bounded share of the server: a socket buffer, one answer, 32 parsed
@@ -36,6 +37,7 @@ from stashd.errors import (
     StashError,
     WrongPass,
 )
+from stashd.http import docs
 from stashd.http.answer import ENCODE, json_response, response
 from stashd.http.errors import error_response, internal_error
 from stashd.http.protocol import Wire
@@ -70,6 +72,8 @@ logger = log.get("stashd.http")
 
 #: How this door's writes are marked in their log events (stashd.events).
 DOOR: Final = "http"
+#: Paths every caller may GET without a key: the index, the health check, the contract.
+PUBLIC: Final = frozenset({"", "healthz", "openapi.yaml"})
 
 
 def _text(key: bytes) -> str:
@@ -161,10 +165,15 @@ class HttpApi:
         if cut >= 0:
             path = path[:cut]
         parts = path.split("/")
-        if len(parts) == 2 and parts[1] == "healthz":
+        if len(parts) == 2 and parts[1] in PUBLIC:
+            # No key and no rate limit: what these say is the same for every caller.
             if request.method != "GET":
                 raise MethodNotAllowed(request.method, ("GET",))
-            return await self.healthz()
+            if parts[1] == "healthz":
+                return await self.healthz()
+            if parts[1] == "openapi.yaml":
+                return docs.openapi()
+            return docs.index(request.headers.get("Accept", ""))
         route = self.routes.get(parts[1]) if len(parts) in (2, 3) else None
         if route is None or route[0] != (len(parts) == 3):
             raise NoRoute

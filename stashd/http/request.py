@@ -61,7 +61,7 @@ def if_match_version(header: str | None) -> int | tuple[int, ...] | None:
     return versions[0] if len(versions) == 1 else versions
 
 
-# The same grammar as If-Match's pattern in protocol/openapi.yaml (RFC 9110 entity tags,
+# The same grammar as If-Match's pattern in openapi.yaml (RFC 9110 entity tags,
 # without commas inside, in a comma-separated list; a bare number is checked before).
 _IF_MATCH: Final = re.compile(r'(W/)?"[^",]*"([ \t]*,[ \t]*(W/)?"[^",]*")*')
 _ENTITY_TAG: Final = re.compile(r'(W/)?"([^",]*)"')
