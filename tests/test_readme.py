@@ -85,3 +85,18 @@ def test_the_block_prints_what_the_readme_shows(
     assert done.returncode == 0, f"README.md:{block.line}:\n{done.stderr}"
     problems = Matcher().lines(expected or "", done.stdout)
     assert not problems, f"README.md:{block.line}\n" + "\n".join(problems)
+
+
+def test_the_matcher_allows_ids_clocks_and_ticking_ttls_only() -> None:
+    """Ids map consistently, TTLs may be 2 lower only where they are TTLs, other numbers exact."""
+    m = Matcher()
+    line = '{"memory_id":"xK9mP2nQ","ttl_remaining":900,"expires_at":"2026-11-25T14:10:00Z"}'
+    assert m.line(line, line.replace("xK9mP2nQ", "ab3CDefg").replace("900", "898")) is None
+    assert m.fill("RECALL xK9mP2nQ") == "RECALL ab3CDefg"
+    assert m.line(line, line.replace("xK9mP2nQ", "zz3CDefg")) is not None  # another id
+    assert m.line(line, line.replace("xK9mP2nQ", "ab3CDefg").replace("900", "897")) is not None
+    assert m.line(line, line.replace("xK9mP2nQ", "ab3CDefg").replace("900", "901")) is not None
+    assert m.line('{"size":35}', '{"size":34}') is not None
+    assert m.line("4200", "4199") is not None
+    assert m.lines("4200\n", "4199\n", "stash update x --extend 600") == []
+    assert m.lines("OK\n", "OK\nmore\n") != []
