@@ -1,15 +1,11 @@
-"""Real clients against a real daemon: redis-py (sync, asyncio; RESP3 and RESP2) and redis-cli."""
+"""Real clients against a real daemon: redis-py (sync, asyncio; RESP3 and RESP2)."""
 
 from __future__ import annotations
 
 import logging
 import re
-import shlex
-import shutil
-import subprocess
 import uuid
 import warnings
-from pathlib import Path
 
 import pytest
 import redis
@@ -124,60 +120,3 @@ def test_namespaces_do_not_leak(stashd_server: StashDaemon) -> None:
     alice.flushdb()
     for client in (alice, bob, anonymous):
         client.close()
-
-
-def _cli(port: int, *args: str) -> str:
-    binary = shutil.which("redis-cli")
-    if binary is None:
-        pytest.skip("redis-cli is not on PATH: the README transcript cannot be replayed")
-    done = subprocess.run(
-        [binary, "-p", str(port), *args], capture_output=True, text=True, timeout=10, check=True
-    )
-    return done.stdout.strip()
-
-
-def _readme_session() -> list[tuple[list[str], list[str]]]:
-    """The README's redis-cli session: (arguments after the port, expected output lines)."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = text.split("## Quick start: redis-cli", 1)[1].split("```", 2)[1]
-    steps: list[tuple[list[str], list[str]]] = []
-    for line in block.strip().splitlines():
-        if line.startswith("$ redis-cli"):
-            words = shlex.split(line[2:], comments=True)
-            assert words[1:3] == ["-p", "6380"], line
-            steps.append((words[3:], []))
-        else:
-            steps[-1][1].append(line)
-    return steps
-
-
-def _same(expected: str, actual: str) -> bool:
-    """A line as the README shows it: integers may be one second off, dates vary."""
-    if expected == actual:
-        return True
-    number = re.fullmatch(r"(\d\)\s)?\(integer\) (\d+)", expected)
-    got = re.fullmatch(r"(\d\)\s)?\(integer\) (\d+)", actual)
-    if number and got and number.group(1) == got.group(1):
-        return abs(int(number.group(2)) - int(got.group(2))) <= 1
-    date = r'(\d\) )?"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"'
-    return bool(re.fullmatch(date, expected) and re.fullmatch(date, actual))
-
-
-def test_readme_transcript_with_redis_cli() -> None:
-    """The redis-cli session in the README, replayed as written, gives the replies it shows."""
-    steps = _readme_session()
-    assert len(steps) >= 8
-    with StashDaemon() as d:
-        memory_id = ""
-        for words, expected in steps:
-            args = [w.replace("xK9mP2nQ", memory_id) if memory_id else w for w in words]
-            if "-a" in args:
-                args.insert(0, "--no-auth-warning")
-            out = _cli(d.port, "--no-raw", *args).splitlines()
-            if words[0] == "STASH":
-                memory_id = out[0].strip('"')
-                assert re.fullmatch(r"[0-9A-Za-z]{8}", memory_id)
-                continue
-            assert len(out) == len(expected), (words, out)
-            for want, got in zip(expected, out, strict=True):
-                assert _same(want, got), (words, want, got)
