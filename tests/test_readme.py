@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def test_the_block_prints_what_the_readme_shows(
             daemon = stack.enter_context(StashDaemon("--no-http"))
             env["STASH_URL"] = f"redis://127.0.0.1:{daemon.port}"
             code = code.replace("6380", str(daemon.port))
+        started = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-c", code],
             cwd=tmp_path,
@@ -83,7 +85,9 @@ def test_the_block_prints_what_the_readme_shows(
             check=False,
         )
     assert done.returncode == 0, f"README.md:{block.line}:\n{done.stderr}"
-    problems = Matcher().lines(expected or "", done.stdout)
+    matcher = Matcher()
+    matcher.ran_for(time.monotonic() - started)
+    problems = matcher.lines(expected or "", done.stdout)
     assert not problems, f"README.md:{block.line}\n" + "\n".join(problems)
 
 
@@ -100,3 +104,6 @@ def test_the_matcher_allows_ids_clocks_and_ticking_ttls_only() -> None:
     assert m.line("4200", "4199") is not None
     assert m.lines("4200\n", "4199\n", "stash update x --extend 600") == []
     assert m.lines("OK\n", "OK\nmore\n") != []
+    m.ran_for(2.5)  # an example that ran for 2.5 s: 3 more seconds may have ticked away
+    assert m.lines("4200\n", "4195\n", "stash update x --extend 600") == []
+    assert m.lines("4200\n", "4194\n", "stash update x --extend 600") != []

@@ -24,6 +24,7 @@ import shlex
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -144,6 +145,7 @@ def test_the_session_prints_what_the_readme_shows(
         if uses_default_ports(block) and "$ stashd" not in block.body:
             daemon = stack.enter_context(StashDaemon())
             ports = {"resp": daemon.port, "http": daemon.http_port}
+        started = time.monotonic()
         for command, expected in steps(block):
             real = matcher.fill(command)
             real = real.replace("-p 6380", f"-p {ports['resp']}")
@@ -157,6 +159,7 @@ def test_the_session_prints_what_the_readme_shows(
                 continue
             out, status = sh.run(real)
             assert status == 0, f"README.md:{block.line}: {command!r} exited {status}:\n{out}"
+            matcher.ran_for(time.monotonic() - started)
             problems = matcher.lines(expected, out, command)
             assert not problems, f"README.md:{block.line}: {command}\n" + "\n".join(problems)
 

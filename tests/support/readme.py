@@ -15,7 +15,8 @@ allowances:
   ``"ttl"``, ``"ttl_remaining"`` or ``ttl_remaining=``, the ``(integer)`` after a
   ``"ttl_remaining"`` line of redis-cli, or the whole output of a command that answers
   the seconds left (``TTL``, ``UPDATE``, ``stash update``/``ttl``/``extend``) -- the real
-  number may be up to 2 below the README's, never above it. No other number may differ.
+  number may be below the README's by up to 2 plus the whole seconds the example has run
+  so far (:attr:`Matcher.slack`), never above it. No other number may differ.
 
 What was remembered is used to write the real values into later commands
 (``RECALL xK9mP2nQ`` runs as ``RECALL <the id STASH printed>``).
@@ -23,6 +24,7 @@ What was remembered is used to write the real values into later commands
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,9 @@ from typing import Final
 
 README: Final = Path(__file__).resolve().parent.parent.parent / "README.md"
 FENCE: Final = re.compile(r"^```(?P<info>[^\n]*)\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
-#: How far below the README's number a real TTL may be: seconds tick while examples run.
+#: How far below the README's number a real TTL may be before any time has passed: a TTL
+#: is rounded, and the second it was set in may end at once. The seconds an example has
+#: run are added to it (Matcher.slack): on a loaded machine one command takes seconds.
 TTL_SLACK: Final = 2
 
 _B62 = "[0-9A-Za-z]"
@@ -89,6 +93,12 @@ class Matcher:
     """Matches expected lines with real ones, remembering README ids, keys and key ids."""
 
     real: dict[str, str] = field(default_factory=dict)  # README token -> real value
+    #: How far below the README's number a real TTL may be, in seconds.
+    slack: int = TTL_SLACK
+
+    def ran_for(self, seconds: float) -> None:
+        """The example has run ``seconds`` so far: its TTLs may have ticked that much more."""
+        self.slack = TTL_SLACK + math.ceil(seconds)
 
     def fill(self, command: str) -> str:
         """``command`` with each remembered README token replaced by its real value."""
@@ -118,7 +128,11 @@ class Matcher:
         whole = _WHOLE_TTL.fullmatch(want) if whole_ttl else None
         if whole:
             real = _WHOLE_TTL.fullmatch(got)
-            if real and real["prefix"] == whole["prefix"] and _close(whole["n"], real["n"]):
+            if (
+                real
+                and real["prefix"] == whole["prefix"]
+                and _close(whole["n"], real["n"], self.slack)
+            ):
                 return None
             return f"TTL line: README {want!r}, printed {got!r}"
         pattern, slots = [], []
@@ -141,7 +155,7 @@ class Matcher:
         if real is None:
             return f"README {want!r}, printed {got!r}"
         for (kind, text), value in zip(slots, real.groups(), strict=True):
-            if kind == "ttl" and not _close(text, value):
+            if kind == "ttl" and not _close(text, value, self.slack):
                 return f"TTL {value} where the README has {text}: {got!r}"
             if kind in ("id", "key", "key_id") and self.real.get(text) != value:
                 if text in self.real or value in self.real.values():
@@ -150,6 +164,6 @@ class Matcher:
         return None
 
 
-def _close(readme: str, real: str) -> bool:
-    """A real TTL at most ``TTL_SLACK`` below the README's."""
-    return int(readme) - TTL_SLACK <= int(real) <= int(readme)
+def _close(readme: str, real: str, slack: int) -> bool:
+    """A real TTL at most ``slack`` below the README's, never above it."""
+    return int(readme) - slack <= int(real) <= int(readme)

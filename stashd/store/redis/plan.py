@@ -76,8 +76,11 @@ if TYPE_CHECKING:
 logger = log.get("stashd.store.redis")
 
 #: How often an operation may run before it is answered UNAVAILABLE: its check failed
-#: because another node kept changing its keys, or Redis kept losing the scripts.
-MAX_TRIES: Final = 10
+#: because another node kept changing its keys, or Redis kept losing the scripts. Every
+#: failed check means another writer's landed, so the writers as a whole progress; 64
+#: tries (about 1.5 s of waits once they reach BACKOFF_MAX_S) let one writer among
+#: several threads hammering one key on a loaded machine land too, where 10 did not.
+MAX_TRIES: Final = 64
 #: Before running failed operations again, the driver waits a random time up to
 #: BACKOFF_S * 2**tries (at most BACKOFF_MAX_S): two nodes that keep changing one key
 #: then stop invalidating each other's checks in lockstep.
