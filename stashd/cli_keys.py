@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from stashd import app
 from stashd.cli_exit import USAGE, fail
 from stashd.config import BACKENDS, Config, ConfigError, load
 from stashd.registry import RegistryError
@@ -47,6 +46,8 @@ class _Registry:
             self.label = str(self.config.db_path)
 
     def __enter__(self) -> Registry:
+        from stashd import app  # noqa: PLC0415 - the daemon's modules, loaded only here
+
         try:
             self.registry = app.make_registry(self.config)
         except RegistryError as exc:
