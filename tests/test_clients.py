@@ -57,6 +57,9 @@ def test_redis_py_sync_does_everything_without_warnings(
             r.execute_command("UPDATE", mid, "DATA", "{}", "IFVERSION", 1)
         assert r.execute_command("FORGET", mid) == 1
         assert r.delete("plan", "n") == 2
+        # What langchain's get_client and monitoring tools read, parsed by redis-py.
+        assert r.info("cluster") == {"cluster_enabled": 0}
+        assert isinstance(r.info("memory")["used_memory"], int)
         r.close()
     bad = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
     assert not bad, [rec.getMessage() for rec in bad]

@@ -8,6 +8,7 @@ import pytest
 
 from stashd.commands import TABLE
 from stashd.commands.base import Deferred, Session
+from stashd.commands.server import human_bytes
 from stashd.errors import CommandError, StashError, UnknownSubcommand, WrongArity
 from stashd.service import MemoryService
 from stashd.store.memory import MemoryStore
@@ -159,3 +160,16 @@ def test_info_of_no_known_section_is_empty(session: Session) -> None:
     """INFO with only unknown sections is an empty string, as in Redis."""
     assert str(call(session, b"INFO", b"nosuch")) == ""
     assert str(call(session, b"INFO", b"keyspace")) == "# Keyspace\r\n"
+
+
+def test_info_writes_sizes_for_people_as_redis_does() -> None:
+    """used_memory_human: bytes below 1 KiB, then two decimals of K, M, G, T, P."""
+    assert [human_bytes(n) for n in (0, 1023, 1024, 1536, 5 * 2**20, 3 * 2**30, 2**60)] == [
+        "0B",
+        "1023B",
+        "1.00K",
+        "1.50K",
+        "5.00M",
+        "3.00G",
+        "1024.00P",
+    ]

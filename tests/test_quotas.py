@@ -355,6 +355,8 @@ def test_info_shows_the_usage_and_the_quota(world: World) -> None:
         "db0:keys=3,expires=3,avg_ttl=3600000,quota_keys=3,quota_bytes=14,max_keys=10,"
         "max_bytes=1000\r\n"
     )
+    memory = str(world.call(b"INFO", b"memory")).split("\r\n")
+    assert memory[1:3] == ["used_memory:14", "used_memory_human:14B"], "the namespace's bytes"
 
 
 def test_info_avg_ttl_is_the_mean_time_left_in_ms(world: World) -> None:

@@ -153,10 +153,19 @@ def info(s: Session, args: list[bytes]) -> Reply:
                 f"maxclients:{s.clients.limit}",
                 f"client_id:{s.client_id}",
             ],
-            # No used_memory: the server's total would tell one tenant of the others.
-            "memory": [f"maxmemory:{s.held.maxmemory}", "maxmemory_policy:noeviction"],
+            # used_memory is the caller's namespace's bytes, as its quota counts them:
+            # the server's total would tell one tenant of the others.
+            "memory": [
+                f"used_memory:{held_bytes}",
+                f"used_memory_human:{human_bytes(held_bytes)}",
+                f"maxmemory:{s.held.maxmemory}",
+                "maxmemory_policy:noeviction",
+            ],
             "persistence": ["loading:0"],
             "replication": ["role:master", "connected_slaves:0"],
+            # To its clients stashd is one server, whatever it keeps its data in (a Redis
+            # Cluster included): they must not route by slot.
+            "cluster": ["cluster_enabled:0"],
             "keyspace": keyspace,
         }
         show = (
@@ -174,6 +183,18 @@ def info(s: Session, args: list[bytes]) -> Reply:
     if principal is None:
         return render((0, 0, 0, 0))
     return Deferred(s.service.keyspace(principal), render)
+
+
+def human_bytes(n: int) -> str:
+    """Bytes as Redis's INFO writes them for people: 512B, 1.50K, 2.00M, up to P."""
+    if n < 1024:
+        return f"{n}B"
+    value = float(n)
+    for unit in "KMGTP":
+        value /= 1024
+        if value < 1024 or unit == "P":
+            break
+    return f"{value:.2f}{unit}"
 
 
 # -- COMMAND --------------------------------------------------------------------------
