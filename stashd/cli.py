@@ -20,6 +20,7 @@ from stashd.config import (
     BACKENDS,
     LOG_FORMATS,
     LOG_LEVELS,
+    OVER_MAX_TTL,
     SQLITE_SYNCHRONOUS,
     ConfigError,
     load,
@@ -49,6 +50,14 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             type=int,
             default=None,
             help="No key lives longer, in seconds. [STASH_MAX_TTL; 86400]",
+        ),
+        click.option(
+            "--over-max-ttl",
+            type=click.Choice(OVER_MAX_TTL),
+            default=None,
+            help="A TTL past --max-ttl: refuse it, or clamp it to the maximum (and PERSIST "
+            "sets the maximum), for libraries whose defaults ask for longer. "
+            "[STASH_OVER_MAX_TTL; refuse]",
         ),
         click.option(
             "--max-payload-bytes",

@@ -235,6 +235,7 @@ class _Opening:
         api_key: str | None = None,
         default_ttl: int | None = None,
         max_ttl: int | None = None,
+        over_max_ttl: str | None = None,
         max_payload_bytes: int | None = None,
         rate_limit: str | None = None,
         rate_burst: int | None = None,
@@ -247,6 +248,7 @@ class _Opening:
             "redis_cluster": redis_cluster,
             "default_ttl": default_ttl,
             "max_ttl": max_ttl,
+            "over_max_ttl": over_max_ttl,
             "max_payload_bytes": max_payload_bytes,
             "rate_limit": rate_limit,
             "rate_burst": rate_burst,
@@ -267,7 +269,8 @@ class Stash(_Opening):
     opens that file; ``Stash(backend="redis", redis_url="redis://host:6379/0")`` keeps
     them in Redis or Valkey as a stashd node with that backend does (``redis_cluster``
     for a Redis Cluster); ``Stash(url="redis://host:6380", api_key="...")`` talks to a
-    stashd. ``default_ttl``, ``max_ttl`` and ``max_payload_bytes`` (and ``rate_limit``
+    stashd. ``default_ttl``, ``max_ttl`` (with ``over_max_ttl``, ``"refuse"`` or ``"clamp"``)
+    and ``max_payload_bytes`` (and ``rate_limit``
     such as ``"600/min"`` with ``rate_burst``, and the storage quota ``max_keys`` and
     ``max_bytes``, such as ``"512mb"``, 0 for no limit) override the embedded limits;
     in remote mode the daemon's apply. ``create=False`` opens an existing SQLite file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,6 +30,8 @@ BACKENDS: Final = ("sqlite", "memory", "redis")
 DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
 SQLITE_SYNCHRONOUS: Final = ("normal", "full")
 AUTH_MODES: Final = ("open", "keys")
+#: What a TTL past the maximum gets: refused (Stash's rule), or the maximum instead.
+OVER_MAX_TTL: Final = ("refuse", "clamp")
 LOG_FORMATS: Final = ("json", "console")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 #: Redis's default client-query-buffer-limit: what one unfinished request may make us hold.
@@ -51,6 +53,7 @@ class Config:
     backend: str = "sqlite"
     default_ttl: int = 3600  # seconds, for writes that name no TTL
     max_ttl: int = 86400  # seconds; nothing lives longer
+    over_max_ttl: str = "refuse"  # refuse: a longer TTL is an error; clamp: it gets max_ttl
     max_payload_bytes: int = 1024 * 1024
     max_keys: int = 1_000_000  # open mode: keys one namespace may hold; 0 means no limit
     max_bytes: str = "1gb"  # open mode: its keys' and values' bytes, as Redis writes sizes
@@ -99,6 +102,10 @@ class Config:
         if self.default_ttl > self.max_ttl:
             raise ConfigError(
                 f"default_ttl ({self.default_ttl}) must not exceed max_ttl ({self.max_ttl})"
+            )
+        if self.over_max_ttl not in OVER_MAX_TTL:
+            raise ConfigError(
+                f"over_max_ttl must be one of {', '.join(OVER_MAX_TTL)}, got {self.over_max_ttl!r}"
             )
         if self.max_payload_bytes <= 0:
             raise ConfigError(f"max_payload_bytes must be positive, got {self.max_payload_bytes}")
@@ -193,9 +200,12 @@ class Config:
             except OSError as exc:
                 raise ConfigError(f"cannot read the tiers file {path}: {exc.strerror}") from None
         try:
-            return resolve_tiers(text, dict(self.tier_overrides), file_name=self.tiers)
+            table = resolve_tiers(text, dict(self.tier_overrides), file_name=self.tiers)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        # The policy is the daemon's, the same for every tier: each tier keeps its maximum.
+        clamp = self.over_max_ttl == "clamp"
+        return {name: replace(limits, clamp_ttl=clamp) for name, limits in table.items()}
 
     @property
     def db_path(self) -> Path:

@@ -20,7 +20,6 @@ from stashd.errors import (
     DataAndMerge,
     EmptyUpdate,
     InvalidRequest,
-    InvalidTTL,
     NotJSON,
     PayloadTooLarge,
     PersistRefused,
@@ -37,7 +36,7 @@ from stashd.jsontext import (
     unwritable,
     value_nesting,
 )
-from stashd.ops import ttl_seconds_up
+from stashd.ops import capped_ttl
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -149,21 +148,27 @@ class MemoryService:
         limits = p.limits
         if ttl_ms is None:
             ttl_ms = limits.default_ttl_ms
-        elif ttl_ms > limits.max_ttl_ms:
-            raise InvalidTTL(ttl_seconds_up(ttl_ms), limits.max_ttl_ms // 1000)
+        else:
+            ttl_ms = capped_ttl(ttl_ms, limits.max_ttl_ms, limits.clamp_ttl)
         return self.clock() + ttl_ms
 
     def expiry_at(self, p: Principal, at_ms: int) -> int:
-        """An absolute expiry (EXAT/PXAT), refused when it lies beyond the maximum TTL."""
-        left = at_ms - self.clock()
-        if left > p.limits.max_ttl_ms:
-            raise InvalidTTL(ttl_seconds_up(left), p.limits.max_ttl_ms // 1000)
-        return at_ms
+        """An absolute expiry (EXAT/PXAT), within the maximum TTL as :meth:`expiry` is."""
+        now = self.clock()
+        limits = p.limits
+        if at_ms - now <= limits.max_ttl_ms:
+            return at_ms
+        return now + capped_ttl(at_ms - now, limits.max_ttl_ms, limits.clamp_ttl)
 
-    @staticmethod
-    def refuse_persist(p: Principal) -> PersistRefused:
-        """The error for PERSIST: every key in Stash expires."""
-        return PersistRefused(p.limits.max_ttl_ms // 1000)
+    def persist_expiry(self, p: Principal) -> int:
+        """What PERSIST (and GETEX PERSIST) sets: the maximum TTL, when TTLs are clamped.
+
+        Every key in Stash expires, so where a TTL past the maximum is refused, a key
+        without one is refused too (PersistRefused).
+        """
+        if not p.limits.clamp_ttl:
+            raise PersistRefused(p.limits.max_ttl_ms // 1000)
+        return self.clock() + p.limits.max_ttl_ms
 
     # -- strings and keys ----------------------------------------------------------
     def get(self, p: Principal, key: bytes) -> ops.Get:
@@ -214,7 +219,10 @@ class MemoryService:
 
     def expire(self, p: Principal, key: bytes, when: int, cond: bytes = b"") -> ops.Expire:
         """EXPIRE family with an absolute time; the maximum is checked when it runs."""
-        return self.for_caller(ops.Expire, p, key, when, cond, p.limits.max_ttl_ms)
+        limits = p.limits
+        return self.for_caller(
+            ops.Expire, p, key, when, cond, limits.max_ttl_ms, clamp_ttl=limits.clamp_ttl
+        )
 
     def incr(self, p: Principal, key: bytes, delta: int) -> ops.IncrBy:
         """INCR family; a new counter gets the default TTL."""
@@ -280,9 +288,8 @@ class MemoryService:
         """A TTL in whole seconds as ms, refused outside 1..maximum."""
         if seconds <= 0:
             raise TTLNotPositive(seconds, p.limits.max_ttl_ms // 1000)
-        if seconds * 1000 > p.limits.max_ttl_ms:
-            raise InvalidTTL(seconds, p.limits.max_ttl_ms // 1000)
-        return seconds * 1000
+        limits = p.limits
+        return capped_ttl(seconds * 1000, limits.max_ttl_ms, limits.clamp_ttl)
 
     def update(
         self,
@@ -373,9 +380,8 @@ class MemoryService:
         if_version: int | tuple[int, ...] | None,
     ) -> _Update:
         """The operation, once :meth:`_check_update` passed; EXTEND within the maximum TTL."""
-        extend_ms = extend_seconds * 1000
-        if extend_ms > p.limits.max_ttl_ms:
-            raise InvalidTTL(extend_seconds, p.limits.max_ttl_ms // 1000)
+        limits = p.limits
+        extend_ms = capped_ttl(extend_seconds * 1000, limits.max_ttl_ms, limits.clamp_ttl)
         return self.for_caller(
             kind,
             p,
@@ -385,8 +391,9 @@ class MemoryService:
             has_patch=has_patch,
             extend_ms=extend_ms,
             if_version=if_version,
-            max_ttl_ms=p.limits.max_ttl_ms,
-            max_payload=p.limits.max_payload,
+            max_ttl_ms=limits.max_ttl_ms,
+            max_payload=limits.max_payload,
+            clamp_ttl=limits.clamp_ttl,
         )
 
     def page(self, p: Principal, cursor: int, limit: int = PAGE_DEFAULT) -> ops.Page:

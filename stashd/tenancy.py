@@ -69,6 +69,7 @@ def open_limits(config: Config) -> Limits:
         max_ttl_ms=config.max_ttl * 1000,
         rate=config.rate,
         quota=config.quota,
+        clamp_ttl=config.over_max_ttl == "clamp",
     )
 
 

@@ -145,6 +145,9 @@ class Limits:
     max_ttl_ms: int  # no key may live longer than this from now
     rate: Rate | None = None  # commands per period with a burst; None: unlimited
     quota: Quota = UNLIMITED  # keys and bytes the namespace may hold
+    # A TTL past max_ttl_ms: refused (False), or stored as max_ttl_ms (True: --over-max-ttl
+    # clamp, for libraries whose defaults ask for longer, such as 14-day sessions).
+    clamp_ttl: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,8 +113,8 @@ def test_ttl_above_maximum_is_refused_and_changes_nothing(svc: Service, clock: C
     entry = run(svc, svc.get(ALICE, mid))
     assert isinstance(entry, Entry)
     assert entry.expires_at == clock.now + 86_000_000
-    assert "PERSIST is not supported" in str(svc.refuse_persist(ALICE))
-    assert isinstance(svc.refuse_persist(ALICE), PersistRefused)
+    with pytest.raises(PersistRefused, match="PERSIST is not supported"):
+        svc.persist_expiry(ALICE)
 
 
 def test_payload_limit(svc: Service) -> None:

@@ -129,10 +129,10 @@ def pexpiretime(s: Session, args: list[bytes]) -> Reply:
     return Deferred(s.service.get(s.require(), args[1]), _expiretime_ms)
 
 
-def persist(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """PERSIST key: refused, every key in Stash expires."""
+def persist(s: Session, args: list[bytes]) -> Reply:
+    """PERSIST key: refused, every key in Stash expires; with clamped TTLs, the maximum TTL."""
     p = s.require()
-    raise s.service.refuse_persist(p)
+    return Deferred(s.service.expire(p, args[1], s.service.persist_expiry(p)))
 
 
 def _type_name(entry: Entry | None) -> Reply:

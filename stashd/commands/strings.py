@@ -125,7 +125,7 @@ def getex(s: Session, args: list[bytes]) -> Reply:
     if len(args) > 2:
         opt = args[2].upper()
         if opt == b"PERSIST" and len(args) == 3:
-            raise service.refuse_persist(p)
+            return Deferred(service.getex(p, args[1], service.persist_expiry(p)), _value)
         if opt not in _EXPIRY_UNITS or len(args) != 4:
             raise SyntaxErr
         amount = int_arg(args[3])

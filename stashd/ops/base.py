@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
 from stashd.errors import (
+    InvalidTTL,
     NotInteger,
     StashError,
 )
@@ -30,6 +31,15 @@ Slot = tuple[str, bytes]  # (namespace, key)
 def ttl_seconds_up(ms: int) -> int:
     """Milliseconds as whole seconds, rounded up, for error texts that speak in seconds."""
     return -(-ms // 1000)
+
+
+def capped_ttl(left_ms: int, max_ttl_ms: int, clamp: bool) -> int:
+    """The rule for a TTL past the maximum, once: refused with InvalidTTL, or clamped to it."""
+    if left_ms <= max_ttl_ms:
+        return left_ms
+    if clamp:
+        return max_ttl_ms
+    raise InvalidTTL(ttl_seconds_up(left_ms), max_ttl_ms // 1000)
 
 
 def next_version(old: Entry | None) -> int:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, Final
 from stashd.errors import (
     Conflict,
     IncrOverflow,
-    InvalidTTL,
     NoSuchKey,
     NotJSON,
     PayloadTooLarge,
@@ -27,11 +26,11 @@ from stashd.ops.base import (
     Op,
     Slot,
     Touch,
+    capped_ttl,
     check_put,
     entry_work,
     next_version,
     parse_int64,
-    ttl_seconds_up,
 )
 
 
@@ -320,13 +319,23 @@ class Expire(Op):
     TTL is checked against the clock of this run, so nothing changes when it is refused.
     """
 
-    __slots__ = ("cond", "max_ttl_ms", "when")
+    __slots__ = ("clamp_ttl", "cond", "max_ttl_ms", "when")
 
-    def __init__(self, ns: str, key: bytes, when: int, cond: bytes, max_ttl_ms: int) -> None:
+    def __init__(
+        self,
+        ns: str,
+        key: bytes,
+        when: int,
+        cond: bytes,
+        max_ttl_ms: int,
+        *,
+        clamp_ttl: bool = False,
+    ) -> None:
         super().__init__(ns, key)
         self.when = when
         self.cond = cond
         self.max_ttl_ms = max_ttl_ms
+        self.clamp_ttl = clamp_ttl
 
     def run(self, view: View, now: int) -> int:
         """Change the expiry if the condition holds."""
@@ -343,9 +352,8 @@ class Expire(Op):
         if self.when <= now:
             view.delete(self.ns, self.key, now)
             return 1
-        if self.when - now > self.max_ttl_ms:
-            raise InvalidTTL(ttl_seconds_up(self.when - now), self.max_ttl_ms // 1000)
-        view.put(self.ns, self.key, Entry(old.value, self.when, old.version))
+        when = now + capped_ttl(self.when - now, self.max_ttl_ms, self.clamp_ttl)
+        view.put(self.ns, self.key, Entry(old.value, when, old.version))
         return 1
 
 
@@ -421,6 +429,7 @@ class Update(Op):
     """
 
     __slots__ = (
+        "clamp_ttl",
         "data",
         "extend_ms",
         "if_version",
@@ -443,8 +452,10 @@ class Update(Op):
         if_version: int | tuple[int, ...] | None,
         max_ttl_ms: int,
         max_payload: int,
+        clamp_ttl: bool = False,
     ) -> None:
         super().__init__(ns, key)
+        self.clamp_ttl = clamp_ttl
         self.data = data
         self.patch = _NO_PATCH if not has_patch else patch
         self.extend_ms = extend_ms
@@ -481,7 +492,7 @@ class Update(Op):
         if self.extend_ms:
             expires += self.extend_ms
             if expires - now > self.max_ttl_ms:
-                raise InvalidTTL(ttl_seconds_up(expires - now), self.max_ttl_ms // 1000)
+                expires = now + capped_ttl(expires - now, self.max_ttl_ms, self.clamp_ttl)
         value = old.value
         version = old.version
         if self.data is not None:
