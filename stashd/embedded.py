@@ -65,8 +65,12 @@ class Calls:
         return service.set(p, key, value, expires_at=expires_at)
 
     def get(self, key: bytes) -> Op:
-        """GET, RECALL, TTL, EXISTS: one key's entry."""
+        """GET, RECALL: one string's entry."""
         return self.service.get(self.principal, key)
+
+    def lookup(self, key: bytes) -> Op:
+        """TTL, EXISTS: one key's entry, whatever its kind."""
+        return self.service.lookup(self.principal, key)
 
     def stash(self, value: bytes, ttl: int | None) -> Op:
         """STASH value [EX ttl]."""
@@ -190,11 +194,11 @@ class EmbeddedTransport:
 
     def ttl(self, key: bytes) -> int | None:
         """Seconds left."""
-        return self.calls.ttl(self._run(self.calls.get(key)))
+        return self.calls.ttl(self._run(self.calls.lookup(key)))
 
     def exists(self, key: bytes) -> bool:
         """Whether a live entry is there."""
-        return self._run(self.calls.get(key)) is not None
+        return self._run(self.calls.lookup(key)) is not None
 
     def scan(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[bytes]]:
         """One SCAN page."""
@@ -282,11 +286,11 @@ class AsyncEmbeddedTransport:
 
     async def ttl(self, key: bytes) -> int | None:
         """Seconds left."""
-        return self.calls.ttl(await self._run(self.calls.get(key)))
+        return self.calls.ttl(await self._run(self.calls.lookup(key)))
 
     async def exists(self, key: bytes) -> bool:
         """Whether a live entry is there."""
-        return await self._run(self.calls.get(key)) is not None
+        return await self._run(self.calls.lookup(key)) is not None
 
     async def scan(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[bytes]]:
         """One SCAN page."""

@@ -451,6 +451,16 @@ class StoredNotJSON(NotJSON):
         )
 
 
+class WrongType(StashError):
+    """A command for one kind of value (string, hash, list) on a key holding another.
+
+    Redis's exact text: clients (redis-py's ``ResponseError``, ioredis) show it as is.
+    """
+
+    code = "WRONGTYPE"
+    template = "Operation against a key holding the wrong kind of value"
+
+
 class Conflict(StashError):
     """UPDATE ... IFVERSION that does not match; nothing was changed."""
 

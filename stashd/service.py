@@ -172,8 +172,12 @@ class MemoryService:
 
     # -- strings and keys ----------------------------------------------------------
     def get(self, p: Principal, key: bytes) -> ops.Get:
-        """GET and every read of one key."""
+        """GET, RECALL and every read of one string (WRONGTYPE for another kind)."""
         return self.for_caller(ops.Get, p, key)
+
+    def lookup(self, p: Principal, key: bytes) -> ops.Get:
+        """TTL, TYPE and every read of a key's metadata, whatever kind it holds."""
+        return self.for_caller(ops.Get, p, key, 0)
 
     def get_many(self, p: Principal, keys: list[bytes]) -> ops.GetMany:
         """MGET, EXISTS."""
@@ -188,12 +192,15 @@ class MemoryService:
         expires_at: int | None = None,
         cond: bytes = b"",
         keep_ttl: bool = False,
+        want_old: bool = False,
     ) -> ops.Set:
         """SET family; ``expires_at`` None means the caller's default TTL."""
         self.check_payload(p, value)
         if expires_at is None:
             expires_at = self.expiry(p, None)
-        return self.for_caller(ops.Set, p, key, value, expires_at, cond=cond, keep_ttl=keep_ttl)
+        return self.for_caller(
+            ops.Set, p, key, value, expires_at, cond=cond, keep_ttl=keep_ttl, want_old=want_old
+        )
 
     def set_many(self, p: Principal, pairs: list[tuple[bytes, bytes]]) -> ops.SetMany:
         """MSET, all with the default TTL."""

@@ -28,19 +28,52 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Kind:
+    """What a key holds, as TYPE names it: each stored entry carries one of these numbers.
+
+    Plain ints, not an enum: they are stored as they are (SQLite's kind column, the first
+    byte of a Redis entry's header), compared on every read of a string command, and an
+    int compares fastest. A container's value is its encoding in :mod:`stashd.containers`.
+    """
+
+    STRING: Final = 1
+    HASH: Final = 2
+    LIST: Final = 3
+    SET: Final = 4
+    ZSET: Final = 5
+
+
+#: TYPE's answer for each kind.
+KIND_NAMES: Final = {
+    Kind.STRING: "string",
+    Kind.HASH: "hash",
+    Kind.LIST: "list",
+    Kind.SET: "set",
+    Kind.ZSET: "zset",
+}
+#: SCAN TYPE's argument, lower-cased, to the kind it names.
+KIND_BY_NAME: Final = {name.encode(): kind for kind, name in KIND_NAMES.items()}
+
+
 class Entry:
-    """One stored value: the bytes, the absolute expiry in ms, and the data version."""
+    """One stored value: the bytes, the absolute expiry in ms, the data version, its kind."""
 
     # Slots: entries are the most numerous objects a memory store holds.
-    __slots__ = ("expires_at", "value", "version")
+    __slots__ = ("expires_at", "kind", "value", "version")
 
-    def __init__(self, value: bytes, expires_at: int, version: int = 1) -> None:
+    def __init__(
+        self, value: bytes, expires_at: int, version: int = 1, kind: int = Kind.STRING
+    ) -> None:
         self.value = value
         self.expires_at = expires_at
         self.version = version
+        self.kind = kind
 
     def __repr__(self) -> str:
-        return f"Entry({len(self.value)} bytes, expires_at={self.expires_at}, v{self.version})"
+        name = KIND_NAMES.get(self.kind, self.kind)
+        return (
+            f"Entry({len(self.value)} bytes, expires_at={self.expires_at}, v{self.version}, {name})"
+        )
 
 
 class View(Protocol):

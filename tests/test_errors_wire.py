@@ -21,7 +21,7 @@ def _coded(code: str, message: str) -> StashError:
 
 
 SAMPLES: dict[type[StashError], StashError] = {
-    StashError: _coded("WRONGTYPE", "Operation against a key holding the wrong kind of value"),
+    StashError: _coded("NOPERM", "this user has no permissions to run the 'x' command"),
     errors.CommandError: errors.CommandError("DB index is out of range"),
     errors.SyntaxErr: errors.SyntaxErr(),
     errors.NotInteger: errors.NotInteger(),
@@ -56,6 +56,7 @@ SAMPLES: dict[type[StashError], StashError] = {
         "Expecting value at line 1 column 1 (char 0)", line=1, column=1, position=0
     ),
     errors.Conflict: errors.Conflict(3, 2),
+    errors.WrongType: errors.WrongType(),
     errors.RateLimited: errors.RateLimited(1250),
     errors.QuotaExceeded: errors.QuotaExceeded(901, 945815452, 10000, 104857600),
     errors.OutOfMemory: errors.OutOfMemory(),

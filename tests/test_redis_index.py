@@ -28,7 +28,6 @@ from stashd.redislink import SyncLink
 from stashd.service import MemoryService
 from stashd.store.redis.layout import (
     CLEAN_PER_CALL,
-    FORMAT,
     HEADER,
     INDEXED_MARK,
     caps,
@@ -40,7 +39,7 @@ from stashd.store.redis.lua import SCRIPTS
 from stashd.store.redis.plan import Plan
 from stashd.store.redis.store import RedisStore
 from stashd.store.redis.walk import WALK_COUNT
-from stashd.types import Limits, Principal, Quota
+from stashd.types import Kind, Limits, Principal, Quota
 from tests.support.clock import Clock
 from tests.support.servers import RedisClusterServers, RedisServer, StashDaemon, redis_nodes
 
@@ -101,7 +100,7 @@ def old_entry(  # noqa: PLR0917 - a test helper, read as a sentence
     px: int = 600_000,
 ) -> None:
     """Write an entry as stashd did before the index: the string alone, no index."""
-    raw.set(key_prefix(ns) + key, HEADER.pack(FORMAT, expires_at, 1, 7) + value, px=px)
+    raw.set(key_prefix(ns) + key, HEADER.pack(Kind.STRING, expires_at, 1, 7) + value, px=px)
 
 
 def batch(store: RedisStore, batched: list[ops.Op]) -> list[Any]:

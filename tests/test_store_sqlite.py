@@ -27,7 +27,7 @@ from stashd.store.sqlite import (
     SQLiteStore,
 )
 from stashd.store.sqlite_view import SQLiteView, sweep_at
-from stashd.types import Entry, Limits, Principal
+from stashd.types import Entry, Kind, Limits, Principal
 from tests.support.clock import Clock
 
 ALICE = Principal(
@@ -735,6 +735,9 @@ async def test_a_file_from_before_per_namespace_cursors_is_migrated_in_place(
     bob = Principal("bob", ALICE.limits)
     await store.run_many([svc.set(bob, b"b%d" % i, b"v") for i in range(3, 50)])
     await store.run_many([svc.set(ALICE, b"a3", b"v"), svc.stash(ALICE, b"1")])
+    # Rows from before kinds are strings: GET reads them, TYPE names them.
+    (entry,) = await store.run_many([svc.get(ALICE, b"a1")])
+    assert (entry.value, entry.kind) == (b"v", Kind.STRING)
     await store.close()
     with sqlite3.connect(db) as conn:
         seqs = conn.execute(

@@ -21,6 +21,7 @@ from stashd.errors import CommandError, SyntaxErr
 from stashd.ops import INT64_MAX, parse_int64
 from stashd.resp import OK
 from stashd.service import SCAN_COUNT_MAX
+from stashd.types import KIND_NAMES
 
 if TYPE_CHECKING:
     from stashd.types import Entry
@@ -102,12 +103,12 @@ def _ttl_reply(s: Session, unit_ms: int) -> object:
 
 def ttl(s: Session, args: list[bytes]) -> Reply:
     """TTL key: seconds left, -2 for a missing key (never -1: every key expires)."""
-    return Deferred(s.service.get(s.require(), args[1]), _ttl_reply(s, 1000))  # type: ignore[arg-type]
+    return Deferred(s.service.lookup(s.require(), args[1]), _ttl_reply(s, 1000))  # type: ignore[arg-type]
 
 
 def pttl(s: Session, args: list[bytes]) -> Reply:
     """PTTL key."""
-    return Deferred(s.service.get(s.require(), args[1]), _ttl_reply(s, 1))  # type: ignore[arg-type]
+    return Deferred(s.service.lookup(s.require(), args[1]), _ttl_reply(s, 1))  # type: ignore[arg-type]
 
 
 def _expiretime_s(entry: Entry | None) -> Reply:
@@ -121,12 +122,12 @@ def _expiretime_ms(entry: Entry | None) -> Reply:
 
 def expiretime(s: Session, args: list[bytes]) -> Reply:
     """EXPIRETIME key: absolute expiry in seconds."""
-    return Deferred(s.service.get(s.require(), args[1]), _expiretime_s)
+    return Deferred(s.service.lookup(s.require(), args[1]), _expiretime_s)
 
 
 def pexpiretime(s: Session, args: list[bytes]) -> Reply:
     """PEXPIRETIME key: absolute expiry in milliseconds."""
-    return Deferred(s.service.get(s.require(), args[1]), _expiretime_ms)
+    return Deferred(s.service.lookup(s.require(), args[1]), _expiretime_ms)
 
 
 def persist(s: Session, args: list[bytes]) -> Reply:
@@ -136,12 +137,12 @@ def persist(s: Session, args: list[bytes]) -> Reply:
 
 
 def _type_name(entry: Entry | None) -> Reply:
-    return "none" if entry is None else "string"
+    return "none" if entry is None else KIND_NAMES[entry.kind]
 
 
 def type_(s: Session, args: list[bytes]) -> Reply:
-    """TYPE key: 'string' or 'none' (every value is a string)."""
-    return Deferred(s.service.get(s.require(), args[1]), _type_name)
+    """TYPE key: 'string', 'hash', 'list', ... or 'none'."""
+    return Deferred(s.service.lookup(s.require(), args[1]), _type_name)
 
 
 def keys(s: Session, args: list[bytes]) -> Reply:

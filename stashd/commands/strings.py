@@ -17,6 +17,7 @@ from stashd.commands.base import (
 )
 from stashd.errors import CommandError, SyntaxErr, WrongArity
 from stashd.resp import OK
+from stashd.types import Kind
 
 if TYPE_CHECKING:
     from stashd.types import Entry
@@ -88,7 +89,9 @@ def set_(s: Session, args: list[bytes]) -> Reply:
         expires_at = (
             service.expiry_at(p, ms) if unit in (b"EXAT", b"PXAT") else service.expiry(p, ms)
         )
-    op = service.set(p, args[1], args[2], expires_at=expires_at, cond=cond, keep_ttl=keep_ttl)
+    op = service.set(
+        p, args[1], args[2], expires_at=expires_at, cond=cond, keep_ttl=keep_ttl, want_old=want_old
+    )
     return Deferred(op, _set_get_reply if want_old else _set_reply)
 
 
@@ -144,7 +147,8 @@ def getdel(s: Session, args: list[bytes]) -> Reply:
 
 
 def _values(entries: list[Entry | None]) -> Reply:
-    return [None if e is None else e.value for e in entries]
+    # MGET answers nil for a key of another kind, as Redis does, rather than WRONGTYPE.
+    return [None if e is None or e.kind != Kind.STRING else e.value for e in entries]
 
 
 def mget(s: Session, args: list[bytes]) -> Reply:

@@ -32,6 +32,7 @@ from stashd.errors import (
     TTLNotPositive,
     UnsupportedEncoding,
     WrongPass,
+    WrongType,
 )
 from stashd.errorwire import TextField
 from stashd.http.answer import ENCODE, closing_answer, response
@@ -59,6 +60,7 @@ ERRORS: Final[dict[type[StashError], tuple[int, str]]] = {
     RequestTimeout: (408, "request_timeout"),
     StoredNotJSON: (409, "stored_value_not_json"),
     Conflict: (412, "version_mismatch"),
+    WrongType: (409, "wrong_type"),
     PayloadTooLarge: (413, "payload_too_large"),
     BodyTooLarge: (413, "payload_too_large"),
     UnsupportedEncoding: (415, "unsupported_encoding"),

@@ -32,6 +32,8 @@ from stashd.ops.base import (
     entry_work,
     next_version,
     parse_int64,
+    read_kind,
+    read_string,
     ttl_seconds_up,
     walked_work,
 )
@@ -105,6 +107,8 @@ __all__ = [
     "entry_work",
     "next_version",
     "parse_int64",
+    "read_kind",
+    "read_string",
     "snapshot",
     "ttl_seconds_up",
     "walked_work",

@@ -10,9 +10,10 @@ from stashd.errors import (
     InvalidTTL,
     NotInteger,
     StashError,
+    WrongType,
 )
 from stashd.quota import grows, growth
-from stashd.types import Entry, View
+from stashd.types import Entry, Kind, View
 
 if TYPE_CHECKING:
     from stashd.types import Quota
@@ -40,6 +41,24 @@ def capped_ttl(left_ms: int, max_ttl_ms: int, clamp: bool) -> int:
     if clamp:
         return max_ttl_ms
     raise InvalidTTL(ttl_seconds_up(left_ms), max_ttl_ms // 1000)
+
+
+def read_kind(view: View, ns: str, key: bytes, now: int, kind: int) -> Entry | None:
+    """The live entry under ``key`` if it holds ``kind``: the one-type-per-key rule, once.
+
+    A key of another kind is refused with Redis's WRONGTYPE before anything is written,
+    so a command for one kind never reads, changes or replaces another's value (a plain
+    SET, which replaces whatever was there, is the one write that does not ask).
+    """
+    entry = view.get(ns, key, now)
+    if entry is not None and entry.kind != kind:
+        raise WrongType
+    return entry
+
+
+def read_string(view: View, ns: str, key: bytes, now: int) -> Entry | None:
+    """The live string under ``key``, WRONGTYPE for a key of another kind."""
+    return read_kind(view, ns, key, now, Kind.STRING)
 
 
 def next_version(old: Entry | None) -> int:

@@ -14,7 +14,7 @@ from stashd.errors import (
 from stashd.jsonmerge import merge_patch
 from stashd.jsontext import dump_parsed, load_stored, unwritable
 from stashd.quota import grows, growth
-from stashd.types import Entry, View
+from stashd.types import Entry, Kind, View
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,20 +31,31 @@ from stashd.ops.base import (
     entry_work,
     next_version,
     parse_int64,
+    read_kind,
+    read_string,
 )
 
 
 class Get(Op):
-    """The live entry under a key, or None (GET, RECALL, TTL, TYPE, STRLEN, EXISTS)."""
+    """The live entry under a key, or None (GET, RECALL, STRLEN; TTL, TYPE of any kind).
 
-    __slots__ = ()
+    ``kind`` is the kind the command reads (WRONGTYPE for another), 0 for any.
+    """
+
+    __slots__ = ("kind",)
     WRITES = False
     TOUCH = Touch.READ
     ONE_READ = True
     WORKS = True
 
+    def __init__(self, ns: str, key: bytes, kind: int = Kind.STRING) -> None:
+        super().__init__(ns, key)
+        self.kind = kind
+
     def run(self, view: View, now: int) -> Entry | None:
         """Read one key."""
+        if self.kind:
+            return read_kind(view, self.ns, self.key, now, self.kind)
         return view.get(self.ns, self.key, now)
 
     def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - Entry | None | error
@@ -93,7 +104,7 @@ class Set(Op):
     ``(written, old_entry)``.
     """
 
-    __slots__ = ("cond", "expires_at", "keep_ttl", "value")
+    __slots__ = ("cond", "expires_at", "keep_ttl", "value", "want_old")
     GROWS = True
 
     def __init__(
@@ -105,17 +116,21 @@ class Set(Op):
         *,
         cond: bytes = b"",
         keep_ttl: bool = False,
+        want_old: bool = False,
     ) -> None:
         super().__init__(ns, key)
         self.value = value
         self.expires_at = expires_at
         self.cond = cond  # b"", b"NX" or b"XX"
         self.keep_ttl = keep_ttl
+        # SET ... GET and GETSET return the old value, so it must be a string; a plain
+        # SET replaces a key of any kind, as in Redis.
+        self.want_old = want_old
 
     def run(self, view: View, now: int) -> tuple[bool, Entry | None]:
         """Write unless the NX/XX condition says no."""
         ns, key = self.ns, self.key
-        old = view.get(ns, key, now)
+        old = read_string(view, ns, key, now) if self.want_old else view.get(ns, key, now)
         cond = self.cond
         if cond and (old is None) is (cond == b"XX"):  # NX found a key, or XX none
             return False, old
@@ -275,7 +290,7 @@ class GetDel(Op):
 
     def run(self, view: View, now: int) -> Entry | None:
         """Read, then remove."""
-        old = view.get(self.ns, self.key, now)
+        old = read_string(view, self.ns, self.key, now)
         if old is not None:
             view.delete(self.ns, self.key, now)
         return old
@@ -301,13 +316,13 @@ class GetEx(Op):
 
     def run(self, view: View, now: int) -> Entry | None:
         """Read and maybe change the expiry."""
-        old = view.get(self.ns, self.key, now)
+        old = read_string(view, self.ns, self.key, now)
         if old is None or self.expires_at is None:
             return old
         if self.expires_at <= now:
             view.delete(self.ns, self.key, now)
         else:
-            view.put(self.ns, self.key, Entry(old.value, self.expires_at, old.version))
+            view.put(self.ns, self.key, Entry(old.value, self.expires_at, old.version, old.kind))
         return old
 
 
@@ -353,7 +368,7 @@ class Expire(Op):
             view.delete(self.ns, self.key, now)
             return 1
         when = now + capped_ttl(self.when - now, self.max_ttl_ms, self.clamp_ttl)
-        view.put(self.ns, self.key, Entry(old.value, when, old.version))
+        view.put(self.ns, self.key, Entry(old.value, when, old.version, old.kind))
         return 1
 
 
@@ -370,7 +385,7 @@ class IncrBy(Op):
 
     def run(self, view: View, now: int) -> int:
         """Add, refusing non-integers and 64-bit overflow."""
-        old = view.get(self.ns, self.key, now)
+        old = read_string(view, self.ns, self.key, now)
         current = 0 if old is None else parse_int64(old.value)
         result = current + self.delta
         if not INT64_MIN <= result <= INT64_MAX:
@@ -407,7 +422,7 @@ class Append(Op):
 
     def run(self, view: View, now: int) -> int:
         """Concatenate."""
-        old = view.get(self.ns, self.key, now)
+        old = read_string(view, self.ns, self.key, now)
         value = self.value if old is None else old.value + self.value
         if len(value) > self.max_payload:
             raise PayloadTooLarge(self.max_payload, len(value))
@@ -477,7 +492,7 @@ class Update(Op):
 
     def apply(self, view: View, now: int) -> Entry | None:
         """The update itself: the entry as written, or None when the key is missing."""
-        old = view.get(self.ns, self.key, now)
+        old = read_string(view, self.ns, self.key, now)
         if old is None:
             return None
         self.stored_bytes = len(old.value)  # a store running it again counts it once

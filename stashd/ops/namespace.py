@@ -12,6 +12,7 @@ from stashd.ops.base import (
     Touch,
     walked_work,
 )
+from stashd.types import KIND_BY_NAME
 
 if TYPE_CHECKING:
     from stashd.types import Entry, View
@@ -21,7 +22,8 @@ class Scan(Op):
     """SCAN/KEYS: one page of keys matching a glob; cursor 0 in the result means done.
 
     ``count`` bounds the entries examined, as Redis's COUNT does, so a page may come back
-    short or empty before the end. ``kind`` filters by TYPE (every key is a string).
+    short or empty before the end. ``kind`` filters by TYPE's name (a name Redis 7.0
+    does not know matches nothing, as there).
     ``walked`` is how many entries the page read, matching or not, for the rate limit.
     """
 
@@ -54,9 +56,11 @@ class Scan(Op):
             return 0, []
         nxt, items = view.scan(self.ns, self.cursor, self.count, now)
         self.walked = len(items)
-        if self.kind is not None and self.kind.lower() != b"string":
-            return nxt, []
-        keys = [k for k, _ in items]
+        if self.kind is None:
+            keys = [k for k, _ in items]
+        else:
+            want = KIND_BY_NAME.get(self.kind.lower())
+            keys = [k for k, e in items if e.kind == want]
         if self.pattern is not None and self.pattern != b"*":
             match = compile_glob(self.pattern).match
             keys = [k for k in keys if match(k)]

@@ -24,6 +24,8 @@
 --               are upserts (INSERT ... ON CONFLICT DO UPDATE), so a key present for a
 --               whole iteration is returned. A file from before this column gets it from
 --               _migrate in sqlite.py (seq = id, which keeps every old cursor valid).
+--   kind        what the value is (stashd.types.Kind: 1 string, 2 hash, 3 list, ...);
+--               a file from before this column gets it from _migrate, every row a string.
 CREATE TABLE IF NOT EXISTS entries (
     id         INTEGER PRIMARY KEY,
     namespace  TEXT    NOT NULL,
@@ -33,6 +35,7 @@ CREATE TABLE IF NOT EXISTS entries (
     version    INTEGER NOT NULL,
     sweep_at   INTEGER NOT NULL,
     seq        INTEGER NOT NULL,
+    kind       INTEGER NOT NULL DEFAULT 1,
     UNIQUE (namespace, key)
 );
 

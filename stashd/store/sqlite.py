@@ -717,23 +717,27 @@ def _create_sql(rows: int) -> str:
         f"VALUES {', '.join([_NEW_ROW] * rows)} "
         "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
         "expires_at = excluded.expires_at, version = excluded.version, "
-        "sweep_at = excluded.sweep_at "
+        "sweep_at = excluded.sweep_at, kind = 1 "  # a new id holds a string (JSON)
         "WHERE entries.expires_at <= ?"
     )
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an entries table from before the seq column up to the schema.
+    """Bring an entries table from before the seq or kind column up to the schema.
 
-    Its rows take seq = id: ids only grow, so each namespace's order stays as it was and
-    a cursor handed out before the upgrade resumes where it left off.
+    Rows without a seq take seq = id: ids only grow, so each namespace's order stays as
+    it was and a cursor handed out before the upgrade resumes where it left off. Rows
+    without a kind were all strings, the column's default.
     """
     columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
-    if "namespace" not in columns or "seq" in columns:
-        return  # a new file (the schema creates the table) or one migrated already
-    conn.execute("ALTER TABLE entries ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
-    conn.execute("UPDATE entries SET seq = id")
-    conn.execute("DROP INDEX IF EXISTS entries_namespace")
+    if "namespace" not in columns:
+        return  # a new file: the schema creates the table
+    if "seq" not in columns:
+        conn.execute("ALTER TABLE entries ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+        conn.execute("UPDATE entries SET seq = id")
+        conn.execute("DROP INDEX IF EXISTS entries_namespace")
+    if "kind" not in columns:
+        conn.execute("ALTER TABLE entries ADD COLUMN kind INTEGER NOT NULL DEFAULT 1")
 
 
 def _end_read(owned: _Owned) -> None:

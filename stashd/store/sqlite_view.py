@@ -37,31 +37,34 @@ FETCH_SIZES: Final = (1, 4, 16, 64)
 SWEEP_WINDOW_BITS: Final = 16
 
 _GET: Final = (
-    "SELECT value, expires_at, version, sweep_at FROM entries WHERE namespace = ? AND key = ?"
+    "SELECT value, expires_at, version, sweep_at, kind FROM entries WHERE namespace = ? AND key = ?"
 )
-_GET_ENTRY: Final = "SELECT value, expires_at, version FROM entries WHERE namespace = ? AND key = ?"
+_GET_ENTRY: Final = (
+    "SELECT value, expires_at, version, kind FROM entries WHERE namespace = ? AND key = ?"
+)
 # Built from placeholders only, never from data.
 _FETCH: Final = {
-    n: "SELECT key, value, expires_at, version, sweep_at FROM entries "  # noqa: S608
+    n: "SELECT key, value, expires_at, version, sweep_at, kind FROM entries "  # noqa: S608
     f"WHERE namespace = ? AND key IN ({', '.join('?' * n)})"
     for n in FETCH_SIZES
 }
 # A new key's seq is one more than its namespace's largest (the end of an index range).
 _UPSERT: Final = (
-    "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at, seq) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+    "INSERT INTO entries (namespace, key, value, expires_at, version, sweep_at, kind, seq) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
     "(SELECT ifnull(max(seq), 0) FROM entries WHERE namespace = ?1) + 1) "
     "ON CONFLICT (namespace, key) DO UPDATE SET "
     "value = excluded.value, expires_at = excluded.expires_at, version = excluded.version, "
-    "sweep_at = excluded.sweep_at"
+    "sweep_at = excluded.sweep_at, kind = excluded.kind"
 )
 # For a row whose sweep_at stays the same: not naming sweep_at keeps its index untouched.
 _UPDATE: Final = (
-    "UPDATE entries SET value = ?, expires_at = ?, version = ? WHERE namespace = ? AND key = ?"
+    "UPDATE entries SET value = ?, expires_at = ?, version = ?, kind = ? "
+    "WHERE namespace = ? AND key = ?"
 )
 _DELETE: Final = "DELETE FROM entries WHERE namespace = ? AND key = ?"
 _SCAN: Final = (
-    "SELECT seq, key, value, expires_at, version FROM entries "
+    "SELECT seq, key, value, expires_at, version, kind FROM entries "
     "WHERE namespace = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
 _COUNT: Final = "SELECT count(*) FROM entries WHERE namespace = ? AND expires_at > ?"
@@ -158,7 +161,7 @@ class SQLiteView:
                 if row is None:
                     rows[slot] = stored[slot] = None
                 else:
-                    rows[slot] = Entry(row[1], row[2], row[3])
+                    rows[slot] = Entry(row[1], row[2], row[3], row[5])
                     stored[slot] = row[4]
 
     def _row(self, ns: str, key: bytes) -> Entry | None:
@@ -172,7 +175,7 @@ class SQLiteView:
         if row is None:
             self._rows[slot] = self._stored[slot] = None
             return None
-        entry = self._rows[slot] = Entry(row[0], row[1], row[2])
+        entry = self._rows[slot] = Entry(row[0], row[1], row[2], row[4])
         self._stored[slot] = row[3]
         return entry
 
@@ -182,8 +185,8 @@ class SQLiteView:
         if not dirty:
             return
         stored = self._stored
-        upserts: list[tuple[str, bytes, bytes, int, int, int]] = []
-        updates: list[tuple[bytes, int, int, str, bytes]] = []
+        upserts: list[tuple[str, bytes, bytes, int, int, int, int]] = []
+        updates: list[tuple[bytes, int, int, int, str, bytes]] = []
         deletes: list[Slot] = self._reborn[:]
         self._reborn.clear()
         for slot, e in dirty.items():
@@ -193,9 +196,9 @@ class SQLiteView:
                 continue
             window = sweep_at(e.expires_at)
             if stored.get(slot) == window:
-                updates.append((e.value, e.expires_at, e.version, slot[0], slot[1]))
+                updates.append((e.value, e.expires_at, e.version, e.kind, slot[0], slot[1]))
             else:
-                upserts.append((slot[0], slot[1], e.value, e.expires_at, e.version, window))
+                upserts.append((slot[0], slot[1], e.value, e.expires_at, e.version, window, e.kind))
                 stored[slot] = window
         dirty.clear()
         if deletes:
@@ -273,7 +276,11 @@ class SQLiteView:
         # One row more than asked says whether there is a next page.
         rows = self._execute(_SCAN, (ns, cursor, count + 1)).fetchall()
         page = rows[:count]
-        out = [(key, Entry(value, exp, ver)) for _, key, value, exp, ver in page if exp > now]
+        out = [
+            (key, Entry(value, exp, ver, kind))
+            for _, key, value, exp, ver, kind in page
+            if exp > now
+        ]
         return (page[-1][0] if len(rows) > count else 0), out
 
     def count(self, ns: str, now: int) -> int:
@@ -349,7 +356,7 @@ class OneReadView:
         row = self._execute(_GET_ENTRY, (ns, key)).fetchone()
         if row is None or row[1] <= now:
             return None
-        return Entry(row[0], row[1], row[2])
+        return Entry(row[0], row[1], row[2], row[3])
 
     def _not_one_read(self, *_: object) -> Any:  # noqa: ANN401 - stands in for any method
         msg = "an operation marked ONE_READ did more than read one row"

@@ -1,7 +1,7 @@
 """Where the Redis backend keeps things: entries, and each namespace's own index.
 
 An entry is the string ``user:{<namespace>}:<key>`` (:func:`key_prefix`): a 25-byte
-header (:data:`HEADER`: format byte 1, expiry in ms and version as big-endian int64, an
+header (:data:`HEADER`: the kind byte, expiry in ms and version as big-endian int64, an
 8-byte stamp written anew with every change) and then the value, with a native expiry
 set with ``PX`` to the time left. Next to its entries, each namespace has an index
 under ``stash:ns:{<namespace>}:`` (:func:`index_keys`), in the same hash tag and so the
@@ -36,7 +36,7 @@ import functools
 import struct
 from typing import TYPE_CHECKING, Final
 
-from stashd.types import Entry
+from stashd.types import KIND_NAMES, Entry
 
 if TYPE_CHECKING:
     from stashd.types import Quota
@@ -55,11 +55,13 @@ INDEXED_MARK: Final = b"stash:index:v1"
 ENTRY_PATTERN: Final = b"user:{*"
 
 
-#: The header before every value: format, expires_at (ms), version, stamp.
+#: The header before every value: kind, expires_at (ms), version, stamp.
 HEADER: Final = struct.Struct(">BqqQ")
 HEAD_SIZE: Final = HEADER.size  # 25
-#: The header layout's version, its first byte; anything else is not an entry.
-FORMAT: Final = 1
+#: The first byte is the entry's kind (:class:`stashd.types.Kind`); any other is not an
+#: entry. Strings are 1, the byte every entry had before entries had kinds, so a
+#: Redis written by an older stashd reads the same.
+KINDS: Final = frozenset(KIND_NAMES)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -96,10 +98,10 @@ def decode(raw: bytes | None) -> tuple[bytes, Entry | None]:
     """
     if raw is None:
         return b"", None
-    if len(raw) < HEAD_SIZE or raw[0] != FORMAT:
+    if len(raw) < HEAD_SIZE or raw[0] not in KINDS:
         return raw[:HEAD_SIZE], None
-    _, expires_at, version, _ = HEADER.unpack_from(raw)
-    return raw[:HEAD_SIZE], Entry(raw[HEAD_SIZE:], expires_at, version)
+    kind, expires_at, version, _ = HEADER.unpack_from(raw)
+    return raw[:HEAD_SIZE], Entry(raw[HEAD_SIZE:], expires_at, version, kind)
 
 
 def caps(add_keys: int, add_bytes: int, quota: Quota) -> tuple[int, int]:

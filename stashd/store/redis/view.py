@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from stashd.errors import QuotaExceeded
 from stashd.quota import check, growth
-from stashd.store.redis.layout import FORMAT, HEADER, caps
+from stashd.store.redis.layout import HEADER, caps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -213,7 +213,7 @@ class PlanView:
             previous = rec.writes.get(slot)
             if previous[0] == b"M" if previous else head:
                 mode = b"M"
-        new_head = HEADER.pack(FORMAT, entry.expires_at, entry.version, self.stamp())
+        new_head = HEADER.pack(entry.kind, entry.expires_at, entry.version, self.stamp())
         overlay = self.state.overlay
         before = overlay.get(slot)
         rec.undo.setdefault(slot, before)
