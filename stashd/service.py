@@ -242,6 +242,38 @@ class MemoryService:
             ops.Append, p, key, value, self.expiry(p, None), p.limits.max_payload
         )
 
+    # -- containers: hashes, lists, sets ---------------------------------------------
+    def inspect(
+        self, p: Principal, key: bytes, kind: int, look: Callable[[bytes | None], Any]
+    ) -> ops.Inspect:
+        """A read of a container of ``kind`` (HGET, LRANGE, SMEMBERS...)."""
+        return self.for_caller(ops.Inspect, p, key, kind, look)
+
+    def edit(
+        self,
+        p: Principal,
+        key: bytes,
+        kind: int,
+        edit: Callable[[bytes | None], tuple[Any, Any]],
+    ) -> ops.Edit:
+        """A change to a container of ``kind``: a new one gets the default TTL."""
+        return self.for_caller(
+            ops.Edit, p, key, kind, edit, self.expiry(p, None), p.limits.max_payload
+        )
+
+    def edit_two(
+        self,
+        p: Principal,
+        key: bytes,
+        dst: bytes,
+        kinds: tuple[int, int],
+        edit: Callable[[bytes | None, bytes | None], tuple[Any, Any, Any]],
+    ) -> ops.EditTwo:
+        """A change to two containers at once (LMOVE, SMOVE)."""
+        return self.for_caller(
+            ops.EditTwo, p, key, dst, kinds, edit, self.expiry(p, None), p.limits.max_payload
+        )
+
     def rename(self, p: Principal, key: bytes, dst: bytes) -> ops.Rename:
         """RENAME inside the caller's namespace."""
         return self.for_caller(ops.Rename, p, key, dst)

@@ -14,6 +14,7 @@ namespace), :meth:`Op.slots` and :meth:`Op.usage_read` (what it will read),
 
 The kinds live by family: :mod:`~stashd.ops.base` (what every operation is, and the
 rules they share), :mod:`~stashd.ops.entries` (the entries of given keys),
+:mod:`~stashd.ops.containers` (hashes, lists, sets),
 :mod:`~stashd.ops.namespace` (a whole namespace) and :mod:`~stashd.ops.transaction`
 (MULTI/EXEC); this package is where callers find them all.
 """
@@ -37,6 +38,7 @@ from stashd.ops.base import (
     ttl_seconds_up,
     walked_work,
 )
+from stashd.ops.containers import KEEP, Edit, EditTwo, Inspect, put_container
 from stashd.ops.entries import (
     Append,
     Create,
@@ -73,11 +75,14 @@ from stashd.ops.transaction import (
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "KEEP",
     "NO_WORK",
     "Append",
     "Count",
     "Create",
     "Delete",
+    "Edit",
+    "EditTwo",
     "Expire",
     "FirstIds",
     "Flush",
@@ -87,6 +92,7 @@ __all__ = [
     "GetEx",
     "GetMany",
     "IncrBy",
+    "Inspect",
     "Keyspace",
     "Op",
     "Page",
@@ -107,6 +113,7 @@ __all__ = [
     "entry_work",
     "next_version",
     "parse_int64",
+    "put_container",
     "read_kind",
     "read_string",
     "snapshot",

@@ -1,0 +1,230 @@
+"""Operations on containers (hashes, lists, sets, sorted sets): one way to read one, one to edit.
+
+A container command is a pure function on the container's stored value (see
+:mod:`stashd.containers`): ``look`` maps it to a result, ``edit`` to a new value and a
+result. The operations here are the only code that reads or writes a container, so the
+rules of a key holding one live once, in :func:`put_container`: it must be of the
+command's kind (WRONGTYPE otherwise, nothing changed), a new one gets the caller's
+default TTL and a changed one keeps its expiry, its whole stored size counts against
+the payload cap and the quota, every change bumps its version, and an emptied one is
+deleted, as Redis deletes an empty list, hash or set.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from stashd.errors import PayloadTooLarge, StashError
+from stashd.ops.base import (
+    NO_WORK,
+    Op,
+    Slot,
+    Touch,
+    check_put,
+    next_version,
+    read_kind,
+)
+from stashd.types import Entry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from stashd.types import Quota, View
+
+
+class _Keep:
+    """The new value of an edit that left the container as it was."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+#: What an edit returns as the new value when it changed nothing (None: now empty).
+KEEP: Final = _Keep()
+
+
+def put_container(  # noqa: PLR0917 - every rule's input, positional on the hot path
+    view: View,
+    ns: str,
+    key: bytes,
+    kind: int,
+    old: Entry | None,
+    value: bytes | None,
+    default_expires_at: int,
+    max_payload: int,
+    quota: Quota | None,
+) -> int:
+    """Write a container's new value by the rules for one, once; the bytes written.
+
+    ``value`` None is an empty container: the key is deleted. Raises before writing
+    anything when the value passes the payload cap or the quota.
+    """
+    if value is None:
+        if old is not None:
+            view.delete(ns, key, 0)
+        return 0
+    if len(value) > max_payload:
+        raise PayloadTooLarge(max_payload, len(value))
+    if quota is not None:
+        check_put(view, ns, key, old, value, quota)
+    expires = default_expires_at if old is None else old.expires_at
+    view.put(ns, key, Entry(value, expires, next_version(old), kind))
+    return len(value)
+
+
+class Inspect(Op):
+    """A read of one container: ``look`` applied to its value (None when there is no key)."""
+
+    __slots__ = ("kind", "look", "read")
+    WRITES = False
+    TOUCH = Touch.READ
+    ONE_READ = True
+    WORKS = True
+
+    def __init__(self, ns: str, key: bytes, kind: int, look: Callable[[bytes | None], Any]) -> None:
+        super().__init__(ns, key)
+        self.kind = kind
+        self.look = look
+        self.read = 0
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Read the container and look at it."""
+        old = read_kind(view, self.ns, self.key, now, self.kind)
+        value = None if old is None else old.value
+        self.read = 0 if value is None else len(value)
+        return self.look(value)
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The container read back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.read)
+
+
+class Edit(Op):
+    """A change to one container: ``edit`` gives its new value and the command's result.
+
+    ``written`` is the size of what was written afterwards: -1 when nothing was, 0 when
+    the container was emptied and deleted (the write event says which).
+    """
+
+    __slots__ = ("default_expires_at", "edit", "kind", "max_payload", "moved", "written")
+    GROWS = True
+    WORKS = True
+
+    def __init__(  # noqa: PLR0917 - what every container write needs
+        self,
+        ns: str,
+        key: bytes,
+        kind: int,
+        edit: Callable[[bytes | None], tuple[bytes | _Keep | None, Any]],
+        default_expires_at: int,
+        max_payload: int,
+    ) -> None:
+        super().__init__(ns, key)
+        self.kind = kind
+        self.edit = edit
+        self.default_expires_at = default_expires_at
+        self.max_payload = max_payload
+        self.moved = 0
+        self.written = -1
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Read the container, edit it, and write it back if it changed."""
+        ns, key = self.ns, self.key
+        old = read_kind(view, ns, key, now, self.kind)
+        value = None if old is None else old.value
+        self.moved = 0 if value is None else len(value)
+        self.written = -1
+        new, result = self.edit(value)
+        if new is not KEEP and (new is not None or old is not None):
+            self.written = put_container(
+                view,
+                ns,
+                key,
+                self.kind,
+                old,
+                new,  # type: ignore[arg-type]  # KEEP is ruled out above
+                self.default_expires_at,
+                self.max_payload,
+                self.quota,
+            )
+            self.moved += self.written
+        return result
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The container read, and what was written back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.moved)
+
+
+class EditTwo(Op):
+    """A change to two containers at once (LMOVE, SMOVE): ``edit`` gives both new values.
+
+    ``edit(src_value, dst_value)`` returns (new src, new dst, result), each value None
+    for empty or KEEP; when the two keys are one, it is given the same value twice and
+    only its new src counts. ``kinds`` are the kinds each key must hold.
+    """
+
+    __slots__ = ("default_expires_at", "dst", "edit", "kinds", "max_payload", "moved")
+    GROWS = True
+    WORKS = True
+
+    def __init__(  # noqa: PLR0917 - what every container write needs
+        self,
+        ns: str,
+        key: bytes,
+        dst: bytes,
+        kinds: tuple[int, int],
+        edit: Callable[[bytes | None, bytes | None], tuple[Any, Any, Any]],
+        default_expires_at: int,
+        max_payload: int,
+    ) -> None:
+        super().__init__(ns, key)
+        self.dst = dst
+        self.kinds = kinds
+        self.edit = edit
+        self.default_expires_at = default_expires_at
+        self.max_payload = max_payload
+        self.moved = 0
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Read both, edit, write back what changed (the source first)."""
+        ns, key, dst = self.ns, self.key, self.dst
+        src_kind, dst_kind = self.kinds
+        old = read_kind(view, ns, key, now, src_kind)
+        other = old if dst == key else read_kind(view, ns, dst, now, dst_kind)
+        src_value = None if old is None else old.value
+        dst_value = None if other is None else other.value
+        self.moved = len(src_value or b"") + (0 if dst == key else len(dst_value or b""))
+        new_src, new_dst, result = self.edit(src_value, dst_value)
+        writes = [(key, src_kind, old, new_src)]
+        if dst != key:
+            writes.append((dst, dst_kind, other, new_dst))
+        for name, kind, before, new in writes:
+            if new is KEEP or (new is None and before is None):
+                continue
+            self.moved += put_container(
+                view,
+                ns,
+                name,
+                kind,
+                before,
+                new,
+                self.default_expires_at,
+                self.max_payload,
+                self.quota,
+            )
+        return result
+
+    def slots(self) -> list[Slot]:
+        """Both keys."""
+        return [(self.ns, self.key), (self.ns, self.dst)]
+
+    @property
+    def size(self) -> int:
+        """Two keys."""
+        return 2
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The containers read, and what was written back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.moved)
