@@ -128,6 +128,15 @@ def _append(op: Any, length: Any, _: int) -> Noted:  # noqa: ANN401
     return _KEY_SIZE, (op.key, length)
 
 
+def _edited(op: Any, _: Any, __: int) -> Noted | None:  # noqa: ANN401
+    # A container's new size; 0 when it was emptied, and so deleted.
+    return None if op.written < 0 else (_KEY_SIZE, (op.key, op.written))
+
+
+def _edited_two(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
+    return _KEY, (op.key,)
+
+
 def _flush(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
     return _REMOVED, (op.freed,)
 
@@ -148,6 +157,8 @@ DESCRIBE: Final[dict[type[ops.Op], tuple[str, Callable[[Any, Any, int], Noted | 
     ops.Append: ("key_appended", _append),
     ops.Rename: ("key_renamed", _key),
     ops.Flush: ("namespace_flushed", _flush),
+    ops.Edit: ("key_changed", _edited),
+    ops.EditTwo: ("key_moved", _edited_two),
 }
 
 
