@@ -41,7 +41,21 @@ def _cases() -> list[tuple[ops.Op, Any, str, dict[str, Any]]]:
          {"key": "a", "payload_bytes": 4}),
         (ops.Rename(NS, b"a", b"b"), None, "key_renamed", {"key": "a"}),
         (ops.Flush(NS), None, "namespace_flushed", {"removed": 0}),
+        (_edited(b"h", 42), 1, "key_changed", {"key": "h", "payload_bytes": 42}),
+        (_moved(b"src", b"dst"), b"v", "key_moved", {"key": "src"}),
     ]  # fmt: skip
+
+
+def _edited(key: bytes, written: int) -> ops.Edit:
+    """A container edit that wrote ``written`` bytes."""
+    op = ops.Edit(NS, key, 2, lambda v: (v, 1), NOW, 100)
+    op.written = written
+    return op
+
+
+def _moved(src: bytes, dst: bytes) -> ops.EditTwo:
+    """A move between two containers."""
+    return ops.EditTwo(NS, src, dst, (3, 3), lambda a, b: (a, b, b"v"), NOW, 100)
 
 
 def test_every_kind_of_write_has_a_case() -> None:

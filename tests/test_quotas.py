@@ -23,8 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stashd import ops
-from stashd.commands import TABLE
-from stashd.commands.base import Deferred, Session
+from stashd.commands.base import Session
 from stashd.config import ConfigError, load
 from stashd.errors import QuotaExceeded, StashError
 from stashd.quota import check, entry_bytes, growth
@@ -66,15 +65,8 @@ class World:
         return principal
 
     def call(self, *words: bytes) -> Any:  # noqa: ANN401 - each command has its own reply
-        """Run one request the way dispatch does: handler, operation on the backend, reply."""
-        try:
-            reply = TABLE[words[0].lower()].handler(self.session, list(words))
-            if type(reply) is Deferred:
-                result = self.backend.run(reply.op)
-                reply = result if reply.finish is None else reply.finish(result)
-        except StashError as exc:
-            return exc
-        return reply
+        """Run one request as dispatch does; a refusal is returned, not raised."""
+        return self.backend.call(self.session, *words)
 
     def run(self, op: ops.Op) -> Any:  # noqa: ANN401 - each operation has its own result
         """Run an operation on the backend."""

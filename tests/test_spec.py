@@ -34,6 +34,7 @@ CHAPTERS = {
     "connection": "Connection",
     "string": "Strings",
     "generic": "Keys",
+    "hash": "Hashes",
     "transactions": "Transactions",
     "server": "Server",
 }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stashd.ops import Get, GetMany, Op
+from stashd.ops import Get, GetMany, Inspect, Op
 from stashd.service import MemoryService
 from stashd.store.sqlite import OneReadView, SQLiteStore
 from stashd.types import Entry, Limits, Principal
@@ -15,11 +15,12 @@ WHO = Principal("ns", Limits(1000, 60_000, 3_600_000))
 
 
 def test_only_single_row_reads_are_marked() -> None:
-    """GET is one row, one statement; MGET and every write need their transaction."""
+    """GET and a container's read are one row, one statement; MGET and writes need more."""
     assert Get.ONE_READ
+    assert Inspect.ONE_READ
     assert not GetMany.ONE_READ
     assert not Op.ONE_READ
-    assert [c.__name__ for c in _all(Op) if c.ONE_READ] == ["Get"]
+    assert sorted(c.__name__ for c in _all(Op) if c.ONE_READ) == ["Get", "Inspect"]
 
 
 def _all(cls: type[Op]) -> list[type[Op]]:

@@ -10,10 +10,9 @@ import pytest
 import redis
 
 from stashd import Stash
-from stashd.commands import TABLE
-from stashd.commands.base import Deferred, Session
+from stashd.commands.base import Session
 from stashd.config import ConfigError, load
-from stashd.errors import InvalidTTL, PersistRefused, StashError
+from stashd.errors import InvalidTTL, PersistRefused
 from stashd.service import MemoryService
 from stashd.tenancy import OpenKeyring
 from stashd.types import Limits, Principal
@@ -41,14 +40,7 @@ class Door:
 
     def call(self, *words: bytes) -> Any:  # noqa: ANN401 - each command has its own reply
         """Run one request as dispatch does; a refusal is returned, not raised."""
-        try:
-            reply = TABLE[words[0].lower()].handler(self.session, list(words))
-            if type(reply) is Deferred:
-                result = self.backend.run(reply.op)
-                reply = result if reply.finish is None else reply.finish(result)
-        except StashError as exc:
-            return exc
-        return reply
+        return self.backend.call(self.session, *words)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -6,6 +6,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from stashd.commands import TABLE
+from stashd.commands.base import Deferred
 from stashd.errors import StashError
 from stashd.store.memory import MemoryStore
 from stashd.store.redis.store import RedisStore
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
 
     import pytest
 
+    from stashd.commands.base import Session
     from stashd.ops import Op
     from stashd.store.base import Store
     from stashd.types import Clock
@@ -71,6 +74,20 @@ class Backend:
     def run_many(self, ops: list[Op]) -> list[Any]:
         """A batch, as the daemon's batcher hands it over: errors are results."""
         return self.loop.run_until_complete(self.store.run_many(ops))
+
+    def call(self, session: Session, *words: bytes) -> Any:  # noqa: ANN401 - any reply
+        """Run one request as dispatch does: handler, its operation here, the reply.
+
+        A refusal is returned, not raised, so a test compares it like any reply.
+        """
+        try:
+            reply = TABLE[words[0].lower()].handler(session, list(words))
+            if type(reply) is Deferred:
+                result = self.run(reply.op)
+                reply = result if reply.finish is None else reply.finish(result)
+        except StashError as exc:
+            return exc
+        return reply
 
     def close(self) -> None:
         """Close the store and the loop."""
