@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,4 +127,53 @@ def test_redis_py_persist_and_long_sessions_on_a_clamping_daemon() -> None:
         assert r.ttl("session") == MAX_S
         assert r.persist("session")
         assert r.ttl("session") == MAX_S
+        r.close()
+
+
+#: A Django project's cache sessions on their default settings (14 days), against ``url``.
+_DJANGO_SESSIONS = """
+import sys
+import django
+from django.conf import settings
+
+settings.configure(
+    SECRET_KEY="test-only",
+    INSTALLED_APPS=["django.contrib.sessions"],
+    CACHES={"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": sys.argv[1],
+    }},
+    SESSION_ENGINE="django.contrib.sessions.backends.cache",
+)
+django.setup()
+from django.contrib.sessions.backends.cache import SessionStore
+
+session = SessionStore()
+session["plan"] = "step 2"
+session.save()
+print(session.session_key)
+print(SessionStore(session_key=session.session_key)["plan"])
+"""
+
+
+@pytest.mark.parametrize("policy", ["clamp", "refuse"])
+def test_django_cache_sessions_work_on_a_clamping_daemon(policy: str) -> None:
+    """Django's cache sessions (SET NX PX for 14 days) save and load under clamp only."""
+    with StashDaemon("--over-max-ttl", policy, "--max-ttl", str(MAX_S), "--no-http") as d:
+        ran = subprocess.run(  # noqa: S603 - this interpreter, a script of the test's own
+            [sys.executable, "-c", _DJANGO_SESSIONS, f"redis://127.0.0.1:{d.port}/0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if policy == "refuse":
+            assert ran.returncode != 0
+            assert "BADTTL" in ran.stderr
+            return
+        assert ran.returncode == 0, ran.stderr
+        key, plan = ran.stdout.splitlines()
+        assert plan == "step 2"
+        r = redis.Redis(port=d.port)
+        (stored,) = r.keys(f"*{key}")
+        assert r.ttl(stored) == MAX_S
         r.close()
