@@ -62,6 +62,7 @@ from stashd.ops.namespace import (
     Scan,
     Usage,
 )
+from stashd.ops.script import Script, Stop
 from stashd.ops.transaction import (
     Transaction,
     Undoable,
@@ -91,9 +92,11 @@ __all__ = [
     "Ping",
     "Rename",
     "Scan",
+    "Script",
     "Set",
     "SetMany",
     "Slot",
+    "Stop",
     "Touch",
     "Transaction",
     "Undoable",
