@@ -35,6 +35,7 @@ CHAPTERS = {
     "string": "Strings",
     "generic": "Keys",
     "transactions": "Transactions",
+    "scripting": "Scripting",
     "server": "Server",
 }
 _HEADING = re.compile(r"(#{2,4}) (\S.*)")

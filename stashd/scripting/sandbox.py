@@ -175,6 +175,8 @@ class Sandbox:
                 self._stop()
                 self._call = None
                 self.running = False
+                if lua_rt.get_memory_used() > COLLECT_ABOVE:
+                    self._collect()
         except lua.LuaMemoryError:
             reply = Stop(OutOfScriptMemory(self.max_memory))
         except lua.LuaError as exc:
@@ -186,8 +188,6 @@ class Sandbox:
             raise Stop(Killed() if self.kill_requested else TimeLimit(self.time_limit_ms))
         if type(reply) is Stop:
             raise reply
-        if lua_rt.get_memory_used() > COLLECT_ABOVE:
-            self._collect()
         return reply
 
     def _reply(self, ok: bool, result: Any, sha: str) -> Any:  # noqa: ANN401 - any reply
@@ -195,6 +195,8 @@ class Sandbox:
             return self.to_reply(result, 0)
         if self._is_stop(result):
             return None  # run() answers from the flags that stopped it
+        if type(result) is bytes:  # a memory error: Lua calls no handler for it
+            result = self._lua.table_from({b"err": result})
         text = result[b"err"]
         message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
         if message == "not enough memory":
