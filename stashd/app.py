@@ -21,6 +21,7 @@ from stashd.ratelimit import LocalLimiter
 from stashd.ratelimit_redis import RedisLimiter
 from stashd.registry import SQLiteRegistry
 from stashd.registry_redis import RedisRegistry
+from stashd.scripting.cache import Scripts
 from stashd.server import ServerContext, listener
 from stashd.service import MemoryService
 from stashd.store import open_store
@@ -192,7 +193,7 @@ async def serve(
         raise
     held = HeldMemory(config.maxmemory_bytes, store.memory_bytes, config.max_query_buffer)
     ctx = ServerContext(
-        MemoryService(store, held),
+        MemoryService(store, held, Scripts(config.lua_time_limit)),
         keyring,
         store,
         slots=slots,

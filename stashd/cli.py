@@ -169,6 +169,13 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             help="Strict mode: seconds a connection has to authenticate. [STASH_AUTH_TIMEOUT; 10]",
         ),
         click.option(
+            "--lua-time-limit",
+            type=int,
+            default=None,
+            help="Milliseconds a Lua script may run before it is stopped. "
+            "[STASH_LUA_TIME_LIMIT; 5000]",
+        ),
+        click.option(
             "--max-query-buffer",
             type=int,
             default=None,

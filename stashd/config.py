@@ -71,6 +71,7 @@ class Config:
     max_clients: int = 10000  # connection N+1 is told so and closed
     auth_timeout: int = 10  # strict mode: seconds a connection has to authenticate
     max_query_buffer: int = MAX_QUERY_BUFFER  # bytes one connection's request may hold
+    lua_time_limit: int = 5000  # ms a script may run before it is stopped (lua-time-limit)
     # Redis's form ("4gb"): past it, writes that add data are refused; "0" means no limit.
     maxmemory: str = "0"
     # Redis's form: "<class> <hard> <soft> <seconds>" for normal and pubsub connections.
@@ -119,6 +120,8 @@ class Config:
             )
         if self.max_clients < 1:
             raise ConfigError(f"max_clients must be at least 1, got {self.max_clients}")
+        if self.lua_time_limit < 1:
+            raise ConfigError(f"lua_time_limit must be at least 1 ms, got {self.lua_time_limit}")
         if self.auth_timeout < 1:
             raise ConfigError(f"auth_timeout must be at least 1 second, got {self.auth_timeout}")
         if self.rate_burst < 0:

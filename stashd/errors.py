@@ -277,6 +277,39 @@ class TransactionAborted(CommandError):
         self._fill(cause=cause)
 
 
+class NoScript(StashError):
+    """EVALSHA of a script not in the namespace's cache; clients then send EVAL (redis-py does)."""
+
+    code = "NOSCRIPT"
+    template = "No matching script. Please use EVAL."
+
+
+class NotBusy(StashError):
+    """SCRIPT KILL with no script running, in Redis's words."""
+
+    code = "NOTBUSY"
+    template = "No scripts in execution right now."
+
+
+class ScriptError(StashError):
+    """An error a script raised or returned, sent exactly as the script worded it.
+
+    Redis sends a script's ``{err=...}`` verbatim, code and all (``-x`` has no message),
+    so the text is kept whole rather than rendered from a template.
+    """
+
+    def __init__(self, text: str) -> None:
+        code, _, message = text.partition(" ")
+        self.code = code
+        self._fill(message=message)
+        self.text = text
+
+    @property
+    def wire(self) -> str:
+        """The error line exactly as the script gave it."""
+        return self.text
+
+
 class StoreUnavailable(StashError):
     """The backend failed under a batch (disk error, Redis unreachable); retrying may work."""
 

@@ -187,6 +187,11 @@ class WriteEvents:
                 if inner.writes and not isinstance(inner_result, StashError):
                     self.note(inner, inner_result, door)
             return
+        if type(op) is ops.Script:
+            for step, step_result in op.ran:
+                if step is not None and step.writes and not isinstance(step_result, StashError):
+                    self.note(step, step_result, door)
+            return
         held = self._held
         held.append((op, result, door))
         if len(held) >= MAX_HELD:

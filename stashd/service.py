@@ -37,6 +37,7 @@ from stashd.jsontext import (
     value_nesting,
 )
 from stashd.ops import capped_ttl
+from stashd.scripting.cache import Scripts
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,9 +109,13 @@ def encode_json(value: object, what: str = "value") -> bytes:
 class MemoryService:
     """Builds the operation for each request, after the caller's limits are applied."""
 
-    def __init__(self, store: Store, held: HeldMemory | None = None) -> None:
+    def __init__(
+        self, store: Store, held: HeldMemory | None = None, scripts: Scripts | None = None
+    ) -> None:
         self.store = store
         self.clock = store.clock
+        # Each namespace's Lua scripts and sandbox (EVAL), kept apart from every other's.
+        self.scripts = Scripts() if scripts is None else scripts
         # What the server holds for clients, and its maxmemory (none unless given).
         self.held = HeldMemory(store_bytes=store.memory_bytes) if held is None else held
 

@@ -36,6 +36,7 @@ CHAPTERS = {
     "generic": "Keys",
     "hash": "Hashes",
     "transactions": "Transactions",
+    "scripting": "Scripting",
     "server": "Server",
 }
 _HEADING = re.compile(r"(#{2,4}) (\S.*)")

@@ -7,12 +7,21 @@ that read it (EXEC, COMMAND) need nothing from this module and no import goes in
 
 from __future__ import annotations
 
-from stashd.commands import connection, hashes, keys, server, stash, strings, transactions
+from stashd.commands import (
+    connection,
+    hashes,
+    keys,
+    scripting,
+    server,
+    stash,
+    strings,
+    transactions,
+)
 from stashd.commands.base import TABLE
 
 __all__ = ["TABLE"]
 
-for _family in (connection, strings, keys, hashes, stash, transactions, server):
+for _family in (connection, strings, keys, hashes, stash, transactions, scripting, server):
     for _cmd in _family.COMMANDS:
         assert _cmd.name.encode() not in TABLE, f"{_cmd.name} registered twice"
         TABLE[_cmd.name.encode()] = _cmd

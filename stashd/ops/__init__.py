@@ -66,6 +66,7 @@ from stashd.ops.namespace import (
     Scan,
     Usage,
 )
+from stashd.ops.script import Script, Stop
 from stashd.ops.transaction import (
     Transaction,
     Undoable,
@@ -99,9 +100,11 @@ __all__ = [
     "Ping",
     "Rename",
     "Scan",
+    "Script",
     "Set",
     "SetMany",
     "Slot",
+    "Stop",
     "Touch",
     "Transaction",
     "Undoable",
