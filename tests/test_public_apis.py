@@ -31,6 +31,8 @@ PUBLIC_MODULES = frozenset(
         "click",
         "dotenv",
         "hiredis",
+        "lupa",
+        "lupa.lua51",  # lupa's documented way to pick Lua 5.1, the version Redis runs
         "multidict",
         "orjson",
         "platformdirs",
