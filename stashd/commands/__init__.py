@@ -11,6 +11,7 @@ from stashd.commands import (
     connection,
     hashes,
     keys,
+    lists,
     scripting,
     server,
     stash,
@@ -21,7 +22,7 @@ from stashd.commands.base import TABLE
 
 __all__ = ["TABLE"]
 
-for _family in (connection, strings, keys, hashes, stash, transactions, scripting, server):
+for _family in (connection, strings, keys, hashes, lists, stash, transactions, scripting, server):
     for _cmd in _family.COMMANDS:
         assert _cmd.name.encode() not in TABLE, f"{_cmd.name} registered twice"
         TABLE[_cmd.name.encode()] = _cmd
