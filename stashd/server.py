@@ -211,6 +211,7 @@ class Connection(asyncio.Protocol):
             output_buffer_limit=ctx.output_limits.render(),
             held=ctx.service.held,
             run=ctx.batcher.run if ctx.batcher is not None else None,
+            blocked=ctx.batcher.blocked if ctx.batcher is not None else None,
         )
         self._apply_limits()
         ctx.connections.add(self)
@@ -222,6 +223,8 @@ class Connection(asyncio.Protocol):
             self.slot.release()
         if self.session is not None:
             self.session.end_multi()  # a queue never sent to EXEC is let go
+            if self.session.stop_waiting is not None:
+                self.session.stop_waiting()  # a blocked BLPOP leaves no waiter behind
         self.transport = None
         self._on_writable = None
         if self._auth_timer is not None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from stashd.service import MemoryService
     from stashd.tenancy import AuthThrottle, Keyring
     from stashd.types import Principal
+    from stashd.waiters import Waiters
 
 Reply = Any
 Finish = Callable[[Any], Reply]
@@ -138,6 +139,12 @@ class Session:
     # Runs an operation in its turn among every connection's (the server's batcher), for
     # commands that work in several steps (KEYS); None where no server runs them.
     run: Callable[[Op], Awaitable[Any]] | None = None
+    # The node's blocked clients (BLPOP waits there); None where no server runs them.
+    blocked: Waiters | None = None
+    # Inside EXEC or a script a blocking command acts as its non-blocking form, as in Redis.
+    nonblocking: bool = False
+    # Ends a blocking wait when the connection closes, so no waiter is left behind.
+    stop_waiting: Callable[[], object] | None = None
 
     def require(self) -> Principal:
         """The principal; commands that reach data run only once one is set."""

@@ -119,6 +119,21 @@ def _popper(*, left: bool) -> Callable[[Session, list[bytes]], Reply]:
     return handler
 
 
+def pop_one(*, left: bool) -> Callable[[Session, bytes], Deferred]:
+    """One item off one end of a list (None when there is no list): BLPOP's single try."""
+
+    def attempt(s: Session, key: bytes) -> Deferred:
+        def edit(value: bytes | None) -> tuple[Any, Any]:
+            if value is None:
+                return KEEP, None
+            rest, (item,) = lists.pop(value, 1, left=left)
+            return rest, item
+
+        return _edit(s, key, edit)
+
+    return attempt
+
+
 def lrange(s: Session, args: list[bytes]) -> Reply:
     """LRANGE key start stop."""
     start, stop = int_arg(args[2]), int_arg(args[3])
@@ -270,7 +285,7 @@ def lpos(s: Session, args: list[bytes]) -> Reply:
 _ENDS: Final = {b"LEFT": True, b"RIGHT": False}
 
 
-def _end(raw: bytes) -> bool:
+def end_arg(raw: bytes) -> bool:
     """LEFT (True) or RIGHT, refusing anything else as Redis does."""
     left = _ENDS.get(raw.upper())
     if left is None:
@@ -278,7 +293,7 @@ def _end(raw: bytes) -> bool:
     return left
 
 
-def _move(s: Session, src: bytes, dst: bytes, *, from_left: bool, to_left: bool) -> Deferred:
+def move(s: Session, src: bytes, dst: bytes, *, from_left: bool, to_left: bool) -> Deferred:
     """Pop one item off ``src`` and push it onto ``dst``, atomically (same key: a rotation)."""
 
     def edit(a: bytes | None, b: bytes | None) -> tuple[Any, Any, Any]:
@@ -294,13 +309,13 @@ def _move(s: Session, src: bytes, dst: bytes, *, from_left: bool, to_left: bool)
 
 def lmove(s: Session, args: list[bytes]) -> Reply:
     """LMOVE source destination LEFT|RIGHT LEFT|RIGHT."""
-    from_left, to_left = _end(args[3]), _end(args[4])
-    return _move(s, args[1], args[2], from_left=from_left, to_left=to_left)
+    from_left, to_left = end_arg(args[3]), end_arg(args[4])
+    return move(s, args[1], args[2], from_left=from_left, to_left=to_left)
 
 
 def rpoplpush(s: Session, args: list[bytes]) -> Reply:
     """RPOPLPUSH source destination: LMOVE source destination RIGHT LEFT."""
-    return _move(s, args[1], args[2], from_left=False, to_left=True)
+    return move(s, args[1], args[2], from_left=False, to_left=True)
 
 
 _W = (WRITE,)
