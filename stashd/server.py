@@ -267,6 +267,10 @@ class Connection(asyncio.Protocol):
             return
         if self._items is not None:  # a read still being served: these come after it
             self._items += items
+            if self._serving is not None and self.transport is not None:
+                # A blocking pop listening for a close: one read is kept at most, and
+                # reading resumes when the wait ends, as after any wait.
+                self.transport.pause_reading()
             return
         self._items = items
         self._drive(self._serve(items))
@@ -574,6 +578,8 @@ class Connection(asyncio.Protocol):
             done(result)
 
         task = asyncio.get_running_loop().create_task(wait())
+        if reply.listen and self.transport is not None:
+            self.transport.resume_reading()
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
 

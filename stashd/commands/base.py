@@ -48,13 +48,21 @@ class Awaiting:
     the operations ``start`` ran, whose work the rate limit charges once it is done.
     """
 
-    __slots__ = ("finish", "in_multi", "ran", "start")
+    __slots__ = ("finish", "in_multi", "listen", "ran", "start")
 
     def __init__(
-        self, start: Callable[[], Awaitable[Any]], finish: Finish, in_multi: str = ""
+        self,
+        start: Callable[[], Awaitable[Any]],
+        finish: Finish,
+        in_multi: str = "",
+        *,
+        listen: bool = False,
     ) -> None:
         self.start = start
         self.finish = finish
+        # Keep reading while it waits (a blocking pop), so a client that closes is seen
+        # and its wait ends; what it sends meanwhile waits its turn, one read at most.
+        self.listen = listen
         # Why it cannot run inside MULTI (a transaction is one step, nothing is awaited).
         self.in_multi = in_multi
         self.ran: list[Op] = []

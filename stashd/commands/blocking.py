@@ -23,7 +23,6 @@ from stashd.ops import INT64_MAX
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from stashd.ops import Op
 
 #: How long a blocked client waits before trying again without a wake-up: the bound
 #: on the latency of a push made through another stashd node on the same Redis.
@@ -92,26 +91,43 @@ def _blocking(  # noqa: PLR0917 - the command, its keys and what to do with each
     async def start() -> Any:  # noqa: ANN401 - the reply
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else math.inf
-        while True:
-            woken = blocked.add(slots)
-            s.stop_waiting = woken.cancel
-            try:
-                for key in keys:
-                    op: Op = attempt(key).op
-                    result = await run(op)
-                    if result is not None:
-                        return finish(key, result)
+        waiter = blocked.add(slots)
+        gone = asyncio.Event()
+        s.stop_waiting = gone.set
+        try:
+            tried = False
+            while True:
+                # A poll with no wake-up tries only for the oldest waiter on a key, so a
+                # later one cannot take an item from under an older one being woken.
+                if not tried or waiter.signal.is_set() or blocked.oldest(waiter):
+                    tried = True
+                    # Cleared before the try, so a write landing during it wakes the wait.
+                    waiter.signal.clear()
+                    for key in keys:
+                        result = await run(attempt(key).op)
+                        if result is not None:
+                            return finish(key, result)
                 left = deadline - loop.time()
                 if left <= 0:
                     return None
-                await asyncio.wait({woken}, timeout=min(left, POLL_SECONDS))
-                if woken.cancelled():
+                signal = asyncio.ensure_future(waiter.signal.wait())
+                closed = asyncio.ensure_future(gone.wait())
+                try:
+                    await asyncio.wait(
+                        {signal, closed},
+                        timeout=min(left, POLL_SECONDS),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    signal.cancel()
+                    closed.cancel()
+                if gone.is_set():
                     raise asyncio.CancelledError  # the client went away
-            finally:
-                blocked.remove(woken, slots)
-                s.stop_waiting = None
+        finally:
+            blocked.remove(waiter)
+            s.stop_waiting = None
 
-    return Awaiting(start, lambda reply: reply)
+    return Awaiting(start, lambda reply: reply, listen=True)
 
 
 def _bpop(*, left: bool) -> Callable[[Session, list[bytes]], Reply]:
