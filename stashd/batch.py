@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
 from stashd.errors import StashError, StoreUnavailable
+from stashd.waiters import Waiters
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,12 +42,14 @@ _Waiter = tuple[int, int, "Callable[[list[Any]], None]", "str | None"]
 class Batcher:
     """Gathers operations from every caller in one loop turn and runs them as one batch.
 
-    ``events`` notes every committed write (None: writes are not logged).
+    ``events`` notes every committed write (None: writes are not logged); ``blocked``
+    holds the clients waiting for a write to a list (BLPOP), woken once one commits.
     """
 
     def __init__(self, store: Store, events: WriteEvents | None = None) -> None:
         self.store = store
         self.events = events
+        self.blocked = Waiters()
         self._ops: list[Op] = []
         self._waiters: list[_Waiter] = []
         self._scheduled = False
@@ -69,8 +72,11 @@ class Batcher:
         """Run an operation :meth:`now` allows on the loop; a refusal is raised."""
         store = self.store
         result = store.run(op) if store.inline else store.read_now(op)
-        if op.writes and self.events is not None:
-            self.events.note(op, result, door)
+        if op.writes:
+            if self.events is not None:
+                self.events.note(op, result, door)
+            if self.blocked:
+                self.blocked.wake(op)
         return result
 
     def submit(
@@ -134,13 +140,16 @@ class Batcher:
             results = [StoreUnavailable(type(exc).__name__)] * len(ops)
         finally:
             self._running = None
-        events = self.events
+        events, blocked = self.events, self.blocked
         for start, stop, done, door in waiters:
-            if events is not None:
+            if events is not None or blocked:
                 for i in range(start, stop):
                     op = ops[i]
                     if op.writes and not isinstance(results[i], StashError):
-                        events.note(op, results[i], door)
+                        if events is not None:
+                            events.note(op, results[i], door)
+                        if blocked:
+                            blocked.wake(op)
             try:
                 done(results[start:stop])
             except Exception:

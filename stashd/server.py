@@ -211,6 +211,7 @@ class Connection(asyncio.Protocol):
             output_buffer_limit=ctx.output_limits.render(),
             held=ctx.service.held,
             run=ctx.batcher.run if ctx.batcher is not None else None,
+            blocked=ctx.batcher.blocked if ctx.batcher is not None else None,
         )
         self._apply_limits()
         ctx.connections.add(self)
@@ -222,6 +223,8 @@ class Connection(asyncio.Protocol):
             self.slot.release()
         if self.session is not None:
             self.session.end_multi()  # a queue never sent to EXEC is let go
+            if self.session.stop_waiting is not None:
+                self.session.stop_waiting()  # a blocked BLPOP leaves no waiter behind
         self.transport = None
         self._on_writable = None
         if self._auth_timer is not None:
@@ -264,6 +267,10 @@ class Connection(asyncio.Protocol):
             return
         if self._items is not None:  # a read still being served: these come after it
             self._items += items
+            if self._serving is not None and self.transport is not None:
+                # A blocking pop listening for a close: one read is kept at most, and
+                # reading resumes when the wait ends, as after any wait.
+                self.transport.pause_reading()
             return
         self._items = items
         self._drive(self._serve(items))
@@ -571,6 +578,8 @@ class Connection(asyncio.Protocol):
             done(result)
 
         task = asyncio.get_running_loop().create_task(wait())
+        if reply.listen and self.transport is not None:
+            self.transport.resume_reading()
         _TASKS.add(task)
         task.add_done_callback(_TASKS.discard)
 

@@ -35,6 +35,7 @@ CHAPTERS = {
     "string": "Strings",
     "generic": "Keys",
     "hash": "Hashes",
+    "list": "Lists",
     "transactions": "Transactions",
     "scripting": "Scripting",
     "server": "Server",

@@ -8,9 +8,11 @@ that read it (EXEC, COMMAND) need nothing from this module and no import goes in
 from __future__ import annotations
 
 from stashd.commands import (
+    blocking,
     connection,
     hashes,
     keys,
+    lists,
     scripting,
     server,
     stash,
@@ -21,7 +23,18 @@ from stashd.commands.base import TABLE
 
 __all__ = ["TABLE"]
 
-for _family in (connection, strings, keys, hashes, stash, transactions, scripting, server):
+for _family in (
+    connection,
+    strings,
+    keys,
+    hashes,
+    lists,
+    blocking,
+    stash,
+    transactions,
+    scripting,
+    server,
+):
     for _cmd in _family.COMMANDS:
         assert _cmd.name.encode() not in TABLE, f"{_cmd.name} registered twice"
         TABLE[_cmd.name.encode()] = _cmd

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from stashd.service import MemoryService
     from stashd.tenancy import AuthThrottle, Keyring
     from stashd.types import Principal
+    from stashd.waiters import Waiters
 
 Reply = Any
 Finish = Callable[[Any], Reply]
@@ -47,13 +48,21 @@ class Awaiting:
     the operations ``start`` ran, whose work the rate limit charges once it is done.
     """
 
-    __slots__ = ("finish", "in_multi", "ran", "start")
+    __slots__ = ("finish", "in_multi", "listen", "ran", "start")
 
     def __init__(
-        self, start: Callable[[], Awaitable[Any]], finish: Finish, in_multi: str = ""
+        self,
+        start: Callable[[], Awaitable[Any]],
+        finish: Finish,
+        in_multi: str = "",
+        *,
+        listen: bool = False,
     ) -> None:
         self.start = start
         self.finish = finish
+        # Keep reading while it waits (a blocking pop), so a client that closes is seen
+        # and its wait ends; what it sends meanwhile waits its turn, one read at most.
+        self.listen = listen
         # Why it cannot run inside MULTI (a transaction is one step, nothing is awaited).
         self.in_multi = in_multi
         self.ran: list[Op] = []
@@ -138,6 +147,12 @@ class Session:
     # Runs an operation in its turn among every connection's (the server's batcher), for
     # commands that work in several steps (KEYS); None where no server runs them.
     run: Callable[[Op], Awaitable[Any]] | None = None
+    # The node's blocked clients (BLPOP waits there); None where no server runs them.
+    blocked: Waiters | None = None
+    # Inside EXEC or a script a blocking command acts as its non-blocking form, as in Redis.
+    nonblocking: bool = False
+    # Ends a blocking wait when the connection closes, so no waiter is left behind.
+    stop_waiting: Callable[[], object] | None = None
 
     def require(self) -> Principal:
         """The principal; commands that reach data run only once one is set."""

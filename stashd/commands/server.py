@@ -152,6 +152,7 @@ def info(s: Session, args: list[bytes]) -> Reply:
                 f"connected_clients:{s.clients.count}",
                 f"maxclients:{s.clients.limit}",
                 f"client_id:{s.client_id}",
+                f"blocked_clients:{_blocked(s)}",
             ],
             # used_memory is the caller's namespace's bytes, as its quota counts them:
             # the server's total would tell one tenant of the others.
@@ -502,3 +503,10 @@ COMMANDS: Final = (
         subcommands=CONFIG_SUBCOMMANDS,
     ),
 )
+
+
+def _blocked(s: Session) -> int:
+    """The caller's namespace's clients waiting in BLPOP and its kin on this node."""
+    if s.blocked is None or s.principal is None:
+        return 0
+    return s.blocked.blocked(s.principal.namespace)

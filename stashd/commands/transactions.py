@@ -95,10 +95,13 @@ def exec_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
     parts: list[tuple[int, Deferred]] = []
     for request in queued:
         cmd = TABLE[request[0].lower()]
+        s.nonblocking = True  # BLPOP inside EXEC is LPOP, as in Redis
         try:
             reply = cmd.handler(s, request)
         except StashError as exc:
             reply = exc
+        finally:
+            s.nonblocking = False
         if type(reply) is Awaiting:
             # Nothing can be awaited inside the transaction's one step.
             reply = CommandError(

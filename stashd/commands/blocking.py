@@ -1,0 +1,224 @@
+"""Blocking list pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH): a pop tried, then waited for.
+
+The pop itself is the non-blocking command's operation, run through the normal path,
+so it is atomic and every rule of a list holds. Between tries the client waits in
+the node's registry (:mod:`stashd.waiters`), woken when a write to one of its keys
+commits; it is registered before each try, so a push that lands just after a try
+that found nothing still wakes it. A write through another node on the same Redis
+is not seen by this node's registry, so a blocked client also tries again every
+:data:`POLL_SECONDS`: that is the latency bound across nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+from stashd.commands import lists as list_commands
+from stashd.commands.base import WRITE, Awaiting, Command, Deferred, Reply, Session
+from stashd.errors import CommandError
+from stashd.ops import INT64_MAX
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+#: How long a blocked client waits before trying again without a wake-up: the bound
+#: on the latency of a push made through another stashd node on the same Redis.
+POLL_SECONDS: Final = 0.1
+
+
+class _TimeoutNotFloat(CommandError):
+    """A timeout that does not parse, in Redis's words."""
+
+    template = "timeout is not a float or out of range"
+
+
+class _TimeoutNegative(CommandError):
+    """A timeout below zero (or past the range of milliseconds), in Redis's words."""
+
+    template = "timeout is negative"
+
+
+class _SeveralKeysInMulti(CommandError):
+    """A multi-key blocking pop inside EXEC or a script, which one operation cannot do."""
+
+    template = "{command} with several keys cannot run inside MULTI or a script; pop one key"
+    command: str
+
+    def __init__(self, command: str) -> None:
+        self._fill(command=command)
+
+
+def timeout_arg(raw: bytes) -> float:
+    """A blocking timeout in seconds (0: forever), read as Redis reads it."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise _TimeoutNotFloat from None
+    if math.isnan(seconds):
+        raise _TimeoutNotFloat
+    # Redis turns the seconds into a 64-bit count of ms, which wraps below zero past it.
+    if seconds < 0 or seconds * 1000 > INT64_MAX:
+        raise _TimeoutNegative
+    return seconds
+
+
+def _blocking(  # noqa: PLR0917 - the command, its keys and what to do with each
+    s: Session,
+    name: str,
+    keys: list[bytes],
+    timeout: float,
+    attempt: Callable[[bytes], Deferred],
+    finish: Callable[[bytes, Any], Any],
+) -> Reply:
+    """Try ``attempt`` on each key in order; wait for a write to one of them, up to ``timeout``.
+
+    ``attempt(key)`` is the non-blocking command's operation on one key, whose result
+    None means nothing was there; ``finish(key, result)`` is the reply.
+    """
+    if s.nonblocking or s.run is None or s.blocked is None:
+        if len(keys) != 1:
+            raise _SeveralKeysInMulti(name.upper())
+        key = keys[0]
+        deferred = attempt(key)
+        return Deferred(deferred.op, lambda result: None if result is None else finish(key, result))
+    run, blocked = s.run, s.blocked
+    ns = s.require().namespace
+    slots = [(ns, key) for key in keys]
+
+    async def start() -> Any:  # noqa: ANN401 - the reply
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout else math.inf
+        waiter = blocked.add(slots)
+        gone = asyncio.Event()
+        s.stop_waiting = gone.set
+        try:
+            tried = False
+            while True:
+                # A poll with no wake-up tries only for the oldest waiter on a key, so a
+                # later one cannot take an item from under an older one being woken.
+                if not tried or waiter.signal.is_set() or blocked.oldest(waiter):
+                    tried = True
+                    # Cleared before the try, so a write landing during it wakes the wait.
+                    waiter.signal.clear()
+                    for key in keys:
+                        result = await run(attempt(key).op)
+                        if result is not None:
+                            return finish(key, result)
+                left = deadline - loop.time()
+                if left <= 0:
+                    return None
+                signal = asyncio.ensure_future(waiter.signal.wait())
+                closed = asyncio.ensure_future(gone.wait())
+                try:
+                    await asyncio.wait(
+                        {signal, closed},
+                        timeout=min(left, POLL_SECONDS),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    signal.cancel()
+                    closed.cancel()
+                if gone.is_set():
+                    raise asyncio.CancelledError  # the client went away
+        finally:
+            blocked.remove(waiter)
+            s.stop_waiting = None
+
+    return Awaiting(start, lambda reply: reply, listen=True)
+
+
+def _bpop(*, left: bool) -> Callable[[Session, list[bytes]], Reply]:
+    """BLPOP and BRPOP: a pop from the first non-empty key, as [key, item]."""
+    pop = list_commands.pop_one(left=left)
+
+    def handler(s: Session, args: list[bytes]) -> Reply:
+        keys, timeout = args[1:-1], timeout_arg(args[-1])
+        return _blocking(
+            s, args[0].decode().lower(), keys, timeout, lambda key: pop(s, key), lambda k, v: [k, v]
+        )
+
+    return handler
+
+
+def blmove(s: Session, args: list[bytes]) -> Reply:
+    """BLMOVE source destination LEFT|RIGHT LEFT|RIGHT timeout."""
+    src, dst = args[1], args[2]
+    from_left, to_left = list_commands.end_arg(args[3]), list_commands.end_arg(args[4])
+    timeout = timeout_arg(args[5])
+    return _blocking(
+        s,
+        "blmove",
+        [src],
+        timeout,
+        lambda key: list_commands.move(s, key, dst, from_left=from_left, to_left=to_left),
+        lambda _, item: item,
+    )
+
+
+def brpoplpush(s: Session, args: list[bytes]) -> Reply:
+    """BRPOPLPUSH source destination timeout: BLMOVE source destination RIGHT LEFT."""
+    src, dst = args[1], args[2]
+    timeout = timeout_arg(args[3])
+    return _blocking(
+        s,
+        "brpoplpush",
+        [src],
+        timeout,
+        lambda key: list_commands.move(s, key, dst, from_left=False, to_left=True),
+        lambda _, item: item,
+    )
+
+
+def _row(  # noqa: PLR0917 - one table row, as the other families write them
+    name: str,
+    handler: Callable[[Session, list[bytes]], Reply],
+    arity: int,
+    summary: str,
+    syntax: str,
+    since: str,
+    last_key: int,
+) -> Command:
+    return Command(name, handler, arity, (WRITE,), "list", summary, syntax, since, 1, last_key, 1)
+
+
+COMMANDS: Final = (
+    _row(
+        "blpop",
+        _bpop(left=True),
+        -3,
+        "Pop the head of the first non-empty list, waiting for one up to a timeout.",
+        "BLPOP key [key ...] timeout",
+        "2.0.0",
+        -2,
+    ),
+    _row(
+        "brpop",
+        _bpop(left=False),
+        -3,
+        "Pop the tail of the first non-empty list, waiting for one up to a timeout.",
+        "BRPOP key [key ...] timeout",
+        "2.0.0",
+        -2,
+    ),
+    _row(
+        "blmove",
+        blmove,
+        6,
+        "LMOVE, waiting for the source to have an item up to a timeout.",
+        "BLMOVE source destination LEFT|RIGHT LEFT|RIGHT timeout",
+        "6.2.0",
+        2,
+    ),
+    _row(
+        "brpoplpush",
+        brpoplpush,
+        4,
+        "RPOPLPUSH, waiting for the source to have an item up to a timeout.",
+        "BRPOPLPUSH source destination timeout",
+        "2.2.0",
+        2,
+    ),
+)
