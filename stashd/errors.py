@@ -291,23 +291,33 @@ class NotBusy(StashError):
     template = "No scripts in execution right now."
 
 
-class ScriptError(StashError):
-    """An error a script raised or returned, sent exactly as the script worded it.
+class ScriptTimeLimit(CommandError):
+    """A script that ran past the time limit: stopped, and nothing it wrote was kept."""
 
-    Redis sends a script's ``{err=...}`` verbatim, code and all (``-x`` has no message),
-    so the text is kept whole rather than rendered from a template.
-    """
+    template = (
+        "script ran past the time limit ({limit_ms} ms, lua-time-limit) and was stopped; "
+        "nothing it wrote was kept"
+    )
+    limit_ms: int
 
-    def __init__(self, text: str) -> None:
-        code, _, message = text.partition(" ")
-        self.code = code
-        self._fill(message=message)
-        self.text = text
+    def __init__(self, limit_ms: int) -> None:
+        self._fill(limit_ms=limit_ms)
 
-    @property
-    def wire(self) -> str:
-        """The error line exactly as the script gave it."""
-        return self.text
+
+class ScriptKilled(CommandError):
+    """A script stopped by SCRIPT KILL; nothing it wrote was kept."""
+
+    template = "Script killed by user with SCRIPT KILL..."
+
+
+class ScriptOutOfMemory(CommandError):
+    """A script whose Lua runtime ran out of its memory cap; nothing it wrote was kept."""
+
+    template = "script used more than {limit} bytes of Lua memory and was stopped"
+    limit: int
+
+    def __init__(self, limit: int) -> None:
+        self._fill(limit=limit)
 
 
 class StoreUnavailable(StashError):

@@ -92,7 +92,8 @@ class Script(Op):
         ran = self.ran
         if not ran:
             return NO_WORK
-        entries = ENTRIES_PER_CALL * (len(ran) - 1)
+        # Past the first entry of a unit, the rate limit charges the next unit.
+        entries = ENTRIES_PER_CALL * (len(ran) - 1) + 1 if len(ran) > 1 else 0
         nbytes = 0
         for op, res in ran:
             if op is None:

@@ -18,7 +18,13 @@ from typing import Any, Final
 import lupa.lua51 as lua
 
 from stashd import log
-from stashd.errors import CommandError, ScriptError, StashError
+from stashd.errors import (
+    CommandError,
+    ScriptKilled,
+    ScriptOutOfMemory,
+    ScriptTimeLimit,
+    StashError,
+)
 from stashd.ops.script import Stop
 from stashd.resp import NULL_ARRAY, Verbatim
 
@@ -49,33 +55,23 @@ class CallFailed(Exception):
     """redis.call's failure, raised into the script: its text is the error line."""
 
 
-class TimeLimit(CommandError):
-    """A script that ran past the time limit: stopped, and nothing it wrote was kept."""
+class ScriptError(StashError):
+    """An error a script raised or returned, sent exactly as the script worded it.
 
-    template = (
-        "script ran past the time limit ({limit_ms} ms, lua-time-limit) and was stopped; "
-        "nothing it wrote was kept"
-    )
-    limit_ms: int
+    Redis sends a script's ``{err=...}`` verbatim, code and all (``-x`` has no message),
+    so the text is kept whole rather than rendered from a template.
+    """
 
-    def __init__(self, limit_ms: int) -> None:
-        self._fill(limit_ms=limit_ms)
+    def __init__(self, text: str) -> None:
+        code, _, message = text.partition(" ")
+        self.code = code
+        self._fill(message=message)
+        self.text = text
 
-
-class Killed(CommandError):
-    """A script stopped by SCRIPT KILL; nothing it wrote was kept."""
-
-    template = "Script killed by user with SCRIPT KILL..."
-
-
-class OutOfScriptMemory(CommandError):
-    """A script whose Lua runtime ran out of its memory cap."""
-
-    template = "script used more than {limit} bytes of Lua memory and was stopped"
-    limit: int
-
-    def __init__(self, limit: int) -> None:
-        self._fill(limit=limit)
+    @property
+    def wire(self) -> str:
+        """The error line exactly as the script gave it."""
+        return self.text
 
 
 def sha1hex(text: bytes) -> str:
@@ -135,7 +131,7 @@ class Sandbox:
         try:
             fn, err = self._compile(source)
         except lua.LuaMemoryError:
-            raise OutOfScriptMemory(self.max_memory) from None
+            raise ScriptOutOfMemory(self.max_memory) from None
         if fn is None:
             text = err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
             raise CommandError(f"Error compiling script (new function): {text}")
@@ -178,14 +174,16 @@ class Sandbox:
                 if lua_rt.get_memory_used() > COLLECT_ABOVE:
                     self._collect()
         except lua.LuaMemoryError:
-            reply = Stop(OutOfScriptMemory(self.max_memory))
+            reply = Stop(ScriptOutOfMemory(self.max_memory))
         except lua.LuaError as exc:
             # Raised while reading the result (a metamethod failing); the script's error.
             reply = ScriptError(f"ERR {exc} script: {sha}")
         if self._fault is not None:
             raise self._fault
         if self._killed:
-            raise Stop(Killed() if self.kill_requested else TimeLimit(self.time_limit_ms))
+            raise Stop(
+                ScriptKilled() if self.kill_requested else ScriptTimeLimit(self.time_limit_ms)
+            )
         if type(reply) is Stop:
             raise reply
         return reply
@@ -200,7 +198,7 @@ class Sandbox:
         text = result[b"err"]
         message = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
         if message == "not enough memory":
-            return Stop(OutOfScriptMemory(self.max_memory))
+            return Stop(ScriptOutOfMemory(self.max_memory))
         line = result[b"line"]
         where = f", on @user_script:{int(line)}." if line is not None and line >= 0 else "."
         return ScriptError(f"{message} script: {sha}{where}")
