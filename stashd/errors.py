@@ -133,6 +133,18 @@ class IncrOverflow(CommandError):
     template = "increment or decrement would overflow"
 
 
+class NotFloat(CommandError):
+    """An argument or stored value that must be a number (INCRBYFLOAT) and is not."""
+
+    template = "value is not a valid float"
+
+
+class FloatOverflow(CommandError):
+    """INCRBYFLOAT and HINCRBYFLOAT whose result is not a finite number."""
+
+    template = "increment would produce NaN or Infinity"
+
+
 class WrongArity(CommandError):
     """Wrong number of arguments, in Redis's exact words (redis-py's AUTH retry relies on it)."""
 

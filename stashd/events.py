@@ -69,7 +69,9 @@ def _set(op: Any, result: Any, now: int) -> Noted | None:  # noqa: ANN401
     return _KEY_TTL_SIZE, (op.key, seconds_left(op.expires_at, now), len(op.value))
 
 
-def _set_many(op: Any, _: Any, now: int) -> Noted:  # noqa: ANN401
+def _set_many(op: Any, written: Any, now: int) -> Noted | None:  # noqa: ANN401
+    if not written:  # MSETNX found a key in use
+        return None
     size = sum(len(value) for _, value in op.pairs)
     return _KEYS_TTL_SIZE, (len(op.pairs), seconds_left(op.expires_at, now), size)
 
@@ -124,6 +126,11 @@ def _key(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
     return _KEY, (op.key,)
 
 
+def _moved(op: Any, moved: Any, _: int) -> Noted | None:  # noqa: ANN401
+    # RENAMENX onto a name in use, COPY onto one without REPLACE: nothing was written.
+    return (_KEY, (op.key,)) if moved else None
+
+
 def _append(op: Any, length: Any, _: int) -> Noted:  # noqa: ANN401
     return _KEY_SIZE, (op.key, length)
 
@@ -155,7 +162,8 @@ DESCRIBE: Final[dict[type[ops.Op], tuple[str, Callable[[Any, Any, int], Noted | 
     ops.Expire: ("key_expiry_set", _expire),
     ops.IncrBy: ("key_incremented", _key),
     ops.Append: ("key_appended", _append),
-    ops.Rename: ("key_renamed", _key),
+    ops.Rename: ("key_renamed", _moved),
+    ops.Copy: ("key_copied", _moved),
     ops.Flush: ("namespace_flushed", _flush),
     ops.Edit: ("key_changed", _edited),
     ops.EditTwo: ("key_moved", _edited_two),

@@ -145,8 +145,17 @@ class MemoryService:
     @staticmethod
     def check_payload(p: Principal, value: bytes) -> None:
         """Refuse a value over the caller's payload limit."""
-        if len(value) > p.limits.max_payload:
-            raise PayloadTooLarge(p.limits.max_payload, len(value))
+        MemoryService.check_size(p, len(value))
+
+    @staticmethod
+    def check_size(p: Principal, size: int) -> None:
+        """Refuse a value of ``size`` bytes over the caller's payload limit, before it is made.
+
+        SETRANGE and SETBIT name an offset: the value they would write is at least that
+        long, so it is refused before a byte of it is allocated.
+        """
+        if size > p.limits.max_payload:
+            raise PayloadTooLarge(p.limits.max_payload, size)
 
     def expiry(self, p: Principal, ttl_ms: int | None) -> int:
         """Absolute expiry for a relative TTL (None: the caller's default), within the maximum."""
@@ -207,11 +216,13 @@ class MemoryService:
             ops.Set, p, key, value, expires_at, cond=cond, keep_ttl=keep_ttl, want_old=want_old
         )
 
-    def set_many(self, p: Principal, pairs: list[tuple[bytes, bytes]]) -> ops.SetMany:
-        """MSET, all with the default TTL."""
+    def set_many(
+        self, p: Principal, pairs: list[tuple[bytes, bytes]], *, only_new: bool = False
+    ) -> ops.SetMany:
+        """MSET (MSETNX with ``only_new``), all with the default TTL."""
         for _, value in pairs:
             self.check_payload(p, value)
-        return self.for_caller(ops.SetMany, p, pairs, self.expiry(p, None))
+        return self.for_caller(ops.SetMany, p, pairs, self.expiry(p, None), only_new=only_new)
 
     def delete(self, p: Principal, keys: list[bytes]) -> ops.Delete:
         """DEL, UNLINK."""
@@ -279,9 +290,13 @@ class MemoryService:
             ops.EditTwo, p, key, dst, kinds, edit, self.expiry(p, None), p.limits.max_payload
         )
 
-    def rename(self, p: Principal, key: bytes, dst: bytes) -> ops.Rename:
-        """RENAME inside the caller's namespace."""
-        return self.for_caller(ops.Rename, p, key, dst)
+    def rename(self, p: Principal, key: bytes, dst: bytes, *, nx: bool = False) -> ops.Rename:
+        """RENAME (RENAMENX with ``nx``) inside the caller's namespace."""
+        return self.for_caller(ops.Rename, p, key, dst, nx=nx)
+
+    def copy(self, p: Principal, key: bytes, dst: bytes, *, replace: bool = False) -> ops.Copy:
+        """COPY inside the caller's namespace, kind and expiry included."""
+        return self.for_caller(ops.Copy, p, key, dst, replace=replace)
 
     def scan(
         self,
@@ -295,6 +310,10 @@ class MemoryService:
         if pattern is not None:
             check_pattern(pattern)
         return self.for_caller(ops.Scan, p, cursor, min(count, SCAN_COUNT_MAX), pattern, kind)
+
+    def random_key(self, p: Principal) -> ops.RandomKey:
+        """RANDOMKEY."""
+        return self.for_caller(ops.RandomKey, p)
 
     def count(self, p: Principal) -> ops.Count:
         """DBSIZE."""

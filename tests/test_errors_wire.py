@@ -26,6 +26,8 @@ SAMPLES: dict[type[StashError], StashError] = {
     errors.SyntaxErr: errors.SyntaxErr(),
     errors.NotInteger: errors.NotInteger(),
     errors.IncrOverflow: errors.IncrOverflow(),
+    errors.NotFloat: errors.NotFloat(),
+    errors.FloatOverflow: errors.FloatOverflow(),
     errors.WrongArity: errors.WrongArity("GET"),
     errors.UnknownCommand: errors.UnknownCommand("FOO", ["a", "b c", "x'y"]),
     errors.UnknownSubcommand: errors.UnknownSubcommand("nope", "client"),
@@ -116,6 +118,8 @@ WIRE_TEXTS: list[tuple[StashError, str]] = [
     (errors.SyntaxErr(), "ERR syntax error"),
     (errors.NotInteger(), "ERR value is not an integer or out of range"),
     (errors.IncrOverflow(), "ERR increment or decrement would overflow"),
+    (errors.NotFloat(), "ERR value is not a valid float"),
+    (errors.FloatOverflow(), "ERR increment would produce NaN or Infinity"),
     (errors.WrongArity("GET"), "ERR wrong number of arguments for 'get' command"),
     (
         errors.UnknownCommand("FOO", ["a", "b c", "x'y"]),

@@ -26,7 +26,7 @@ def _cases() -> list[tuple[ops.Op, Any, str, dict[str, Any]]]:
          {"id": "id1", "ttl_seconds": 600, "payload_bytes": 7}),
         (ops.Set(NS, b"k1", b"xyz", later), (True, None), "key_set",
          {"key": "k1", "ttl_seconds": 600, "payload_bytes": 3}),
-        (ops.SetMany(NS, [(b"a", b"1"), (b"b", b"22")], later), None, "key_set",
+        (ops.SetMany(NS, [(b"a", b"1"), (b"b", b"22")], later), True, "key_set",
          {"keys": 2, "ttl_seconds": 600, "payload_bytes": 3}),
         (ops.Delete(NS, [b"a"]), 1, "key_deleted", {"key": "a", "removed": 1}),
         (ops.Delete(NS, [b"a", b"b"]), 2, "key_deleted", {"keys": 2, "removed": 2}),
@@ -39,7 +39,8 @@ def _cases() -> list[tuple[ops.Op, Any, str, dict[str, Any]]]:
         (ops.IncrBy(NS, b"n", 1, later), 5, "key_incremented", {"key": "n"}),
         (ops.Append(NS, b"a", b"x", later, 100), 4, "key_appended",
          {"key": "a", "payload_bytes": 4}),
-        (ops.Rename(NS, b"a", b"b"), None, "key_renamed", {"key": "a"}),
+        (ops.Rename(NS, b"a", b"b"), True, "key_renamed", {"key": "a"}),
+        (ops.Copy(NS, b"a", b"c"), True, "key_copied", {"key": "a"}),
         (ops.Flush(NS), None, "namespace_flushed", {"removed": 0}),
         (_edited(b"h", 42), 1, "key_changed", {"key": "h", "payload_bytes": 42}),
         (_moved(b"src", b"dst"), b"v", "key_moved", {"key": "src"}),
@@ -111,12 +112,16 @@ def test_a_key_cannot_forge_a_log_line(fmt: str) -> None:
 
 
 def test_writes_that_changed_nothing_are_not_logged() -> None:
-    """SET NX that found a key, EXPIRE of a missing key, a missing UPDATE: no event."""
+    """SET NX that found a key, EXPIRE of a missing key, MSETNX, RENAMENX, COPY: no event."""
     out = io.StringIO()
     events = WriteEvents("json", lambda: NOW, out)
     events.note(ops.Set(NS, b"a", b"1", NOW + 1000, cond=b"NX"), (False, Entry(b"0", NOW, 1)))
     events.note(ops.Expire(NS, b"a", NOW + 1000, b"", 10**9), 0)
     events.note(ops.GetDel(NS, b"a"), None)
+    # MSETNX, RENAMENX and COPY that found a key in use wrote nothing.
+    events.note(ops.SetMany(NS, [(b"a", b"1")], NOW + 1000, only_new=True), False)
+    events.note(ops.Rename(NS, b"a", b"b", nx=True), False)
+    events.note(ops.Copy(NS, b"a", b"b"), False)
     assert out.getvalue() == ""
 
 

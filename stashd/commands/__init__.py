@@ -8,11 +8,15 @@ that read it (EXEC, COMMAND) need nothing from this module and no import goes in
 from __future__ import annotations
 
 from stashd.commands import (
+    bits,
     blocking,
+    catalog,
     connection,
     hashes,
     keys,
     lists,
+    objects,
+    ranges,
     scripting,
     server,
     stash,
@@ -26,7 +30,10 @@ __all__ = ["TABLE"]
 for _family in (
     connection,
     strings,
+    ranges,
+    bits,
     keys,
+    objects,
     hashes,
     lists,
     blocking,
@@ -34,6 +41,7 @@ for _family in (
     transactions,
     scripting,
     server,
+    catalog,
 ):
     for _cmd in _family.COMMANDS:
         assert _cmd.name.encode() not in TABLE, f"{_cmd.name} registered twice"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any, Final
 
+from stashd import floats
 from stashd.commands.base import (
     FAST,
     READONLY,
@@ -193,6 +194,24 @@ def hincrby(s: Session, args: list[bytes]) -> Reply:
     return _edit(s, args[1], edit)
 
 
+class _NotFloatField(CommandError):
+    """HINCRBYFLOAT on a field whose value is not a number, in Redis's words."""
+
+    template = "hash value is not a float"
+
+
+def hincrbyfloat(s: Session, args: list[bytes]) -> Reply:
+    """HINCRBYFLOAT key field increment: the new value, computed as Redis computes it."""
+    field = args[2]
+    increment = floats.parse(args[3])
+
+    def edit(fields: dict[bytes, bytes]) -> tuple[bool, bytes]:
+        fields[field] = result = floats.incr(fields.get(field), increment, _NotFloatField())
+        return True, result
+
+    return _edit(s, args[1], edit)
+
+
 def hrandfield(s: Session, args: list[bytes]) -> Reply:
     """HRANDFIELD key [count [WITHVALUES]]."""
     n = len(args)
@@ -356,6 +375,15 @@ COMMANDS: Final = (
         "Add an integer to a field of a hash.",
         "HINCRBY key field increment",
         "2.0.0",
+    ),
+    _row(
+        "hincrbyfloat",
+        hincrbyfloat,
+        4,
+        _WF,
+        "Add a floating-point number to a field of a hash.",
+        "HINCRBYFLOAT key field increment",
+        "2.6.0",
     ),
     _row(
         "hrandfield",

@@ -1,4 +1,4 @@
-"""Key commands: DEL, EXISTS, the EXPIRE and TTL families, PERSIST, TYPE, KEYS, SCAN, RENAME."""
+"""Key commands: DEL, EXISTS, the EXPIRE and TTL families, TYPE, KEYS, SCAN, RENAME, COPY."""
 
 from __future__ import annotations
 
@@ -226,6 +226,46 @@ def rename(s: Session, args: list[bytes]) -> Reply:
     return Deferred(s.service.rename(s.require(), args[1], args[2]), _ok)
 
 
+def _int(done: bool) -> Reply:
+    return 1 if done else 0
+
+
+def renamenx(s: Session, args: list[bytes]) -> Reply:
+    """RENAMENX key newkey: 1 when renamed, 0 when newkey is in use."""
+    return Deferred(s.service.rename(s.require(), args[1], args[2], nx=True), _int)
+
+
+def copy(s: Session, args: list[bytes]) -> Reply:
+    """COPY source destination [DB destination-db] [REPLACE]: 1 when copied."""
+    replace = False
+    i = 3
+    while i < len(args):
+        opt = args[i].upper()
+        if opt == b"REPLACE":
+            replace = True
+        elif opt == b"DB" and i + 1 < len(args):
+            # Stash has one database per namespace, as SELECT has: only 0 names it.
+            if parse_int64(args[i + 1]) != 0:
+                raise CommandError("DB index is out of range")
+            i += 1
+        else:
+            raise SyntaxErr
+        i += 1
+    if args[1] == args[2]:
+        raise CommandError("source and destination objects are the same")
+    return Deferred(s.service.copy(s.require(), args[1], args[2], replace=replace), _int)
+
+
+def touch(s: Session, args: list[bytes]) -> Reply:
+    """TOUCH key [key ...]: how many of the keys exist."""
+    return Deferred(s.service.get_many(s.require(), args[1:]), _count_present)
+
+
+def randomkey(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
+    """RANDOMKEY: a key of the namespace, or nil when it is empty."""
+    return Deferred(s.service.random_key(s.require()))
+
+
 _W = (WRITE,)
 _WF = (WRITE, FAST)
 _RF = (READONLY, FAST)
@@ -412,5 +452,54 @@ COMMANDS: Final = (
         1,
         2,
         1,
+    ),
+    Command(
+        "renamenx",
+        renamenx,
+        3,
+        _WF,
+        "generic",
+        "Rename a key, keeping its TTL, only if the new name is not in use.",
+        "RENAMENX key newkey",
+        "1.0.0",
+        1,
+        2,
+        1,
+    ),
+    Command(
+        "copy",
+        copy,
+        -3,
+        _W,
+        "generic",
+        "Copy a key's value, kind and TTL to another key.",
+        "COPY source destination [DB destination-db] [REPLACE]",
+        "6.2.0",
+        1,
+        2,
+        1,
+    ),
+    Command(
+        "touch",
+        touch,
+        -2,
+        _RF,
+        "generic",
+        "How many of the keys exist.",
+        "TOUCH key [key ...]",
+        "3.2.1",
+        1,
+        -1,
+        1,
+    ),
+    Command(
+        "randomkey",
+        randomkey,
+        1,
+        (READONLY,),
+        "generic",
+        "A key of the namespace, drawn at random.",
+        "RANDOMKEY",
+        "1.0.0",
     ),
 )

@@ -1,10 +1,9 @@
-"""Server commands: COMMAND, INFO, DBSIZE, FLUSHDB/FLUSHALL, TIME, CONFIG GET."""
+"""Server commands: INFO, DBSIZE, FLUSHDB/FLUSHALL, TIME, CONFIG GET."""
 
 from __future__ import annotations
 
 import os
 import platform
-import re
 import time
 from typing import Final
 
@@ -14,7 +13,6 @@ from stashd.commands.base import (
     LOADING,
     READONLY,
     STALE,
-    TABLE,
     WRITE,
     Command,
     Deferred,
@@ -25,7 +23,7 @@ from stashd.commands.base import (
     subcommand_rows,
 )
 from stashd.commands.connection import REDIS_COMPAT_VERSION
-from stashd.errors import CommandError, SyntaxErr
+from stashd.errors import SyntaxErr
 from stashd.glob import compile_glob
 from stashd.resp import OK, Verbatim
 from stashd.service import check_pattern
@@ -198,258 +196,7 @@ def human_bytes(n: int) -> str:
     return f"{value:.2f}{unit}"
 
 
-# -- COMMAND --------------------------------------------------------------------------
-
-
-def _info_entry(cmd: Command) -> Reply:
-    return [
-        cmd.name.encode(),
-        cmd.arity,
-        set(cmd.flags),
-        cmd.first_key,
-        cmd.last_key,
-        cmd.key_step,
-        {f"@{cmd.group}", "@write" if WRITE in cmd.flags else "@read"},
-        [],
-        [],
-        [_info_entry(sub) for sub in cmd.subcommands],
-    ]
-
-
-_TOKEN: Final = re.compile(r"\[|\]|\||\.\.\.|[^\s\[\]|]+")
-
-
-#: Argument names whose values are integers.
-_INTEGERS: Final = frozenset(
-    {
-        "seconds",
-        "milliseconds",
-        "count",
-        "increment",
-        "decrement",
-        "index",
-        "cursor",
-        "version",
-        "protover",
-    }
-)
-
-
-def _is_token(tok: str) -> bool:
-    """A keyword of the syntax (EX, IFVERSION, WITHMETA), written in capitals."""
-    return tok.isupper() or tok.replace("-", "").isupper()
-
-
-def _kind(name: str) -> bytes:
-    """The COMMAND DOCS type of an argument called ``name``."""
-    if name in ("key", "newkey"):
-        return b"key"
-    if name in _INTEGERS:
-        return b"integer"
-    return b"unix-time" if name.startswith("unix-time") else b"string"
-
-
-def _arguments(syntax: str, words: int) -> list[Reply]:
-    """COMMAND DOCS arguments from a syntax line, after the ``words`` of the command's name."""
-    tokens = _TOKEN.findall(syntax)[words:]  # drop the command's name
-    pos = 0
-
-    def parse_seq(stop: str | None) -> list[dict[bytes, Reply]]:
-        nonlocal pos
-        alternatives: list[list[dict[bytes, Reply]]] = [[]]
-        while pos < len(tokens) and tokens[pos] != stop:
-            tok = tokens[pos]
-            pos += 1
-            current = alternatives[-1]
-            if tok == "[":
-                inner = parse_seq("]")
-                pos += 1
-                for arg in inner:
-                    arg[b"flags"] = {*arg.get(b"flags", set()), "optional"}
-                current.extend(inner)
-            elif tok == "|":
-                alternatives.append([])
-            elif tok == "...":
-                if current:
-                    current[-1][b"flags"] = {*current[-1].get(b"flags", set()), "multiple"}
-            elif _is_token(tok):
-                nxt = tokens[pos] if pos < len(tokens) else ""
-                if nxt and nxt not in "[]|..." and not _is_token(nxt):
-                    # A keyword and its value (EXTEND seconds) are one argument, as Redis
-                    # documents EX seconds: the value, introduced by its token.
-                    pos += 1
-                    current.append(
-                        {b"name": nxt.encode(), b"type": _kind(nxt), b"token": tok.encode()}
-                    )
-                else:
-                    current.append(
-                        {
-                            b"name": tok.lower().encode(),
-                            b"type": b"pure-token",
-                            b"token": tok.encode(),
-                        }
-                    )
-            else:
-                current.append({b"name": tok.encode(), b"type": _kind(tok)})
-        if len(alternatives) == 1:
-            return alternatives[0]
-        merged: list[dict[bytes, Reply]] = []
-        for alt in alternatives:
-            if len(alt) == 1:
-                merged.append(alt[0])
-            else:
-                merged.append(
-                    {
-                        b"name": b"-".join(a[b"name"] for a in alt),
-                        b"type": b"block",
-                        b"arguments": alt,
-                    }
-                )
-        return [{b"name": b"choice", b"type": b"oneof", b"arguments": merged}]
-
-    return parse_seq(None)
-
-
-def _docs_entry(cmd: Command) -> Reply:
-    doc: dict[bytes, Reply] = {
-        b"summary": cmd.summary.encode(),
-        b"since": cmd.since.encode(),
-        b"group": cmd.group.encode(),
-    }
-    words = cmd.name.count("|") + 1
-    if cmd.syntax and not cmd.subcommands:
-        doc[b"arguments"] = _arguments(cmd.syntax, words)
-    if cmd.subcommands:
-        # As Redis gives them, so redis-cli's hints cover "CLIENT SETNAME" and the rest.
-        doc[b"subcommands"] = {sub.name.encode(): _docs_entry(sub) for sub in cmd.subcommands}
-    return doc
-
-
-def command_count(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """COMMAND COUNT: how many commands (a container counts once, as in Redis)."""
-    return len(TABLE)
-
-
-def command_list(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """COMMAND LIST: every command's name (FILTERBY is not supported)."""
-    if len(args) > 2:
-        raise SyntaxErr
-    return [c.name.encode() for c in TABLE.values()]
-
-
-#: Names one COMMAND INFO or DOCS may ask about. Each entry costs about 10 us to build
-#: and encode, so the 16,384 a request may carry would hold the loop for 200 ms or more;
-#: the whole table is far smaller than this.
-COMMAND_NAMES_MAX: Final = 1024
-
-
-def _names(args: list[bytes]) -> list[bytes]:
-    """The lower-case command names of COMMAND INFO/DOCS, at most COMMAND_NAMES_MAX."""
-    names = args[2:]
-    if len(names) > COMMAND_NAMES_MAX:
-        raise CommandError(
-            f"COMMAND {args[1].decode('utf-8', 'replace').upper()} takes at most "
-            f"{COMMAND_NAMES_MAX} command names, got {len(names)}"
-        )
-    return [a.lower() for a in names]
-
-
-def command_info(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """COMMAND INFO [name ...]: one entry per name, null for an unknown one."""
-    table = TABLE
-    names = _names(args)
-    if not names:
-        return [_info_entry(c) for c in table.values()]
-    return [_info_entry(table[n]) if n in table else None for n in names]
-
-
-def command_docs(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """COMMAND DOCS [name ...]: a map of name to docs; unknown names are left out."""
-    table = TABLE
-    names = _names(args)
-    chosen = [table[n] for n in names if n in table] if names else list(table.values())
-    return {c.name.encode(): _docs_entry(c) for c in chosen}
-
-
-def command_help(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """COMMAND HELP."""
-    return help_lines("COMMAND", COMMAND_SUBCOMMANDS)
-
-
-COMMAND_SUBCOMMANDS: Final = (
-    Command(
-        "command|count",
-        command_count,
-        2,
-        _S,
-        "server",
-        "How many commands there are.",
-        "COMMAND COUNT",
-        "2.8.13",
-    ),
-    Command(
-        "command|list",
-        command_list,
-        -2,
-        _S,
-        "server",
-        "Every command's name.",
-        "COMMAND LIST",
-        "7.0.0",
-    ),
-    Command(
-        "command|info",
-        command_info,
-        -2,
-        _S,
-        "server",
-        "Arity, flags and key positions of commands.",
-        "COMMAND INFO [command-name ...]",
-        "2.8.13",
-    ),
-    Command(
-        "command|docs",
-        command_docs,
-        -2,
-        _S,
-        "server",
-        "Summary, group and arguments of commands.",
-        "COMMAND DOCS [command-name ...]",
-        "7.0.0",
-    ),
-    Command(
-        "command|help",
-        command_help,
-        2,
-        _S,
-        "server",
-        "The subcommands of COMMAND.",
-        "COMMAND HELP",
-        "5.0.0",
-    ),
-)
-_COMMAND_ROWS: Final = subcommand_rows(COMMAND_SUBCOMMANDS)
-
-
-def command(s: Session, args: list[bytes]) -> Reply:
-    """COMMAND [subcommand [argument ...]]: alone, the details of every command."""
-    if len(args) == 1:
-        return [_info_entry(c) for c in TABLE.values()]
-    return run_subcommand(_COMMAND_ROWS, s, args)
-
-
 COMMANDS: Final = (
-    Command(
-        "command",
-        command,
-        -1,
-        _S,
-        "server",
-        "Describe the commands Stash serves.",
-        "COMMAND [subcommand [argument ...]]",
-        "2.8.13",
-        subcommands=COMMAND_SUBCOMMANDS,
-    ),
     Command(
         "info",
         info,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from stashd import floats
 from stashd.commands.base import (
     FAST,
     READONLY,
@@ -15,7 +16,7 @@ from stashd.commands.base import (
     checked_ms,
     int_arg,
 )
-from stashd.errors import CommandError, SyntaxErr, WrongArity
+from stashd.errors import CommandError, NotFloat, SyntaxErr, WrongArity
 from stashd.resp import OK
 from stashd.types import Kind
 
@@ -162,6 +163,40 @@ def mset(s: Session, args: list[bytes]) -> Reply:
         raise WrongArity("mset")
     pairs = list(zip(args[1::2], args[2::2], strict=True))
     return Deferred(s.service.set_many(s.require(), pairs), _ok)
+
+
+def msetnx(s: Session, args: list[bytes]) -> Reply:
+    """MSETNX key value [key value ...]: 1 when every key was new and all were set, else 0."""
+    if len(args) % 2 == 0:
+        raise WrongArity("msetnx")
+    pairs = list(zip(args[1::2], args[2::2], strict=True))
+    return Deferred(s.service.set_many(s.require(), pairs, only_new=True), _int)
+
+
+def _int(written: bool) -> Reply:
+    return 1 if written else 0
+
+
+def getset(s: Session, args: list[bytes]) -> Reply:
+    """GETSET key value: SET key value GET, the old value (the TTL is the default's anew)."""
+    op = s.service.set(s.require(), args[1], args[2], want_old=True)
+    return Deferred(op, _set_get_reply)
+
+
+def incrbyfloat(s: Session, args: list[bytes]) -> Reply:
+    """INCRBYFLOAT key increment: the new value, computed as Redis computes it.
+
+    Redis adds in 80-bit long double and prints 17 decimals trimmed (:mod:`stashd.floats`);
+    a new counter gets the default TTL and a counter changed keeps its own.
+    """
+    increment = floats.parse(args[2])
+    not_float = NotFloat()
+
+    def edit(value: bytes | None) -> tuple[bytes, bytes]:
+        new = floats.incr(value, increment, not_float)
+        return new, new
+
+    return Deferred(s.service.edit(s.require(), args[1], Kind.STRING, edit))
 
 
 def incr(s: Session, args: list[bytes]) -> Reply:
@@ -324,6 +359,45 @@ COMMANDS: Final = (
         1,
         -1,
         2,
+    ),
+    Command(
+        "msetnx",
+        msetnx,
+        -3,
+        _W,
+        "string",
+        "Set several keys only if none of them exists, each with the default TTL.",
+        "MSETNX key value [key value ...]",
+        "1.0.1",
+        1,
+        -1,
+        2,
+    ),
+    Command(
+        "getset",
+        getset,
+        3,
+        _WF,
+        "string",
+        "Set a key's value and return the old one.",
+        "GETSET key value",
+        "1.0.0",
+        1,
+        1,
+        1,
+    ),
+    Command(
+        "incrbyfloat",
+        incrbyfloat,
+        3,
+        _WF,
+        "string",
+        "Add a floating-point number to a value.",
+        "INCRBYFLOAT key increment",
+        "2.6.0",
+        1,
+        1,
+        1,
     ),
     Command(
         "incr", incr, 2, _WF, "string", "Add one to an integer value.", "INCR key", "1.0.0", 1, 1, 1

@@ -14,7 +14,8 @@ namespace), :meth:`Op.slots` and :meth:`Op.usage_read` (what it will read),
 
 The kinds live by family: :mod:`~stashd.ops.base` (what every operation is, and the
 rules they share), :mod:`~stashd.ops.entries` (the entries of given keys),
-:mod:`~stashd.ops.containers` (hashes, lists, sets),
+:mod:`~stashd.ops.containers` (hashes, lists, sets), :mod:`~stashd.ops.moves`
+(RENAME, COPY),
 :mod:`~stashd.ops.namespace` (a whole namespace) and :mod:`~stashd.ops.transaction`
 (MULTI/EXEC); this package is where callers find them all.
 """
@@ -51,18 +52,19 @@ from stashd.ops.entries import (
     GetEx,
     GetMany,
     IncrBy,
-    Rename,
     Set,
     SetMany,
     Update,
     UpdateEntry,
 )
+from stashd.ops.moves import Copy, Rename
 from stashd.ops.namespace import (
     Count,
     Flush,
     Keyspace,
     Page,
     Ping,
+    RandomKey,
     Scan,
     Usage,
 )
@@ -79,6 +81,7 @@ __all__ = [
     "KEEP",
     "NO_WORK",
     "Append",
+    "Copy",
     "Count",
     "Create",
     "Delete",
@@ -98,6 +101,7 @@ __all__ = [
     "Op",
     "Page",
     "Ping",
+    "RandomKey",
     "Rename",
     "Scan",
     "Script",

@@ -1,13 +1,14 @@
-"""Operations on containers (hashes, lists, sets, sorted sets): one way to read one, one to edit.
+"""Operations on a value read or changed in place: one way to read one, one to edit.
 
-A container command is a pure function on the container's stored value (see
-:mod:`stashd.containers`): ``look`` maps it to a result, ``edit`` to a new value and a
-result. The operations here are the only code that reads or writes a container, so the
-rules of a key holding one live once, in :func:`put_container`: it must be of the
-command's kind (WRONGTYPE otherwise, nothing changed), a new one gets the caller's
-default TTL and a changed one keeps its expiry, its whole stored size counts against
-the payload cap and the quota, every change bumps its version, and an emptied one is
-deleted, as Redis deletes an empty list, hash or set.
+Containers (hashes, lists, sets, sorted sets) are read and changed only this way, and
+so are strings changed in part (SETRANGE, SETBIT, INCRBYFLOAT). Such a command is a
+pure function on the stored value (see :mod:`stashd.containers`): ``look`` maps it to a
+result, ``edit`` to a new value and a result. The operations here are the only code
+that reads or writes a container, so the rules of a key holding one live once, in
+:func:`put_container`: it must be of the command's kind (WRONGTYPE otherwise, nothing
+changed), a new one gets the caller's default TTL and a changed one keeps its expiry,
+its whole stored size counts against the payload cap and the quota, every change bumps
+its version, and an emptied one is deleted, as Redis deletes an empty list, hash or set.
 """
 
 from __future__ import annotations

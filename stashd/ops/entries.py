@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, Final
 from stashd.errors import (
     Conflict,
     IncrOverflow,
-    NoSuchKey,
     NotJSON,
     PayloadTooLarge,
 )
@@ -142,27 +141,39 @@ class Set(Op):
 
 
 class SetMany(Op):
-    """MSET: every pair written with one expiry, all or nothing.
+    """MSET and MSETNX: every pair written with one expiry, all or nothing.
 
     The quota is checked once, for the growth of the whole batch (a key given twice
-    counts with its last value), so either every pair is written or none.
+    counts with its last value), so either every pair is written or none. With
+    ``only_new`` (MSETNX) nothing is written when any of the keys exists, of any kind.
+    The result says whether the pairs were written.
     """
 
-    __slots__ = ("expires_at", "pairs")
+    __slots__ = ("expires_at", "only_new", "pairs")
     GROWS = True
 
-    def __init__(self, ns: str, pairs: list[tuple[bytes, bytes]], expires_at: int) -> None:
+    def __init__(
+        self,
+        ns: str,
+        pairs: list[tuple[bytes, bytes]],
+        expires_at: int,
+        *,
+        only_new: bool = False,
+    ) -> None:
         super().__init__(ns)
         self.pairs = pairs
         self.expires_at = expires_at
+        self.only_new = only_new
 
-    def run(self, view: View, now: int) -> None:
+    def run(self, view: View, now: int) -> bool:
         """Read every key, check the batch's growth, then write each pair."""
         ns = self.ns
         olds: dict[bytes, Entry | None] = {}
         for key, _ in self.pairs:
             if key not in olds:
                 olds[key] = view.get(ns, key, now)
+        if self.only_new and any(old is not None for old in olds.values()):
+            return False
         quota = self.quota
         if quota is not None:
             add_keys = add_bytes = 0
@@ -178,6 +189,7 @@ class SetMany(Op):
             entry = Entry(value, self.expires_at, next_version(old))
             view.put(ns, key, entry)
             olds[key] = entry  # a key given again goes one more version up
+        return True
 
     def slots(self) -> list[Slot]:
         """Each key written."""
@@ -538,45 +550,6 @@ class UpdateEntry(Update):
     def run(self, view: View, now: int) -> Entry | None:  # type: ignore[override]
         """Update, returning the entry (None when the key is missing)."""
         return self.apply(view, now)
-
-
-class Rename(Op):
-    """RENAME: move an entry, with its TTL and version, over whatever the new name held.
-
-    It grows the namespace when the new name is longer than the old one (and held
-    less than the difference), so with a quota it reads the new name's entry first.
-    """
-
-    __slots__ = ("dst",)
-    GROWS = True
-
-    def __init__(self, ns: str, key: bytes, dst: bytes) -> None:
-        super().__init__(ns, key)
-        self.dst = dst
-
-    def run(self, view: View, now: int) -> None:
-        """Move, refusing a missing source."""
-        old = view.get(self.ns, self.key, now)
-        if old is None:
-            raise NoSuchKey
-        if self.dst == self.key:
-            return
-        if self.quota is not None:
-            replaced = view.get(self.ns, self.dst, now)
-            gone_keys, gone_bytes = growth(self.key, old.value, None)
-            add_keys, add_bytes = growth(
-                self.dst, None if replaced is None else replaced.value, old.value
-            )
-            add_keys += gone_keys
-            add_bytes += gone_bytes
-            if grows(add_keys, add_bytes):
-                view.check_quota(self.ns, add_keys, add_bytes, self.quota)
-        view.delete(self.ns, self.key, now)
-        view.put(self.ns, self.dst, old)
-
-    def slots(self) -> list[Slot]:
-        """The key, and the new name."""
-        return [(self.ns, self.key), (self.ns, self.dst)]
 
 
 class _NoPatch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd.glob import compile_glob
@@ -141,9 +142,40 @@ class Count(Op):
         return view.count(self.ns, now)
 
 
-#: How many entries INFO's ``avg_ttl`` is averaged over: a sample, as Redis's is, so
-#: INFO costs one SCAN page however large the namespace is.
-AVG_TTL_SAMPLE: Final = 64
+#: How many entries INFO's ``avg_ttl`` is averaged over: every key of a namespace up to
+#: this many, so the figure is exact for most; past it, a sample (as Redis's figure is
+#: one), so INFO costs one bounded SCAN page however large the namespace is.
+AVG_TTL_SAMPLE: Final = 10_000
+#: How many entries RANDOMKEY draws from: the first this many in SCAN order.
+RANDOM_SAMPLE: Final = 1000
+
+
+class RandomKey(Op):
+    """RANDOMKEY: a live key drawn uniformly from the first RANDOM_SAMPLE in SCAN order.
+
+    A namespace of at most that many keys is drawn from whole, as Redis does; a larger
+    one from its first page, so the work stays one bounded page (SPEC, Differences).
+    """
+
+    __slots__ = ("walked",)
+    KEYED = False
+    WRITES = False
+    TOUCH = Touch.SPACE
+    WORKS = True
+
+    def __init__(self, ns: str) -> None:
+        super().__init__(ns)
+        self.walked = 0
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The entries the page read."""
+        return walked_work(self.walked, result)
+
+    def run(self, view: View, now: int) -> bytes | None:
+        """Draw one key of the first page."""
+        _, items = view.scan(self.ns, 0, RANDOM_SAMPLE, now)
+        self.walked = len(items)
+        return random.choice(items)[0] if items else None  # noqa: S311 - not for secrets
 
 
 class Usage(Op):
@@ -178,7 +210,8 @@ class Keyspace(Usage):
     """INFO keyspace: :class:`Usage`, and the mean time left in ms, as Redis's ``avg_ttl``.
 
     The result is ``(live_keys, keys, bytes, avg_ttl_ms)``; the mean is over the first
-    SCAN page of at most :data:`AVG_TTL_SAMPLE` entries (0 when there are none).
+    SCAN page of at most :data:`AVG_TTL_SAMPLE` entries (0 when there are none), which
+    is every key of all but the largest namespaces.
     """
 
     __slots__ = ()

@@ -1,0 +1,98 @@
+"""Which arguments of a request are keys, and what it does with each, as Redis's key specs say.
+
+COMMAND GETKEYS and GETKEYSANDFLAGS answer from here. The positions come from the
+command's row (first key, last key, step); the scripting commands name their key count
+in an argument, as Redis's ``keynum`` specs do. The flags are Redis 7.0's for each
+command: how the key is reached (RO, RW, OW: overwrite, RM: remove) and what is done to
+it (access: its value is read back, update, insert, delete). Most commands are a read
+(``RO access``) or a read and change (``RW access update``) and need no entry below.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from stashd.commands.base import WRITE
+from stashd.errors import NotInteger
+from stashd.ops import parse_int64
+
+if TYPE_CHECKING:
+    from stashd.commands.base import Command
+
+Flags = frozenset[str]
+
+_RO_ACCESS: Final = frozenset({"RO", "access"})
+_RW_ACCESS_UPDATE: Final = frozenset({"RW", "access", "update"})
+_RO: Final = frozenset({"RO"})
+_OW_UPDATE: Final = frozenset({"OW", "update"})
+_OW_INSERT: Final = frozenset({"OW", "insert"})
+_RW_UPDATE: Final = frozenset({"RW", "update"})
+_RW_INSERT: Final = frozenset({"RW", "insert"})
+_RW_DELETE: Final = frozenset({"RW", "delete"})
+_RM_DELETE: Final = frozenset({"RM", "delete"})
+_RW_ACCESS_DELETE: Final = frozenset({"RW", "access", "delete"})
+
+
+def _each(flags: Flags, *names: str) -> dict[str, tuple[Flags, ...]]:
+    return dict.fromkeys(names, (flags,))
+
+
+#: Flags per key, for the commands that differ from the default; a command with two
+#: entries gives the first to its first key and the second to the others.
+KEY_FLAGS: Final[dict[str, tuple[Flags, ...]]] = {
+    **_each(_OW_UPDATE, "setex", "psetex", "mset"),
+    **_each(_OW_INSERT, "setnx", "msetnx"),
+    **_each(_RW_INSERT, "append", "hsetnx", "lpush", "rpush", "lpushx", "rpushx", "linsert"),
+    **_each(_RW_ACCESS_DELETE, "getdel", "lpop", "rpop", "blpop", "brpop"),
+    **_each(_RW_UPDATE, "setrange", "expire", "pexpire", "expireat", "pexpireat", "persist"),
+    **_each(_RW_UPDATE, "hset", "hmset", "lset"),
+    **_each(_RW_DELETE, "hdel", "lrem", "ltrim"),
+    **_each(_RM_DELETE, "del", "unlink", "forget"),
+    **_each(_RO, "strlen", "exists", "type", "touch", "hkeys", "hlen", "hexists", "hstrlen"),
+    **_each(_RO, "llen", "lpos", "watch", "object|encoding", "object|idletime"),
+    **_each(_RO, "object|freq", "object|refcount", "memory|usage"),
+    **_each(_RO_ACCESS, "eval_ro", "evalsha_ro"),
+    "rename": (_RW_ACCESS_DELETE, _OW_UPDATE),
+    "renamenx": (_RW_ACCESS_DELETE, _OW_INSERT),
+    "copy": (_RO_ACCESS, _OW_UPDATE),
+    **dict.fromkeys(
+        ("lmove", "blmove", "rpoplpush", "brpoplpush"), (_RW_ACCESS_DELETE, _RW_INSERT)
+    ),
+}
+#: Commands whose keys are counted by an argument (at this index), as EVAL's numkeys.
+_COUNTED: Final = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro"})
+
+
+def has_keys(cmd: Command) -> bool:
+    """Whether the command takes keys at all (COMMAND GETKEYS refuses one that does not)."""
+    return cmd.first_key > 0 or cmd.name in _COUNTED
+
+
+def key_positions(cmd: Command, args: list[bytes]) -> list[int]:
+    """The indexes of ``args`` (the whole request, its name first) that are keys.
+
+    A key count that does not fit the request names no key: Redis answers none for it,
+    as the EVAL family may name no key (NO_MANDATORY_KEYS) and refuses the request itself.
+    """
+    if cmd.name in _COUNTED:
+        try:
+            count = parse_int64(args[2])
+        except NotInteger:
+            return []
+        if not 0 <= count <= len(args) - 3:
+            return []
+        return list(range(3, 3 + count))
+    last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key
+    return list(range(cmd.first_key, min(last, len(args) - 1) + 1, max(cmd.key_step, 1)))
+
+
+def key_flags(cmd: Command, args: list[bytes], nth: int) -> Flags:
+    """The flags of the request's ``nth`` key (0 for its first)."""
+    if cmd.name == "set":
+        # SET's flags vary: with GET it reads the old value back (Redis's setGetKeys).
+        wants_old = any(a.upper() == b"GET" for a in args[3:])
+        return _RW_ACCESS_UPDATE if wants_old else _OW_UPDATE
+    given = KEY_FLAGS.get(cmd.name)
+    if given is None:
+        return _RW_ACCESS_UPDATE if WRITE in cmd.flags else _RO_ACCESS
+    return given[min(nth, len(given) - 1)]
