@@ -62,7 +62,9 @@ def wire_text(exc: redis.RedisError) -> str:
     message = str(exc)
     code = getattr(exc, "status_code", None)
     if code:
-        return f"{code} {message}"
+        # From 8.2 redis-py names the code of a line it does not know too, and keeps
+        # that line whole: the code is then in the message already.
+        return message if message.startswith(f"{code} ") else f"{code} {message}"
     if message.partition(" ")[0] in WIRE_CODES:
         return message
     if isinstance(exc, redis.AuthenticationError):
