@@ -117,7 +117,20 @@ def _exact(raw: bytes) -> Fraction:
         if not digits:
             return Fraction(0)
         return Fraction(0) if power < 0 else _OVERFLOW * 2
-    return Fraction(raw.decode())
+    text = mantissa.lstrip(b"+-")
+    whole, _, frac = text.partition(b".")
+    digits = _int_of_digits(whole + frac)
+    value = Fraction(digits) * Fraction(10) ** (power - len(frac))
+    return -value if raw[:1] == b"-" else value
+
+
+def _int_of_digits(text: bytes) -> int:
+    """Decimal digits as an integer, however many: Python's own conversion stops at 4300."""
+    value = 0
+    for at in range(0, len(text), _CHUNK_DIGITS):
+        part = text[at : at + _CHUNK_DIGITS]
+        value = value * 10 ** len(part) + int(part)
+    return value
 
 
 def add(a: LongDouble, b: LongDouble) -> LongDouble:

@@ -33,6 +33,7 @@ CHAPTERS = {
     "stash": "Stash commands",
     "connection": "Connection",
     "string": "Strings",
+    "bitmap": "Bitmaps",
     "generic": "Keys",
     "hash": "Hashes",
     "list": "Lists",

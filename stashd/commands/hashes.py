@@ -204,6 +204,8 @@ def hincrbyfloat(s: Session, args: list[bytes]) -> Reply:
     """HINCRBYFLOAT key field increment: the new value, computed as Redis computes it."""
     field = args[2]
     increment = floats.parse(args[3])
+    if increment.inf:  # HINCRBYFLOAT refuses it up front, in words of its own
+        raise CommandError("value is NaN or Infinity")
 
     def edit(fields: dict[bytes, bytes]) -> tuple[bool, bytes]:
         fields[field] = result = floats.incr(fields.get(field), increment, _NotFloatField())

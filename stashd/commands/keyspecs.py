@@ -52,6 +52,8 @@ KEY_FLAGS: Final[dict[str, tuple[Flags, ...]]] = {
     **_each(_RO, "llen", "lpos", "watch", "object|encoding", "object|idletime"),
     **_each(_RO, "object|freq", "object|refcount", "memory|usage"),
     **_each(_RO_ACCESS, "eval_ro", "evalsha_ro"),
+    # A script's keys may be read and written, whatever the command's own flags say.
+    **_each(_RW_ACCESS_UPDATE, "eval", "evalsha"),
     "rename": (_RW_ACCESS_DELETE, _OW_UPDATE),
     "renamenx": (_RW_ACCESS_DELETE, _OW_INSERT),
     "copy": (_RO_ACCESS, _OW_UPDATE),
@@ -75,6 +77,8 @@ def key_positions(cmd: Command, args: list[bytes]) -> list[int]:
     as the EVAL family may name no key (NO_MANDATORY_KEYS) and refuses the request itself.
     """
     if cmd.name in _COUNTED:
+        if len(args) < 3:
+            return []
         try:
             count = parse_int64(args[2])
         except NotInteger:
@@ -82,6 +86,8 @@ def key_positions(cmd: Command, args: list[bytes]) -> list[int]:
         if not 0 <= count <= len(args) - 3:
             return []
         return list(range(3, 3 + count))
+    if not cmd.first_key:
+        return []
     last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key
     return list(range(cmd.first_key, min(last, len(args) - 1) + 1, max(cmd.key_step, 1)))
 
