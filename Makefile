@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/tenancy.py $(BENCH_ARGS)
 	$(BIN)/python bench/embedded.py
+	$(BIN)/python bench/default_run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

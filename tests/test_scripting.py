@@ -20,7 +20,11 @@ import pytest
 import redis
 import redis.asyncio
 from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
 from redis.exceptions import LockNotOwnedError, ResponseError
 
 from stashd.registry import SQLiteRegistry
@@ -130,12 +134,18 @@ def test_register_script_and_the_noscript_retry(r: redis.Redis) -> None:
 
 
 @pytest.mark.parametrize(
-    "strategy", [FixedWindowRateLimiter, SlidingWindowCounterRateLimiter], ids=["fixed", "sliding"]
+    "strategy",
+    [FixedWindowRateLimiter, SlidingWindowCounterRateLimiter, MovingWindowRateLimiter],
+    ids=["fixed", "sliding", "moving"],
 )
 def test_limits_library_allows_up_to_the_limit_then_refuses(
     daemon: StashDaemon, strategy: type[FixedWindowRateLimiter]
 ) -> None:
-    """The limits library (Flask-Limiter, SlowAPI) over stashd: 5 hits pass, the 6th not."""
+    """The limits library (Flask-Limiter, SlowAPI) over stashd: 5 hits pass, the 6th not.
+
+    The moving window keeps each hit's time in a list, with LPUSH, LTRIM and LINDEX
+    inside its Lua scripts.
+    """
     storage = storage_from_string(f"redis://:key-{uuid.uuid4().hex}@127.0.0.1:{daemon.port}")
     limiter = strategy(storage)
     rule = limits.parse("5/minute")
