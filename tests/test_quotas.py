@@ -363,6 +363,15 @@ def test_info_avg_ttl_is_the_mean_time_left_in_ms(world: World) -> None:
     assert "db0:keys=1,expires=1,avg_ttl=190000," in text, text
 
 
+def test_info_avg_ttl_counts_every_key_of_a_namespace_of_thousands(world: World) -> None:
+    """Up to 10,000 keys the mean is over all of them, not a first page's sample."""
+    world.call(b"FLUSHDB")
+    for i in range(1, 2001):  # TTLs of 1..2000 s: a first page alone would be short ones
+        world.call(b"SET", b"k%d" % i, b"v", b"EX", b"%d" % i)
+    text = str(world.call(b"INFO", b"keyspace"))
+    assert "db0:keys=2000,expires=2000,avg_ttl=1000500," in text, text
+
+
 # -- SQLite: the usage table --------------------------------------------------------------
 
 

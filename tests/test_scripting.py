@@ -256,3 +256,21 @@ def test_a_script_sees_only_its_own_namespace(strict: Strict) -> None:
     assert alice.script_exists(sha) == [True]
     alice.close()
     bob.close()
+
+
+def test_each_command_a_script_runs_counts_against_the_rate_limit() -> None:
+    """A script of ten calls spends ten units, as ten commands sent one by one would.
+
+    With a burst of 12, two more commands are served after it, and the third refused.
+    """
+    with StashDaemon("--backend", "memory", "--rate-limit", "12/hour", "--rate-burst", "12") as d:
+        client = redis.Redis(port=d.port, password=f"key-{uuid.uuid4().hex}")
+        try:
+            script = "for i = 1, 10 do redis.call('SET', KEYS[1], i) end return 1"
+            assert client.eval(script, 1, "k") == 1
+            assert client.get("k") == b"10"
+            assert client.get("k") == b"10"
+            with pytest.raises(ResponseError, match="RATELIMIT"):
+                client.get("k")
+        finally:
+            client.close()
