@@ -48,7 +48,8 @@ def read_kind(view: View, ns: str, key: bytes, now: int, kind: int) -> Entry | N
 
     A key of another kind is refused with Redis's WRONGTYPE before anything is written,
     so a command for one kind never reads, changes or replaces another's value (a plain
-    SET, which replaces whatever was there, is the one write that does not ask).
+    SET and a STORE's destination, which replace whatever was there, are the writes
+    that do not ask).
     """
     entry = view.get(ns, key, now)
     if entry is not None and entry.kind != kind:
