@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd.admission import ClientSlots
-from stashd.errors import NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
+from stashd.errors import CommandError, NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
+from stashd.glob import compile_glob
 from stashd.held import HeldMemory, request_bytes
 from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
 
@@ -73,6 +74,8 @@ Handler = Callable[["Session", list[bytes]], Reply]
 WRITE: Final = "write"
 READONLY: Final = "readonly"
 FAST: Final = "fast"
+DENYOOM: Final = "denyoom"  # adds data: refused past maxmemory
+MOVABLEKEYS: Final = "movablekeys"  # its keys' places depend on an argument (numkeys)
 NOAUTH: Final = "no_auth"  # allowed before AUTH in strict mode
 LOADING: Final = "loading"
 STALE: Final = "stale"
@@ -216,6 +219,12 @@ def help_lines(container: str, rows: tuple[Command, ...]) -> list[str]:
     return lines
 
 
+class NotPositive(CommandError):
+    """A count that must not be below zero (LPOP's, SPOP's), in Redis's words."""
+
+    template = "value is out of range, must be positive"
+
+
 def int_arg(raw: bytes) -> int:
     """A signed 64-bit integer argument, read as strictly as Redis does."""
     return parse_int64(raw)
@@ -227,6 +236,36 @@ def positive_int(raw: bytes, error: Exception) -> int:
     if value <= 0:
         raise error
     return value
+
+
+def scan_match(args: list[bytes]) -> Callable[[bytes], object] | None:
+    """The cursor and options of HSCAN and SSCAN (``key cursor [MATCH p] [COUNT n]``), checked.
+
+    The result is the MATCH pattern's test, None when every item matches. A container
+    is one stored value, so one page holds it all: the cursor must be one Redis could
+    have given, and COUNT is checked and otherwise unused.
+    """
+    try:
+        cursor = int(args[2])
+    except ValueError:
+        raise CommandError("invalid cursor") from None
+    if cursor < 0 or cursor >= 2**64:
+        raise CommandError("invalid cursor")
+    pattern: bytes | None = None
+    i = 3
+    while i < len(args):
+        opt = args[i].upper()
+        if i + 1 >= len(args):
+            raise SyntaxErr
+        if opt == b"MATCH":
+            pattern = args[i + 1]
+        elif opt == b"COUNT":
+            if parse_int64(args[i + 1]) < 1:
+                raise SyntaxErr
+        else:
+            raise SyntaxErr
+        i += 2
+    return None if pattern is None or pattern == b"*" else compile_glob(pattern).match
 
 
 def upper(raw: bytes) -> bytes:
