@@ -36,6 +36,7 @@ CHAPTERS = {
     "generic": "Keys",
     "hash": "Hashes",
     "list": "Lists",
+    "set": "Sets",
     "transactions": "Transactions",
     "scripting": "Scripting",
     "server": "Server",
