@@ -67,6 +67,17 @@ def pack_members(members: Iterable[bytes]) -> bytes:
     return pack(members)
 
 
+def may_hold(blob: bytes, member: bytes) -> bool:
+    """False when ``member`` is surely not among a set's records, found by one search in C.
+
+    A member's record (its length, then its bytes) occurs in the value whole, so bytes
+    that occur nowhere rule it out without decoding a record: SADD of a new member and
+    SISMEMBER of an absent one stay one pass of ``bytes.find`` over a large set. True
+    means only maybe, as those bytes can straddle two records; decode to be sure.
+    """
+    return blob.find(_LEN.pack(len(member)) + member) >= 0
+
+
 def unpack_scores(blob: bytes | None) -> dict[bytes, float]:
     """A sorted set's members and scores; empty for no key."""
     if not blob:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from stashd import ops
 from stashd.commands.base import Session
-from stashd.containers import pack_members, unpack_members
+from stashd.containers import may_hold, pack_members, unpack_members
 from stashd.errors import PayloadTooLarge, QuotaExceeded, WrongType
 from stashd.service import MemoryService
 from stashd.tenancy import OpenKeyring
@@ -343,6 +343,16 @@ def test_sets_behave_as_a_python_set(backend: Backend, steps: list[tuple[bytes, 
 def test_the_codec_keeps_every_member_and_its_order(members: list[bytes]) -> None:
     """Any binary members come back as they were added, in their order."""
     assert list(unpack_members(pack_members(members))) == members
+
+
+@given(st.lists(st.binary(max_size=6), max_size=20, unique=True), st.binary(max_size=6))
+def test_may_hold_never_rules_out_a_member(members: list[bytes], probe: bytes) -> None:
+    """The quick search says no only for a member that is not there (short bytes collide)."""
+    blob = pack_members(members)
+    for member in members:
+        assert may_hold(blob, member)
+    if not may_hold(blob, probe):
+        assert probe not in members
 
 
 @pytest.fixture(scope="module")

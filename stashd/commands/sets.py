@@ -32,7 +32,7 @@ from stashd.commands.base import (
     scan_match,
 )
 from stashd.commands.hashes import RANDFIELD_MAX
-from stashd.containers import pack_members, unpack_members
+from stashd.containers import may_hold, pack_members, unpack_members
 from stashd.errors import CommandError, NotInteger, SyntaxErr
 from stashd.ops import INT64_MIN, KEEP, parse_int64
 from stashd.types import Kind
@@ -76,12 +76,15 @@ def sadd(s: Session, args: list[bytes]) -> Reply:
     new = dict.fromkeys(args[2:])
 
     def change(value: bytes | None) -> tuple[Any, int]:
-        members = unpack_members(value)
-        added = [m for m in new if m not in members]
+        if value is None:
+            return pack_members(new), len(new)
+        maybe = [m for m in new if may_hold(value, m)]
+        held = unpack_members(value) if maybe else {}
+        added = [m for m in new if m not in held]
         if not added:
             return KEEP, 0
         # New members go after the others, so the records are appended, not rebuilt.
-        return (value or b"") + pack_members(added), len(added)
+        return value + pack_members(added), len(added)
 
     return Deferred(s.service.edit(s.require(), args[1], SET, change))
 
@@ -109,7 +112,13 @@ def smembers(s: Session, args: list[bytes]) -> Reply:
 def sismember(s: Session, args: list[bytes]) -> Reply:
     """SISMEMBER key member."""
     member = args[2]
-    return _look(s, args[1], lambda members: int(member in members))
+
+    def look(value: bytes | None) -> int:
+        if value is None or not may_hold(value, member):
+            return 0
+        return int(member in unpack_members(value))
+
+    return Deferred(s.service.inspect(s.require(), args[1], SET, look))
 
 
 def smismember(s: Session, args: list[bytes]) -> Reply:
