@@ -176,6 +176,11 @@ def check_put(  # noqa: PLR0917 - hot path: positional arguments are cheapest
 ) -> None:
     """Refuse, before anything is written, putting ``value`` over ``old`` past ``quota``."""
     add_keys, add_bytes = growth(key, None if old is None else old.value, value)
+    check_growth(view, ns, add_keys, add_bytes, quota)
+
+
+def check_growth(view: View, ns: str, add_keys: int, add_bytes: int, quota: Quota) -> None:
+    """Refuse a namespace's growth past ``quota``; a write that does not grow it never is."""
     if grows(add_keys, add_bytes):
         view.check_quota(ns, add_keys, add_bytes, quota)
 

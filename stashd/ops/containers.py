@@ -22,11 +22,12 @@ from stashd.ops.base import (
     Op,
     Slot,
     Touch,
+    check_growth,
     check_put,
     next_version,
     read_kind,
 )
-from stashd.quota import grows, growth
+from stashd.quota import growth
 from stashd.types import Entry
 
 if TYPE_CHECKING:
@@ -107,8 +108,8 @@ def put_containers(  # noqa: PLR0917 - what every container write needs
         keys, size = growth(key, None if old is None else old.value, value)
         add_keys += keys
         add_bytes += size
-    if quota is not None and grows(add_keys, add_bytes):
-        view.check_quota(ns, add_keys, add_bytes, quota)
+    if quota is not None:
+        check_growth(view, ns, add_keys, add_bytes, quota)
     written = 0
     for key, kind, old, value in writes:
         written += put_container(
@@ -252,7 +253,7 @@ class EditTwo(Op):
             self.moved += put_containers(
                 view,
                 ns,
-                changed,  # KEEP is ruled out above
+                changed,
                 self.default_expires_at,
                 self.max_payload,
                 self.quota,
