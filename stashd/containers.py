@@ -44,6 +44,16 @@ def unpack(blob: bytes) -> list[bytes]:
     return items
 
 
+def drop(blob: bytes, items: list[bytes], i: int) -> bytes:
+    """``blob`` without its record ``i``, where ``items`` is what :func:`unpack` read of it.
+
+    The record's place is found from the lengths before it and cut out, so removing one
+    item (SPOP) copies the bytes once instead of packing every other item again.
+    """
+    at = RECORD_OVERHEAD * i + sum(map(len, items[:i]))
+    return blob[:at] + blob[at + RECORD_OVERHEAD + len(items[i]) :]
+
+
 def unpack_map(blob: bytes | None) -> dict[bytes, bytes]:
     """A hash's fields and values, in the order fields were added; empty for no key."""
     if not blob:

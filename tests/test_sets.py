@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from stashd import ops
 from stashd.commands.base import Session
-from stashd.containers import may_hold, pack_members, unpack_members
+from stashd.containers import drop, may_hold, pack_members, unpack, unpack_members
 from stashd.errors import PayloadTooLarge, QuotaExceeded, WrongType
 from stashd.service import MemoryService
 from stashd.tenancy import OpenKeyring
@@ -343,6 +343,16 @@ def test_sets_behave_as_a_python_set(backend: Backend, steps: list[tuple[bytes, 
 def test_the_codec_keeps_every_member_and_its_order(members: list[bytes]) -> None:
     """Any binary members come back as they were added, in their order."""
     assert list(unpack_members(pack_members(members))) == members
+
+
+@given(st.lists(st.binary(max_size=6), min_size=1, max_size=20, unique=True), st.data())
+def test_drop_removes_one_record_and_keeps_the_rest(
+    members: list[bytes], data: st.DataObject
+) -> None:
+    """Cutting record i out of the value leaves the others' records, in their order."""
+    i = data.draw(st.integers(0, len(members) - 1))
+    blob = pack_members(members)
+    assert drop(blob, unpack(blob), i) == pack_members(members[:i] + members[i + 1 :])
 
 
 @given(st.lists(st.binary(max_size=6), max_size=20, unique=True), st.binary(max_size=6))

@@ -32,7 +32,7 @@ from stashd.commands.base import (
     scan_match,
 )
 from stashd.commands.hashes import RANDFIELD_MAX
-from stashd.containers import may_hold, pack_members, unpack_members
+from stashd.containers import drop, may_hold, pack_members, unpack, unpack_members
 from stashd.errors import CommandError, NotInteger, SyntaxErr
 from stashd.ops import INT64_MIN, KEEP, parse_int64
 from stashd.types import Kind
@@ -139,14 +139,14 @@ def spop(s: Session, args: list[bytes]) -> Reply:
         raise SyntaxErr
     if n == 2:
 
-        def pop_one(members: Members) -> tuple[bool, bytes | None]:
-            if not members:
-                return False, None
-            member = random.choice(list(members))  # noqa: S311 - not for secrets
-            del members[member]
-            return True, member
+        def pop_one(value: bytes | None) -> tuple[Any, bytes | None]:
+            if value is None:
+                return KEEP, None
+            items = unpack(value)
+            i = random.randrange(len(items))  # noqa: S311 - not for secrets
+            return (drop(value, items, i) if len(items) > 1 else None), items[i]
 
-        return _edit(s, args[1], pop_one)
+        return Deferred(s.service.edit(s.require(), args[1], SET, pop_one))
     try:
         count = int_arg(args[2])
     except NotInteger:
