@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stashd import ops
+from stashd.commands import TABLE
 from stashd.commands.base import Session
 from stashd.containers import drop, may_hold, pack_members, unpack, unpack_members
 from stashd.errors import PayloadTooLarge, QuotaExceeded, WrongType
@@ -246,6 +247,20 @@ def test_the_reads_of_several_sets(backend: Backend) -> None:
     assert door.call(b"SINTER", b"a", b"nosuch") == set()
     assert door.call(b"SINTERCARD", b"2", b"a", b"b") == 2
     assert door.call(b"SINTERCARD", b"1", b"a", b"LIMIT", b"3") == 3
+
+
+def test_a_key_named_many_times_is_read_once(backend: Backend) -> None:
+    """SUNION of one set named 1,000 times reads one key; SDIFF of the first again is empty."""
+    door = Door(backend)
+    door.call(b"SADD", b"s", b"a", b"b")
+    door.call(b"SADD", b"t", b"b")
+    words = [b"SUNION", *([b"s"] * 1000)]
+    deferred = TABLE[b"sunion"].handler(door.session, words)
+    assert deferred.op.slots() == [(NS, b"s")]
+    assert door.call(*words) == {b"a", b"b"}
+    assert door.call(b"SDIFF", b"s", b"t", b"s") == set()
+    assert door.call(b"SDIFFSTORE", b"s", b"s", b"t", b"t") == 1
+    assert door.call(b"SINTERCARD", b"3", b"s", b"s", b"s") == 1
 
 
 def test_spop_and_srandmember_pick_uniformly(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ array in RESP2, in byte order (Redis promises no order).
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from stashd.commands.base import (
     DENYOOM,
@@ -36,9 +37,6 @@ from stashd.containers import drop, may_hold, pack_members, unpack, unpack_membe
 from stashd.errors import CommandError, NotInteger, SyntaxErr
 from stashd.ops import INT64_MIN, KEEP, parse_int64
 from stashd.types import Kind
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 SET: Final = Kind.SET
 #: The most members SRANDMEMBER returns for a negative count (repeats allowed): the
@@ -253,25 +251,49 @@ def _diff(values: list[bytes | None]) -> Members:
     return first
 
 
-def _reader(combine: Callable[[list[bytes | None]], Members]) -> Callable[..., Reply]:
+Combine = Callable[[list[bytes | None]], Members]
+
+
+def _nothing(values: list[bytes | None]) -> Members:  # noqa: ARG001 - the shape of a Combine
+    """No members, whatever the sets hold."""
+    return {}
+
+
+def _sources(keys: list[bytes], combine: Combine) -> tuple[list[bytes], Combine]:
+    """Each key once, and how their values then combine.
+
+    Naming a set twice changes no result (but for SDIFF's first set named again among
+    the others, which leaves nothing), so each is read once: a request that names one
+    large set 16,000 times decodes it once, not 16,000 times.
+    """
+    distinct = list(dict.fromkeys(keys))
+    if combine is _diff and keys[0] in keys[1:]:
+        return distinct, _nothing
+    return distinct, combine
+
+
+def _reader(combine: Combine) -> Callable[..., Reply]:
     """SINTER, SUNION, SDIFF: one handler, told how the sets combine."""
 
     def handler(s: Session, args: list[bytes]) -> Reply:
-        op = s.service.inspect_many(s.require(), args[1:], SET, lambda values: set(combine(values)))
+        keys, how = _sources(args[1:], combine)
+        op = s.service.inspect_many(s.require(), keys, SET, lambda values: set(how(values)))
         return Deferred(op)
 
     return handler
 
 
-def _storer(combine: Callable[[list[bytes | None]], Members]) -> Callable[..., Reply]:
+def _storer(combine: Combine) -> Callable[..., Reply]:
     """SINTERSTORE, SUNIONSTORE, SDIFFSTORE: the same, the result stored under destination."""
 
-    def store(values: list[bytes | None]) -> tuple[bytes | None, int]:
-        members = combine(values)
-        return (pack_members(members) if members else None), len(members)
-
     def handler(s: Session, args: list[bytes]) -> Reply:
-        return Deferred(s.service.store_from(s.require(), args[1], args[2:], SET, store))
+        keys, how = _sources(args[2:], combine)
+
+        def store(values: list[bytes | None]) -> tuple[bytes | None, int]:
+            members = how(values)
+            return (pack_members(members) if members else None), len(members)
+
+        return Deferred(s.service.store_from(s.require(), args[1], keys, SET, store))
 
     return handler
 
@@ -304,7 +326,7 @@ def sintercard(s: Session, args: list[bytes]) -> Reply:
         raise _NumKeys
     if numkeys > len(args) - 2:
         raise _TooManyKeys
-    keys = args[2 : 2 + numkeys]
+    keys = list(dict.fromkeys(args[2 : 2 + numkeys]))  # each read once, as for SINTER
     limit = 0
     i = 2 + numkeys
     while i < len(args):
