@@ -238,6 +238,21 @@ def positive_int(raw: bytes, error: Exception) -> int:
     return value
 
 
+def container_cursor(raw: bytes) -> int:
+    """An HSCAN or SSCAN cursor read as Redis reads one, with C's ``strtoul``.
+
+    Digits after an optional sign and nothing else (no spaces, no ``_``), below 2**64; a
+    minus wraps round, so ``-1`` is 2**64-1, and the empty text is 0, as there.
+    """
+    body = raw[1:] if raw[:1] in (b"+", b"-") else raw
+    if (body or raw) and not body.isdigit():
+        raise CommandError("invalid cursor")
+    n = int(body) if body else 0
+    if n >= 2**64:
+        raise CommandError("invalid cursor")
+    return (-n) % 2**64 if raw[:1] == b"-" else n
+
+
 def scan_match(args: list[bytes]) -> Callable[[bytes], object] | None:
     """The cursor and options of HSCAN and SSCAN (``key cursor [MATCH p] [COUNT n]``), checked.
 
@@ -245,12 +260,7 @@ def scan_match(args: list[bytes]) -> Callable[[bytes], object] | None:
     is one stored value, so one page holds it all: the cursor must be one Redis could
     have given, and COUNT is checked and otherwise unused.
     """
-    try:
-        cursor = int(args[2])
-    except ValueError:
-        raise CommandError("invalid cursor") from None
-    if cursor < 0 or cursor >= 2**64:
-        raise CommandError("invalid cursor")
+    container_cursor(args[2])
     pattern: bytes | None = None
     i = 3
     while i < len(args):
