@@ -263,6 +263,15 @@ def test_a_key_named_many_times_is_read_once(backend: Backend) -> None:
     assert door.call(b"SINTERCARD", b"3", b"s", b"s", b"s") == 1
 
 
+def test_sscan_bounds_its_pattern_as_scan_does(backend: Backend) -> None:
+    """A MATCH pattern past 1,024 bytes is refused, naming its size; one at the bound is read."""
+    door = Door(backend)
+    door.call(b"SADD", b"s", b"a")
+    err = door.call(b"SSCAN", b"s", b"0", b"MATCH", b"a" * 1025)
+    assert str(err) == "pattern is 1025 bytes, the limit is 1024 bytes"
+    assert door.call(b"SSCAN", b"s", b"0", b"MATCH", b"*" * 1024) == [b"0", [b"a"]]
+
+
 def test_spop_and_srandmember_pick_uniformly(tmp_path: Path) -> None:
     """Each member is picked about as often as any other, by SPOP and both SRANDMEMBERs."""
     backend = open_backend("memory", Clock(T0), tmp_path)

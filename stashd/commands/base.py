@@ -19,6 +19,7 @@ from stashd.errors import CommandError, NotInteger, SyntaxErr, UnknownSubcommand
 from stashd.glob import compile_glob
 from stashd.held import HeldMemory, request_bytes
 from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
+from stashd.service import check_pattern
 
 if TYPE_CHECKING:
     from stashd.service import MemoryService
@@ -275,7 +276,10 @@ def scan_match(args: list[bytes]) -> Callable[[bytes], object] | None:
         else:
             raise SyntaxErr
         i += 2
-    return None if pattern is None or pattern == b"*" else compile_glob(pattern).match
+    if pattern is None or pattern == b"*":
+        return None
+    check_pattern(pattern)  # the bound SCAN's patterns have: compiling grows with the size
+    return compile_glob(pattern).match
 
 
 def upper(raw: bytes) -> bytes:
