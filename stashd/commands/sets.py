@@ -145,6 +145,7 @@ def spop(s: Session, args: list[bytes]) -> Reply:
             return (drop(value, items, i) if len(items) > 1 else None), items[i]
 
         return Deferred(s.service.edit(s.require(), args[1], SET, pop_one))
+
     try:
         count = int_arg(args[2])
     except NotInteger:
