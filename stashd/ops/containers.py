@@ -331,7 +331,15 @@ class StoreFrom(Op):
     and an empty result deletes it.
     """
 
-    __slots__ = ("combine", "default_expires_at", "kind", "max_payload", "moved", "sources")
+    __slots__ = (
+        "combine",
+        "default_expires_at",
+        "kind",
+        "max_payload",
+        "moved",
+        "sources",
+        "written",
+    )
     GROWS = True
     WORKS = True
 
@@ -352,6 +360,8 @@ class StoreFrom(Op):
         self.default_expires_at = default_expires_at
         self.max_payload = max_payload
         self.moved = 0
+        # The destination's new size once run: 0 when the result was empty (so deleted).
+        self.written = 0
 
     def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
         """Read the sources, combine them, and replace the destination with the result."""
@@ -360,7 +370,7 @@ class StoreFrom(Op):
         self.moved = sum(len(v) for v in values if v is not None)
         new, result = self.combine(values)
         old = view.get(ns, key, now)  # any kind: it is replaced
-        self.moved += put_container(
+        self.written = put_container(
             view,
             ns,
             key,
@@ -372,6 +382,7 @@ class StoreFrom(Op):
             self.quota,
             True,  # replace: a new value, whatever the key held
         )
+        self.moved += self.written
         return result
 
     def slots(self) -> list[Slot]:
