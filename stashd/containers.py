@@ -44,6 +44,16 @@ def unpack(blob: bytes) -> list[bytes]:
     return items
 
 
+def drop(blob: bytes, items: list[bytes], i: int) -> bytes:
+    """``blob`` without its record ``i``, where ``items`` is what :func:`unpack` read of it.
+
+    The record's place is found from the lengths before it and cut out, so removing one
+    item (SPOP) copies the bytes once instead of packing every other item again.
+    """
+    at = RECORD_OVERHEAD * i + sum(map(len, items[:i]))
+    return blob[:at] + blob[at + RECORD_OVERHEAD + len(items[i]) :]
+
+
 def unpack_map(blob: bytes | None) -> dict[bytes, bytes]:
     """A hash's fields and values, in the order fields were added; empty for no key."""
     if not blob:
@@ -65,6 +75,17 @@ def unpack_members(blob: bytes | None) -> dict[bytes, None]:
 def pack_members(members: Iterable[bytes]) -> bytes:
     """A set's records."""
     return pack(members)
+
+
+def may_hold(blob: bytes, member: bytes) -> bool:
+    """False when ``member`` is surely not among a set's records, found by one search in C.
+
+    A member's record (its length, then its bytes) occurs in the value whole, so bytes
+    that occur nowhere rule it out without decoding a record: SADD of a new member and
+    SISMEMBER of an absent one stay one pass of ``bytes.find`` over a large set. True
+    means only maybe, as those bytes can straddle two records; decode to be sure.
+    """
+    return blob.find(_LEN.pack(len(member)) + member) >= 0
 
 
 def unpack_scores(blob: bytes | None) -> dict[bytes, float]:

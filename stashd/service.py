@@ -290,6 +290,36 @@ class MemoryService:
             ops.EditTwo, p, key, dst, kinds, edit, self.expiry(p, None), p.limits.max_payload
         )
 
+    def inspect_many(
+        self,
+        p: Principal,
+        keys: list[bytes],
+        kind: int,
+        look: Callable[[list[bytes | None]], Any],
+    ) -> ops.InspectMany:
+        """A read of several containers of ``kind`` at once (SINTER, SUNION, SDIFF...)."""
+        return self.for_caller(ops.InspectMany, p, keys, kind, look)
+
+    def store_from(
+        self,
+        p: Principal,
+        dst: bytes,
+        sources: list[bytes],
+        kind: int,
+        combine: Callable[[list[bytes | None]], tuple[bytes | None, Any]],
+    ) -> ops.StoreFrom:
+        """A container made from several (SINTERSTORE...): a new value, with the default TTL."""
+        return self.for_caller(
+            ops.StoreFrom,
+            p,
+            dst,
+            sources,
+            kind,
+            combine,
+            self.expiry(p, None),
+            p.limits.max_payload,
+        )
+
     def rename(self, p: Principal, key: bytes, dst: bytes, *, nx: bool = False) -> ops.Rename:
         """RENAME (RENAMENX with ``nx``) inside the caller's namespace."""
         return self.for_caller(ops.Rename, p, key, dst, nx=nx)

@@ -44,6 +44,7 @@ def _cases() -> list[tuple[ops.Op, Any, str, dict[str, Any]]]:
         (ops.Flush(NS), None, "namespace_flushed", {"removed": 0}),
         (_edited(b"h", 42), 1, "key_changed", {"key": "h", "payload_bytes": 42}),
         (_moved(b"src", b"dst"), b"v", "key_moved", {"key": "src"}),
+        (_stored(b"out", 12), 2, "key_stored", {"key": "out", "payload_bytes": 12}),
     ]  # fmt: skip
 
 
@@ -57,6 +58,13 @@ def _edited(key: bytes, written: int) -> ops.Edit:
 def _moved(src: bytes, dst: bytes) -> ops.EditTwo:
     """A move between two containers."""
     return ops.EditTwo(NS, src, dst, (3, 3), lambda a, b: (a, b, b"v"), NOW, 100)
+
+
+def _stored(key: bytes, written: int) -> ops.StoreFrom:
+    """A new container made from others (SINTERSTORE) that wrote ``written`` bytes."""
+    op = ops.StoreFrom(NS, key, [b"a", b"b"], 4, lambda values: (None, 0), NOW, 100)
+    op.written = written
+    return op
 
 
 def test_every_kind_of_write_has_a_case() -> None:

@@ -37,6 +37,7 @@ CHAPTERS = {
     "generic": "Keys",
     "hash": "Hashes",
     "list": "Lists",
+    "set": "Sets",
     "transactions": "Transactions",
     "scripting": "Scripting",
     "server": "Server",

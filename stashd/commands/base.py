@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd.admission import ClientSlots
-from stashd.errors import NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
+from stashd.errors import CommandError, NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
+from stashd.glob import compile_glob
 from stashd.held import HeldMemory, request_bytes
 from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
+from stashd.service import check_pattern
 
 if TYPE_CHECKING:
     from stashd.service import MemoryService
@@ -73,6 +75,8 @@ Handler = Callable[["Session", list[bytes]], Reply]
 WRITE: Final = "write"
 READONLY: Final = "readonly"
 FAST: Final = "fast"
+DENYOOM: Final = "denyoom"  # adds data: refused past maxmemory
+MOVABLEKEYS: Final = "movablekeys"  # its keys' places depend on an argument (numkeys)
 NOAUTH: Final = "no_auth"  # allowed before AUTH in strict mode
 LOADING: Final = "loading"
 STALE: Final = "stale"
@@ -216,6 +220,12 @@ def help_lines(container: str, rows: tuple[Command, ...]) -> list[str]:
     return lines
 
 
+class NotPositive(CommandError):
+    """A count that must not be below zero (LPOP's, SPOP's), in Redis's words."""
+
+    template = "value is out of range, must be positive"
+
+
 def int_arg(raw: bytes) -> int:
     """A signed 64-bit integer argument, read as strictly as Redis does."""
     return parse_int64(raw)
@@ -227,6 +237,49 @@ def positive_int(raw: bytes, error: Exception) -> int:
     if value <= 0:
         raise error
     return value
+
+
+def container_cursor(raw: bytes) -> int:
+    """An HSCAN or SSCAN cursor read as Redis reads one, with C's ``strtoul``.
+
+    Digits after an optional sign and nothing else (no spaces, no ``_``), below 2**64; a
+    minus wraps round, so ``-1`` is 2**64-1, and the empty text is 0, as there.
+    """
+    body = raw[1:] if raw[:1] in (b"+", b"-") else raw
+    if (body or raw) and not body.isdigit():
+        raise CommandError("invalid cursor")
+    n = int(body) if body else 0
+    if n >= 2**64:
+        raise CommandError("invalid cursor")
+    return (-n) % 2**64 if raw[:1] == b"-" else n
+
+
+def scan_match(args: list[bytes]) -> Callable[[bytes], object] | None:
+    """The cursor and options of HSCAN and SSCAN (``key cursor [MATCH p] [COUNT n]``), checked.
+
+    The result is the MATCH pattern's test, None when every item matches. A container
+    is one stored value, so one page holds it all: the cursor must be one Redis could
+    have given, and COUNT is checked and otherwise unused.
+    """
+    container_cursor(args[2])
+    pattern: bytes | None = None
+    i = 3
+    while i < len(args):
+        opt = args[i].upper()
+        if i + 1 >= len(args):
+            raise SyntaxErr
+        if opt == b"MATCH":
+            pattern = args[i + 1]
+        elif opt == b"COUNT":
+            if parse_int64(args[i + 1]) < 1:
+                raise SyntaxErr
+        else:
+            raise SyntaxErr
+        i += 2
+    if pattern is None or pattern == b"*":
+        return None
+    check_pattern(pattern)  # the bound SCAN's patterns have: compiling grows with the size
+    return compile_glob(pattern).match
 
 
 def upper(raw: bytes) -> bytes:

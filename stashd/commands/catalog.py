@@ -217,6 +217,8 @@ def _getkeys(args: list[bytes], with_flags: bool) -> Reply:
     if (cmd.arity > 0 and n != cmd.arity) or n < -cmd.arity:
         raise CommandError("Invalid number of arguments specified for command")
     positions = keyspecs.key_positions(cmd, request)
+    if not positions and not keyspecs.keys_optional(cmd):
+        raise CommandError("Invalid arguments specified for command")
     if not with_flags:
         return [request[i] for i in positions]
     return [

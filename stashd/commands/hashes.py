@@ -21,10 +21,10 @@ from stashd.commands.base import (
     Reply,
     Session,
     int_arg,
+    scan_match,
 )
 from stashd.containers import pack_map, unpack_map
 from stashd.errors import CommandError, IncrOverflow, NotInteger, SyntaxErr, WrongArity
-from stashd.glob import compile_glob
 from stashd.ops import INT64_MAX, INT64_MIN, KEEP, parse_int64
 from stashd.resp import OK
 from stashd.types import Kind
@@ -251,27 +251,7 @@ def hrandfield(s: Session, args: list[bytes]) -> Reply:
 
 def hscan(s: Session, args: list[bytes]) -> Reply:
     """HSCAN key cursor [MATCH pattern] [COUNT count]: every field in one reply."""
-    try:
-        cursor = int(args[2])
-    except ValueError:
-        raise CommandError("invalid cursor") from None
-    if cursor < 0 or cursor >= 2**64:
-        raise CommandError("invalid cursor")
-    pattern: bytes | None = None
-    i = 3
-    while i < len(args):
-        opt = args[i].upper()
-        if i + 1 >= len(args):
-            raise SyntaxErr
-        if opt == b"MATCH":
-            pattern = args[i + 1]
-        elif opt == b"COUNT":
-            if parse_int64(args[i + 1]) < 1:
-                raise SyntaxErr
-        else:
-            raise SyntaxErr
-        i += 2
-    match = None if pattern is None or pattern == b"*" else compile_glob(pattern).match
+    match = scan_match(args)
 
     def look(fields: dict[bytes, bytes]) -> list[Any]:
         # A hash is one stored value, bounded by the payload cap: it is returned whole,

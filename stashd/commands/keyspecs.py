@@ -43,6 +43,12 @@ KEY_FLAGS: Final[dict[str, tuple[Flags, ...]]] = {
     **_each(_OW_UPDATE, "setex", "psetex", "mset"),
     **_each(_OW_INSERT, "setnx", "msetnx"),
     **_each(_RW_INSERT, "append", "hsetnx", "lpush", "rpush", "lpushx", "rpushx", "linsert"),
+    **_each(_RW_INSERT, "sadd"),
+    **_each(_RW_ACCESS_DELETE, "spop"),
+    **_each(_RW_DELETE, "srem"),
+    **_each(_RO, "sismember", "scard"),
+    "smove": (_RW_ACCESS_DELETE, _RW_INSERT),
+    **dict.fromkeys(("sinterstore", "sunionstore", "sdiffstore"), (_RW_UPDATE, _RO_ACCESS)),
     **_each(_RW_ACCESS_DELETE, "getdel", "lpop", "rpop", "blpop", "brpop"),
     **_each(_RW_UPDATE, "setrange", "expire", "pexpire", "expireat", "pexpireat", "persist"),
     **_each(_RW_UPDATE, "hset", "hmset", "lset"),
@@ -61,8 +67,21 @@ KEY_FLAGS: Final[dict[str, tuple[Flags, ...]]] = {
         ("lmove", "blmove", "rpoplpush", "brpoplpush"), (_RW_ACCESS_DELETE, _RW_INSERT)
     ),
 }
-#: Commands whose keys are counted by an argument (at this index), as EVAL's numkeys.
-_COUNTED: Final = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro"})
+#: Commands whose keys are counted by an argument, by the index of that argument (the
+#: keys follow it), as EVAL's numkeys.
+_COUNTED: Final = {
+    **dict.fromkeys(("eval", "evalsha", "eval_ro", "evalsha_ro"), 2),
+    "sintercard": 1,
+}
+
+
+#: Commands a request of which may name no key at all (Redis's NO_MANDATORY_KEYS).
+_KEYS_OPTIONAL: Final = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro"})
+
+
+def keys_optional(cmd: Command) -> bool:
+    """Whether a request may name no key: COMMAND GETKEYS then answers none, not an error."""
+    return cmd.name in _KEYS_OPTIONAL
 
 
 def has_keys(cmd: Command) -> bool:
@@ -73,19 +92,20 @@ def has_keys(cmd: Command) -> bool:
 def key_positions(cmd: Command, args: list[bytes]) -> list[int]:
     """The indexes of ``args`` (the whole request, its name first) that are keys.
 
-    A key count that does not fit the request names no key: Redis answers none for it,
-    as the EVAL family may name no key (NO_MANDATORY_KEYS) and refuses the request itself.
+    A key count that does not fit the request names no key (COMMAND GETKEYS then
+    answers by :func:`keys_optional`).
     """
-    if cmd.name in _COUNTED:
-        if len(args) < 3:
+    at = _COUNTED.get(cmd.name)
+    if at is not None:
+        if len(args) <= at:
             return []
         try:
-            count = parse_int64(args[2])
+            count = parse_int64(args[at])
         except NotInteger:
             return []
-        if not 0 <= count <= len(args) - 3:
+        if not 0 <= count <= len(args) - at - 1:
             return []
-        return list(range(3, 3 + count))
+        return list(range(at + 1, at + 1 + count))
     if not cmd.first_key:
         return []
     last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key

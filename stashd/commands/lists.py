@@ -17,6 +17,7 @@ from stashd.commands.base import (
     WRITE,
     Command,
     Deferred,
+    NotPositive,
     Reply,
     Session,
     int_arg,
@@ -30,12 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 LIST: Final = Kind.LIST
-
-
-class _NotPositive(CommandError):
-    """A count that must be above zero, in Redis's words."""
-
-    template = "value is out of range, must be positive"
 
 
 class _IndexRange(CommandError):
@@ -102,9 +97,9 @@ def _popper(*, left: bool) -> Callable[[Session, list[bytes]], Reply]:
             try:
                 n = int_arg(args[2])
             except NotInteger:
-                raise _NotPositive from None  # Redis answers this for any bad count
+                raise NotPositive from None  # Redis answers this for any bad count
             if n < 0:
-                raise _NotPositive
+                raise NotPositive
 
         def edit(value: bytes | None) -> tuple[Any, Any]:
             if value is None:

@@ -39,7 +39,16 @@ from stashd.ops.base import (
     ttl_seconds_up,
     walked_work,
 )
-from stashd.ops.containers import KEEP, Edit, EditTwo, Inspect, put_container
+from stashd.ops.containers import (
+    KEEP,
+    Edit,
+    EditTwo,
+    Inspect,
+    InspectMany,
+    StoreFrom,
+    put_container,
+    put_containers,
+)
 from stashd.ops.entries import (
     Append,
     Create,
@@ -97,6 +106,7 @@ __all__ = [
     "GetMany",
     "IncrBy",
     "Inspect",
+    "InspectMany",
     "Keyspace",
     "Op",
     "Page",
@@ -109,6 +119,7 @@ __all__ = [
     "SetMany",
     "Slot",
     "Stop",
+    "StoreFrom",
     "Touch",
     "Transaction",
     "Undoable",
@@ -121,6 +132,7 @@ __all__ = [
     "next_version",
     "parse_int64",
     "put_container",
+    "put_containers",
     "read_kind",
     "read_string",
     "snapshot",

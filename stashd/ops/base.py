@@ -48,7 +48,8 @@ def read_kind(view: View, ns: str, key: bytes, now: int, kind: int) -> Entry | N
 
     A key of another kind is refused with Redis's WRONGTYPE before anything is written,
     so a command for one kind never reads, changes or replaces another's value (a plain
-    SET, which replaces whatever was there, is the one write that does not ask).
+    SET and a STORE's destination, which replace whatever was there, are the writes
+    that do not ask).
     """
     entry = view.get(ns, key, now)
     if entry is not None and entry.kind != kind:
@@ -175,6 +176,11 @@ def check_put(  # noqa: PLR0917 - hot path: positional arguments are cheapest
 ) -> None:
     """Refuse, before anything is written, putting ``value`` over ``old`` past ``quota``."""
     add_keys, add_bytes = growth(key, None if old is None else old.value, value)
+    check_growth(view, ns, add_keys, add_bytes, quota)
+
+
+def check_growth(view: View, ns: str, add_keys: int, add_bytes: int, quota: Quota) -> None:
+    """Refuse a namespace's growth past ``quota``; a write that does not grow it never is."""
     if grows(add_keys, add_bytes):
         view.check_quota(ns, add_keys, add_bytes, quota)
 

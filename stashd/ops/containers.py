@@ -9,6 +9,9 @@ that reads or writes a container, so the rules of a key holding one live once, i
 changed), a new one gets the caller's default TTL and a changed one keeps its expiry,
 its whole stored size counts against the payload cap and the quota, every change bumps
 its version, and an emptied one is deleted, as Redis deletes an empty list, hash or set.
+The same holds for the operations on several at once: two edited together (SMOVE,
+LMOVE), several read together (SINTER), or several combined into a new one
+(SINTERSTORE).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from stashd.ops.base import (
     Op,
     Slot,
     Touch,
+    check_growth,
     check_put,
     next_version,
     read_kind,
 )
+from stashd.quota import growth
 from stashd.types import Entry
 
 if TYPE_CHECKING:
@@ -56,23 +61,63 @@ def put_container(  # noqa: PLR0917 - every rule's input, positional on the hot 
     default_expires_at: int,
     max_payload: int,
     quota: Quota | None,
+    replace: bool = False,
 ) -> int:
     """Write a container's new value by the rules for one, once; the bytes written.
 
     ``value`` None is an empty container: the key is deleted. Raises before writing
-    anything when the value passes the payload cap or the quota.
+    anything when the value passes the payload cap or the quota. With ``replace`` the
+    value is a new one whatever the key held (SINTERSTORE's destination): it gets the
+    default TTL as a created container does, where a changed one keeps its expiry.
     """
     if value is None:
         if old is not None:
             view.delete(ns, key, 0)
         return 0
-    if len(value) > max_payload:
-        raise PayloadTooLarge(max_payload, len(value))
+    check_payload(value, max_payload)
     if quota is not None:
         check_put(view, ns, key, old, value, quota)
-    expires = default_expires_at if old is None else old.expires_at
+    expires = default_expires_at if old is None or replace else old.expires_at
     view.put(ns, key, Entry(value, expires, next_version(old), kind))
     return len(value)
+
+
+def check_payload(value: bytes, max_payload: int) -> None:
+    """The payload cap on a container's whole stored value."""
+    if len(value) > max_payload:
+        raise PayloadTooLarge(max_payload, len(value))
+
+
+def put_containers(  # noqa: PLR0917 - what every container write needs
+    view: View,
+    ns: str,
+    writes: list[tuple[bytes, int, Entry | None, bytes | None]],
+    default_expires_at: int,
+    max_payload: int,
+    quota: Quota | None,
+) -> int:
+    """Several containers' new values (key, kind, old entry, value), all or none; the bytes.
+
+    Every value is checked before any is written, so a move refused at its destination
+    has not already changed its source; the quota counts their growth together, as a
+    move frees in one what it adds to the other. Each is then written by
+    :func:`put_container`.
+    """
+    add_keys = add_bytes = 0
+    for key, _, old, value in writes:
+        if value is not None:
+            check_payload(value, max_payload)
+        keys, size = growth(key, None if old is None else old.value, value)
+        add_keys += keys
+        add_bytes += size
+    if quota is not None:
+        check_growth(view, ns, add_keys, add_bytes, quota)
+    written = 0
+    for key, kind, old, value in writes:
+        written += put_container(
+            view, ns, key, kind, old, value, default_expires_at, max_payload, None
+        )
+    return written
 
 
 class Inspect(Op):
@@ -189,7 +234,7 @@ class EditTwo(Op):
         self.moved = 0
 
     def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
-        """Read both, edit, write back what changed (the source first)."""
+        """Read both, edit, and write back what changed, both checked before either is written."""
         ns, key, dst = self.ns, self.key, self.dst
         src_kind, dst_kind = self.kinds
         old = read_kind(view, ns, key, now, src_kind)
@@ -201,16 +246,16 @@ class EditTwo(Op):
         writes = [(key, src_kind, old, new_src)]
         if dst != key:
             writes.append((dst, dst_kind, other, new_dst))
-        for name, kind, before, new in writes:
-            if new is KEEP or (new is None and before is None):
-                continue
-            self.moved += put_container(
+        changed = [
+            write
+            for write in writes
+            if write[3] is not KEEP and (write[3] is not None or write[2] is not None)
+        ]
+        if changed:
+            self.moved += put_containers(
                 view,
                 ns,
-                name,
-                kind,
-                before,
-                new,
+                changed,
                 self.default_expires_at,
                 self.max_payload,
                 self.quota,
@@ -228,4 +273,130 @@ class EditTwo(Op):
 
     def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
         """The containers read, and what was written back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.moved)
+
+
+def _read_all(view: View, ns: str, keys: list[bytes], now: int, kind: int) -> list[bytes | None]:
+    """Each key's value (None for no key), every one checked to hold ``kind`` first."""
+    return [None if (e := read_kind(view, ns, k, now, kind)) is None else e.value for k in keys]
+
+
+class InspectMany(Op):
+    """A read of several containers at once (SINTER, SUNION, SDIFF, SINTERCARD).
+
+    ``look`` gets the value of each key in order (None for no key) once every key was
+    checked to hold ``kind``, so one key of another kind refuses the whole read.
+    """
+
+    __slots__ = ("keys", "kind", "look", "read")
+    WRITES = False
+    TOUCH = Touch.READ
+    WORKS = True
+
+    def __init__(
+        self, ns: str, keys: list[bytes], kind: int, look: Callable[[list[bytes | None]], Any]
+    ) -> None:
+        super().__init__(ns)
+        self.keys = keys
+        self.kind = kind
+        self.look = look
+        self.read = 0
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Read every container and look at them."""
+        values = _read_all(view, self.ns, self.keys, now, self.kind)
+        self.read = sum(len(v) for v in values if v is not None)
+        return self.look(values)
+
+    def slots(self) -> list[Slot]:
+        """Each key."""
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return len(self.keys)
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The containers read back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.read)
+
+
+class StoreFrom(Op):
+    """A new container made from several (SINTERSTORE, SUNIONSTORE, SDIFFSTORE) under ``key``.
+
+    ``combine`` gets each source's value as :class:`InspectMany`'s ``look`` does and
+    returns (the destination's value, None for empty, and the result). The destination
+    is replaced whatever kind it held, as Redis replaces it, and is written by
+    :func:`put_container` as a new value: the default TTL, the payload cap and quota,
+    and an empty result deletes it.
+    """
+
+    __slots__ = (
+        "combine",
+        "default_expires_at",
+        "kind",
+        "max_payload",
+        "moved",
+        "sources",
+        "written",
+    )
+    GROWS = True
+    WORKS = True
+
+    def __init__(  # noqa: PLR0917 - what every container write needs
+        self,
+        ns: str,
+        key: bytes,
+        sources: list[bytes],
+        kind: int,
+        combine: Callable[[list[bytes | None]], tuple[bytes | None, Any]],
+        default_expires_at: int,
+        max_payload: int,
+    ) -> None:
+        super().__init__(ns, key)
+        self.sources = sources
+        self.kind = kind
+        self.combine = combine
+        self.default_expires_at = default_expires_at
+        self.max_payload = max_payload
+        self.moved = 0
+        # The destination's new size once run: 0 when the result was empty (so deleted).
+        self.written = 0
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Read the sources, combine them, and replace the destination with the result."""
+        ns, key = self.ns, self.key
+        values = _read_all(view, ns, self.sources, now, self.kind)
+        self.moved = sum(len(v) for v in values if v is not None)
+        new, result = self.combine(values)
+        old = view.get(ns, key, now)  # any kind: it is replaced
+        self.written = put_container(
+            view,
+            ns,
+            key,
+            self.kind,
+            old,
+            new,
+            self.default_expires_at,
+            self.max_payload,
+            self.quota,
+            True,  # replace: a new value, whatever the key held
+        )
+        self.moved += self.written
+        return result
+
+    def slots(self) -> list[Slot]:
+        """The destination, then each source."""
+        ns = self.ns
+        return [(ns, self.key)] + [(ns, key) for key in self.sources]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return 1 + len(self.sources)
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The containers read, and what was written."""
         return NO_WORK if isinstance(result, StashError) else (0, self.moved)

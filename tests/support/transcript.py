@@ -78,7 +78,7 @@ def parse(lines: Iterable[str], name: str) -> Transcript:
 
 
 def matches(expected: str, actual: str, saved: dict[str, str], actual_value: object) -> bool:
-    """Compare a rendered reply with an expectation (exact, ~range, re:, like:, or ?capture)."""
+    """Compare a rendered reply with an expectation (exact, ~range, re:, like:, anyorder:, ?capture)."""
     if expected.startswith("?"):
         name, _, rest = expected[1:].partition(" ")
         if rest and not matches(rest, actual, saved, actual_value):
@@ -92,6 +92,13 @@ def matches(expected: str, actual: str, saved: dict[str, str], actual_value: obj
         return actual.startswith(":") and int(low) <= int(actual[1:]) <= int(high)
     if expected.startswith("re:"):
         return re.fullmatch(expected[3:], actual) is not None
+    if expected.startswith("anyorder:"):
+        # An array or set whose items may come in any order (a set's members): its
+        # items' renderings, sorted, must read as the expectation, written sorted.
+        if not isinstance(actual_value, list):
+            return expected[9:] == actual
+        items = sorted(item.render() for item in actual_value)
+        return expected[9:] == "[" + ", ".join(items) + "]"
     if expected.startswith("like:"):
         # Literal text in which each "..." stands for any run of characters.
         pattern = ".*?".join(re.escape(part) for part in expected[5:].split("..."))
