@@ -208,7 +208,9 @@ class EditTwo(Op):
 
     ``edit(src_value, dst_value)`` returns (new src, new dst, result), each value None
     for empty or KEEP; when the two keys are one, it is given the same value twice and
-    only its new src counts. ``kinds`` are the kinds each key must hold.
+    only its new src counts. ``kinds`` are the kinds each key must hold. A missing
+    source moves nothing, so the destination is not even looked at: it is given as None
+    and nothing is written (Redis answers nil or 0 then, whatever the destination holds).
     """
 
     __slots__ = ("default_expires_at", "dst", "edit", "kinds", "max_payload", "moved")
@@ -238,10 +240,12 @@ class EditTwo(Op):
         ns, key, dst = self.ns, self.key, self.dst
         src_kind, dst_kind = self.kinds
         old = read_kind(view, ns, key, now, src_kind)
+        if old is None:
+            return self.edit(None, None)[2]
         other = old if dst == key else read_kind(view, ns, dst, now, dst_kind)
-        src_value = None if old is None else old.value
+        src_value = old.value
         dst_value = None if other is None else other.value
-        self.moved = len(src_value or b"") + (0 if dst == key else len(dst_value or b""))
+        self.moved = len(src_value) + (0 if dst == key else len(dst_value or b""))
         new_src, new_dst, result = self.edit(src_value, dst_value)
         writes = [(key, src_kind, old, new_src)]
         if dst != key:
