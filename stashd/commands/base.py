@@ -239,8 +239,8 @@ def positive_int(raw: bytes, error: Exception) -> int:
     return value
 
 
-def container_cursor(raw: bytes) -> int:
-    """An HSCAN or SSCAN cursor read as Redis reads one, with C's ``strtoul``.
+def scan_cursor(raw: bytes) -> int:
+    """A SCAN, HSCAN or SSCAN cursor read as Redis reads one, with C's ``strtoul``.
 
     Digits after an optional sign and nothing else (no spaces, no ``_``), below 2**64; a
     minus wraps round, so ``-1`` is 2**64-1, and the empty text is 0, as there.
@@ -261,7 +261,7 @@ def scan_match(args: list[bytes]) -> Callable[[bytes], object] | None:
     is one stored value, so one page holds it all: the cursor must be one Redis could
     have given, and COUNT is checked and otherwise unused.
     """
-    container_cursor(args[2])
+    scan_cursor(args[2])
     pattern: bytes | None = None
     i = 3
     while i < len(args):

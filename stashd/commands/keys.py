@@ -16,6 +16,7 @@ from stashd.commands.base import (
     Session,
     checked_ms,
     int_arg,
+    scan_cursor,
 )
 from stashd.errors import CommandError, SyntaxErr
 from stashd.ops import INT64_MAX, parse_int64
@@ -189,12 +190,7 @@ def _scan_reply(result: tuple[int, list[bytes]]) -> Reply:
 
 def scan(s: Session, args: list[bytes]) -> Reply:
     """SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]."""
-    try:
-        cursor = int(args[1])
-    except ValueError:
-        raise CommandError("invalid cursor") from None
-    if cursor < 0 or cursor >= 2**64:
-        raise CommandError("invalid cursor")
+    cursor = scan_cursor(args[1])
     pattern: bytes | None = None
     kind: bytes | None = None
     count = 10

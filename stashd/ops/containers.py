@@ -247,7 +247,7 @@ class EditTwo(Op):
         dst_value = None if other is None else other.value
         self.moved = len(src_value) + (0 if dst == key else len(dst_value or b""))
         new_src, new_dst, result = self.edit(src_value, dst_value)
-        writes = [(key, src_kind, old, new_src)]
+        writes: list[tuple[bytes, int, Entry | None, Any]] = [(key, src_kind, old, new_src)]
         if dst != key:
             writes.append((dst, dst_kind, other, new_dst))
         changed = [
