@@ -26,7 +26,7 @@ from stashd.errors import (
     StashError,
 )
 from stashd.ops.script import Stop
-from stashd.resp import NULL_ARRAY, Verbatim
+from stashd.resp import NULL_ARRAY, Score, Verbatim
 
 logger = log.get("stashd.scripting")
 
@@ -286,6 +286,10 @@ class Sandbox:
             if self._proto == 3:
                 return self._lua.table_from({b"double": value})
             return repr(value).encode()
+        if t is Score:  # as Redis hands a script a sorted-set score
+            if self._proto == 3:
+                return self._lua.table_from({b"double": float(value)})
+            return value.text()
         if depth >= MAX_DEPTH:
             raise CommandError("reached lua stack limit")
         if t is list or t is tuple:
