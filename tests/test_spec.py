@@ -36,6 +36,7 @@ CHAPTERS = {
     "generic": "Keys",
     "hash": "Hashes",
     "list": "Lists",
+    "sorted-set": "Sorted sets",
     "transactions": "Transactions",
     "scripting": "Scripting",
     "server": "Server",

@@ -18,6 +18,8 @@ from stashd.commands import (
     stash,
     strings,
     transactions,
+    zsets,
+    zsets_read,
 )
 from stashd.commands.base import TABLE
 
@@ -30,6 +32,8 @@ for _family in (
     hashes,
     lists,
     blocking,
+    zsets,
+    zsets_read,
     stash,
     transactions,
     scripting,

@@ -1,0 +1,328 @@
+"""Sorted-set commands that change a set (ZADD, ZINCRBY, ZREM, the pops and removals by range).
+
+A sorted set is one entry of kind ZSET (see :mod:`stashd.containers` for its value):
+the handlers parse and check every argument, then hand the memory service a function
+from the stored members and scores to the new ones and the reply, so the rules of a
+key (TTL, caps, versions, WRONGTYPE, an emptied set deleted) are those of
+:mod:`stashd.ops.containers`, never repeated here. How scores are read, ordered and
+picked by a range is :mod:`stashd.scores`; the reads are
+:mod:`stashd.commands.zsets_read`, which shares this module's helpers.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING, Any, Final
+
+from stashd.commands.base import (
+    FAST,
+    WRITE,
+    Command,
+    Deferred,
+    Reply,
+    Session,
+    int_arg,
+)
+from stashd.containers import pack_scores, unpack_scores
+from stashd.errors import CommandError, NotInteger, SyntaxErr
+from stashd.ops import KEEP, parse_int64
+from stashd.resp import Score
+from stashd.scores import (
+    Item,
+    NaNScore,
+    ScoreRange,
+    by_rank,
+    ordered,
+    parse_score,
+    walk,
+)
+from stashd.types import Kind
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from stashd.ops import Op
+
+ZSET: Final = Kind.ZSET
+#: The group COMMAND DOCS reports, and the SPEC chapter's: Redis's own name for it.
+GROUP: Final = "sorted-set"
+
+
+def look(s: Session, key: bytes, see: Callable[[dict[bytes, float]], Any]) -> Deferred:
+    """A read of the sorted set under ``key``: ``see`` gets its scores (empty for no key)."""
+    op: Op = s.service.inspect(s.require(), key, ZSET, lambda v: see(unpack_scores(v)))
+    return Deferred(op)
+
+
+def change(
+    s: Session, key: bytes, edit: Callable[[dict[bytes, float]], tuple[bool, Any]]
+) -> Deferred:
+    """A change to the sorted set under ``key``: ``edit`` changes its scores in place.
+
+    ``edit`` returns (whether it changed them, the reply); an unchanged set is not
+    written, an emptied one is deleted.
+    """
+
+    def run(value: bytes | None) -> tuple[Any, Any]:
+        scores = unpack_scores(value)
+        changed, reply = edit(scores)
+        if not changed:
+            return KEEP, reply
+        return (pack_scores(scores) if scores else None), reply
+
+    return Deferred(s.service.edit(s.require(), key, ZSET, run))
+
+
+def with_scores(items: list[Item], nested: bool) -> list[Any]:
+    """Members and their scores as Redis replies them: flat, or (RESP3) a pair for each."""
+    if nested:
+        return [[m, Score(sc)] for sc, m in items]
+    return [part for sc, m in items for part in (m, Score(sc))]
+
+
+class _OutOfRange(CommandError):
+    """A count that must be a positive integer (ZPOPMIN's), in Redis's words."""
+
+    template = "value is out of range, must be positive"
+
+
+def _adder(  # noqa: PLR0917 - ZADD's option flags, each one rule of Redis's
+    members: list[bytes],
+    scores: list[float],
+    nx: bool,
+    xx: bool,
+    gt: bool,
+    lt: bool,
+    ch: bool,
+    incr: bool,
+) -> Callable[[dict[bytes, float]], tuple[bool, Any]]:
+    """ZADD's change: each pair in turn, as Redis's zsetAdd applies them."""
+
+    def edit(zs: dict[bytes, float]) -> tuple[bool, Any]:
+        added = updated = processed = 0
+        result = 0.0
+        for member, score in zip(members, scores, strict=True):
+            current = zs.get(member)
+            if current is None:
+                if xx:
+                    continue
+                # Stored as +0 for -0, as Redis's small sets keep it; the reply is as given.
+                zs[member] = score + 0.0
+                result = score
+                added += 1
+                processed += 1
+                continue
+            if nx:
+                continue
+            new = score + current if incr else score
+            if new != new:  # noqa: PLR0124 - NaN is the one value unequal to itself
+                raise NaNScore
+            if (lt and new >= current) or (gt and new <= current):
+                continue
+            processed += 1
+            result = new
+            if new != current:
+                zs[member] = new + 0.0
+                updated += 1
+        changed = added + updated > 0
+        if incr:
+            return changed, Score(result) if processed else None
+        return changed, added + updated if ch else added
+
+    return edit
+
+
+_ZADD_FLAGS: Final = {b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"}
+
+
+def zadd(s: Session, args: list[bytes]) -> Reply:
+    """ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]."""
+    flags: set[bytes] = set()
+    i = 2
+    while i < len(args) and (opt := args[i].upper()) in _ZADD_FLAGS:
+        flags.add(opt)
+        i += 1
+    pairs = args[i:]
+    if not pairs or len(pairs) % 2:
+        raise SyntaxErr
+    nx, xx, gt, lt = (f in flags for f in (b"NX", b"XX", b"GT", b"LT"))
+    if nx and xx:
+        raise CommandError("XX and NX options at the same time are not compatible")
+    if (gt and nx) or (lt and nx) or (gt and lt):
+        raise CommandError("GT, LT, and/or NX options at the same time are not compatible")
+    incr = b"INCR" in flags
+    if incr and len(pairs) > 2:
+        raise CommandError("INCR option supports a single increment-element pair")
+    scores = [parse_score(raw) for raw in pairs[::2]]
+    edit = _adder(pairs[1::2], scores, nx, xx, gt, lt, b"CH" in flags, incr)
+    return change(s, args[1], edit)
+
+
+def zincrby(s: Session, args: list[bytes]) -> Reply:
+    """ZINCRBY key increment member: the new score."""
+    edit = _adder([args[3]], [parse_score(args[2])], False, False, False, False, False, True)
+    return change(s, args[1], edit)
+
+
+def zrem(s: Session, args: list[bytes]) -> Reply:
+    """ZREM key member [member ...]: how many were removed."""
+    gone = args[2:]
+
+    def edit(zs: dict[bytes, float]) -> tuple[bool, int]:
+        removed = sum(zs.pop(m, None) is not None for m in dict.fromkeys(gone))
+        return removed > 0, removed
+
+    return change(s, args[1], edit)
+
+
+def _pop(s: Session, args: list[bytes], *, highest: bool) -> Reply:
+    """ZPOPMIN and ZPOPMAX: remove and return the lowest (highest) ``count`` members."""
+    if len(args) > 3:
+        raise SyntaxErr
+    count: int | None = None
+    if len(args) == 3:
+        try:
+            count = parse_int64(args[2])
+        except NotInteger:
+            raise _OutOfRange from None
+        if count < 0:
+            raise _OutOfRange
+    # A count asks for a list of pairs in RESP3; a single pop is one flat pair, as in Redis.
+    nested = s.proto == 3 and count is not None
+    n = 1 if count is None else count
+
+    def edit(zs: dict[bytes, float]) -> tuple[bool, list[Any]]:
+        if not zs or n == 0:
+            return False, []
+        pairs = [(sc, m) for m, sc in zs.items()]
+        if n >= len(pairs):
+            picked = sorted(pairs, reverse=highest)
+        else:
+            picked = (heapq.nlargest if highest else heapq.nsmallest)(n, pairs)
+        for _, m in picked:
+            del zs[m]
+        return True, with_scores(picked, nested)
+
+    return change(s, args[1], edit)
+
+
+def zpopmin(s: Session, args: list[bytes]) -> Reply:
+    """ZPOPMIN key [count]."""
+    return _pop(s, args, highest=False)
+
+
+def zpopmax(s: Session, args: list[bytes]) -> Reply:
+    """ZPOPMAX key [count]."""
+    return _pop(s, args, highest=True)
+
+
+def _remove(pick: Callable[[list[Item]], list[Item]]) -> Callable[[dict[bytes, float]], Any]:
+    """A removal of the members ``pick`` chooses from the set in order: how many went."""
+
+    def edit(zs: dict[bytes, float]) -> tuple[bool, int]:
+        gone = pick(ordered(zs)) if zs else []
+        for _, m in gone:
+            del zs[m]
+        return bool(gone), len(gone)
+
+    return edit
+
+
+def zremrangebyrank(s: Session, args: list[bytes]) -> Reply:
+    """ZREMRANGEBYRANK key start stop: how many were removed."""
+    start, stop = int_arg(args[2]), int_arg(args[3])
+
+    def pick(items: list[Item]) -> list[Item]:
+        return [items[i] for i in by_rank(len(items), start, stop)]
+
+    return change(s, args[1], _remove(pick))
+
+
+def zremrangebyscore(s: Session, args: list[bytes]) -> Reply:
+    """ZREMRANGEBYSCORE key min max: how many were removed."""
+    rng = ScoreRange(args[2], args[3])
+    return change(s, args[1], _remove(lambda items: walk(items, rng)))
+
+
+_W = (WRITE,)
+_WF = (WRITE, FAST)
+
+
+def row(  # noqa: PLR0917 - one table row, as the other families write them
+    name: str,
+    handler: Callable[[Session, list[bytes]], Reply],
+    arity: int,
+    flags: tuple[str, ...],
+    summary: str,
+    syntax: str,
+    since: str,
+) -> Command:
+    """A sorted-set command's row: the key is its first argument."""
+    return Command(name, handler, arity, flags, GROUP, summary, syntax, since, 1, 1, 1)
+
+
+COMMANDS: Final = (
+    row(
+        "zadd",
+        zadd,
+        -4,
+        _WF,
+        "Add members to a sorted set or change their scores; a new set gets the default TTL.",
+        "ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]",
+        "1.2.0",
+    ),
+    row(
+        "zincrby",
+        zincrby,
+        4,
+        _WF,
+        "Add to the score of a member of a sorted set.",
+        "ZINCRBY key increment member",
+        "1.2.0",
+    ),
+    row(
+        "zrem",
+        zrem,
+        -3,
+        _WF,
+        "Remove members of a sorted set; an emptied set is deleted.",
+        "ZREM key member [member ...]",
+        "1.2.0",
+    ),
+    row(
+        "zpopmin",
+        zpopmin,
+        -2,
+        _WF,
+        "Remove and return the members with the lowest scores.",
+        "ZPOPMIN key [count]",
+        "5.0.0",
+    ),
+    row(
+        "zpopmax",
+        zpopmax,
+        -2,
+        _WF,
+        "Remove and return the members with the highest scores.",
+        "ZPOPMAX key [count]",
+        "5.0.0",
+    ),
+    row(
+        "zremrangebyrank",
+        zremrangebyrank,
+        4,
+        _W,
+        "Remove the members of a sorted set within a range of ranks.",
+        "ZREMRANGEBYRANK key start stop",
+        "2.0.0",
+    ),
+    row(
+        "zremrangebyscore",
+        zremrangebyscore,
+        4,
+        _W,
+        "Remove the members of a sorted set within a range of scores.",
+        "ZREMRANGEBYSCORE key min max",
+        "1.2.0",
+    ),
+)
