@@ -265,6 +265,11 @@ class Sandbox:
             self._killed = True
         return self._killed or self._fault is not None
 
+    @property
+    def proto(self) -> int:
+        """The protocol the running script reads replies in: 2, or 3 after redis.setresp(3)."""
+        return self._proto
+
     def _py_setresp(self, proto: float) -> None:
         self._proto = int(proto)
 
