@@ -1,4 +1,4 @@
-"""Sorted-set commands that change a set (ZADD, ZINCRBY, ZREM, the pops and removals by range).
+"""Sorted-set commands that change a set: ZADD, ZINCRBY, ZREM, the pops, the removals by range.
 
 A sorted set is one entry of kind ZSET (see :mod:`stashd.containers` for its value):
 the handlers parse and check every argument, then hand the memory service a function
@@ -29,6 +29,7 @@ from stashd.ops import KEEP, parse_int64
 from stashd.resp import Score
 from stashd.scores import (
     Item,
+    LexRange,
     NaNScore,
     ScoreRange,
     by_rank,
@@ -244,6 +245,12 @@ def zremrangebyscore(s: Session, args: list[bytes]) -> Reply:
     return change(s, args[1], _remove(lambda items: walk(items, rng)))
 
 
+def zremrangebylex(s: Session, args: list[bytes]) -> Reply:
+    """ZREMRANGEBYLEX key min max: how many were removed."""
+    rng = LexRange(args[2], args[3])
+    return change(s, args[1], _remove(lambda items: walk(items, rng)))
+
+
 _W = (WRITE,)
 _WF = (WRITE, FAST)
 
@@ -324,5 +331,14 @@ COMMANDS: Final = (
         "Remove the members of a sorted set within a range of scores.",
         "ZREMRANGEBYSCORE key min max",
         "1.2.0",
+    ),
+    row(
+        "zremrangebylex",
+        zremrangebylex,
+        4,
+        _W,
+        "Remove the members of a sorted set within a range of member names.",
+        "ZREMRANGEBYLEX key min max",
+        "2.8.9",
     ),
 )

@@ -75,6 +75,12 @@ def zcount(s: Session, args: list[bytes]) -> Reply:
     return look(s, args[1], see)
 
 
+def zlexcount(s: Session, args: list[bytes]) -> Reply:
+    """ZLEXCOUNT key min max: how many members are within the lex range."""
+    rng = LexRange(args[2], args[3])
+    return look(s, args[1], lambda zs: len(walk(ordered(zs), rng)) if zs else 0)
+
+
 def _rank(s: Session, args: list[bytes], *, reverse: bool) -> Reply:
     """ZRANK and ZREVRANK: the member's place in order (from the top), null when absent."""
     member = args[2]
@@ -188,6 +194,11 @@ def zrangebylex(s: Session, args: list[bytes]) -> Reply:
     return _range(s, args, _LEX, reverse=False)
 
 
+def zrevrangebylex(s: Session, args: list[bytes]) -> Reply:
+    """ZREVRANGEBYLEX key max min [LIMIT offset count]."""
+    return _range(s, args, _LEX, reverse=True)
+
+
 def zrandmember(s: Session, args: list[bytes]) -> Reply:
     """ZRANDMEMBER key [count [WITHSCORES]]."""
     n = len(args)
@@ -292,6 +303,15 @@ COMMANDS: Final = (
         "2.0.0",
     ),
     row(
+        "zlexcount",
+        zlexcount,
+        4,
+        _RF,
+        "How many members of a sorted set are within a range of member names.",
+        "ZLEXCOUNT key min max",
+        "2.8.9",
+    ),
+    row(
         "zrank",
         zrank,
         3,
@@ -352,6 +372,15 @@ COMMANDS: Final = (
         _R,
         "Members of a sorted set within a range of member names.",
         "ZRANGEBYLEX key min max [LIMIT offset count]",
+        "2.8.9",
+    ),
+    row(
+        "zrevrangebylex",
+        zrevrangebylex,
+        -4,
+        _R,
+        "Members of a sorted set within a range of member names, from the highest.",
+        "ZREVRANGEBYLEX key max min [LIMIT offset count]",
         "2.8.9",
     ),
     row(
