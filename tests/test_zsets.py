@@ -6,6 +6,8 @@ import heapq
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from stashd.tenancy import OpenKeyring
 from stashd.types import Kind, Limits, Principal, Quota
 from tests.support.backends import Backend, open_backend, server_url
 from tests.support.clock import Clock
+from tests.support.resp_client import RespClient
 from tests.support.servers import StashDaemon
 
 T0 = 1_700_000_000_000
@@ -373,6 +376,34 @@ def test_redis_py_sorted_set_api(daemon: StashDaemon) -> None:
         assert [tuple(p) for p in client.zpopmax(key, 2)] == [("ada", 10.0), ("grace", 7.5)]
         assert client.exists(key) == 0
         client.close()
+
+
+def test_bzpopmin_is_woken_by_zadd_from_another_connection(daemon: StashDaemon) -> None:
+    """A blocked BZPOPMIN returns the member another client ZADDs, with its score."""
+    other = redis.Redis(port=daemon.port)
+    got: list[Any] = []
+    blocked = redis.Redis(port=daemon.port)
+    thread = threading.Thread(target=lambda: got.append(blocked.bzpopmin(["q1", "q2"], 0)))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while other.info("clients")["blocked_clients"] != 1:
+        assert time.monotonic() < deadline, "never blocked"
+        time.sleep(0.01)
+    other.zadd("q2", {"job": 1.5})
+    thread.join(10)
+    assert got == [(b"q2", b"job", 1.5)]
+    assert other.exists("q2") == 0
+    blocked.close()
+    other.close()
+
+
+def test_a_blocking_pop_that_times_out_is_a_null_array(daemon: StashDaemon) -> None:
+    """The timeout's reply is Redis's null array, *-1 in RESP2 (not the null bulk $-1)."""
+    client = RespClient(daemon.port)
+    for command in (b"BZPOPMIN", b"BZPOPMAX", b"BLPOP"):
+        reply = client.call(command, b"nothing", b"0.01")
+        assert (reply.kind, reply.value) == ("*", None), command
+    client.close()
 
 
 @pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="needs redis-benchmark")

@@ -55,6 +55,8 @@ NOT_IN_SCRIPTS: Final = frozenset(
         b"eval_ro",
         b"evalsha_ro",
         b"script",
+        b"bzpopmin",  # Redis flags these noscript
+        b"bzpopmax",
     }
 )
 

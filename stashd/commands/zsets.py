@@ -23,6 +23,7 @@ from stashd.commands.base import (
     Session,
     int_arg,
 )
+from stashd.commands.blocking import block_on, timeout_arg
 from stashd.containers import pack_scores, unpack_scores
 from stashd.errors import CommandError, NotInteger, SyntaxErr
 from stashd.ops import KEEP, parse_int64
@@ -217,6 +218,36 @@ def zpopmax(s: Session, args: list[bytes]) -> Reply:
     return _pop(s, args, highest=True)
 
 
+def _pop_one(s: Session, key: bytes, *, highest: bool) -> Deferred:
+    """The pop a blocked client tries: its result (member, score), or None for no set."""
+
+    def edit(zs: dict[bytes, float]) -> tuple[bool, tuple[bytes, float] | None]:
+        if not zs:
+            return False, None
+        score, member = (max if highest else min)((sc, m) for m, sc in zs.items())
+        del zs[member]
+        return True, (member, score)
+
+    return change(s, key, edit)
+
+
+def _bzpop(*, highest: bool) -> Callable[[Session, list[bytes]], Reply]:
+    """BZPOPMIN and BZPOPMAX: a pop from the first non-empty key, as [key, member, score]."""
+
+    def handler(s: Session, args: list[bytes]) -> Reply:
+        keys, timeout = args[1:-1], timeout_arg(args[-1])
+        return block_on(
+            s,
+            args[0].decode().lower(),
+            keys,
+            timeout,
+            lambda key: _pop_one(s, key, highest=highest),
+            lambda key, popped: [key, popped[0], Score(popped[1])],
+        )
+
+    return handler
+
+
 def _remove(pick: Callable[[list[Item]], list[Item]]) -> Callable[[dict[bytes, float]], Any]:
     """A removal of the members ``pick`` chooses from the set in order: how many went."""
 
@@ -313,6 +344,32 @@ COMMANDS: Final = (
         "Remove and return the members with the highest scores.",
         "ZPOPMAX key [count]",
         "5.0.0",
+    ),
+    Command(
+        "bzpopmin",
+        _bzpop(highest=False),
+        -3,
+        _WF,
+        GROUP,
+        "ZPOPMIN of the first non-empty sorted set, waiting for one up to a timeout.",
+        "BZPOPMIN key [key ...] timeout",
+        "5.0.0",
+        1,
+        -2,
+        1,
+    ),
+    Command(
+        "bzpopmax",
+        _bzpop(highest=True),
+        -3,
+        _WF,
+        GROUP,
+        "ZPOPMAX of the first non-empty sorted set, waiting for one up to a timeout.",
+        "BZPOPMAX key [key ...] timeout",
+        "5.0.0",
+        1,
+        -2,
+        1,
     ),
     row(
         "zremrangebyrank",
