@@ -254,6 +254,16 @@ class MemoryService:
         """A read of a container of ``kind`` (HGET, LRANGE, SMEMBERS...)."""
         return self.for_caller(ops.Inspect, p, key, kind, look)
 
+    def inspect_many(
+        self,
+        p: Principal,
+        keys: list[bytes],
+        kinds: tuple[int, ...],
+        look: Callable[[list[tuple[int, bytes] | None]], Any],
+    ) -> ops.InspectMany:
+        """A read of several containers, each of one of ``kinds`` (ZUNION, ZINTER...)."""
+        return self.for_caller(ops.InspectMany, p, keys, kinds, look)
+
     def edit(
         self,
         p: Principal,

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from stashd import ops
 from stashd.commands.base import Session
-from stashd.containers import pack_scores, unpack_scores
+from stashd.containers import pack_members, pack_scores, unpack_scores
 from stashd.errors import CommandError, PayloadTooLarge, QuotaExceeded, WrongType
 from stashd.resp import Score, encode
 from stashd.scores import NotFloat, parse_score, scan_text
@@ -223,6 +223,22 @@ def test_replies_carry_redis_formatted_scores(backend: Backend) -> None:
     assert door3.call(b"ZPOPMIN", b"z", b"1") == [[b"b", 2.0]]
 
 
+def test_plain_sets_combine_with_sorted_sets_as_members_of_score_1(backend: Backend) -> None:
+    """ZUNION, ZINTER, ZDIFF and ZINTERCARD read a plain set as Redis does: each member 1."""
+    door = Door(backend)
+    principal = door.session.require()
+    members = pack_members([b"a", b"x"])
+    backend.run(door.session.service.edit(principal, b"st", Kind.SET, lambda _: (members, None)))
+    door.call(b"ZADD", b"u1", b"1", b"a", b"2", b"b", b"3", b"c")
+    door.call(b"ZADD", b"u2", b"10", b"b", b"20", b"d", b"inf", b"c")
+    union = door.call(b"ZUNION", b"3", b"u1", b"u2", b"st", b"WITHSCORES")
+    assert union == [b"x", 1.0, b"a", 2.0, b"b", 12.0, b"d", 20.0, b"c", float("inf")]
+    assert door.call(b"ZINTER", b"2", b"u1", b"st", b"WITHSCORES") == [b"a", 2.0]
+    assert door.call(b"ZDIFF", b"2", b"st", b"u1") == [b"x"]
+    assert door.call(b"ZINTERCARD", b"2", b"st", b"u1") == 1
+    assert isinstance(door.call(b"ZADD", b"st", b"1", b"a"), WrongType)
+
+
 def _format(value: Any, proto: int) -> bytes:  # noqa: ANN401 - any reply
     out = bytearray()
     encode(value, proto, out)
@@ -369,6 +385,7 @@ def _request(r: random.Random) -> list[bytes]:  # noqa: C901 - one line per comm
 
     name = c(["zadd", "zincrby", "zrem", "zscore", "zmscore", "zcard", "zcount", "zlexcount"])
     name = c([name, "rank", "score", "lex", "byscore", "bylex", "rev", "pop", "rem", "other"])
+    name = c([name, name, name, "combine"])
     flags = [f for f in (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR") if r.random() < 0.15]
     pairs = [w for _ in range(r.randint(1, 3)) for w in (c(_SCORES), c(_MEMBERS))]
     withscores = maybe(b"WITHSCORES", p=0.5)
@@ -389,6 +406,15 @@ def _request(r: random.Random) -> list[bytes]:  # noqa: C901 - one line per comm
         "rev": [b"ZREVRANGE", key, c(_RANKS), c(_RANKS), *withscores],
         "pop": [c([b"ZPOPMIN", b"ZPOPMAX"]), key, *maybe(c(_RANKS), p=0.6)],
         "rem": [b"ZREMRANGEBYRANK", key, c(_RANKS), c(_RANKS)],
+        "combine": [
+            c([b"ZUNION", b"ZINTER", b"ZDIFF", b"ZINTERCARD"]),
+            c([b"1", b"2", b"3", b"0"]),
+            *[c([b"z", b"w", b"s", b"nokey"]) for _ in range(r.randint(1, 3))],
+            *maybe(b"WEIGHTS", c(_SCORES), c(_SCORES)),
+            *maybe(b"AGGREGATE", c([b"SUM", b"min", b"MAX", b"x"])),
+            *maybe(b"LIMIT", c(_RANKS)),
+            *withscores,
+        ],
         "other": c(
             [
                 [b"ZREMRANGEBYSCORE", key, c(_BOUNDS), c(_BOUNDS)],

@@ -19,6 +19,7 @@ from stashd.commands import (
     strings,
     transactions,
     zsets,
+    zsets_combine,
     zsets_read,
 )
 from stashd.commands.base import TABLE
@@ -34,6 +35,7 @@ for _family in (
     blocking,
     zsets,
     zsets_read,
+    zsets_combine,
     stash,
     transactions,
     scripting,

@@ -38,7 +38,7 @@ from stashd.ops.base import (
     ttl_seconds_up,
     walked_work,
 )
-from stashd.ops.containers import KEEP, Edit, EditTwo, Inspect, put_container
+from stashd.ops.containers import KEEP, Edit, EditTwo, Inspect, InspectMany, put_container
 from stashd.ops.entries import (
     Append,
     Create,
@@ -94,6 +94,7 @@ __all__ = [
     "GetMany",
     "IncrBy",
     "Inspect",
+    "InspectMany",
     "Keyspace",
     "Op",
     "Page",

@@ -1,4 +1,4 @@
-"""Operations on containers (hashes, lists, sets, sorted sets): one way to read one, one to edit.
+"""Operations on containers (hashes, lists, sets, sorted sets): one way to read, one to edit.
 
 A container command is a pure function on the container's stored value (see
 :mod:`stashd.containers`): ``look`` maps it to a result, ``edit`` to a new value and a
@@ -22,6 +22,7 @@ from stashd.ops.base import (
     Touch,
     check_put,
     next_version,
+    read_any,
     read_kind,
 )
 from stashd.types import Entry
@@ -98,6 +99,54 @@ class Inspect(Op):
 
     def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
         """The container read back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.read)
+
+
+class InspectMany(Op):
+    """A read of several containers at once (ZUNION, ZINTER): ``look`` gets each one.
+
+    Each key must hold one of ``kinds`` (WRONGTYPE otherwise, checked for every key
+    before ``look`` runs, as Redis checks them); ``look`` gets a (kind, value) pair
+    per key, None for no key, in the order of ``keys``.
+    """
+
+    __slots__ = ("keys", "kinds", "look", "read")
+    WRITES = False
+    TOUCH = Touch.READ
+    WORKS = True
+
+    def __init__(
+        self,
+        ns: str,
+        keys: list[bytes],
+        kinds: tuple[int, ...],
+        look: Callable[[list[tuple[int, bytes] | None]], Any],
+    ) -> None:
+        super().__init__(ns, keys[0])
+        self.keys = keys
+        self.kinds = kinds
+        self.look = look
+        self.read = 0
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Read every container, then look at them together."""
+        ns, kinds = self.ns, self.kinds
+        found = [read_any(view, ns, key, now, kinds) for key in self.keys]
+        self.read = sum(len(e.value) for e in found if e is not None)
+        return self.look([None if e is None else (e.kind, e.value) for e in found])
+
+    def slots(self) -> list[Slot]:
+        """Each key."""
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return len(self.keys)
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The containers read back."""
         return NO_WORK if isinstance(result, StashError) else (0, self.read)
 
 
