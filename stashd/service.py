@@ -264,6 +264,26 @@ class MemoryService:
         """A read of several containers, each of one of ``kinds`` (ZUNION, ZINTER...)."""
         return self.for_caller(ops.InspectMany, p, keys, kinds, look)
 
+    def store_from(
+        self,
+        p: Principal,
+        dst: bytes,
+        sources: list[bytes],
+        kinds: tuple[tuple[int, ...], int],
+        edit: Callable[[list[tuple[int, bytes] | None]], tuple[bytes | None, Any]],
+    ) -> ops.StoreFrom:
+        """A container replaced by one made from others (ZUNIONSTORE): the default TTL."""
+        return self.for_caller(
+            ops.StoreFrom,
+            p,
+            dst,
+            sources,
+            kinds,
+            edit,
+            self.expiry(p, None),
+            p.limits.max_payload,
+        )
+
     def edit(
         self,
         p: Principal,

@@ -43,6 +43,7 @@ def _cases() -> list[tuple[ops.Op, Any, str, dict[str, Any]]]:
         (ops.Flush(NS), None, "namespace_flushed", {"removed": 0}),
         (_edited(b"h", 42), 1, "key_changed", {"key": "h", "payload_bytes": 42}),
         (_moved(b"src", b"dst"), b"v", "key_moved", {"key": "src"}),
+        (_stored(b"dst", 30), 2, "key_changed", {"key": "dst", "payload_bytes": 30}),
     ]  # fmt: skip
 
 
@@ -56,6 +57,13 @@ def _edited(key: bytes, written: int) -> ops.Edit:
 def _moved(src: bytes, dst: bytes) -> ops.EditTwo:
     """A move between two containers."""
     return ops.EditTwo(NS, src, dst, (3, 3), lambda a, b: (a, b, b"v"), NOW, 100)
+
+
+def _stored(dst: bytes, written: int) -> ops.StoreFrom:
+    """A sorted set stored from others (ZUNIONSTORE) that wrote ``written`` bytes."""
+    op = ops.StoreFrom(NS, dst, [b"a", b"b"], ((5, 4), 5), lambda _: (None, 0), NOW, 100)
+    op.written = written
+    return op
 
 
 def test_every_kind_of_write_has_a_case() -> None:

@@ -239,6 +239,35 @@ def test_plain_sets_combine_with_sorted_sets_as_members_of_score_1(backend: Back
     assert isinstance(door.call(b"ZADD", b"st", b"1", b"a"), WrongType)
 
 
+def test_a_store_replaces_its_destination_by_the_rules_of_a_write(backend: Backend) -> None:
+    """ZUNIONSTORE replaces a string with the default TTL, bumps its version, keeps the cap."""
+    door = Door(backend)
+    door.call(b"SET", b"dst", b"text")
+    door.call(b"PEXPIRE", b"dst", b"5000")
+    door.call(b"ZADD", b"a", b"1", b"x", b"2", b"y")
+    assert door.call(b"ZUNIONSTORE", b"dst", b"1", b"a") == 2
+    assert door.entries()[b"dst"][1:] == (2, T0 + DEFAULT_TTL_MS, Kind.ZSET)
+    door.call(b"ZADD", b"one", b"1", b"b" * 60)
+    door.call(b"ZADD", b"two", b"2", b"c" * 60, b"3", b"d" * 60)
+    before = door.entries()
+    refused = door.call(b"ZUNIONSTORE", b"dst", b"2", b"one", b"two")
+    assert isinstance(refused, PayloadTooLarge)
+    assert door.entries() == before
+    assert door.call(b"ZINTERSTORE", b"dst", b"2", b"a", b"nosuch") == 0
+    assert b"dst" not in door.entries()
+
+
+def test_a_store_counts_against_the_quota(backend: Backend) -> None:
+    """A stored set that would pass the namespace's quota is refused and changes nothing."""
+    door = Door(backend, Quota(max_bytes=200))
+    door.call(b"ZADD", b"a", b"1", b"x", b"2", b"y")
+    door.call(b"ZADD", b"big", b"1", b"b" * 60)
+    assert door.call(b"ZUNIONSTORE", b"dst", b"1", b"a") == 2
+    before = door.entries()
+    assert isinstance(door.call(b"ZUNIONSTORE", b"dst", b"2", b"a", b"big"), QuotaExceeded)
+    assert door.entries() == before
+
+
 def _format(value: Any, proto: int) -> bytes:  # noqa: ANN401 - any reply
     out = bytearray()
     encode(value, proto, out)
@@ -385,7 +414,7 @@ def _request(r: random.Random) -> list[bytes]:  # noqa: C901 - one line per comm
 
     name = c(["zadd", "zincrby", "zrem", "zscore", "zmscore", "zcard", "zcount", "zlexcount"])
     name = c([name, "rank", "score", "lex", "byscore", "bylex", "rev", "pop", "rem", "other"])
-    name = c([name, name, name, "combine"])
+    name = c([name, name, name, "combine", "store"])
     flags = [f for f in (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR") if r.random() < 0.15]
     pairs = [w for _ in range(r.randint(1, 3)) for w in (c(_SCORES), c(_MEMBERS))]
     withscores = maybe(b"WITHSCORES", p=0.5)
@@ -406,6 +435,14 @@ def _request(r: random.Random) -> list[bytes]:  # noqa: C901 - one line per comm
         "rev": [b"ZREVRANGE", key, c(_RANKS), c(_RANKS), *withscores],
         "pop": [c([b"ZPOPMIN", b"ZPOPMAX"]), key, *maybe(c(_RANKS), p=0.6)],
         "rem": [b"ZREMRANGEBYRANK", key, c(_RANKS), c(_RANKS)],
+        "store": [
+            c([b"ZUNIONSTORE", b"ZINTERSTORE", b"ZDIFFSTORE"]),
+            c([b"w", b"z", b"s2"]),
+            c([b"1", b"2", b"0"]),
+            *[c([b"z", b"w", b"s", b"nokey"]) for _ in range(r.randint(1, 2))],
+            *maybe(b"WEIGHTS", c(_SCORES), c(_SCORES)),
+            *maybe(b"AGGREGATE", c([b"SUM", b"MIN", b"max"])),
+        ],
         "combine": [
             c([b"ZUNION", b"ZINTER", b"ZDIFF", b"ZINTERCARD"]),
             c([b"1", b"2", b"3", b"0"]),

@@ -1,4 +1,4 @@
-"""Sorted-set commands that combine several sets into one reply: ZUNION, ZINTER, ZDIFF, ZINTERCARD.
+"""Sorted-set commands that combine several sets: ZUNION, ZINTER, ZDIFF, ZINTERCARD, the STOREs.
 
 Their inputs may be sorted sets or plain sets (whose members score 1), read together by
 one operation (:class:`stashd.ops.InspectMany`). The arithmetic is Redis's own, step for
@@ -10,18 +10,16 @@ the options after them, so an option's error is raised only once the keys pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import Any, Final
 
-from stashd.commands.base import READONLY, Command, Deferred, Reply, Session, int_arg
+from stashd.commands.base import READONLY, WRITE, Command, Deferred, Reply, Session, int_arg
 from stashd.commands.zsets import GROUP, with_scores
-from stashd.containers import unpack_members, unpack_scores
+from stashd.containers import pack_scores, unpack_members, unpack_scores
 from stashd.errors import CommandError, NotInteger, StashError, SyntaxErr
 from stashd.ops import parse_int64
 from stashd.scores import NotFloat, parse_score
 from stashd.types import Kind
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 #: What the inputs may hold.
 _INPUTS: Final = (Kind.ZSET, Kind.SET)
@@ -66,15 +64,18 @@ class _Request:
 
     __slots__ = ("aggregate", "error", "keys", "limit", "weights", "withscores")
 
-    def __init__(self, args: list[bytes], *, weighted: bool, card: bool) -> None:
+    def __init__(
+        self, args: list[bytes], *, weighted: bool, card: bool = False, store: bool = False
+    ) -> None:
         name = args[0].decode().lower()
-        count = int_arg(args[1])
+        at = 2 if store else 1  # numkeys follows the destination, if any
+        count = int_arg(args[at])
         if count < 1:
             msg = f"at least 1 input key is needed for '{name}' command"
             raise CommandError(msg)
-        if count > len(args) - 2:
+        if count > len(args) - at - 1:
             raise SyntaxErr
-        self.keys = args[2 : 2 + count]
+        self.keys = args[at + 1 : at + 1 + count]
         self.weights = [1.0] * count
         self.aggregate = _SUM
         self.withscores = False
@@ -82,11 +83,11 @@ class _Request:
         # Raised by the operation after the keys' types are checked, as Redis orders them.
         self.error: StashError | None = None
         try:
-            self._options(args[2 + count :], weighted=weighted, card=card)
+            self._options(args[at + 1 + count :], weighted=weighted, card=card, store=store)
         except StashError as exc:
             self.error = exc
 
-    def _options(self, rest: list[bytes], *, weighted: bool, card: bool) -> None:
+    def _options(self, rest: list[bytes], *, weighted: bool, card: bool, store: bool) -> None:
         j, n, count = 0, len(rest), len(self.keys)
         while j < n:
             opt, left = rest[j].upper(), n - j
@@ -105,7 +106,7 @@ class _Request:
                     raise SyntaxErr
                 self.aggregate = how
                 j += 2
-            elif not card and opt == b"WITHSCORES":
+            elif not card and not store and opt == b"WITHSCORES":
                 self.withscores = True
                 j += 1
             elif card and left >= 2 and opt == b"LIMIT":
@@ -168,7 +169,11 @@ def _inter(
     return out
 
 
-def _reply(s: Session, req: _Request, combine: Callable[[Any], dict[bytes, float]]) -> Deferred:
+#: How a command combines the inputs it read.
+Combine = Callable[[list[tuple[int, bytes] | None]], dict[bytes, float]]
+
+
+def _reply(s: Session, req: _Request, combine: Combine) -> Deferred:
     """Read the inputs together and reply with the combined set, in Redis's order."""
     nested = s.proto == 3
 
@@ -192,17 +197,18 @@ def zinter(s: Session, args: list[bytes]) -> Reply:
     return _reply(s, req, lambda found: _inter(req, req.inputs(found)))
 
 
+def _diff(req: _Request, found: list[tuple[int, bytes] | None]) -> dict[bytes, float]:
+    """The first input's members that are in none of the others, with their scores."""
+    if req.error is not None:
+        raise req.error
+    first, *others = [_scores(f) for f in found]
+    return {m: sc for m, sc in first.items() if not any(m in o for o in others)}
+
+
 def zdiff(s: Session, args: list[bytes]) -> Reply:
     """ZDIFF numkeys key [key ...] [WITHSCORES]: the first set's members in no other."""
-    req = _Request(args, weighted=False, card=False)
-
-    def combine(found: list[tuple[int, bytes] | None]) -> dict[bytes, float]:
-        if req.error is not None:
-            raise req.error
-        first, *others = [_scores(f) for f in found]
-        return {m: sc for m, sc in first.items() if not any(m in o for o in others)}
-
-    return _reply(s, req, combine)
+    req = _Request(args, weighted=False)
+    return _reply(s, req, lambda found: _diff(req, found))
 
 
 def zintercard(s: Session, args: list[bytes]) -> Reply:
@@ -217,6 +223,38 @@ def zintercard(s: Session, args: list[bytes]) -> Reply:
 
 # Redis reports no key positions for them (0 0 0): the keys follow numkeys.
 _R: Final = (READONLY, "movablekeys")
+_W: Final = (WRITE, "movablekeys")
+
+
+def _store(s: Session, args: list[bytes], req: _Request, combine: Combine) -> Deferred:
+    """Replace the destination with the combined set (deleted when it is empty): its size."""
+
+    def edit(found: list[tuple[int, bytes] | None]) -> tuple[bytes | None, int]:
+        result = combine(found)
+        # A zero is stored as +0, as Redis's small sets keep one.
+        value = pack_scores({m: sc + 0.0 for m, sc in result.items()}) if result else None
+        return value, len(result)
+
+    op = s.service.store_from(s.require(), args[1], req.keys, (_INPUTS, Kind.ZSET), edit)
+    return Deferred(op)
+
+
+def zunionstore(s: Session, args: list[bytes]) -> Reply:
+    """ZUNIONSTORE destination numkeys key [key ...] [WEIGHTS ...] [AGGREGATE ...]."""
+    req = _Request(args, weighted=True, store=True)
+    return _store(s, args, req, lambda found: _union(req, req.inputs(found)))
+
+
+def zinterstore(s: Session, args: list[bytes]) -> Reply:
+    """ZINTERSTORE destination numkeys key [key ...] [WEIGHTS ...] [AGGREGATE ...]."""
+    req = _Request(args, weighted=True, store=True)
+    return _store(s, args, req, lambda found: _inter(req, req.inputs(found)))
+
+
+def zdiffstore(s: Session, args: list[bytes]) -> Reply:
+    """ZDIFFSTORE destination numkeys key [key ...]."""
+    req = _Request(args, weighted=False, store=True)
+    return _store(s, args, req, lambda found: _diff(req, found))
 
 
 def _keys_row(  # noqa: PLR0917 - one table row, as the other families write them
@@ -228,6 +266,8 @@ def _keys_row(  # noqa: PLR0917 - one table row, as the other families write the
     since: str,
 ) -> Command:
     """A row whose keys follow a count rather than sit at fixed places."""
+    if name.endswith("store"):  # the destination is at 1, as Redis reports it
+        return Command(name, handler, arity, _W, GROUP, summary, syntax, since, 1, 1, 1)
     return Command(name, handler, arity, _R, GROUP, summary, syntax, since, 0, 0, 0)
 
 
@@ -265,5 +305,31 @@ COMMANDS: Final = (
         "How many members the intersection of sorted sets has.",
         "ZINTERCARD numkeys key [key ...] [LIMIT limit]",
         "7.0.0",
+    ),
+    _keys_row(
+        "zunionstore",
+        zunionstore,
+        -4,
+        "ZUNION into a key, replacing what it held; a new set gets the default TTL.",
+        "ZUNIONSTORE destination numkeys key [key ...] [WEIGHTS weight [weight ...]] "
+        "[AGGREGATE SUM|MIN|MAX]",
+        "2.0.0",
+    ),
+    _keys_row(
+        "zinterstore",
+        zinterstore,
+        -4,
+        "ZINTER into a key, replacing what it held; a new set gets the default TTL.",
+        "ZINTERSTORE destination numkeys key [key ...] [WEIGHTS weight [weight ...]] "
+        "[AGGREGATE SUM|MIN|MAX]",
+        "2.0.0",
+    ),
+    _keys_row(
+        "zdiffstore",
+        zdiffstore,
+        -4,
+        "ZDIFF into a key, replacing what it held; a new set gets the default TTL.",
+        "ZDIFFSTORE destination numkeys key [key ...]",
+        "6.2.0",
     ),
 )

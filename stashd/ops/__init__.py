@@ -38,7 +38,15 @@ from stashd.ops.base import (
     ttl_seconds_up,
     walked_work,
 )
-from stashd.ops.containers import KEEP, Edit, EditTwo, Inspect, InspectMany, put_container
+from stashd.ops.containers import (
+    KEEP,
+    Edit,
+    EditTwo,
+    Inspect,
+    InspectMany,
+    StoreFrom,
+    put_container,
+)
 from stashd.ops.entries import (
     Append,
     Create,
@@ -106,6 +114,7 @@ __all__ = [
     "SetMany",
     "Slot",
     "Stop",
+    "StoreFrom",
     "Touch",
     "Transaction",
     "Undoable",

@@ -56,11 +56,15 @@ def put_container(  # noqa: PLR0917 - every rule's input, positional on the hot 
     default_expires_at: int,
     max_payload: int,
     quota: Quota | None,
+    *,
+    replace: bool = False,
 ) -> int:
     """Write a container's new value by the rules for one, once; the bytes written.
 
     ``value`` None is an empty container: the key is deleted. Raises before writing
-    anything when the value passes the payload cap or the quota.
+    anything when the value passes the payload cap or the quota. ``replace`` is a
+    write that replaces whatever the key held (ZUNIONSTORE's destination, as SET
+    replaces a value): it gets the default TTL, as a new key does.
     """
     if value is None:
         if old is not None:
@@ -70,7 +74,7 @@ def put_container(  # noqa: PLR0917 - every rule's input, positional on the hot 
         raise PayloadTooLarge(max_payload, len(value))
     if quota is not None:
         check_put(view, ns, key, old, value, quota)
-    expires = default_expires_at if old is None else old.expires_at
+    expires = default_expires_at if old is None or replace else old.expires_at
     view.put(ns, key, Entry(value, expires, next_version(old), kind))
     return len(value)
 
@@ -203,6 +207,86 @@ class Edit(Op):
 
     def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
         """The container read, and what was written back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.moved)
+
+
+class StoreFrom(Op):
+    """A container written from several read at once (ZUNIONSTORE): ``edit`` gives its value.
+
+    The sources must each hold one of ``kinds``; ``edit`` gets a (kind, value) pair
+    per source (None for no key) and returns (the destination's new value, None for
+    empty; the result). The destination ``key`` is replaced whatever it held, as in
+    Redis, and is deleted when the new value is empty. ``written`` is as :class:`Edit`'s.
+    """
+
+    __slots__ = (
+        "default_expires_at",
+        "edit",
+        "kind",
+        "kinds",
+        "max_payload",
+        "moved",
+        "sources",
+        "written",
+    )
+    GROWS = True
+    WORKS = True
+
+    def __init__(  # noqa: PLR0917 - what every container write needs
+        self,
+        ns: str,
+        key: bytes,
+        sources: list[bytes],
+        kinds: tuple[tuple[int, ...], int],
+        edit: Callable[[list[tuple[int, bytes] | None]], tuple[bytes | None, Any]],
+        default_expires_at: int,
+        max_payload: int,
+    ) -> None:
+        super().__init__(ns, key)
+        self.sources = sources
+        self.kinds, self.kind = kinds
+        self.edit = edit
+        self.default_expires_at = default_expires_at
+        self.max_payload = max_payload
+        self.moved = 0
+        self.written = -1
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Read the sources, then replace the destination with what ``edit`` made of them."""
+        ns, kinds = self.ns, self.kinds
+        found = [read_any(view, ns, source, now, kinds) for source in self.sources]
+        self.moved = sum(len(e.value) for e in found if e is not None)
+        self.written = -1
+        new, result = self.edit([None if e is None else (e.kind, e.value) for e in found])
+        old = view.get(ns, self.key, now)
+        if new is not None or old is not None:
+            self.written = put_container(
+                view,
+                ns,
+                self.key,
+                self.kind,
+                old,
+                new,
+                self.default_expires_at,
+                self.max_payload,
+                self.quota,
+                replace=True,
+            )
+            self.moved += self.written
+        return result
+
+    def slots(self) -> list[Slot]:
+        """The destination, then each source."""
+        ns = self.ns
+        return [(ns, key) for key in dict.fromkeys([self.key, *self.sources])]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return len(self.slots())
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The containers read, and what was written."""
         return NO_WORK if isinstance(result, StashError) else (0, self.moved)
 
 
