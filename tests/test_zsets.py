@@ -414,7 +414,7 @@ def _request(r: random.Random) -> list[bytes]:  # noqa: C901 - one line per comm
 
     name = c(["zadd", "zincrby", "zrem", "zscore", "zmscore", "zcard", "zcount", "zlexcount"])
     name = c([name, "rank", "score", "lex", "byscore", "bylex", "rev", "pop", "rem", "other"])
-    name = c([name, name, name, "combine", "store"])
+    name = c([name, name, name, "combine", "store", "rangestore"])
     flags = [f for f in (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR") if r.random() < 0.15]
     pairs = [w for _ in range(r.randint(1, 3)) for w in (c(_SCORES), c(_MEMBERS))]
     withscores = maybe(b"WITHSCORES", p=0.5)
@@ -443,6 +443,7 @@ def _request(r: random.Random) -> list[bytes]:  # noqa: C901 - one line per comm
             *maybe(b"WEIGHTS", c(_SCORES), c(_SCORES)),
             *maybe(b"AGGREGATE", c([b"SUM", b"MIN", b"max"])),
         ],
+        "rangestore": [b"ZRANGESTORE", c([b"w", b"z"]), key, c(_RANKS), c(_RANKS)],
         "combine": [
             c([b"ZUNION", b"ZINTER", b"ZDIFF", b"ZINTERCARD"]),
             c([b"1", b"2", b"3", b"0"]),

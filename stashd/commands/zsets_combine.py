@@ -1,4 +1,4 @@
-"""Sorted-set commands that combine several sets: ZUNION, ZINTER, ZDIFF, ZINTERCARD, the STOREs.
+"""Sorted-set commands that combine sets or store a result: ZUNION, ZINTER, ZDIFF, the STOREs.
 
 Their inputs may be sorted sets or plain sets (whose members score 1), read together by
 one operation (:class:`stashd.ops.InspectMany`). The arithmetic is Redis's own, step for
@@ -15,10 +15,11 @@ from typing import Any, Final
 
 from stashd.commands.base import READONLY, WRITE, Command, Deferred, Reply, Session, int_arg
 from stashd.commands.zsets import GROUP, with_scores
+from stashd.commands.zsets_read import range_pick
 from stashd.containers import pack_scores, unpack_members, unpack_scores
 from stashd.errors import CommandError, NotInteger, StashError, SyntaxErr
 from stashd.ops import parse_int64
-from stashd.scores import NotFloat, parse_score
+from stashd.scores import NotFloat, ordered, parse_score
 from stashd.types import Kind
 
 #: What the inputs may hold.
@@ -239,6 +240,18 @@ def _store(s: Session, args: list[bytes], req: _Request, combine: Combine) -> De
     return Deferred(op)
 
 
+def zrangestore(s: Session, args: list[bytes]) -> Reply:
+    """ZRANGESTORE dst src min max [BYSCORE|BYLEX] [REV] [LIMIT offset count]."""
+    pick, _ = range_pick(args, 2, None, None, store=True)
+
+    def edit(found: list[tuple[int, bytes] | None]) -> tuple[bytes | None, int]:
+        picked = pick(ordered(_scores(found[0])))
+        return (pack_scores({m: sc for sc, m in picked}) if picked else None), len(picked)
+
+    op = s.service.store_from(s.require(), args[1], [args[2]], ((Kind.ZSET,), Kind.ZSET), edit)
+    return Deferred(op)
+
+
 def zunionstore(s: Session, args: list[bytes]) -> Reply:
     """ZUNIONSTORE destination numkeys key [key ...] [WEIGHTS ...] [AGGREGATE ...]."""
     req = _Request(args, weighted=True, store=True)
@@ -305,6 +318,19 @@ COMMANDS: Final = (
         "How many members the intersection of sorted sets has.",
         "ZINTERCARD numkeys key [key ...] [LIMIT limit]",
         "7.0.0",
+    ),
+    Command(
+        "zrangestore",
+        zrangestore,
+        -5,
+        (WRITE,),
+        GROUP,
+        "ZRANGE into a key, replacing what it held; a new set gets the default TTL.",
+        "ZRANGESTORE dst src min max [BYSCORE|BYLEX] [REV] [LIMIT offset count]",
+        "6.2.0",
+        1,
+        2,
+        1,
     ),
     _keys_row(
         "zunionstore",

@@ -110,18 +110,22 @@ _SCORE: Final = "score"
 _LEX: Final = "lex"
 
 
-def _range(s: Session, args: list[bytes], by: str | None, reverse: bool | None) -> Reply:
-    """ZRANGE and its older forms; ``by`` and ``reverse`` are None where an option may set them.
+def range_pick(
+    args: list[bytes], at: int, by: str | None, reverse: bool | None, *, store: bool = False
+) -> tuple[Callable[[list[Item]], list[Item]], bool]:
+    """ZRANGE's arguments from ``args[at]`` (the key): what to pick, and whether WITHSCORES.
 
-    Options are read as Redis reads them: a form that fixes the kind of range (the
-    BYSCORE of ZRANGEBYSCORE) or the direction refuses the keyword that would set it.
+    ``by`` and ``reverse`` are None where an option may set them. Options are read as
+    Redis reads them: a form that fixes the kind of range (the BYSCORE of ZRANGEBYSCORE)
+    or the direction refuses the keyword that would set it, and ZRANGESTORE (``store``)
+    refuses WITHSCORES.
     """
     withscores = False
     offset, limit = 0, -1
-    j, n = 4, len(args)
+    j, n = at + 3, len(args)
     while j < n:
         opt = args[j].upper()
-        if opt == b"WITHSCORES":
+        if not store and opt == b"WITHSCORES":
             withscores = True
         elif opt == b"LIMIT" and n - j - 1 >= 2:
             offset, limit = int_arg(args[j + 1]), int_arg(args[j + 2])
@@ -142,7 +146,7 @@ def _range(s: Session, args: list[bytes], by: str | None, reverse: bool | None) 
         raise CommandError(msg)
     if withscores and by == _LEX:
         raise CommandError("syntax error, WITHSCORES not supported in combination with BYLEX")
-    low, high = args[2], args[3]
+    low, high = args[at + 1], args[at + 2]
     if backwards and by != _RANK:  # the range is given high end first
         low, high = high, low
     pick: Callable[[list[Item]], list[Item]]
@@ -160,6 +164,12 @@ def _range(s: Session, args: list[bytes], by: str | None, reverse: bool | None) 
         def pick(items: list[Item]) -> list[Item]:
             return walk(items, rng, offset, limit, reverse=backwards)
 
+    return pick, withscores
+
+
+def _range(s: Session, args: list[bytes], by: str | None, reverse: bool | None) -> Reply:
+    """ZRANGE and its older forms: the members picked, in the order picked."""
+    pick, withscores = range_pick(args, 1, by, reverse)
     nested = s.proto == 3
 
     def see(zs: dict[bytes, float]) -> list[Any]:
