@@ -61,7 +61,7 @@ def _aggregate(target: float, value: float, how: str) -> float:
 
 
 class _Request:
-    """What ZUNION, ZINTER, ZDIFF or ZINTERCARD asked for, parsed as Redis parses it."""
+    """What ZUNION, ZINTER, ZDIFF, ZINTERCARD or a STORE form asked for, read as Redis reads it."""
 
     __slots__ = ("aggregate", "error", "keys", "limit", "weights", "withscores")
 
