@@ -159,6 +159,7 @@ DESCRIBE: Final[dict[type[ops.Op], tuple[str, Callable[[Any, Any, int], Noted | 
     ops.Flush: ("namespace_flushed", _flush),
     ops.Edit: ("key_changed", _edited),
     ops.StoreFrom: ("key_changed", _edited),
+    ops.EditFirst: ("key_changed", _edited),
     ops.EditTwo: ("key_moved", _edited_two),
 }
 

@@ -264,6 +264,18 @@ class MemoryService:
         """A read of several containers, each of one of ``kinds`` (ZUNION, ZINTER...)."""
         return self.for_caller(ops.InspectMany, p, keys, kinds, look)
 
+    def edit_first(
+        self,
+        p: Principal,
+        keys: list[bytes],
+        kind: int,
+        edit: Callable[[bytes], tuple[bytes | None, Any]],
+    ) -> ops.EditFirst:
+        """A change to the first of ``keys`` that holds a container of ``kind`` (ZMPOP)."""
+        return self.for_caller(
+            ops.EditFirst, p, keys, kind, edit, self.expiry(p, None), p.limits.max_payload
+        )
+
     def store_from(
         self,
         p: Principal,

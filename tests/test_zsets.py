@@ -414,7 +414,7 @@ def _request(r: random.Random) -> list[bytes]:  # noqa: C901 - one line per comm
 
     name = c(["zadd", "zincrby", "zrem", "zscore", "zmscore", "zcard", "zcount", "zlexcount"])
     name = c([name, "rank", "score", "lex", "byscore", "bylex", "rev", "pop", "rem", "other"])
-    name = c([name, name, name, "combine", "store", "rangestore"])
+    name = c([name, name, name, "combine", "store", "rangestore", "mpop"])
     flags = [f for f in (b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR") if r.random() < 0.15]
     pairs = [w for _ in range(r.randint(1, 3)) for w in (c(_SCORES), c(_MEMBERS))]
     withscores = maybe(b"WITHSCORES", p=0.5)
@@ -442,6 +442,13 @@ def _request(r: random.Random) -> list[bytes]:  # noqa: C901 - one line per comm
             *[c([b"z", b"w", b"s", b"nokey"]) for _ in range(r.randint(1, 2))],
             *maybe(b"WEIGHTS", c(_SCORES), c(_SCORES)),
             *maybe(b"AGGREGATE", c([b"SUM", b"MIN", b"max"])),
+        ],
+        "mpop": [
+            b"ZMPOP",
+            c([b"1", b"2", b"0"]),
+            *[c([b"z", b"w", b"s", b"nokey"]) for _ in range(r.randint(1, 2))],
+            c([b"MIN", b"max", b"x"]),
+            *maybe(b"COUNT", c(_RANKS)),
         ],
         "rangestore": [b"ZRANGESTORE", c([b"w", b"z"]), key, c(_RANKS), c(_RANKS)],
         "combine": [
@@ -540,12 +547,34 @@ def test_bzpopmin_is_woken_by_zadd_from_another_connection(daemon: StashDaemon) 
     other.close()
 
 
+def test_bzmpop_is_woken_by_zadd_from_another_connection(daemon: StashDaemon) -> None:
+    """A blocked BZMPOP returns the members another client ZADDs, lowest first."""
+    other = redis.Redis(port=daemon.port)
+    blocked = RespClient(daemon.port, timeout=10)
+    blocked.send(b"BZMPOP", b"0", b"2", b"m1", b"m2", b"MIN", b"COUNT", b"5")
+    deadline = time.monotonic() + 10
+    while other.info("clients")["blocked_clients"] != 1:
+        assert time.monotonic() < deadline, "never blocked"
+        time.sleep(0.01)
+    other.zadd("m2", {"b": 2, "a": 1})
+    assert blocked.read().render() == "[$'m2', [[$'a', $'1'], [$'b', $'2']]]"
+    assert other.exists("m2") == 0
+    blocked.close()
+    other.close()
+
+
 def test_a_blocking_pop_that_times_out_is_a_null_array(daemon: StashDaemon) -> None:
     """The timeout's reply is Redis's null array, *-1 in RESP2 (not the null bulk $-1)."""
     client = RespClient(daemon.port)
-    for command in (b"BZPOPMIN", b"BZPOPMAX", b"BLPOP"):
-        reply = client.call(command, b"nothing", b"0.01")
-        assert (reply.kind, reply.value) == ("*", None), command
+    for words in (
+        (b"BZPOPMIN", b"nothing", b"0.01"),
+        (b"BZPOPMAX", b"nothing", b"0.01"),
+        (b"BLPOP", b"nothing", b"0.01"),
+        (b"BZMPOP", b"0.01", b"1", b"nothing", b"MIN"),
+        (b"ZMPOP", b"1", b"nothing", b"MIN"),
+    ):
+        reply = client.call(*words)
+        assert (reply.kind, reply.value) == ("*", None), words
     client.close()
 
 

@@ -75,15 +75,19 @@ def block_on(  # noqa: PLR0917 - the command, its keys and what to do with each
     timeout: float,
     attempt: Callable[[bytes], Deferred],
     finish: Callable[[bytes, Any], Any],
+    at_once: Callable[[], Deferred] | None = None,
 ) -> Reply:
     """Try ``attempt`` on each key in order; wait for a write to one of them, up to ``timeout``.
 
     ``attempt(key)`` is the non-blocking command's operation on one key, whose result
     None means nothing was there; ``finish(key, result)`` is the reply. Nothing by the
     timeout (or nothing at once, inside EXEC or a script) is a null array, as Redis
-    answers every blocking pop that timed out.
+    answers every blocking pop that timed out. ``at_once``, if given, is the one
+    operation that tries every key where nothing may wait (BZMPOP's is ZMPOP's).
     """
     if s.nonblocking or s.run is None or s.blocked is None:
+        if at_once is not None:
+            return at_once()
         if len(keys) != 1:
             raise _SeveralKeysInMulti(name.upper())
         key = keys[0]

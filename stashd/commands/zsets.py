@@ -27,7 +27,7 @@ from stashd.commands.blocking import block_on, timeout_arg
 from stashd.containers import pack_scores, unpack_scores
 from stashd.errors import CommandError, NotInteger, SyntaxErr
 from stashd.ops import KEEP, parse_int64
-from stashd.resp import Score
+from stashd.resp import NULL_ARRAY, Score
 from stashd.scores import (
     Item,
     LexRange,
@@ -196,16 +196,21 @@ def _pop(s: Session, args: list[bytes], *, highest: bool) -> Reply:
     def edit(zs: dict[bytes, float]) -> tuple[bool, list[Any]]:
         if not zs or n == 0:
             return False, []
-        pairs = [(sc, m) for m, sc in zs.items()]
-        if n >= len(pairs):
-            picked = sorted(pairs, reverse=highest)
-        else:
-            picked = (heapq.nlargest if highest else heapq.nsmallest)(n, pairs)
-        for _, m in picked:
-            del zs[m]
-        return True, with_scores(picked, nested)
+        return True, with_scores(_take(zs, n, highest=highest), nested)
 
     return change(s, args[1], edit)
+
+
+def _take(zs: dict[bytes, float], n: int, *, highest: bool) -> list[Item]:
+    """Remove and return the ``n`` lowest (highest) members, in the order they go."""
+    pairs = [(sc, m) for m, sc in zs.items()]
+    if n >= len(pairs):
+        picked = sorted(pairs, reverse=highest)
+    else:
+        picked = (heapq.nlargest if highest else heapq.nsmallest)(n, pairs)
+    for _, m in picked:
+        del zs[m]
+    return picked
 
 
 def zpopmin(s: Session, args: list[bytes]) -> Reply:
@@ -246,6 +251,104 @@ def _bzpop(*, highest: bool) -> Callable[[Session, list[bytes]], Reply]:
         )
 
     return handler
+
+
+class _NumkeysNotPositive(CommandError):
+    """ZMPOP's numkeys below 1 or not an integer, in Redis's words."""
+
+    template = "numkeys should be greater than 0"
+
+
+class _CountNotPositive(CommandError):
+    """ZMPOP's COUNT below 1 or not an integer, in Redis's words."""
+
+    template = "count should be greater than 0"
+
+
+def _positive(raw: bytes, error: CommandError) -> int:
+    """An integer of at least 1, Redis's range check answering ``error`` for anything else."""
+    try:
+        value = parse_int64(raw)
+    except NotInteger:
+        raise error from None
+    if value < 1:
+        raise error
+    return value
+
+
+def _mpop_args(args: list[bytes], at: int) -> tuple[list[bytes], bool, int]:
+    """ZMPOP's numkeys key [key ...] MIN|MAX [COUNT count] from ``args[at]``."""
+    numkeys = _positive(args[at], _NumkeysNotPositive())
+    where = at + numkeys + 1
+    if where >= len(args):
+        raise SyntaxErr
+    end = args[where].upper()
+    if end not in {b"MIN", b"MAX"}:
+        raise SyntaxErr
+    count = -1
+    j = where + 1
+    while j < len(args):
+        if count == -1 and args[j].upper() == b"COUNT" and j + 1 < len(args):
+            count = _positive(args[j + 1], _CountNotPositive())
+            j += 2
+        else:
+            raise SyntaxErr
+    return args[at + 1 : where], end == b"MAX", max(count, 1)
+
+
+def _popper(count: int, *, highest: bool) -> Callable[[bytes], tuple[bytes | None, list[Item]]]:
+    """ZMPOP's edit of the set it found: up to ``count`` members from one end, in order."""
+
+    def edit(value: bytes) -> tuple[bytes | None, list[Item]]:
+        zs = unpack_scores(value)
+        picked = _take(zs, count, highest=highest)
+        return (pack_scores(zs) if zs else None), picked
+
+    return edit
+
+
+def _mpop_reply(key: bytes, picked: list[Item]) -> list[Any]:
+    """[key, [[member, score], ...]]: nested in both protocols, as Redis sends it."""
+    return [key, with_scores(picked, nested=True)]
+
+
+def _mpop(s: Session, keys: list[bytes], count: int, *, highest: bool) -> Deferred:
+    """The pop from the first non-empty set of ``keys``; Redis's null array for none."""
+    op = s.service.edit_first(s.require(), keys, ZSET, _popper(count, highest=highest))
+
+    def finish(result: tuple[bytes, list[Item]] | None) -> Any:  # noqa: ANN401 - the reply
+        return NULL_ARRAY if result is None else _mpop_reply(*result)
+
+    return Deferred(op, finish)
+
+
+def zmpop(s: Session, args: list[bytes]) -> Reply:
+    """ZMPOP numkeys key [key ...] MIN|MAX [COUNT count]."""
+    keys, highest, count = _mpop_args(args, 1)
+    return _mpop(s, keys, count, highest=highest)
+
+
+def bzmpop(s: Session, args: list[bytes]) -> Reply:
+    """BZMPOP timeout numkeys key [key ...] MIN|MAX [COUNT count]."""
+    timeout = timeout_arg(args[1])
+    keys, highest, count = _mpop_args(args, 2)
+
+    def attempt(key: bytes) -> Deferred:
+        # A blocked client's try on one key: the members popped, None for no set.
+        def edit(zs: dict[bytes, float]) -> tuple[bool, list[Item] | None]:
+            return (True, _take(zs, count, highest=highest)) if zs else (False, None)
+
+        return change(s, key, edit)
+
+    return block_on(
+        s,
+        "bzmpop",
+        keys,
+        timeout,
+        attempt,
+        _mpop_reply,
+        lambda: _mpop(s, keys, count, highest=highest),
+    )
 
 
 def _remove(pick: Callable[[list[Item]], list[Item]]) -> Callable[[dict[bytes, float]], Any]:
@@ -370,6 +473,32 @@ COMMANDS: Final = (
         1,
         -2,
         1,
+    ),
+    Command(
+        "zmpop",
+        zmpop,
+        -4,
+        (WRITE, "movablekeys"),
+        GROUP,
+        "Remove and return members from one end of the first non-empty sorted set.",
+        "ZMPOP numkeys key [key ...] MIN|MAX [COUNT count]",
+        "7.0.0",
+        0,
+        0,
+        0,
+    ),
+    Command(
+        "bzmpop",
+        bzmpop,
+        -5,
+        (WRITE, "movablekeys"),
+        GROUP,
+        "ZMPOP, waiting for one of the sorted sets to have members up to a timeout.",
+        "BZMPOP timeout numkeys key [key ...] MIN|MAX [COUNT count]",
+        "7.0.0",
+        0,
+        0,
+        0,
     ),
     row(
         "zremrangebyrank",

@@ -41,6 +41,7 @@ from stashd.ops.base import (
 from stashd.ops.containers import (
     KEEP,
     Edit,
+    EditFirst,
     EditTwo,
     Inspect,
     InspectMany,
@@ -91,6 +92,7 @@ __all__ = [
     "Create",
     "Delete",
     "Edit",
+    "EditFirst",
     "EditTwo",
     "Expire",
     "FirstIds",

@@ -210,6 +210,80 @@ class Edit(Op):
         return NO_WORK if isinstance(result, StashError) else (0, self.moved)
 
 
+class EditFirst(Op):
+    """A change to the first of several keys that holds a container (ZMPOP): ``edit`` it.
+
+    The keys are looked at in order: a missing one is passed over, one of another kind
+    is WRONGTYPE (only up to the first container, as Redis checks them), and the first
+    container is edited as :class:`Edit` edits one. The result is (that key, what
+    ``edit`` returned), or None when no key holds one. ``key`` is the key written once
+    it has run (the write event's), ``written`` as :class:`Edit`'s.
+    """
+
+    __slots__ = ("default_expires_at", "edit", "keys", "kind", "max_payload", "moved", "written")
+    GROWS = True
+    WORKS = True
+
+    def __init__(  # noqa: PLR0917 - what every container write needs
+        self,
+        ns: str,
+        keys: list[bytes],
+        kind: int,
+        edit: Callable[[bytes], tuple[bytes | None, Any]],
+        default_expires_at: int,
+        max_payload: int,
+    ) -> None:
+        super().__init__(ns, keys[0])
+        self.keys = keys
+        self.kind = kind
+        self.edit = edit
+        self.default_expires_at = default_expires_at
+        self.max_payload = max_payload
+        self.moved = 0
+        self.written = -1
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Find the first container, edit it and write it back."""
+        ns = self.ns
+        self.moved = 0
+        self.written = -1
+        for key in self.keys:
+            old = read_kind(view, ns, key, now, self.kind)
+            if old is None:
+                continue
+            new, result = self.edit(old.value)
+            self.key = key
+            self.moved = len(old.value)
+            self.written = put_container(
+                view,
+                ns,
+                key,
+                self.kind,
+                old,
+                new,
+                self.default_expires_at,
+                self.max_payload,
+                self.quota,
+            )
+            self.moved += self.written
+            return key, result
+        return None
+
+    def slots(self) -> list[Slot]:
+        """Each key."""
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return len(self.keys)
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The container read, and what was written back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.moved)
+
+
 class StoreFrom(Op):
     """A container written from several read at once (ZUNIONSTORE): ``edit`` gives its value.
 
