@@ -6,7 +6,9 @@ from the stored members and scores to the new ones and the reply, so the rules o
 key (TTL, caps, versions, WRONGTYPE, an emptied set deleted) are those of
 :mod:`stashd.ops.containers`, never repeated here. How scores are read, ordered and
 picked by a range is :mod:`stashd.scores`; the reads are
-:mod:`stashd.commands.zsets_read`, which shares this module's helpers.
+:mod:`stashd.commands.zsets_read` and the commands over several sets (ZUNION and the
+STORE forms) :mod:`stashd.commands.zsets_combine`, both sharing this module's helpers.
+Pops that wait (BZPOPMIN, BZMPOP) wait as the list pops do (:mod:`stashd.commands.blocking`).
 """
 
 from __future__ import annotations
