@@ -144,9 +144,10 @@ def _edited_two(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
     return _KEY, (op.key,)
 
 
-def _stored(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
-    # The destination's new size; 0 when the result was empty, and so deleted.
-    return _KEY_SIZE, (op.key, op.written)
+def _stored(op: Any, _: Any, __: int) -> Noted | None:  # noqa: ANN401
+    # The destination's new size; 0 when the result was empty, and so deleted; nothing
+    # when the result was empty and there was no destination to delete.
+    return None if op.written < 0 else (_KEY_SIZE, (op.key, op.written))
 
 
 def _flush(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
@@ -171,6 +172,7 @@ DESCRIBE: Final[dict[type[ops.Op], tuple[str, Callable[[Any, Any, int], Noted | 
     ops.Copy: ("key_copied", _moved),
     ops.Flush: ("namespace_flushed", _flush),
     ops.Edit: ("key_changed", _edited),
+    ops.EditFirst: ("key_changed", _edited),
     ops.EditTwo: ("key_moved", _edited_two),
     ops.StoreFrom: ("key_stored", _stored),
 }

@@ -500,6 +500,7 @@ def split_inline(line: bytes) -> list[bytes]:
 #   bool -> boolean (RESP2: 1/0)   float -> double (RESP2: bulk)   list/tuple -> array
 #   dict -> map (RESP2: flat array)   set/frozenset -> set (RESP2: array)
 #   StashError -> error      Verbatim -> verbatim text (RESP2: bulk)
+#   Score -> double in Redis's "%.17g" form (RESP2: bulk), for sorted-set scores only
 # ---------------------------------------------------------------------------------------
 
 Reply = Any
@@ -522,6 +523,20 @@ class Verbatim(str):
     """Text that RESP3 sends as a verbatim string (INFO, CLIENT INFO), RESP2 as a bulk."""
 
     __slots__ = ()
+
+
+class Score(float):
+    """A sorted-set score, sent as Redis formats one: ``%.17g`` (0.1 is 0.10000000000000001).
+
+    A plain float keeps its shortest ``repr`` form; scores are a type of their own so
+    that exactly the replies Redis writes with its double formatter read the same here.
+    """
+
+    __slots__ = ()
+
+    def text(self) -> bytes:
+        """The score as Redis writes it: ``inf`` and ``-inf`` for the infinities."""
+        return b"%.17g" % self
 
 
 class ReplyTooLarge(Exception):
@@ -566,6 +581,12 @@ def encode(value: Any, proto: int, out: bytearray, limit: int | None = None) -> 
             out += b":1\r\n" if value else b":0\r\n"
     elif t is float:
         text = repr(value).encode()
+        if proto == 3:
+            out += b",%b\r\n" % text
+        else:
+            out += b"$%d\r\n%b\r\n" % (len(text), text)
+    elif t is Score:
+        text = value.text()
         if proto == 3:
             out += b",%b\r\n" % text
         else:

@@ -265,6 +265,48 @@ class MemoryService:
         """A read of a container of ``kind`` (HGET, LRANGE, SMEMBERS...)."""
         return self.for_caller(ops.Inspect, p, key, kind, look)
 
+    def inspect_many(
+        self,
+        p: Principal,
+        keys: list[bytes],
+        kinds: tuple[int, ...],
+        look: Callable[[list[tuple[int, bytes] | None]], Any],
+    ) -> ops.InspectMany:
+        """A read of several containers, each of one of ``kinds`` (ZUNION, ZINTER...)."""
+        return self.for_caller(ops.InspectMany, p, keys, kinds, look)
+
+    def edit_first(
+        self,
+        p: Principal,
+        keys: list[bytes],
+        kind: int,
+        edit: Callable[[bytes], tuple[bytes | None, Any]],
+    ) -> ops.EditFirst:
+        """A change to the first of ``keys`` that holds a container of ``kind`` (ZMPOP)."""
+        return self.for_caller(
+            ops.EditFirst, p, keys, kind, edit, self.expiry(p, None), p.limits.max_payload
+        )
+
+    def store_from(
+        self,
+        p: Principal,
+        dst: bytes,
+        sources: list[bytes],
+        kinds: tuple[tuple[int, ...], int],
+        edit: Callable[[list[tuple[int, bytes] | None]], tuple[bytes | None, Any]],
+    ) -> ops.StoreFrom:
+        """A container replaced by one made from others (ZUNIONSTORE): the default TTL."""
+        return self.for_caller(
+            ops.StoreFrom,
+            p,
+            dst,
+            sources,
+            kinds,
+            edit,
+            self.expiry(p, None),
+            p.limits.max_payload,
+        )
+
     def edit(
         self,
         p: Principal,
@@ -288,36 +330,6 @@ class MemoryService:
         """A change to two containers at once (LMOVE, SMOVE)."""
         return self.for_caller(
             ops.EditTwo, p, key, dst, kinds, edit, self.expiry(p, None), p.limits.max_payload
-        )
-
-    def inspect_many(
-        self,
-        p: Principal,
-        keys: list[bytes],
-        kind: int,
-        look: Callable[[list[bytes | None]], Any],
-    ) -> ops.InspectMany:
-        """A read of several containers of ``kind`` at once (SINTER, SUNION, SDIFF...)."""
-        return self.for_caller(ops.InspectMany, p, keys, kind, look)
-
-    def store_from(
-        self,
-        p: Principal,
-        dst: bytes,
-        sources: list[bytes],
-        kind: int,
-        combine: Callable[[list[bytes | None]], tuple[bytes | None, Any]],
-    ) -> ops.StoreFrom:
-        """A container made from several (SINTERSTORE...): a new value, with the default TTL."""
-        return self.for_caller(
-            ops.StoreFrom,
-            p,
-            dst,
-            sources,
-            kind,
-            combine,
-            self.expiry(p, None),
-            p.limits.max_payload,
         )
 
     def rename(self, p: Principal, key: bytes, dst: bytes, *, nx: bool = False) -> ops.Rename:

@@ -45,6 +45,7 @@ def _cases() -> list[tuple[ops.Op, Any, str, dict[str, Any]]]:
         (_edited(b"h", 42), 1, "key_changed", {"key": "h", "payload_bytes": 42}),
         (_moved(b"src", b"dst"), b"v", "key_moved", {"key": "src"}),
         (_stored(b"out", 12), 2, "key_stored", {"key": "out", "payload_bytes": 12}),
+        (_popped(b"z2", 0), (b"z2", []), "key_changed", {"key": "z2", "payload_bytes": 0}),
     ]  # fmt: skip
 
 
@@ -60,9 +61,17 @@ def _moved(src: bytes, dst: bytes) -> ops.EditTwo:
     return ops.EditTwo(NS, src, dst, (3, 3), lambda a, b: (a, b, b"v"), NOW, 100)
 
 
-def _stored(key: bytes, written: int) -> ops.StoreFrom:
-    """A new container made from others (SINTERSTORE) that wrote ``written`` bytes."""
-    op = ops.StoreFrom(NS, key, [b"a", b"b"], 4, lambda values: (None, 0), NOW, 100)
+def _stored(dst: bytes, written: int) -> ops.StoreFrom:
+    """A sorted set stored from others (ZUNIONSTORE) that wrote ``written`` bytes."""
+    op = ops.StoreFrom(NS, dst, [b"a", b"b"], ((5, 4), 5), lambda _: (None, 0), NOW, 100)
+    op.written = written
+    return op
+
+
+def _popped(key: bytes, written: int) -> ops.EditFirst:
+    """A pop from the first of several sorted sets (ZMPOP) that left ``written`` bytes."""
+    op = ops.EditFirst(NS, [b"z1", key], 5, lambda v: (v, []), NOW, 100)
+    op.key = key
     op.written = written
     return op
 

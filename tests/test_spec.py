@@ -38,6 +38,7 @@ CHAPTERS = {
     "hash": "Hashes",
     "list": "Lists",
     "set": "Sets",
+    "sorted-set": "Sorted sets",
     "transactions": "Transactions",
     "scripting": "Scripting",
     "server": "Server",

@@ -23,6 +23,9 @@ from stashd.commands import (
     stash,
     strings,
     transactions,
+    zsets,
+    zsets_combine,
+    zsets_read,
 )
 from stashd.commands.base import TABLE
 
@@ -39,6 +42,9 @@ for _family in (
     lists,
     sets,
     blocking,
+    zsets,
+    zsets_read,
+    zsets_combine,
     stash,
     transactions,
     scripting,

@@ -1,5 +1,7 @@
 """Blocking list pops (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH): a pop tried, then waited for.
 
+:func:`block_on` is the wait itself, which the sorted sets' BZPOPMIN and BZPOPMAX share.
+
 The pop itself is the non-blocking command's operation, run through the normal path,
 so it is atomic and every rule of a list holds. Between tries the client waits in
 the node's registry (:mod:`stashd.waiters`), woken when a write to one of its keys
@@ -19,6 +21,7 @@ from stashd.commands import lists as list_commands
 from stashd.commands.base import WRITE, Awaiting, Command, Deferred, Reply, Session
 from stashd.errors import CommandError
 from stashd.ops import INT64_MAX
+from stashd.resp import NULL_ARRAY
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -65,25 +68,33 @@ def timeout_arg(raw: bytes) -> float:
     return seconds
 
 
-def _blocking(  # noqa: PLR0917 - the command, its keys and what to do with each
+def block_on(  # noqa: PLR0917 - the command, its keys and what to do with each
     s: Session,
     name: str,
     keys: list[bytes],
     timeout: float,
     attempt: Callable[[bytes], Deferred],
     finish: Callable[[bytes, Any], Any],
+    at_once: Callable[[], Deferred] | None = None,
 ) -> Reply:
     """Try ``attempt`` on each key in order; wait for a write to one of them, up to ``timeout``.
 
     ``attempt(key)`` is the non-blocking command's operation on one key, whose result
-    None means nothing was there; ``finish(key, result)`` is the reply.
+    None means nothing was there; ``finish(key, result)`` is the reply. Nothing by the
+    timeout (or nothing at once, inside EXEC or a script) is a null array, as Redis
+    answers every blocking pop that timed out. ``at_once``, if given, is the one
+    operation that tries every key where nothing may wait (BZMPOP's is ZMPOP's).
     """
     if s.nonblocking or s.run is None or s.blocked is None:
+        if at_once is not None:
+            return at_once()
         if len(keys) != 1:
             raise _SeveralKeysInMulti(name.upper())
         key = keys[0]
         deferred = attempt(key)
-        return Deferred(deferred.op, lambda result: None if result is None else finish(key, result))
+        return Deferred(
+            deferred.op, lambda result: NULL_ARRAY if result is None else finish(key, result)
+        )
     run, blocked = s.run, s.blocked
     ns = s.require().namespace
     slots = [(ns, key) for key in keys]
@@ -109,7 +120,7 @@ def _blocking(  # noqa: PLR0917 - the command, its keys and what to do with each
                             return finish(key, result)
                 left = deadline - loop.time()
                 if left <= 0:
-                    return None
+                    return NULL_ARRAY
                 signal = asyncio.ensure_future(waiter.signal.wait())
                 closed = asyncio.ensure_future(gone.wait())
                 try:
@@ -136,7 +147,7 @@ def _bpop(*, left: bool) -> Callable[[Session, list[bytes]], Reply]:
 
     def handler(s: Session, args: list[bytes]) -> Reply:
         keys, timeout = args[1:-1], timeout_arg(args[-1])
-        return _blocking(
+        return block_on(
             s, args[0].decode().lower(), keys, timeout, lambda key: pop(s, key), lambda k, v: [k, v]
         )
 
@@ -148,7 +159,7 @@ def blmove(s: Session, args: list[bytes]) -> Reply:
     src, dst = args[1], args[2]
     from_left, to_left = list_commands.end_arg(args[3]), list_commands.end_arg(args[4])
     timeout = timeout_arg(args[5])
-    return _blocking(
+    return block_on(
         s,
         "blmove",
         [src],
@@ -162,7 +173,7 @@ def brpoplpush(s: Session, args: list[bytes]) -> Reply:
     """BRPOPLPUSH source destination timeout: BLMOVE source destination RIGHT LEFT."""
     src, dst = args[1], args[2]
     timeout = timeout_arg(args[3])
-    return _blocking(
+    return block_on(
         s,
         "brpoplpush",
         [src],

@@ -8,6 +8,7 @@ payload caps, versions, quotas) holds inside a script with no copy of any of the
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd.commands.base import (
@@ -54,6 +55,8 @@ NOT_IN_SCRIPTS: Final = frozenset(
         b"eval_ro",
         b"evalsha_ro",
         b"script",
+        b"bzpopmin",  # Redis flags these noscript
+        b"bzpopmax",
     }
 )
 
@@ -80,10 +83,22 @@ def _script(s: Session, args: list[bytes], by_sha: bool, read_only: bool) -> Rep
     argv = args[3 + numkeys :]
 
     def body(view: View, now: int, ran: list[tuple[Op | None, Any]]) -> Reply:
-        def call(words: list[bytes]) -> Reply:
-            return _call(s, words, read_only, view, now, ran)
+        sandbox = scripts.sandbox(ns)
 
-        return scripts.sandbox(ns).run(sha, source, keys, argv, call)
+        # A command's reply takes the shape of the script's protocol, not the client's
+        # (ZRANGE ... WITHSCORES is flat in RESP2), as in Redis: a copy of the session
+        # speaks it, since the connection's own may be encoding replies meanwhile (a
+        # script runs on the SQLite store's thread).
+        sessions = {s.proto: s}
+
+        def call(words: list[bytes]) -> Reply:
+            proto = sandbox.proto
+            session = sessions.get(proto)
+            if session is None:
+                session = sessions[proto] = dataclasses.replace(s, proto=proto)
+            return _call(session, words, read_only, view, now, ran)
+
+        return sandbox.run(sha, source, keys, argv, call)
 
     op = Script(ns, keys, body, writes=not read_only)
     quota = p.limits.quota

@@ -273,12 +273,23 @@ def _sources(keys: list[bytes], combine: Combine) -> tuple[list[bytes], Combine]
     return distinct, combine
 
 
+#: The kinds the several-set commands read: sets only (the sorted-set ones read both).
+_SETS: Final = (SET,)
+
+
+def _values(found: list[tuple[int, bytes] | None]) -> list[bytes | None]:
+    """The stored sets a several-key read found, None for a missing key."""
+    return [None if f is None else f[1] for f in found]
+
+
 def _reader(combine: Combine) -> Callable[..., Reply]:
     """SINTER, SUNION, SDIFF: one handler, told how the sets combine."""
 
     def handler(s: Session, args: list[bytes]) -> Reply:
         keys, how = _sources(args[1:], combine)
-        op = s.service.inspect_many(s.require(), keys, SET, lambda values: set(how(values)))
+        op = s.service.inspect_many(
+            s.require(), keys, _SETS, lambda found: set(how(_values(found)))
+        )
         return Deferred(op)
 
     return handler
@@ -294,7 +305,10 @@ def _storer(combine: Combine) -> Callable[..., Reply]:
             members = how(values)
             return (pack_members(members) if members else None), len(members)
 
-        return Deferred(s.service.store_from(s.require(), args[1], keys, SET, store))
+        op = s.service.store_from(
+            s.require(), args[1], keys, (_SETS, SET), lambda found: store(_values(found))
+        )
+        return Deferred(op)
 
     return handler
 
@@ -354,7 +368,7 @@ def sintercard(s: Session, args: list[bytes]) -> Reply:
                     break
         return found
 
-    return Deferred(s.service.inspect_many(s.require(), keys, SET, look))
+    return Deferred(s.service.inspect_many(s.require(), keys, _SETS, lambda f: look(_values(f))))
 
 
 def sscan(s: Session, args: list[bytes]) -> Reply:

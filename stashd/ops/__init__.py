@@ -42,6 +42,7 @@ from stashd.ops.base import (
 from stashd.ops.containers import (
     KEEP,
     Edit,
+    EditFirst,
     EditTwo,
     Inspect,
     InspectMany,
@@ -95,6 +96,7 @@ __all__ = [
     "Create",
     "Delete",
     "Edit",
+    "EditFirst",
     "EditTwo",
     "Expire",
     "FirstIds",

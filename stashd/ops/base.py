@@ -16,6 +16,8 @@ from stashd.quota import grows, growth
 from stashd.types import Entry, Kind, View
 
 if TYPE_CHECKING:
+    from collections.abc import Container
+
     from stashd.types import Quota
 
 logger = log.get("stashd.ops")
@@ -53,6 +55,14 @@ def read_kind(view: View, ns: str, key: bytes, now: int, kind: int) -> Entry | N
     """
     entry = view.get(ns, key, now)
     if entry is not None and entry.kind != kind:
+        raise WrongType
+    return entry
+
+
+def read_any(view: View, ns: str, key: bytes, now: int, kinds: Container[int]) -> Entry | None:
+    """:func:`read_kind` for a command that takes any of several kinds (ZUNION reads sets)."""
+    entry = view.get(ns, key, now)
+    if entry is not None and entry.kind not in kinds:
         raise WrongType
     return entry
 

@@ -10,8 +10,8 @@ changed), a new one gets the caller's default TTL and a changed one keeps its ex
 its whole stored size counts against the payload cap and the quota, every change bumps
 its version, and an emptied one is deleted, as Redis deletes an empty list, hash or set.
 The same holds for the operations on several at once: two edited together (SMOVE,
-LMOVE), several read together (SINTER), or several combined into a new one
-(SINTERSTORE).
+LMOVE), several read together (SINTER, ZUNION), the first of several that holds one
+edited (ZMPOP), or several combined into a new one (SINTERSTORE, ZUNIONSTORE).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from stashd.ops.base import (
     check_growth,
     check_put,
     next_version,
+    read_any,
     read_kind,
 )
 from stashd.quota import growth
@@ -61,6 +62,7 @@ def put_container(  # noqa: PLR0917 - every rule's input, positional on the hot 
     default_expires_at: int,
     max_payload: int,
     quota: Quota | None,
+    *,
     replace: bool = False,
 ) -> int:
     """Write a container's new value by the rules for one, once; the bytes written.
@@ -147,6 +149,54 @@ class Inspect(Op):
         return NO_WORK if isinstance(result, StashError) else (0, self.read)
 
 
+class InspectMany(Op):
+    """A read of several containers at once (ZUNION, ZINTER): ``look`` gets each one.
+
+    Each key must hold one of ``kinds`` (WRONGTYPE otherwise, checked for every key
+    before ``look`` runs, as Redis checks them); ``look`` gets a (kind, value) pair
+    per key, None for no key, in the order of ``keys``.
+    """
+
+    __slots__ = ("keys", "kinds", "look", "read")
+    WRITES = False
+    TOUCH = Touch.READ
+    WORKS = True
+
+    def __init__(
+        self,
+        ns: str,
+        keys: list[bytes],
+        kinds: tuple[int, ...],
+        look: Callable[[list[tuple[int, bytes] | None]], Any],
+    ) -> None:
+        super().__init__(ns, keys[0])
+        self.keys = keys
+        self.kinds = kinds
+        self.look = look
+        self.read = 0
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Read every container, then look at them together."""
+        ns, kinds = self.ns, self.kinds
+        found = [read_any(view, ns, key, now, kinds) for key in self.keys]
+        self.read = sum(len(e.value) for e in found if e is not None)
+        return self.look([None if e is None else (e.kind, e.value) for e in found])
+
+    def slots(self) -> list[Slot]:
+        """Each key."""
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return len(self.keys)
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The containers read back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.read)
+
+
 class Edit(Op):
     """A change to one container: ``edit`` gives its new value and the command's result.
 
@@ -200,6 +250,160 @@ class Edit(Op):
 
     def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
         """The container read, and what was written back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.moved)
+
+
+class EditFirst(Op):
+    """A change to the first of several keys that holds a container (ZMPOP): ``edit`` it.
+
+    The keys are looked at in order: a missing one is passed over, one of another kind
+    is WRONGTYPE (only up to the first container, as Redis checks them), and the first
+    container is edited as :class:`Edit` edits one. The result is (that key, what
+    ``edit`` returned), or None when no key holds one. ``key`` is the key written once
+    it has run (the write event's), ``written`` as :class:`Edit`'s.
+    """
+
+    __slots__ = ("default_expires_at", "edit", "keys", "kind", "max_payload", "moved", "written")
+    GROWS = True
+    WORKS = True
+
+    def __init__(  # noqa: PLR0917 - what every container write needs
+        self,
+        ns: str,
+        keys: list[bytes],
+        kind: int,
+        edit: Callable[[bytes], tuple[bytes | None, Any]],
+        default_expires_at: int,
+        max_payload: int,
+    ) -> None:
+        super().__init__(ns, keys[0])
+        self.keys = keys
+        self.kind = kind
+        self.edit = edit
+        self.default_expires_at = default_expires_at
+        self.max_payload = max_payload
+        self.moved = 0
+        self.written = -1
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Find the first container, edit it and write it back."""
+        ns = self.ns
+        self.moved = 0
+        self.written = -1
+        for key in self.keys:
+            old = read_kind(view, ns, key, now, self.kind)
+            if old is None:
+                continue
+            new, result = self.edit(old.value)
+            self.key = key
+            self.moved = len(old.value)
+            self.written = put_container(
+                view,
+                ns,
+                key,
+                self.kind,
+                old,
+                new,
+                self.default_expires_at,
+                self.max_payload,
+                self.quota,
+            )
+            self.moved += self.written
+            return key, result
+        return None
+
+    def slots(self) -> list[Slot]:
+        """Each key."""
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return len(self.keys)
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The container read, and what was written back."""
+        return NO_WORK if isinstance(result, StashError) else (0, self.moved)
+
+
+class StoreFrom(Op):
+    """A container written from several read at once (ZUNIONSTORE): ``edit`` gives its value.
+
+    The sources must each hold one of ``kinds``; ``edit`` gets a (kind, value) pair
+    per source (None for no key) and returns (the destination's new value, None for
+    empty; the result). The destination ``key`` is replaced whatever it held, as in
+    Redis, and is deleted when the new value is empty. ``written`` is as :class:`Edit`'s.
+    """
+
+    __slots__ = (
+        "default_expires_at",
+        "edit",
+        "kind",
+        "kinds",
+        "max_payload",
+        "moved",
+        "sources",
+        "written",
+    )
+    GROWS = True
+    WORKS = True
+
+    def __init__(  # noqa: PLR0917 - what every container write needs
+        self,
+        ns: str,
+        key: bytes,
+        sources: list[bytes],
+        kinds: tuple[tuple[int, ...], int],
+        edit: Callable[[list[tuple[int, bytes] | None]], tuple[bytes | None, Any]],
+        default_expires_at: int,
+        max_payload: int,
+    ) -> None:
+        super().__init__(ns, key)
+        self.sources = sources
+        self.kinds, self.kind = kinds
+        self.edit = edit
+        self.default_expires_at = default_expires_at
+        self.max_payload = max_payload
+        self.moved = 0
+        self.written = -1
+
+    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
+        """Read the sources, then replace the destination with what ``edit`` made of them."""
+        ns, kinds = self.ns, self.kinds
+        found = [read_any(view, ns, source, now, kinds) for source in self.sources]
+        self.moved = sum(len(e.value) for e in found if e is not None)
+        self.written = -1
+        new, result = self.edit([None if e is None else (e.kind, e.value) for e in found])
+        old = view.get(ns, self.key, now)
+        if new is not None or old is not None:
+            self.written = put_container(
+                view,
+                ns,
+                self.key,
+                self.kind,
+                old,
+                new,
+                self.default_expires_at,
+                self.max_payload,
+                self.quota,
+                replace=True,
+            )
+            self.moved += self.written
+        return result
+
+    def slots(self) -> list[Slot]:
+        """The destination, then each source."""
+        ns = self.ns
+        return [(ns, key) for key in dict.fromkeys([self.key, *self.sources])]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return len(self.slots())
+
+    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
+        """The containers read, and what was written."""
         return NO_WORK if isinstance(result, StashError) else (0, self.moved)
 
 
@@ -277,130 +481,4 @@ class EditTwo(Op):
 
     def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
         """The containers read, and what was written back."""
-        return NO_WORK if isinstance(result, StashError) else (0, self.moved)
-
-
-def _read_all(view: View, ns: str, keys: list[bytes], now: int, kind: int) -> list[bytes | None]:
-    """Each key's value (None for no key), every one checked to hold ``kind`` first."""
-    return [None if (e := read_kind(view, ns, k, now, kind)) is None else e.value for k in keys]
-
-
-class InspectMany(Op):
-    """A read of several containers at once (SINTER, SUNION, SDIFF, SINTERCARD).
-
-    ``look`` gets the value of each key in order (None for no key) once every key was
-    checked to hold ``kind``, so one key of another kind refuses the whole read.
-    """
-
-    __slots__ = ("keys", "kind", "look", "read")
-    WRITES = False
-    TOUCH = Touch.READ
-    WORKS = True
-
-    def __init__(
-        self, ns: str, keys: list[bytes], kind: int, look: Callable[[list[bytes | None]], Any]
-    ) -> None:
-        super().__init__(ns)
-        self.keys = keys
-        self.kind = kind
-        self.look = look
-        self.read = 0
-
-    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
-        """Read every container and look at them."""
-        values = _read_all(view, self.ns, self.keys, now, self.kind)
-        self.read = sum(len(v) for v in values if v is not None)
-        return self.look(values)
-
-    def slots(self) -> list[Slot]:
-        """Each key."""
-        ns = self.ns
-        return [(ns, key) for key in self.keys]
-
-    @property
-    def size(self) -> int:
-        """One per key."""
-        return len(self.keys)
-
-    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
-        """The containers read back."""
-        return NO_WORK if isinstance(result, StashError) else (0, self.read)
-
-
-class StoreFrom(Op):
-    """A new container made from several (SINTERSTORE, SUNIONSTORE, SDIFFSTORE) under ``key``.
-
-    ``combine`` gets each source's value as :class:`InspectMany`'s ``look`` does and
-    returns (the destination's value, None for empty, and the result). The destination
-    is replaced whatever kind it held, as Redis replaces it, and is written by
-    :func:`put_container` as a new value: the default TTL, the payload cap and quota,
-    and an empty result deletes it.
-    """
-
-    __slots__ = (
-        "combine",
-        "default_expires_at",
-        "kind",
-        "max_payload",
-        "moved",
-        "sources",
-        "written",
-    )
-    GROWS = True
-    WORKS = True
-
-    def __init__(  # noqa: PLR0917 - what every container write needs
-        self,
-        ns: str,
-        key: bytes,
-        sources: list[bytes],
-        kind: int,
-        combine: Callable[[list[bytes | None]], tuple[bytes | None, Any]],
-        default_expires_at: int,
-        max_payload: int,
-    ) -> None:
-        super().__init__(ns, key)
-        self.sources = sources
-        self.kind = kind
-        self.combine = combine
-        self.default_expires_at = default_expires_at
-        self.max_payload = max_payload
-        self.moved = 0
-        # The destination's new size once run: 0 when the result was empty (so deleted).
-        self.written = 0
-
-    def run(self, view: View, now: int) -> Any:  # noqa: ANN401 - the command's own result
-        """Read the sources, combine them, and replace the destination with the result."""
-        ns, key = self.ns, self.key
-        values = _read_all(view, ns, self.sources, now, self.kind)
-        self.moved = sum(len(v) for v in values if v is not None)
-        new, result = self.combine(values)
-        old = view.get(ns, key, now)  # any kind: it is replaced
-        self.written = put_container(
-            view,
-            ns,
-            key,
-            self.kind,
-            old,
-            new,
-            self.default_expires_at,
-            self.max_payload,
-            self.quota,
-            True,  # replace: a new value, whatever the key held
-        )
-        self.moved += self.written
-        return result
-
-    def slots(self) -> list[Slot]:
-        """The destination, then each source."""
-        ns = self.ns
-        return [(ns, self.key)] + [(ns, key) for key in self.sources]
-
-    @property
-    def size(self) -> int:
-        """One per key."""
-        return 1 + len(self.sources)
-
-    def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
-        """The containers read, and what was written."""
         return NO_WORK if isinstance(result, StashError) else (0, self.moved)

@@ -26,7 +26,7 @@ from stashd.errors import (
     StashError,
 )
 from stashd.ops.script import Stop
-from stashd.resp import NULL_ARRAY, Verbatim
+from stashd.resp import NULL_ARRAY, Score, Verbatim
 
 logger = log.get("stashd.scripting")
 
@@ -265,6 +265,11 @@ class Sandbox:
             self._killed = True
         return self._killed or self._fault is not None
 
+    @property
+    def proto(self) -> int:
+        """The protocol the running script reads replies in: 2, or 3 after redis.setresp(3)."""
+        return self._proto
+
     def _py_setresp(self, proto: float) -> None:
         self._proto = int(proto)
 
@@ -286,6 +291,10 @@ class Sandbox:
             if self._proto == 3:
                 return self._lua.table_from({b"double": value})
             return repr(value).encode()
+        if t is Score:  # as Redis hands a script a sorted-set score
+            if self._proto == 3:
+                return self._lua.table_from({b"double": float(value)})
+            return value.text()
         if depth >= MAX_DEPTH:
             raise CommandError("reached lua stack limit")
         if t is list or t is tuple:

@@ -112,7 +112,9 @@ class RespClient:
         if kind in ":(":
             return Reply(kind, int(rest))
         if kind == ",":
-            return Reply(kind, float(rest))
+            # The text as sent, so a case compares a double byte for byte (0.1 is
+            # "0.10000000000000001" from Redis's formatter, "0.1" from a shortest one).
+            return Reply(kind, rest.decode())
         if kind == "#":
             return Reply(kind, rest == b"t")
         if kind == "_":
