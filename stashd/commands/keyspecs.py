@@ -48,6 +48,13 @@ KEY_FLAGS: Final[dict[str, tuple[Flags, ...]]] = {
     **_each(_RW_DELETE, "srem"),
     **_each(_RO, "sismember", "scard"),
     "smove": (_RW_ACCESS_DELETE, _RW_INSERT),
+    **_each(_RW_UPDATE, "zadd"),
+    **_each(_RW_DELETE, "zrem", "zremrangebyrank", "zremrangebyscore", "zremrangebylex"),
+    **_each(_RO, "zcard"),
+    **_each(_RW_ACCESS_DELETE, "zpopmin", "zpopmax", "bzpopmin", "bzpopmax", "zmpop", "bzmpop"),
+    **dict.fromkeys(
+        ("zrangestore", "zunionstore", "zinterstore", "zdiffstore"), (_OW_UPDATE, _RO_ACCESS)
+    ),
     **dict.fromkeys(("sinterstore", "sunionstore", "sdiffstore"), (_RW_UPDATE, _RO_ACCESS)),
     **_each(_RW_ACCESS_DELETE, "getdel", "lpop", "rpop", "blpop", "brpop"),
     **_each(_RW_UPDATE, "setrange", "expire", "pexpire", "expireat", "pexpireat", "persist"),
@@ -68,11 +75,13 @@ KEY_FLAGS: Final[dict[str, tuple[Flags, ...]]] = {
     ),
 }
 #: Commands whose keys are counted by an argument, by the index of that argument (the
-#: keys follow it), as EVAL's numkeys.
+#: keys follow it), as EVAL's numkeys; a STORE form's destination comes before it.
 _COUNTED: Final = {
-    **dict.fromkeys(("eval", "evalsha", "eval_ro", "evalsha_ro"), 2),
-    "sintercard": 1,
+    **dict.fromkeys(("eval", "evalsha", "eval_ro", "evalsha_ro", "bzmpop"), 2),
+    **dict.fromkeys(("sintercard", "zunion", "zinter", "zdiff", "zintercard", "zmpop"), 1),
+    **dict.fromkeys(("zunionstore", "zinterstore", "zdiffstore"), 2),
 }
+_DESTINATION_FIRST: Final = frozenset({"zunionstore", "zinterstore", "zdiffstore"})
 
 
 #: Commands a request of which may name no key at all (Redis's NO_MANDATORY_KEYS).
@@ -105,7 +114,8 @@ def key_positions(cmd: Command, args: list[bytes]) -> list[int]:
             return []
         if not 0 <= count <= len(args) - at - 1:
             return []
-        return list(range(at + 1, at + 1 + count))
+        counted = list(range(at + 1, at + 1 + count))
+        return [1, *counted] if cmd.name in _DESTINATION_FIRST and counted else counted
     if not cmd.first_key:
         return []
     last = cmd.last_key if cmd.last_key >= 0 else len(args) + cmd.last_key
