@@ -84,6 +84,22 @@ def _forbid_attributes(obj: object, name: object, setting: bool) -> object:  # n
     raise AttributeError(name)
 
 
+#: A script's map with a table as a key, or set whose members are tables or mix strings
+#: and numbers: Stash sends a set's members in order and a map's keys as keys, which
+#: such values cannot be.
+_ODD_KEYS: Final = CommandError(
+    "a map returned by a script cannot have tables as keys, nor a set tables or both "
+    "strings and numbers as members"
+)
+
+
+def _plain(keys: list[Any], *, one_kind: bool) -> bool:
+    """Whether reply keys can key a map (no tables), or be ordered as a set's members."""
+    if any(isinstance(k, list | dict | set) for k in keys):
+        return False
+    return not one_kind or len({type(k) for k in keys}) <= 1
+
+
 class Sandbox:
     """A Lua runtime for one namespace's scripts, with compiled scripts kept by SHA1."""
 
@@ -325,10 +341,14 @@ class Sandbox:
         t = type(value)
         if t is bytes:
             return value
-        if value is None or value is False:
+        if value is None:
             return None
-        if value is True:
-            return 1
+        if value is True or value is False:
+            # After redis.setresp(3) a boolean is RESP3's (:1 or :0 to a RESP2 client);
+            # before it, Redis's old conversion: true is 1, false is nil.
+            if self._proto == 3:
+                return value
+            return 1 if value else None
         if t is int:
             return value if INT64_MIN <= value <= INT64_MAX else INT64_MIN
         if t is float:
@@ -346,6 +366,23 @@ class Sandbox:
         ok = value[b"ok"]
         if type(ok) is bytes:
             return ok.decode("utf-8", "replace")
+        # The RESP3 forms a script may return, as Redis reads them; a RESP2 client gets
+        # each in its RESP2 shape (the encoder flattens a map, lists a set, and writes a
+        # double as bulk text).
+        double = value[b"double"]
+        if type(double) in (int, float):
+            return Score(double)
+        mapped = value[b"map"]
+        if lua.lua_type(mapped) == "table":
+            pairs = [
+                (self.to_reply(k, depth + 1), self.to_reply(v, depth + 1))
+                for k, v in mapped.items()
+            ]
+            return dict(pairs) if _plain([k for k, _ in pairs], one_kind=False) else _ODD_KEYS
+        members = value[b"set"]
+        if lua.lua_type(members) == "table":
+            keys = [self.to_reply(k, depth + 1) for k in members]
+            return set(keys) if _plain(keys, one_kind=True) else _ODD_KEYS
         out: list[Any] = []
         i = 1
         while True:
