@@ -192,7 +192,8 @@ def _row(  # noqa: PLR0917 - one table row, as the other families write them
     since: str,
     last_key: int,
 ) -> Command:
-    return Command(name, handler, arity, (WRITE,), "list", summary, syntax, since, 1, last_key, 1)
+    flags = (WRITE, "noscript", "blocking")  # as Redis 7.0 flags them: never from a script
+    return Command(name, handler, arity, flags, "list", summary, syntax, since, 1, last_key, 1)
 
 
 COMMANDS: Final = (

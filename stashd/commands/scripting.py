@@ -55,8 +55,12 @@ NOT_IN_SCRIPTS: Final = frozenset(
         b"eval_ro",
         b"evalsha_ro",
         b"script",
-        b"bzpopmin",  # Redis flags these noscript
+        b"bzpopmin",  # Redis 7.0 flags these blocking commands noscript too
         b"bzpopmax",
+        b"blpop",
+        b"brpop",
+        b"blmove",
+        b"brpoplpush",
     }
 )
 
