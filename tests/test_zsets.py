@@ -17,44 +17,16 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stashd import ops
-from stashd.commands.base import Session
 from stashd.containers import pack_members, pack_scores, unpack_scores
 from stashd.errors import CommandError, PayloadTooLarge, QuotaExceeded, WrongType
 from stashd.resp import Score, encode
 from stashd.scores import NotFloat, parse_score, scan_text
-from stashd.service import MemoryService
-from stashd.tenancy import OpenKeyring
-from stashd.types import Kind, Limits, Principal, Quota
+from stashd.types import Kind, Quota
 from tests.support.backends import Backend, open_backend, server_url
 from tests.support.clock import Clock
+from tests.support.door import DEFAULT_TTL_MS, MAX_PAYLOAD, T0, Door
 from tests.support.resp_client import RespClient
 from tests.support.servers import StashDaemon
-
-T0 = 1_700_000_000_000
-NS = "alice"
-DEFAULT_TTL_MS = 600_000
-MAX_PAYLOAD = 200
-
-
-class Door:
-    """One backend and a RESP session with a small payload cap and the given quota."""
-
-    def __init__(self, backend: Backend, quota: Quota | None = None, proto: int = 2) -> None:
-        self.backend = backend
-        limits = Limits(MAX_PAYLOAD, DEFAULT_TTL_MS, 3_600_000, quota=quota or Quota())
-        self.session = Session(MemoryService(backend.store), OpenKeyring(limits), None)
-        self.session.principal = Principal(NS, limits, NS)
-        self.session.proto = proto
-
-    def call(self, *words: bytes) -> Any:  # noqa: ANN401 - each command has its own reply
-        """Run one request as dispatch does; a refusal is returned, not raised."""
-        return self.backend.call(self.session, *words)
-
-    def entries(self) -> dict[bytes, tuple[bytes, int, int, int]]:
-        """Every live entry: value, version, expiry, kind (what a refusal must not change)."""
-        _, items = self.backend.run(ops.Page(NS, 0, 1000))
-        return {k: (e.value, e.version, e.expires_at, e.kind) for k, e in items}
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

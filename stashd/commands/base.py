@@ -240,7 +240,7 @@ def positive_int(raw: bytes, error: Exception) -> int:
 
 
 def scan_cursor(raw: bytes) -> int:
-    """A SCAN, HSCAN or SSCAN cursor read as Redis reads one, with C's ``strtoul``.
+    """A SCAN, HSCAN, SSCAN or ZSCAN cursor read as Redis reads one, with C's ``strtoul``.
 
     Digits after an optional sign and nothing else (no spaces, no ``_``), below 2**64; a
     minus wraps round, so ``-1`` is 2**64-1, and the empty text is 0, as there.
@@ -255,7 +255,7 @@ def scan_cursor(raw: bytes) -> int:
 
 
 def scan_match(args: list[bytes]) -> Callable[[bytes], object] | None:
-    """The cursor and options of HSCAN and SSCAN (``key cursor [MATCH p] [COUNT n]``), checked.
+    """HSCAN, SSCAN and ZSCAN's cursor and options (``key cursor [MATCH p] [COUNT n]``), checked.
 
     The result is the MATCH pattern's test, None when every item matches. A container
     is one stored value, so one page holds it all: the cursor must be one Redis could

@@ -11,11 +11,10 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any, Final
 
-from stashd.commands.base import FAST, READONLY, Reply, Session, int_arg
+from stashd.commands.base import FAST, READONLY, Reply, Session, int_arg, scan_match
 from stashd.commands.zsets import look, row, with_scores
 from stashd.errors import CommandError, SyntaxErr
-from stashd.glob import compile_glob
-from stashd.ops import INT64_MAX, INT64_MIN, parse_int64
+from stashd.ops import INT64_MAX, INT64_MIN
 from stashd.resp import Score
 from stashd.scores import (
     Item,
@@ -244,27 +243,7 @@ def zrandmember(s: Session, args: list[bytes]) -> Reply:
 
 def zscan(s: Session, args: list[bytes]) -> Reply:
     """ZSCAN key cursor [MATCH pattern] [COUNT count]: every member in one reply."""
-    try:
-        cursor = int(args[2])
-    except ValueError:
-        raise CommandError("invalid cursor") from None
-    if cursor < 0 or cursor >= 2**64:
-        raise CommandError("invalid cursor")
-    pattern: bytes | None = None
-    i = 3
-    while i < len(args):
-        opt = args[i].upper()
-        if i + 1 >= len(args):
-            raise SyntaxErr
-        if opt == b"MATCH":
-            pattern = args[i + 1]
-        elif opt == b"COUNT":
-            if parse_int64(args[i + 1]) < 1:
-                raise SyntaxErr
-        else:
-            raise SyntaxErr
-        i += 2
-    match = None if pattern is None or pattern == b"*" else compile_glob(pattern).match
+    match = scan_match(args)
 
     def see(zs: dict[bytes, float]) -> list[Any]:
         # A sorted set is one stored value, bounded by the payload cap: it is returned

@@ -27,13 +27,14 @@ MAX_PAYLOAD: Final = 200
 
 
 class Door:
-    """One backend and a RESP session with a small payload cap and the given quota."""
+    """One backend and a RESP session (RESP2 unless told) with a small payload cap and quota."""
 
-    def __init__(self, backend: Backend, quota: Quota | None = None) -> None:
+    def __init__(self, backend: Backend, quota: Quota | None = None, proto: int = 2) -> None:
         self.backend = backend
         limits = Limits(MAX_PAYLOAD, DEFAULT_TTL_MS, MAX_TTL_MS, quota=quota or Quota())
         self.session = Session(MemoryService(backend.store), OpenKeyring(limits), None)
         self.session.principal = Principal(NS, limits, NS)
+        self.session.proto = proto
 
     def call(self, *words: bytes) -> Any:  # noqa: ANN401 - each command has its own reply
         """Run one request as dispatch does; a refusal is returned, not raised."""
