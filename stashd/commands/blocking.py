@@ -44,16 +44,6 @@ class _TimeoutNegative(CommandError):
     template = "timeout is negative"
 
 
-class _SeveralKeysInMulti(CommandError):
-    """A multi-key blocking pop inside EXEC or a script, which one operation cannot do."""
-
-    template = "{command} with several keys cannot run inside MULTI or a script; pop one key"
-    command: str
-
-    def __init__(self, command: str) -> None:
-        self._fill(command=command)
-
-
 def timeout_arg(raw: bytes) -> float:
     """A blocking timeout in seconds (0: forever), read as Redis reads it."""
     try:
@@ -68,9 +58,8 @@ def timeout_arg(raw: bytes) -> float:
     return seconds
 
 
-def block_on(  # noqa: PLR0917 - the command, its keys and what to do with each
+def block_on(  # noqa: PLR0917 - the command's keys and what to do with each
     s: Session,
-    name: str,
     keys: list[bytes],
     timeout: float,
     attempt: Callable[[bytes], Deferred],
@@ -82,15 +71,14 @@ def block_on(  # noqa: PLR0917 - the command, its keys and what to do with each
     ``attempt(key)`` is the non-blocking command's operation on one key, whose result
     None means nothing was there; ``finish(key, result)`` is the reply. Nothing by the
     timeout (or nothing at once, inside EXEC or a script) is a null array, as Redis
-    answers every blocking pop that timed out. ``at_once``, if given, is the one
-    operation that tries every key where nothing may wait (BZMPOP's is ZMPOP's).
+    answers every blocking pop that timed out. ``at_once`` is the one operation that
+    tries every key where nothing may wait (BZMPOP's is ZMPOP's), which a command of
+    several keys gives.
     """
     if s.nonblocking or s.run is None or s.blocked is None:
         if at_once is not None:
             return at_once()
-        if len(keys) != 1:
-            raise _SeveralKeysInMulti(name.upper())
-        key = keys[0]
+        (key,) = keys  # a command of several keys gives at_once
         deferred = attempt(key)
         return Deferred(
             deferred.op, lambda result: NULL_ARRAY if result is None else finish(key, result)
@@ -147,8 +135,18 @@ def _bpop(*, left: bool) -> Callable[[Session, list[bytes]], Reply]:
 
     def handler(s: Session, args: list[bytes]) -> Reply:
         keys, timeout = args[1:-1], timeout_arg(args[-1])
+
+        def at_once() -> Deferred:
+            first = list_commands.pop_first(s, keys, left=left)
+            return Deferred(first.op, lambda found: NULL_ARRAY if found is None else list(found))
+
         return block_on(
-            s, args[0].decode().lower(), keys, timeout, lambda key: pop(s, key), lambda k, v: [k, v]
+            s,
+            keys,
+            timeout,
+            lambda key: pop(s, key),
+            lambda k, v: [k, v],
+            at_once,
         )
 
     return handler
@@ -161,7 +159,6 @@ def blmove(s: Session, args: list[bytes]) -> Reply:
     timeout = timeout_arg(args[5])
     return block_on(
         s,
-        "blmove",
         [src],
         timeout,
         lambda key: list_commands.move(s, key, dst, from_left=from_left, to_left=to_left),
@@ -175,7 +172,6 @@ def brpoplpush(s: Session, args: list[bytes]) -> Reply:
     timeout = timeout_arg(args[3])
     return block_on(
         s,
-        "brpoplpush",
         [src],
         timeout,
         lambda key: list_commands.move(s, key, dst, from_left=False, to_left=True),

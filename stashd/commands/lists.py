@@ -129,6 +129,19 @@ def pop_one(*, left: bool) -> Callable[[Session, bytes], Deferred]:
     return attempt
 
 
+def pop_first(s: Session, keys: list[bytes], *, left: bool) -> Deferred:
+    """One item off the first of ``keys`` that holds a list: (key, item), None for none.
+
+    BLPOP's try of every key as one operation, where nothing may wait (inside EXEC).
+    """
+
+    def edit(value: bytes) -> tuple[bytes | None, bytes]:
+        rest, (item,) = lists.pop(value, 1, left=left)
+        return rest, item
+
+    return Deferred(s.service.edit_first(s.require(), keys, LIST, edit))
+
+
 def lrange(s: Session, args: list[bytes]) -> Reply:
     """LRANGE key start stop."""
     start, stop = int_arg(args[2]), int_arg(args[3])

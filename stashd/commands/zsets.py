@@ -243,13 +243,26 @@ def _bzpop(*, highest: bool) -> Callable[[Session, list[bytes]], Reply]:
 
     def handler(s: Session, args: list[bytes]) -> Reply:
         keys, timeout = args[1:-1], timeout_arg(args[-1])
+
+        def at_once() -> Deferred:
+            # Every key tried in one operation, where nothing may wait (inside EXEC).
+            op = s.service.edit_first(s.require(), keys, ZSET, _popper(1, highest=highest))
+
+            def finish(found: tuple[bytes, list[Item]] | None) -> Reply:
+                if found is None:
+                    return NULL_ARRAY
+                key, ((score, member),) = found
+                return [key, member, Score(score)]
+
+            return Deferred(op, finish)
+
         return block_on(
             s,
-            args[0].decode().lower(),
             keys,
             timeout,
             lambda key: _pop_one(s, key, highest=highest),
             lambda key, popped: [key, popped[0], Score(popped[1])],
+            at_once,
         )
 
     return handler
@@ -344,7 +357,6 @@ def bzmpop(s: Session, args: list[bytes]) -> Reply:
 
     return block_on(
         s,
-        "bzmpop",
         keys,
         timeout,
         attempt,
