@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from stashd.commands.base import (
+    DENYOOM,
     FAST,
     READONLY,
     WRITE,
@@ -125,7 +126,7 @@ COMMANDS: Final = (
         "setbit",
         setbit,
         4,
-        (WRITE,),
+        (WRITE, DENYOOM),
         "bitmap",
         "Set or clear one bit of a key's value.",
         "SETBIT key offset value",

@@ -18,7 +18,7 @@ import math
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd.commands import lists as list_commands
-from stashd.commands.base import WRITE, Awaiting, Command, Deferred, Reply, Session
+from stashd.commands.base import DENYOOM, WRITE, Awaiting, Command, Deferred, Reply, Session
 from stashd.errors import CommandError
 from stashd.ops import INT64_MAX
 from stashd.resp import NULL_ARRAY
@@ -188,8 +188,11 @@ def _row(  # noqa: PLR0917 - one table row, as the other families write them
     since: str,
     last_key: int,
 ) -> Command:
-    flags = (WRITE, "noscript", "blocking")  # as Redis 7.0 flags them: never from a script
-    return Command(name, handler, arity, flags, "list", summary, syntax, since, 1, last_key, 1)
+    # As Redis 7.0 flags them: never from a script; a move adds to its destination.
+    flags = (WRITE, *((DENYOOM,) if "move" in name or "push" in name else ()), "noscript")
+    return Command(
+        name, handler, arity, (*flags, "blocking"), "list", summary, syntax, since, 1, last_key, 1
+    )
 
 
 COMMANDS: Final = (

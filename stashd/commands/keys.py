@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Final
 
 from stashd.commands.base import (
+    DENYOOM,
     FAST,
     READONLY,
     WRITE,
@@ -466,7 +467,7 @@ COMMANDS: Final = (
         "copy",
         copy,
         -3,
-        _W,
+        (*_W, DENYOOM),
         "generic",
         "Copy a key's value, kind and TTL to another key.",
         "COPY source destination [DB destination-db] [REPLACE]",

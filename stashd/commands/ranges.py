@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd import lcs
 from stashd.commands.base import (
+    DENYOOM,
     READONLY,
     WRITE,
     Command,
@@ -159,7 +160,7 @@ COMMANDS: Final = (
         "setrange",
         setrange,
         4,
-        _W,
+        (*_W, DENYOOM),
         "string",
         "Overwrite a part of a key's value from an offset.",
         "SETRANGE key offset value",

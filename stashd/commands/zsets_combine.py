@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from stashd.commands.base import READONLY, WRITE, Command, Deferred, Reply, Session, int_arg
+from stashd.commands.base import (
+    DENYOOM,
+    READONLY,
+    WRITE,
+    Command,
+    Deferred,
+    Reply,
+    Session,
+    int_arg,
+)
 from stashd.commands.zsets import GROUP, with_scores
 from stashd.commands.zsets_read import range_pick
 from stashd.containers import pack_scores, unpack_members, unpack_scores
@@ -224,7 +233,7 @@ def zintercard(s: Session, args: list[bytes]) -> Reply:
 
 # Redis reports no key positions for them (0 0 0): the keys follow numkeys.
 _R: Final = (READONLY, "movablekeys")
-_W: Final = (WRITE, "movablekeys")
+_W: Final = (WRITE, DENYOOM, "movablekeys")
 
 
 def _store(s: Session, args: list[bytes], req: _Request, combine: Combine) -> Deferred:
@@ -323,7 +332,7 @@ COMMANDS: Final = (
         "zrangestore",
         zrangestore,
         -5,
-        (WRITE,),
+        (WRITE, DENYOOM),
         GROUP,
         "ZRANGE into a key, replacing what it held; a new set gets the default TTL.",
         "ZRANGESTORE dst src min max [BYSCORE|BYLEX] [REV] [LIMIT offset count]",
