@@ -24,8 +24,7 @@ KNOWN: dict[str, tuple[set[str], set[str], str]] = {
         name: (
             {"allow_busy", "noscript"},
             set(),
-            "scripts refuse them by name (stashd.commands.scripting), and no client is "
-            "answered BUSY",
+            "scripts refuse them by name; no client is answered BUSY",
         )
         for name in ("auth", "hello", "quit", "reset", "multi", "discard", "watch", "unwatch")
     },
