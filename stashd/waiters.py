@@ -1,10 +1,13 @@
 """Clients blocked on list keys (BLPOP and its kin), woken when a write to one commits.
 
 One registry per node: each waiter is registered under every (namespace, key) it
-waits on, in arrival order, and keeps its place until its wait ends. The batcher
-calls :meth:`Waiters.wake` after a write commits; every waiter on a written key is
-woken, oldest first, and retries its pop through the normal operation path, so one
-that loses the race simply waits again, still ahead of those who came later.
+waits on, in arrival order, and keeps its place until its wait ends. A waiter pops
+only from the keys it is first in line for (:meth:`Waiters.first`), so the client
+that blocked first on a key is served first, as in Redis. The batcher calls
+:meth:`Waiters.wake` after a write commits: the first waiter on each written key is
+woken and retries its pop through the normal operation path; when a waiter leaves
+(served, timed out, gone), the next in line on its keys is woken in turn, so a push of
+several items serves as many waiters, one after the other.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ class Waiters:
         by_slot = self._by_slot
         return any(next(iter(by_slot[slot])) is waiter for slot in waiter.slots)
 
+    def first(self, waiter: Waiter, slot: Slot) -> bool:
+        """Whether ``waiter`` is first in line on ``slot``: the one a pop there serves."""
+        waiting = self._by_slot.get(slot)
+        return waiting is not None and next(iter(waiting)) is waiter
+
     def remove(self, waiter: Waiter) -> None:
         """Forget a waiter (served, timed out or disconnected), so none is left behind."""
         ns = waiter.slots[0][0]
@@ -76,15 +84,19 @@ class Waiters:
             waiting = self._by_slot.get(slot)
             if waiting is None:
                 continue
+            was_first = next(iter(waiting)) is waiter
             waiting.pop(waiter, None)
             if not waiting:
                 del self._by_slot[slot]
+            elif was_first:
+                # The next in line may pop now: an item left after this one's pop, or
+                # one this waiter never took (it timed out or went away).
+                next(iter(waiting)).signal.set()
 
     def wake(self, op: Op) -> None:
-        """Signal, oldest first, whoever waits on a key a committed write touched."""
+        """Signal the first waiter on each key a committed write touched."""
         by_slot = self._by_slot
         for slot in op.slots():
             waiting = by_slot.get(slot)
             if waiting is not None:
-                for waiter in waiting:
-                    waiter.signal.set()
+                next(iter(waiting)).signal.set()

@@ -159,7 +159,6 @@ def test_blpop_times_out_with_nil(daemon: StashDaemon) -> None:
     client.close()
 
 
-@pytest.mark.skip(reason="a waiter's retry in flight can win a push: not FIFO yet (SPEC)")
 def test_the_longest_waiting_client_is_served_first(daemon: StashDaemon) -> None:
     """Two blocked clients and one push: the first to block gets it."""
     other = redis.Redis(port=daemon.port)
@@ -173,6 +172,23 @@ def test_the_longest_waiting_client_is_served_first(daemon: StashDaemon) -> None
     other.rpush("q", "two")
     second.join(10)
     assert got_second == [(b"q", b"two")]
+    other.close()
+
+
+def test_one_push_of_several_items_serves_the_waiters_in_the_order_they_blocked(
+    daemon: StashDaemon,
+) -> None:
+    """Three blocked clients, one RPUSH of three items: each gets the next, oldest first."""
+    other = redis.Redis(port=daemon.port)
+    waiting = []
+    for n in range(3):
+        waiting.append(_blpop_in_thread(daemon.port, ["line"], 0))
+        _wait_blocked(other, n + 1)
+    other.rpush("line", "a", "b", "c")
+    for thread, _ in waiting:
+        thread.join(10)
+    assert [got for _, got in waiting] == [[(b"line", b"a")], [(b"line", b"b")], [(b"line", b"c")]]
+    assert other.exists("line") == 0
     other.close()
 
 

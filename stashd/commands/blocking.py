@@ -103,6 +103,10 @@ def block_on(  # noqa: PLR0917 - the command's keys and what to do with each
                     # Cleared before the try, so a write landing during it wakes the wait.
                     waiter.signal.clear()
                     for key in keys:
+                        # Only where it is first in line: an older waiter on the key
+                        # is served before it, as Redis serves them.
+                        if not blocked.first(waiter, (ns, key)):
+                            continue
                         result = await run(attempt(key).op)
                         if result is not None:
                             return finish(key, result)
