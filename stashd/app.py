@@ -256,7 +256,10 @@ async def serve(
     async def maintain() -> None:
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
-            store.maintain()
+            # A script running on its thread holds the store: the memory store's sweep
+            # would touch it meanwhile.
+            if ctx.batcher is None or not ctx.batcher.exclusive:
+                store.maintain()
 
     async def watch_revocations(strict: StrictKeyring) -> None:
         failing = False  # one warning per run of failures, not one a second

@@ -11,6 +11,12 @@ is the one place that decides, for every door.
 
 It is also where every write is seen committed, so it notes the write events
 (:mod:`stashd.events`) when the daemon logs them.
+
+An operation that may run long (a Lua script, ``Op.RUNS_LONG``) runs alone, after the
+batch before it, on a thread of its own (the Lua engine lets go of the interpreter
+while it runs), so the loop stays free: nothing else reaches the store meanwhile, and
+once it has run past its ``busy_after_ms`` every request is answered ``-BUSY``, as
+Redis answers them, until it ends; SCRIPT KILL, which needs no store, can stop it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
-from stashd.errors import StashError, StoreUnavailable
+from stashd.errors import Busy, StashError, StoreUnavailable
 from stashd.waiters import Waiters
 
 if TYPE_CHECKING:
@@ -54,6 +60,15 @@ class Batcher:
         self._waiters: list[_Waiter] = []
         self._scheduled = False
         self._running: asyncio.Task[None] | None = None
+        # The long operation running on its thread, and whether it is past its
+        # busy_after_ms (requests are then answered BUSY).
+        self._long: Op | None = None
+        self._busy = False
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether a long operation holds the store: nothing else may touch it meanwhile."""
+        return self._long is not None
 
     def now(self, op: Op, behind: bool = False) -> bool:
         """Whether ``op`` runs at once, on the loop, rather than in the next batch.
@@ -63,6 +78,8 @@ class Batcher:
         the same request still waiting in a batch (``behind``): its reply would then
         overtake theirs.
         """
+        if self._long is not None or op.RUNS_LONG:
+            return False  # it waits its turn, or is the long one itself
         store = self.store
         return store.inline or (
             store.inline_reads and not behind and not op.writes and op.size <= INLINE_READ_MAX
@@ -86,6 +103,10 @@ class Batcher:
 
         A result is the operation's value or its :class:`StashError`, in order.
         """
+        if self._busy:
+            busy = [Busy()] * len(ops)
+            asyncio.get_running_loop().call_soon(done, busy)
+            return
         start = len(self._ops)
         self._ops.extend(ops)
         self._waiters.append((start, len(self._ops), done, door))
@@ -127,8 +148,62 @@ class Batcher:
         if self._running is not None or not self._ops:
             return
         ops, waiters = self._ops, self._waiters
+        loop = asyncio.get_running_loop()
+        # A request of one long operation runs alone, once what came before it has run.
+        cut = next(
+            (
+                i
+                for i, (start, stop, _, _) in enumerate(waiters)
+                if stop - start == 1 and ops[start].RUNS_LONG
+            ),
+            None,
+        )
+        if cut == 0:
+            self._ops, self._waiters = ops[1:], _shifted(waiters[1:], 1)
+            self._running = loop.create_task(self._run_long(ops[0], waiters[0]))
+            return
+        if cut is not None:
+            end = waiters[cut][0]
+            self._ops, self._waiters = ops[end:], _shifted(waiters[cut:], end)
+            ops, waiters = ops[:end], waiters[:cut]
+        else:
+            self._ops, self._waiters = [], []
+        self._running = loop.create_task(self._run(ops, waiters))
+
+    async def _run_long(self, op: Op, waiter: _Waiter) -> None:
+        """Run ``op`` alone on a thread; past its busy_after_ms, every request gets BUSY."""
+        loop = asyncio.get_running_loop()
+        self._long = op
+        busy_after = getattr(op, "busy_after_ms", 0) / 1000
+        timer = loop.call_later(busy_after, self._become_busy) if busy_after > 0 else None
+        try:
+            try:
+                result: Any = await asyncio.to_thread(self.store.run, op)
+            except StashError as exc:
+                result = exc
+            except Exception as exc:
+                logger.exception("batch_failed", operations=1)
+                result = StoreUnavailable(type(exc).__name__)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._long = None
+            self._busy = False
+            self._running = None
+        self._answer([op], [result], [waiter])
+        if self._ops:
+            self._start()
+
+    def _become_busy(self) -> None:
+        """The long operation ran past its busy_after_ms: what waits for it is answered BUSY."""
+        self._busy = True
+        waiters = self._waiters
         self._ops, self._waiters = [], []
-        self._running = asyncio.get_running_loop().create_task(self._run(ops, waiters))
+        for start, stop, done, _ in waiters:
+            try:
+                done([Busy()] * (stop - start))
+            except Exception:
+                logger.exception("batch_callback_failed")
 
     async def _run(self, ops: list[Op], waiters: list[_Waiter]) -> None:
         try:
@@ -140,6 +215,12 @@ class Batcher:
             results = [StoreUnavailable(type(exc).__name__)] * len(ops)
         finally:
             self._running = None
+        self._answer(ops, results, waiters)
+        if self._ops:
+            self._start()
+
+    def _answer(self, ops: list[Op], results: list[Any], waiters: list[_Waiter]) -> None:
+        """Note the committed writes, wake who waits on them, and hand each caller its part."""
         events, blocked = self.events, self.blocked
         for start, stop, done, door in waiters:
             if events is not None or blocked:
@@ -156,8 +237,6 @@ class Batcher:
                 # One caller's failure to take its answer must not keep the batch's other
                 # callers waiting for theirs.
                 logger.exception("batch_callback_failed")
-        if self._ops:
-            self._start()
 
     async def drain(self) -> None:
         """Wait until nothing is queued or running (shutdown)."""
@@ -167,3 +246,8 @@ class Batcher:
                     await self._running
             else:
                 self._start()
+
+
+def _shifted(waiters: list[_Waiter], by: int) -> list[_Waiter]:
+    """Waiters whose operations moved ``by`` places toward the front of the queue."""
+    return [(start - by, stop - by, done, door) for start, stop, done, door in waiters]

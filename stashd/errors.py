@@ -133,6 +133,16 @@ class IncrOverflow(CommandError):
     template = "increment or decrement would overflow"
 
 
+class Busy(StashError):
+    """A request while a script runs past lua-time-limit: Redis's exact words (clients retry).
+
+    Only SCRIPT KILL is answered meanwhile; the script's own namespace may kill it.
+    """
+
+    code = "BUSY"
+    template = "Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+
+
 class NotFloat(CommandError):
     """An argument or stored value that must be a number (INCRBYFLOAT) and is not."""
 
@@ -304,11 +314,11 @@ class NotBusy(StashError):
 
 
 class ScriptTimeLimit(CommandError):
-    """A script that ran past the time limit: stopped, and nothing it wrote was kept."""
+    """A script that ran past its hard limit (lua-time-limit times 12): stopped, nothing kept."""
 
     template = (
-        "script ran past the time limit ({limit_ms} ms, lua-time-limit) and was stopped; "
-        "nothing it wrote was kept"
+        "script ran past the time limit ({limit_ms} ms, 12 times lua-time-limit) and was "
+        "stopped; nothing it wrote was kept"
     )
     limit_ms: int
 

@@ -24,7 +24,7 @@ KNOWN: dict[str, tuple[set[str], set[str], str]] = {
         name: (
             {"allow_busy", "noscript"},
             set(),
-            "scripts refuse them by name; no client is answered BUSY",
+            "scripts refuse them by name; BUSY is decided by what reaches the store",
         )
         for name in ("auth", "hello", "quit", "reset", "multi", "discard", "watch", "unwatch")
     },

@@ -62,6 +62,7 @@ SAMPLES: dict[type[StashError], StashError] = {
     errors.NoScript: errors.NoScript(),
     errors.NotBusy: errors.NotBusy(),
     errors.ScriptTimeLimit: errors.ScriptTimeLimit(5000),
+    errors.Busy: errors.Busy(),
     errors.ScriptKilled: errors.ScriptKilled(),
     errors.ScriptOutOfMemory: errors.ScriptOutOfMemory(64 * 1024 * 1024),
     errors.RateLimited: errors.RateLimited(1250),

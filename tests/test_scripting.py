@@ -274,3 +274,47 @@ def test_each_command_a_script_runs_counts_against_the_rate_limit() -> None:
                 client.get("k")
         finally:
             client.close()
+
+
+def _busy(client: redis.Redis) -> bool:
+    """Whether a read is answered BUSY now (a script runs past its time limit)."""
+    try:
+        client.get("probe")
+    except ResponseError as exc:
+        assert str(exc).startswith("BUSY Redis is busy running a script"), exc
+        return True
+    return False
+
+
+def test_past_the_time_limit_others_get_busy_and_script_kill_stops_it(
+    daemon: StashDaemon,
+) -> None:
+    """As in Redis: a script past lua-time-limit makes every client BUSY until it ends;
+    SCRIPT KILL from its namespace stops it, from another one does not, and nothing it
+    wrote is kept."""
+    key = f"key-{uuid.uuid4().hex}"
+    owner = redis.Redis(port=daemon.port, password=key)
+    other = redis.Redis(port=daemon.port, password=f"key-{uuid.uuid4().hex}")
+    got: list[object] = []
+
+    def run() -> None:
+        try:
+            got.append(owner.eval("redis.call('set', KEYS[1], 'x') while true do end", 1, "k"))
+        except ResponseError as exc:
+            got.append(str(exc))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not _busy(other):  # each GET waits its turn, then is answered BUSY or nil
+        assert time.monotonic() < deadline, "never BUSY"
+    with pytest.raises(ResponseError, match="NOTBUSY"):
+        other.script_kill()  # another namespace's script is not its to kill
+    killer = redis.Redis(port=daemon.port, password=key)
+    assert killer.script_kill()
+    thread.join(10)
+    assert got == ["Script killed by user with SCRIPT KILL..."]
+    assert other.ping()
+    assert owner.exists("k") == 0
+    for client in (owner, other, killer):
+        client.close()

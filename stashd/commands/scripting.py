@@ -104,7 +104,7 @@ def _script(s: Session, args: list[bytes], by_sha: bool, read_only: bool) -> Rep
 
         return sandbox.run(sha, source, keys, argv, call)
 
-    op = Script(ns, keys, body, writes=not read_only)
+    op = Script(ns, keys, body, not read_only, s.service.scripts.time_limit_ms)
     quota = p.limits.quota
     if quota.limited and not read_only:
         # Its commands' writes are checked against the quota: a store reads the usage first.

@@ -128,6 +128,10 @@ class Op:
     #: True for an operation whose writes can make its namespace hold more keys or
     #: bytes: the memory service gives those the caller's quota.
     GROWS: bool = False
+    #: True for an operation that may run long (a Lua script): the batcher runs it
+    #: alone, on a thread of its own, so the loop keeps answering (BUSY past its
+    #: ``busy_after_ms``) and SCRIPT KILL reaches it; ``busy_after_ms`` is then set.
+    RUNS_LONG: bool = False
     #: True for an operation whose whole work is reading one row with one statement: a
     #: store may run it without opening a transaction of its own, since a single
     #: statement already reads one consistent snapshot (SQLite's direct path saves its

@@ -39,9 +39,10 @@ class Script(Op):
     The result is the script's reply (a StashError among them).
     """
 
-    __slots__ = ("body", "keys", "ran")
+    __slots__ = ("body", "busy_after_ms", "keys", "ran")
     KEYED = False
     WORKS = True
+    RUNS_LONG = True
 
     def __init__(
         self,
@@ -49,11 +50,14 @@ class Script(Op):
         keys: list[bytes],
         body: Callable[[View, int, list[tuple[Op | None, Any]]], Any],
         writes: bool,
+        busy_after_ms: int,
     ) -> None:
         super().__init__(ns)
         self.keys = keys
         self.body = body
         self.writes = writes
+        # Past this, other clients are answered BUSY until it ends (lua-time-limit).
+        self.busy_after_ms = busy_after_ms
         # A script may walk its namespace (SCAN, KEYS, DBSIZE): it is planned as one
         # that touches it all, so it runs alone, after the operations before it landed.
         self.touch = Touch.SPACE

@@ -36,6 +36,10 @@ REDIS_VERSION_NUM: Final = 0x07000F
 #: Instructions between two looks at the clock: a Python call per 10,000 instructions
 #: costs about a tenth of what those instructions cost, and notices a loop within 1 ms.
 HOOK_EVERY: Final = 10_000
+#: A script still running at this many times lua-time-limit is stopped: past the limit
+#: itself other clients are answered BUSY and SCRIPT KILL stops it, as in Redis, and
+#: this bound keeps one that nobody kills from holding the store for ever.
+STOP_FACTOR: Final = 12
 #: Nesting a reply may have, either way (a table that holds itself would never end).
 MAX_DEPTH: Final = 100
 #: Above this much Lua memory after a script, the runtime collects its garbage at once,
@@ -106,6 +110,7 @@ class Sandbox:
     def __init__(self, max_memory: int, time_limit_ms: int) -> None:
         self.max_memory = max_memory
         self.time_limit_ms = time_limit_ms
+        self.stop_after_ms = time_limit_ms * STOP_FACTOR
         self._lua = lua.LuaRuntime(
             encoding=None,
             register_eval=False,
@@ -174,7 +179,9 @@ class Sandbox:
         self.kill_requested = False
         self._fault = None
         self._proto = 2
-        self._deadline = time.monotonic() + self.time_limit_ms / 1000
+        # Past lua-time-limit other clients are answered BUSY (stashd.batch) and SCRIPT
+        # KILL stops it; past STOP_FACTOR times that it is stopped, so none runs forever.
+        self._deadline = time.monotonic() + self.stop_after_ms / 1000
         lua_rt = self._lua
         self.running = True
         try:
@@ -198,7 +205,7 @@ class Sandbox:
             raise self._fault
         if self._killed:
             raise Stop(
-                ScriptKilled() if self.kill_requested else ScriptTimeLimit(self.time_limit_ms)
+                ScriptKilled() if self.kill_requested else ScriptTimeLimit(self.stop_after_ms)
             )
         if type(reply) is Stop:
             raise reply
