@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from stashd.errors import CommandError
+from stashd.errors import CommandError, NotFloat
 
 #: One member as read in order: its score first, so tuples sort as Redis orders them.
 Item = tuple[float, bytes]
@@ -30,12 +30,6 @@ _NONZERO: Final = re.compile(rb"[1-9a-fA-F]")
 _C_SPACE: Final = b" \t\n\v\f\r"
 # Redis writes an integral score in a ZSCAN reply as an integer within this bound.
 _INTEGRAL_MAX: Final = float(2**62)
-
-
-class NotFloat(CommandError):
-    """A score argument that is not a number as Redis reads one."""
-
-    template = "value is not a valid float"
 
 
 class NotFloatRange(CommandError):

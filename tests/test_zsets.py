@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stashd.containers import pack_members, pack_scores, unpack_scores
-from stashd.errors import CommandError, PayloadTooLarge, QuotaExceeded, WrongType
+from stashd.errors import CommandError, NotFloat, PayloadTooLarge, QuotaExceeded, WrongType
 from stashd.resp import Score, encode
-from stashd.scores import NotFloat, parse_score, scan_text
+from stashd.scores import parse_score, scan_text
 from stashd.types import Kind, Quota
 from tests.support.backends import Backend, open_backend, server_url
 from tests.support.clock import Clock

@@ -26,9 +26,9 @@ from stashd.commands.base import (
 from stashd.commands.zsets import GROUP, with_scores
 from stashd.commands.zsets_read import range_pick
 from stashd.containers import pack_scores, unpack_members, unpack_scores
-from stashd.errors import CommandError, NotInteger, StashError, SyntaxErr
+from stashd.errors import CommandError, NotFloat, NotInteger, StashError, SyntaxErr
 from stashd.ops import parse_int64
-from stashd.scores import NotFloat, ordered, parse_score
+from stashd.scores import ordered, parse_score
 from stashd.types import Kind
 
 #: What the inputs may hold.
