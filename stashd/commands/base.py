@@ -12,13 +12,13 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from stashd.admission import ClientSlots
 from stashd.errors import CommandError, NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
 from stashd.glob import compile_glob
 from stashd.held import HeldMemory, request_bytes
-from stashd.ops import INT64_MAX, INT64_MIN, Op, parse_int64
+from stashd.ops import INT64_MAX, INT64_MIN, KEEP, Op, parse_int64
 from stashd.service import check_pattern
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 Reply = Any
 Finish = Callable[[Any], Reply]
+_Items = TypeVar("_Items")
 
 
 class Deferred:
@@ -187,6 +188,45 @@ class Session:
         self.multi_dirty = False
         self.held.release(self.queued_in, self.queued_bytes)
         self.queued_bytes = 0
+
+
+def look_decoded(
+    s: Session,
+    key: bytes,
+    kind: int,
+    decode: Callable[[bytes | None], _Items],
+    look: Callable[[_Items], Any],
+) -> Deferred:
+    """A read of the container of ``kind`` under ``key``: ``look`` gets its items, decoded.
+
+    ``decode`` is the kind's codec (:mod:`stashd.containers`), which gives no items for
+    no key.
+    """
+    return Deferred(s.service.inspect(s.require(), key, kind, lambda v: look(decode(v))))
+
+
+def edit_decoded(  # noqa: PLR0917 - the container, its codec both ways, and the change
+    s: Session,
+    key: bytes,
+    kind: int,
+    decode: Callable[[bytes | None], _Items],
+    encode: Callable[[_Items], bytes],
+    edit: Callable[[_Items], tuple[bool, Any]],
+) -> Deferred:
+    """A change to the container of ``kind`` under ``key``: ``edit`` changes its items in place.
+
+    ``edit`` returns (whether it changed them, the reply); an unchanged container is not
+    written, an emptied one is deleted (the rules of :mod:`stashd.ops.containers`).
+    """
+
+    def change(value: bytes | None) -> tuple[Any, Any]:
+        items = decode(value)
+        changed, reply = edit(items)
+        if not changed:
+            return KEEP, reply
+        return (encode(items) if items else None), reply
+
+    return Deferred(s.service.edit(s.require(), key, kind, change))
 
 
 def run_subcommand(rows: dict[bytes, Command], s: Session, args: list[bytes]) -> Reply:

@@ -21,19 +21,20 @@ from stashd.commands.base import (
     Deferred,
     Reply,
     Session,
+    edit_decoded,
     int_arg,
+    look_decoded,
     scan_match,
 )
 from stashd.containers import pack_map, unpack_map
 from stashd.errors import CommandError, IncrOverflow, NotInteger, SyntaxErr, WrongArity
-from stashd.ops import INT64_MAX, INT64_MIN, KEEP, parse_int64
+from stashd.ops import INT64_MAX, INT64_MIN, parse_int64
 from stashd.resp import OK
 from stashd.types import Kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from stashd.ops import Op
 
 #: The most fields HRANDFIELD returns for a negative count (repeats allowed). Redis
 #: has no cap but the range of a long; one here keeps a request of -10**12 from
@@ -45,27 +46,14 @@ HASH: Final = Kind.HASH
 
 def _look(s: Session, key: bytes, look: Callable[[dict[bytes, bytes]], Any]) -> Deferred:
     """A read of the hash under ``key``: ``look`` gets its fields (empty for no key)."""
-    op: Op = s.service.inspect(s.require(), key, HASH, lambda v: look(unpack_map(v)))
-    return Deferred(op)
+    return look_decoded(s, key, HASH, unpack_map, look)
 
 
 def _edit(
     s: Session, key: bytes, edit: Callable[[dict[bytes, bytes]], tuple[bool, Any]]
 ) -> Deferred:
-    """A change to the hash under ``key``: ``edit`` changes its fields in place.
-
-    ``edit`` returns (whether it changed them, the reply); an unchanged hash is not
-    written, an emptied one is deleted.
-    """
-
-    def change(value: bytes | None) -> tuple[Any, Any]:
-        fields = unpack_map(value)
-        changed, reply = edit(fields)
-        if not changed:
-            return KEEP, reply
-        return (pack_map(fields) if fields else None), reply
-
-    return Deferred(s.service.edit(s.require(), key, HASH, change))
+    """A change to the hash under ``key``: ``edit`` changes its fields in place."""
+    return edit_decoded(s, key, HASH, unpack_map, pack_map, edit)
 
 
 def _pairs(args: list[bytes], name: str) -> list[bytes]:

@@ -29,7 +29,9 @@ from stashd.commands.base import (
     NotPositive,
     Reply,
     Session,
+    edit_decoded,
     int_arg,
+    look_decoded,
     scan_match,
 )
 from stashd.commands.hashes import RANDFIELD_MAX
@@ -49,24 +51,12 @@ Members = dict[bytes, None]
 
 def _look(s: Session, key: bytes, look: Callable[[Members], Any]) -> Deferred:
     """A read of the set under ``key``: ``look`` gets its members (empty for no key)."""
-    return Deferred(s.service.inspect(s.require(), key, SET, lambda v: look(unpack_members(v))))
+    return look_decoded(s, key, SET, unpack_members, look)
 
 
 def _edit(s: Session, key: bytes, edit: Callable[[Members], tuple[bool, Any]]) -> Deferred:
-    """A change to the set under ``key``: ``edit`` changes its members in place.
-
-    ``edit`` returns (whether it changed them, the reply); an unchanged set is not
-    written, an emptied one is deleted.
-    """
-
-    def change(value: bytes | None) -> tuple[Any, Any]:
-        members = unpack_members(value)
-        changed, reply = edit(members)
-        if not changed:
-            return KEEP, reply
-        return (pack_members(members) if members else None), reply
-
-    return Deferred(s.service.edit(s.require(), key, SET, change))
+    """A change to the set under ``key``: ``edit`` changes its members in place."""
+    return edit_decoded(s, key, SET, unpack_members, pack_members, edit)
 
 
 def sadd(s: Session, args: list[bytes]) -> Reply:

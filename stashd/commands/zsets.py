@@ -24,12 +24,14 @@ from stashd.commands.base import (
     Deferred,
     Reply,
     Session,
+    edit_decoded,
     int_arg,
+    look_decoded,
 )
 from stashd.commands.blocking import block_on, timeout_arg
 from stashd.containers import pack_scores, unpack_scores
 from stashd.errors import CommandError, NotInteger, SyntaxErr
-from stashd.ops import KEEP, parse_int64
+from stashd.ops import parse_int64
 from stashd.resp import NULL_ARRAY, Score
 from stashd.scores import (
     Item,
@@ -46,7 +48,6 @@ from stashd.types import Kind
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from stashd.ops import Op
 
 ZSET: Final = Kind.ZSET
 #: The group COMMAND DOCS reports, and the SPEC chapter's: Redis's own name for it.
@@ -55,27 +56,14 @@ GROUP: Final = "sorted-set"
 
 def look(s: Session, key: bytes, see: Callable[[dict[bytes, float]], Any]) -> Deferred:
     """A read of the sorted set under ``key``: ``see`` gets its scores (empty for no key)."""
-    op: Op = s.service.inspect(s.require(), key, ZSET, lambda v: see(unpack_scores(v)))
-    return Deferred(op)
+    return look_decoded(s, key, ZSET, unpack_scores, see)
 
 
 def change(
     s: Session, key: bytes, edit: Callable[[dict[bytes, float]], tuple[bool, Any]]
 ) -> Deferred:
-    """A change to the sorted set under ``key``: ``edit`` changes its scores in place.
-
-    ``edit`` returns (whether it changed them, the reply); an unchanged set is not
-    written, an emptied one is deleted.
-    """
-
-    def run(value: bytes | None) -> tuple[Any, Any]:
-        scores = unpack_scores(value)
-        changed, reply = edit(scores)
-        if not changed:
-            return KEEP, reply
-        return (pack_scores(scores) if scores else None), reply
-
-    return Deferred(s.service.edit(s.require(), key, ZSET, run))
+    """A change to the sorted set under ``key``: ``edit`` changes its scores in place."""
+    return edit_decoded(s, key, ZSET, unpack_scores, pack_scores, edit)
 
 
 def with_scores(items: list[Item], nested: bool) -> list[Any]:
