@@ -180,6 +180,27 @@ class Op:
         return 1
 
 
+class OnKeys(Op):
+    """An operation on the several keys in ``keys`` (MGET, SINTER, ZMPOP).
+
+    It declares each of them, and its size is one per key. A subclass holds ``keys`` in
+    its slots.
+    """
+
+    __slots__ = ()
+    keys: list[bytes]
+
+    def slots(self) -> list[Slot]:
+        """Each key."""
+        ns = self.ns
+        return [(ns, key) for key in self.keys]
+
+    @property
+    def size(self) -> int:
+        """One per key."""
+        return len(self.keys)
+
+
 def entry_work(result: object) -> tuple[int, int]:
     """The work of reading back one entry: its value's bytes (none for a miss or an error)."""
     return (0, len(result.value)) if type(result) is Entry else NO_WORK

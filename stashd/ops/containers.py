@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from stashd.errors import PayloadTooLarge, StashError
 from stashd.ops.base import (
     NO_WORK,
+    OnKeys,
     Op,
     Slot,
     Touch,
@@ -149,7 +150,7 @@ class Inspect(Op):
         return NO_WORK if isinstance(result, StashError) else (0, self.read)
 
 
-class InspectMany(Op):
+class InspectMany(OnKeys):
     """A read of several containers at once (ZUNION, ZINTER): ``look`` gets each one.
 
     Each key must hold one of ``kinds`` (WRONGTYPE otherwise, checked for every key
@@ -181,16 +182,6 @@ class InspectMany(Op):
         found = [read_any(view, ns, key, now, kinds) for key in self.keys]
         self.read = sum(len(e.value) for e in found if e is not None)
         return self.look([None if e is None else (e.kind, e.value) for e in found])
-
-    def slots(self) -> list[Slot]:
-        """Each key."""
-        ns = self.ns
-        return [(ns, key) for key in self.keys]
-
-    @property
-    def size(self) -> int:
-        """One per key."""
-        return len(self.keys)
 
     def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
         """The containers read back."""
@@ -253,7 +244,7 @@ class Edit(Op):
         return NO_WORK if isinstance(result, StashError) else (0, self.moved)
 
 
-class EditFirst(Op):
+class EditFirst(OnKeys):
     """A change to the first of several keys that holds a container (ZMPOP): ``edit`` it.
 
     The keys are looked at in order: a missing one is passed over, one of another kind
@@ -311,16 +302,6 @@ class EditFirst(Op):
             self.moved += self.written
             return key, result
         return None
-
-    def slots(self) -> list[Slot]:
-        """Each key."""
-        ns = self.ns
-        return [(ns, key) for key in self.keys]
-
-    @property
-    def size(self) -> int:
-        """One per key."""
-        return len(self.keys)
 
     def work(self, result: Any) -> tuple[int, int]:  # noqa: ANN401 - any result
         """The container read, and what was written back."""

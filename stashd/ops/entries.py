@@ -22,6 +22,7 @@ from stashd.ops.base import (
     INT64_MAX,
     INT64_MIN,
     NO_WORK,
+    OnKeys,
     Op,
     Slot,
     Touch,
@@ -62,7 +63,7 @@ class Get(Op):
         return entry_work(result)
 
 
-class GetMany(Op):
+class GetMany(OnKeys):
     """Entries for several keys, None where missing (MGET, EXISTS)."""
 
     __slots__ = ("keys",)
@@ -83,16 +84,6 @@ class GetMany(Op):
         if type(result) is not list:
             return NO_WORK
         return 0, sum(len(e.value) for e in result if e is not None)
-
-    def slots(self) -> list[Slot]:
-        """Each key."""
-        ns = self.ns
-        return [(ns, key) for key in self.keys]
-
-    @property
-    def size(self) -> int:
-        """One per key."""
-        return len(self.keys)
 
 
 class Set(Op):
