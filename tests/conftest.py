@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from tests.support.backends import Backend, open_backend, server_url
+from tests.support.clock import Clock
+from tests.support.door import T0
 from tests.support.servers import RedisClusterServers, RedisServer, StashDaemon
 
 
@@ -51,3 +55,14 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
     """A three-master Redis Cluster started for the session (a few seconds to set up)."""
     with RedisClusterServers() as cluster:
         yield cluster
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each store, opened at T0 on a clock the test moves: the per-kind suites' backend.
+
+    A module that runs on other backends (the store contract, transactions) has its own.
+    """
+    opened = open_backend(request.param, Clock(T0), tmp_path, server_url(request, request.param))
+    yield opened
+    opened.close()

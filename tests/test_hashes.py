@@ -6,7 +6,6 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -16,17 +15,9 @@ from hypothesis import strategies as st
 from stashd.containers import pack_map, unpack_map
 from stashd.errors import PayloadTooLarge, QuotaExceeded, WrongType
 from stashd.types import Kind, Quota
-from tests.support.backends import Backend, open_backend, server_url
-from tests.support.clock import Clock
-from tests.support.door import DEFAULT_TTL_MS, MAX_PAYLOAD, T0, Door
+from tests.support.backends import Backend
+from tests.support.door import DEFAULT_TTL_MS, MAX_PAYLOAD, Door
 from tests.support.servers import StashDaemon
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    opened = open_backend(request.param, Clock(T0), tmp_path, server_url(request, request.param))
-    yield opened
-    opened.close()
 
 
 def test_a_new_hash_gets_the_default_ttl_and_a_change_keeps_its_ttl(backend: Backend) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,17 +15,9 @@ from hypothesis import strategies as st
 from stashd import lists
 from stashd.errors import PayloadTooLarge, WrongType
 from stashd.types import Kind
-from tests.support.backends import Backend, open_backend, server_url
-from tests.support.clock import Clock
-from tests.support.door import DEFAULT_TTL_MS, T0, Door
+from tests.support.backends import Backend
+from tests.support.door import DEFAULT_TTL_MS, Door
 from tests.support.servers import RedisServer, StashDaemon, redis_nodes
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    opened = open_backend(request.param, Clock(T0), tmp_path, server_url(request, request.param))
-    yield opened
-    opened.close()
 
 
 def test_a_new_list_gets_the_default_ttl_and_a_push_keeps_it(backend: Backend) -> None:

@@ -10,7 +10,6 @@ textbook table, and the key finder of COMMAND GETKEYS against every row of the t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -30,17 +29,10 @@ from stashd.errors import (
     WrongType,
 )
 from stashd.types import Kind, Limits, Principal, Quota
-from tests.support.backends import Backend, open_backend, server_url
+from tests.support.backends import Backend
 from tests.support.clock import Clock
-from tests.support.door import DEFAULT_TTL_MS, MAX_PAYLOAD, MAX_TTL_MS, NS, T0, Door
+from tests.support.door import DEFAULT_TTL_MS, MAX_PAYLOAD, MAX_TTL_MS, NS, Door
 from tests.support.servers import RedisServer, StashDaemon
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    opened = open_backend(request.param, Clock(T0), tmp_path, server_url(request, request.param))
-    yield opened
-    opened.close()
 
 
 def test_partial_writes_give_a_new_key_the_default_ttl_and_keep_a_ttl(backend: Backend) -> None:

@@ -22,18 +22,11 @@ from stashd.errors import CommandError, NotFloat, PayloadTooLarge, QuotaExceeded
 from stashd.resp import Score, encode
 from stashd.scores import parse_score, scan_text
 from stashd.types import Kind, Quota
-from tests.support.backends import Backend, open_backend, server_url
+from tests.support.backends import Backend, open_backend
 from tests.support.clock import Clock
 from tests.support.door import DEFAULT_TTL_MS, MAX_PAYLOAD, T0, Door
 from tests.support.resp_client import RespClient
 from tests.support.servers import StashDaemon
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    opened = open_backend(request.param, Clock(T0), tmp_path, server_url(request, request.param))
-    yield opened
-    opened.close()
 
 
 def test_a_new_set_gets_the_default_ttl_and_a_change_keeps_its_ttl(backend: Backend) -> None:
