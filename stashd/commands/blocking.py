@@ -187,16 +187,18 @@ def _row(  # noqa: PLR0917 - one table row, as the other families write them
     name: str,
     handler: Callable[[Session, list[bytes]], Reply],
     arity: int,
+    flags: tuple[str, ...],
     summary: str,
     syntax: str,
     since: str,
     last_key: int,
 ) -> Command:
-    # As Redis 7.0 flags them: never from a script; a move adds to its destination.
-    flags = (WRITE, *((DENYOOM,) if "move" in name or "push" in name else ()), "noscript")
-    return Command(
-        name, handler, arity, (*flags, "blocking"), "list", summary, syntax, since, 1, last_key, 1
-    )
+    return Command(name, handler, arity, flags, "list", summary, syntax, since, 1, last_key, 1)
+
+
+# As Redis 7.0 flags them: never from a script; a move adds to its destination.
+_POP: Final = (WRITE, "noscript", "blocking")
+_MOVE: Final = (WRITE, DENYOOM, "noscript", "blocking")
 
 
 COMMANDS: Final = (
@@ -204,6 +206,7 @@ COMMANDS: Final = (
         "blpop",
         _bpop(left=True),
         -3,
+        _POP,
         "Pop the head of the first non-empty list, waiting for one up to a timeout.",
         "BLPOP key [key ...] timeout",
         "2.0.0",
@@ -213,6 +216,7 @@ COMMANDS: Final = (
         "brpop",
         _bpop(left=False),
         -3,
+        _POP,
         "Pop the tail of the first non-empty list, waiting for one up to a timeout.",
         "BRPOP key [key ...] timeout",
         "2.0.0",
@@ -222,6 +226,7 @@ COMMANDS: Final = (
         "blmove",
         blmove,
         6,
+        _MOVE,
         "LMOVE, waiting for the source to have an item up to a timeout.",
         "BLMOVE source destination LEFT|RIGHT LEFT|RIGHT timeout",
         "6.2.0",
@@ -231,6 +236,7 @@ COMMANDS: Final = (
         "brpoplpush",
         brpoplpush,
         4,
+        _MOVE,
         "RPOPLPUSH, waiting for the source to have an item up to a timeout.",
         "BRPOPLPUSH source destination timeout",
         "2.2.0",
