@@ -174,7 +174,7 @@ class Batcher:
         """Run ``op`` alone on a thread; past its busy_after_ms, every request gets BUSY."""
         loop = asyncio.get_running_loop()
         self._long = op
-        busy_after = getattr(op, "busy_after_ms", 0) / 1000
+        busy_after = op.busy_after_ms / 1000
         timer = loop.call_later(busy_after, self._become_busy) if busy_after > 0 else None
         try:
             try:

@@ -130,8 +130,11 @@ class Op:
     GROWS: bool = False
     #: True for an operation that may run long (a Lua script): the batcher runs it
     #: alone, on a thread of its own, so the loop keeps answering (BUSY past its
-    #: ``busy_after_ms``) and SCRIPT KILL reaches it; ``busy_after_ms`` is then set.
+    #: ``busy_after_ms``) and SCRIPT KILL reaches it.
     RUNS_LONG: bool = False
+    #: For a long operation, the ms after which other requests are answered BUSY (0:
+    #: never); one that runs long sets its own.
+    busy_after_ms: int = 0
     #: True for an operation whose whole work is reading one row with one statement: a
     #: store may run it without opening a transaction of its own, since a single
     #: statement already reads one consistent snapshot (SQLite's direct path saves its
