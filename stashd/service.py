@@ -21,7 +21,6 @@ from stashd.errors import (
     EmptyUpdate,
     InvalidRequest,
     NotJSON,
-    PayloadTooLarge,
     PersistRefused,
     TTLNotPositive,
 )
@@ -154,8 +153,7 @@ class MemoryService:
         SETRANGE and SETBIT name an offset: the value they would write is at least that
         long, so it is refused before a byte of it is allocated.
         """
-        if size > p.limits.max_payload:
-            raise PayloadTooLarge(p.limits.max_payload, size)
+        ops.check_payload(size, p.limits.max_payload)
 
     def expiry(self, p: Principal, ttl_ms: int | None) -> int:
         """Absolute expiry for a relative TTL (None: the caller's default), within the maximum."""

@@ -9,6 +9,7 @@ from stashd import log
 from stashd.errors import (
     InvalidTTL,
     NotInteger,
+    PayloadTooLarge,
     StashError,
     WrongType,
 )
@@ -43,6 +44,12 @@ def capped_ttl(left_ms: int, max_ttl_ms: int, clamp: bool) -> int:
     if clamp:
         return max_ttl_ms
     raise InvalidTTL(ttl_seconds_up(left_ms), max_ttl_ms // 1000)
+
+
+def check_payload(size: int, max_payload: int) -> None:
+    """The payload cap, once: a value of ``size`` bytes over it is refused, naming both."""
+    if size > max_payload:
+        raise PayloadTooLarge(max_payload, size)
 
 
 def read_kind(view: View, ns: str, key: bytes, now: int, kind: int) -> Entry | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from stashd.errors import PayloadTooLarge, StashError
+from stashd.errors import StashError
 from stashd.ops.base import (
     NO_WORK,
     OnKeys,
@@ -26,6 +26,7 @@ from stashd.ops.base import (
     Slot,
     Touch,
     check_growth,
+    check_payload,
     check_put,
     next_version,
     read_any,
@@ -77,18 +78,12 @@ def put_container(  # noqa: PLR0917 - every rule's input, positional on the hot 
         if old is not None:
             view.delete(ns, key, 0)
         return 0
-    check_payload(value, max_payload)
+    check_payload(len(value), max_payload)
     if quota is not None:
         check_put(view, ns, key, old, value, quota)
     expires = default_expires_at if old is None or replace else old.expires_at
     view.put(ns, key, Entry(value, expires, next_version(old), kind))
     return len(value)
-
-
-def check_payload(value: bytes, max_payload: int) -> None:
-    """The payload cap on a container's whole stored value."""
-    if len(value) > max_payload:
-        raise PayloadTooLarge(max_payload, len(value))
 
 
 def put_containers(  # noqa: PLR0917 - what every container write needs
@@ -109,7 +104,7 @@ def put_containers(  # noqa: PLR0917 - what every container write needs
     add_keys = add_bytes = 0
     for key, _, old, value in writes:
         if value is not None:
-            check_payload(value, max_payload)
+            check_payload(len(value), max_payload)
         keys, size = growth(key, None if old is None else old.value, value)
         add_keys += keys
         add_bytes += size

@@ -8,7 +8,6 @@ from stashd.errors import (
     Conflict,
     IncrOverflow,
     NotJSON,
-    PayloadTooLarge,
 )
 from stashd.jsonmerge import merge_patch
 from stashd.jsontext import dump_parsed, load_stored, unwritable
@@ -27,6 +26,7 @@ from stashd.ops.base import (
     Slot,
     Touch,
     capped_ttl,
+    check_payload,
     check_put,
     entry_work,
     next_version,
@@ -427,8 +427,7 @@ class Append(Op):
         """Concatenate."""
         old = read_string(view, self.ns, self.key, now)
         value = self.value if old is None else old.value + self.value
-        if len(value) > self.max_payload:
-            raise PayloadTooLarge(self.max_payload, len(value))
+        check_payload(len(value), self.max_payload)
         if self.quota is not None:
             check_put(view, self.ns, self.key, old, value, self.quota)
         expires = self.default_expires_at if old is None else old.expires_at
@@ -523,8 +522,7 @@ class Update(Op):
             except ValueError as exc:
                 raise NotJSON(unwritable(exc, "the merged document"), "merge patch") from None
             self.stored_bytes += len(value)
-            if len(value) > self.max_payload:
-                raise PayloadTooLarge(self.max_payload, len(value))
+            check_payload(len(value), self.max_payload)
             version = next_version(old)
         if self.quota is not None and value is not old.value:
             check_put(view, self.ns, self.key, old, value, self.quota)
