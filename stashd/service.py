@@ -403,8 +403,13 @@ class MemoryService:
         merge: bytes | None = None,
         extend_seconds: int = 0,
         if_version: int | None = None,
+        entry: bool = False,
     ) -> ops.Update:
-        """UPDATE: replace or merge-patch the JSON, extend the TTL, optionally on a version."""
+        """UPDATE: replace or merge-patch the JSON, extend the TTL, optionally on a version.
+
+        The result is the ms left afterwards; with ``entry``, the operation is an
+        :class:`ops.UpdateEntry`, whose result is the entry written (UPDATE WITHMETA).
+        """
         self._check_update(data is not None, merge is not None, extend_seconds)
         patch: Any = None
         if data is not None:
@@ -414,7 +419,7 @@ class MemoryService:
             self.check_payload(p, merge)
             patch = load_json(merge, "merge patch")
         return self._update(
-            ops.Update,
+            ops.UpdateEntry if entry else ops.Update,
             p,
             key,
             data=data,
@@ -499,8 +504,15 @@ class MemoryService:
             clamp_ttl=limits.clamp_ttl,
         )
 
-    def page(self, p: Principal, cursor: int, limit: int = PAGE_DEFAULT) -> ops.Page:
-        """A page of the caller's entries with their metadata (the HTTP listing)."""
+    def page(
+        self, p: Principal, cursor: int, limit: int = PAGE_DEFAULT, pattern: bytes | None = None
+    ) -> ops.Page:
+        """A page of the caller's entries with their metadata, the keys matching ``pattern``.
+
+        The listings of GET /stash and MEMORIES.
+        """
+        if pattern is not None:
+            check_pattern(pattern)
         if not 1 <= limit <= PAGE_MAX:
             raise InvalidRequest(
                 f"limit must be between 1 and {PAGE_MAX}, got {limit}",
@@ -512,7 +524,7 @@ class MemoryService:
         # Cursors are row ids, 64-bit signed: a larger number was never returned.
         if not 0 <= cursor <= ops.INT64_MAX:
             raise InvalidRequest("cursor must be a value returned as next_cursor", field="cursor")
-        return self.for_caller(ops.Page, p, cursor, limit)
+        return self.for_caller(ops.Page, p, cursor, limit, pattern)
 
     @staticmethod
     def ping() -> ops.Ping:

@@ -428,12 +428,13 @@ class HttpApi:
     async def listing(
         self, request: web.BaseRequest, p: Principal, _key: bytes, conn: Connection
     ) -> web.StreamResponse:
-        """GET /stash?cursor=&limit= -> a page of ids with TTL, size and version, no data."""
+        """GET /stash?cursor=&limit=&pattern= -> a page of ids with TTL, size and version."""
         del conn
         query = request.query
         cursor = query_int(query.get("cursor"), "cursor", 0)
         limit = query_int(query.get("limit"), "limit", PAGE_DEFAULT)
-        page = self.service.page(p, cursor, limit)
+        pattern = query.get("pattern")
+        page = self.service.page(p, cursor, limit, None if pattern is None else pattern.encode())
         nxt, items = await self.batcher.run(page)
         self.charge(p, op_debt(page, None))  # the entries it walked
         now = self.service.clock()

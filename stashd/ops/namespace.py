@@ -16,6 +16,8 @@ from stashd.ops.base import (
 from stashd.types import KIND_BY_NAME
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stashd.types import Entry, View
 
 
@@ -62,10 +64,17 @@ class Scan(Op):
         else:
             want = KIND_BY_NAME.get(self.kind.lower())
             keys = [k for k, e in items if e.kind == want]
-        if self.pattern is not None and self.pattern != b"*":
-            match = compile_glob(self.pattern).match
+        match = matcher(self.pattern)
+        if match is not None:
             keys = [k for k in keys if match(k)]
         return nxt, keys
+
+
+def matcher(pattern: bytes | None) -> Callable[[bytes], object] | None:
+    """The glob test SCAN's MATCH and listings apply to keys; None when all keys match."""
+    if pattern is None or pattern == b"*":
+        return None
+    return compile_glob(pattern).match
 
 
 class Page(Op):
@@ -74,10 +83,12 @@ class Page(Op):
     Unlike :class:`Scan`, it keeps reading until the page is full or the namespace ends
     (at most ``limit * ROUNDS`` entries examined, so a namespace full of expired entries
     cannot make one request unbounded); the result is ``(next_cursor, [(key, entry)])``
-    with cursor 0 at the end. ``walked`` is how many entries it read, for the rate limit.
+    with cursor 0 at the end. ``pattern`` keeps only keys matching the glob, tested as
+    :class:`Scan` tests MATCH. ``walked`` is how many entries it read, matching or not,
+    for the rate limit.
     """
 
-    __slots__ = ("cursor", "limit", "walked")
+    __slots__ = ("cursor", "limit", "pattern", "walked")
     KEYED = False
     WRITES = False
     TOUCH = Touch.SPACE
@@ -85,10 +96,11 @@ class Page(Op):
     #: Scan rounds per page: bounds the work of one request.
     ROUNDS: Final = 8
 
-    def __init__(self, ns: str, cursor: int, limit: int) -> None:
+    def __init__(self, ns: str, cursor: int, limit: int, pattern: bytes | None = None) -> None:
         super().__init__(ns)
         self.cursor = cursor
         self.limit = limit
+        self.pattern = pattern
         self.walked = 0
 
     WORKS = True
@@ -100,13 +112,16 @@ class Page(Op):
     def run(self, view: View, now: int) -> tuple[int, list[tuple[bytes, Entry]]]:
         """Read until the page is full, the namespace ends, or the rounds run out."""
         cursor = self.cursor
+        match = matcher(self.pattern)
         out: list[tuple[bytes, Entry]] = []
+        walked = 0
         for _ in range(self.ROUNDS):
             cursor, items = view.scan(self.ns, cursor, self.limit - len(out), now)
-            out.extend(items)
+            walked += len(items)
+            out.extend(items if match is None else [(k, e) for k, e in items if match(k)])
             if cursor == 0 or len(out) >= self.limit:
                 break
-        self.walked = len(out)
+        self.walked = walked
         return cursor, out
 
 
