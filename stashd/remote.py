@@ -39,6 +39,11 @@ REPLY_TIMEOUT: Final = 30.0
 
 _NOAUTH_TEXTS: Final = ("Authentication required.", "HELLO must be called")
 
+#: A memory's metadata as the client reports it: (ttl_remaining in whole seconds,
+#: expires_at in whole Unix seconds, version). Defined here, where the replies that
+#: carry it are read, until the client's own types give it a home.
+Info = tuple[int, int, int]
+
 
 def redact(url: str) -> str:
     """The URL without its password, fit for messages and repr()."""
@@ -102,18 +107,41 @@ def _pool_options(api_key: str | None) -> dict[str, Any]:
 # -- replies, read the same way by both transports -------------------------------------
 
 
+def _map(reply: Any) -> dict[bytes, Any]:  # noqa: ANN401 - a RESP map, or RESP2's flat array
+    if isinstance(reply, list):
+        return dict(zip(reply[::2], reply[1::2], strict=True))
+    fields: dict[bytes, Any] = reply
+    return fields
+
+
+def _info(fields: dict[bytes, Any]) -> Info:
+    expires = datetime.fromisoformat(fields[b"expires_at"].decode())
+    return int(fields[b"ttl_remaining"]), int(expires.timestamp()), int(fields[b"version"])
+
+
 def _meta(reply: Any) -> Meta | None:  # noqa: ANN401 - a RESP map, or RESP2's flat array
     if reply is None:
         return None
-    if isinstance(reply, list):
-        reply = dict(zip(reply[::2], reply[1::2], strict=True))
-    expires = datetime.fromisoformat(reply[b"expires_at"].decode())
-    return (
-        reply[b"data"],
-        int(reply[b"ttl_remaining"]),
-        int(expires.timestamp()),
-        int(reply[b"version"]),
-    )
+    fields = _map(reply)
+    return (fields[b"data"], *_info(fields))
+
+
+def _stashed(reply: Any) -> tuple[str, Info]:  # noqa: ANN401 - a RESP map, or a flat array
+    fields = _map(reply)
+    return fields[b"memory_id"].decode(), _info(fields)
+
+
+def _updated(reply: Any) -> Info | None:  # noqa: ANN401 - a RESP map, a flat array, or nil
+    return None if reply is None else _info(_map(reply))
+
+
+def _page(reply: Any) -> tuple[int, list[tuple[bytes, Info, int]]]:  # noqa: ANN401 - see above
+    nxt, items = reply
+    page = []
+    for item in items:
+        fields = _map(item)
+        page.append((fields[b"memory_id"], _info(fields), int(fields[b"size"])))
+    return int(nxt), page
 
 
 def _ttl(reply: int) -> int | None:
@@ -137,6 +165,10 @@ def _update_args(
 
 def _with_ttl(args: list[bytes | int], ttl: int | None) -> list[bytes | int]:
     return args if ttl is None else [*args, b"EX", ttl]
+
+
+def _memories_args(cursor: int, pattern: bytes, count: int) -> list[bytes | int]:
+    return [b"MEMORIES", cursor, b"MATCH", pattern, b"COUNT", count]
 
 
 class RemoteTransport:
@@ -174,6 +206,10 @@ class RemoteTransport:
         key: bytes = self._call(*_with_ttl([b"STASH", value], ttl))
         return key.decode()
 
+    def stash_info(self, value: bytes, ttl: int | None) -> tuple[str, Info]:
+        """STASH value [EX ttl] WITHMETA: the new id and its metadata."""
+        return _stashed(self._call(*_with_ttl([b"STASH", value], ttl), b"WITHMETA"))
+
     def recall(self, key: bytes) -> Meta | None:
         """RECALL key WITHMETA."""
         return _meta(self._call(b"RECALL", key, b"WITHMETA"))
@@ -189,6 +225,18 @@ class RemoteTransport:
         """UPDATE key [DATA d | MERGE m] [EXTEND s] [IFVERSION v]."""
         left: int | None = self._call(*_update_args(key, data, merge, extend, if_version))
         return left
+
+    def update_info(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> Info | None:
+        """UPDATE key [...] WITHMETA: the entry's metadata as written, None when missing."""
+        args = _update_args(key, data, merge, extend, if_version)
+        return _updated(self._call(*args, b"WITHMETA"))
 
     def forget(self, keys: list[bytes]) -> int:
         """FORGET key [key ...]."""
@@ -207,6 +255,12 @@ class RemoteTransport:
         """SCAN cursor MATCH pattern COUNT count."""
         nxt, keys = self._call(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", count)
         return int(nxt), list(keys)
+
+    def memories(
+        self, cursor: int, pattern: bytes, count: int
+    ) -> tuple[int, list[tuple[bytes, Info, int]]]:
+        """MEMORIES cursor MATCH pattern COUNT count: (next cursor, [(id, info, size)])."""
+        return _page(self._call(*_memories_args(cursor, pattern, count)))
 
     def close(self) -> None:
         """Close the pool's connections."""
@@ -253,6 +307,10 @@ class AsyncRemoteTransport:
         key: bytes = await self._call(*_with_ttl([b"STASH", value], ttl))
         return key.decode()
 
+    async def stash_info(self, value: bytes, ttl: int | None) -> tuple[str, Info]:
+        """STASH value [EX ttl] WITHMETA: the new id and its metadata."""
+        return _stashed(await self._call(*_with_ttl([b"STASH", value], ttl), b"WITHMETA"))
+
     async def recall(self, key: bytes) -> Meta | None:
         """RECALL key WITHMETA."""
         return _meta(await self._call(b"RECALL", key, b"WITHMETA"))
@@ -268,6 +326,18 @@ class AsyncRemoteTransport:
         """UPDATE key [DATA d | MERGE m] [EXTEND s] [IFVERSION v]."""
         left: int | None = await self._call(*_update_args(key, data, merge, extend, if_version))
         return left
+
+    async def update_info(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> Info | None:
+        """UPDATE key [...] WITHMETA: the entry's metadata as written, None when missing."""
+        args = _update_args(key, data, merge, extend, if_version)
+        return _updated(await self._call(*args, b"WITHMETA"))
 
     async def forget(self, keys: list[bytes]) -> int:
         """FORGET key [key ...]."""
@@ -286,6 +356,12 @@ class AsyncRemoteTransport:
         """SCAN cursor MATCH pattern COUNT count."""
         nxt, keys = await self._call(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", count)
         return int(nxt), list(keys)
+
+    async def memories(
+        self, cursor: int, pattern: bytes, count: int
+    ) -> tuple[int, list[tuple[bytes, Info, int]]]:
+        """MEMORIES cursor MATCH pattern COUNT count: (next cursor, [(id, info, size)])."""
+        return _page(await self._call(*_memories_args(cursor, pattern, count)))
 
     async def aclose(self) -> None:
         """Close the pool's connections."""
