@@ -354,6 +354,30 @@ async def test_listing_pages_through_every_memory_without_data() -> None:
                     assert (err["minimum"], err["maximum"]) == (1, 1000)
 
 
+async def test_listing_keeps_only_ids_matching_the_pattern() -> None:
+    """GET /stash?pattern= lists the matching ids alone, across pages; a long pattern is a 400."""
+    async with sidecar() as s:
+        for i in range(12):
+            s.store.run(Set(ALICE, b"task:%d" % i, b"1", START_MS + 60_000))
+            s.store.run(Set(ALICE, b"note:%d" % i, b"2", START_MS + 60_000))
+        seen: list[str] = []
+        params = {"limit": "5", "pattern": "task:*"}
+        while True:
+            async with s.session.get("/stash", params=params, headers=KEY) as resp:
+                assert resp.status == 200
+                page = await resp.json()
+            assert len(page["memories"]) <= 5
+            seen += [m["memory_id"] for m in page["memories"]]
+            if page["next_cursor"] is None:
+                break
+            params["cursor"] = page["next_cursor"]
+        assert sorted(seen) == sorted(f"task:{i}" for i in range(12))
+        params = {"pattern": "*" * 1025}
+        async with s.session.get("/stash", params=params, headers=KEY) as resp:
+            assert resp.status == 400
+            assert "1024" in (await resp.json())["error"]["message"]
+
+
 async def test_strict_keyring_refuses_missing_and_bad_keys_with_401() -> None:
     """When the keyring has no anonymous principal, no key and unknown keys get 401."""
     keyring = StrictKeyring({b"good": "ns-good"})
