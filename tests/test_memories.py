@@ -6,11 +6,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from stashd import ops
 from stashd.errors import CommandError, InvalidRequest, StashError, SyntaxErr
+from stashd.glob import compile_glob
 from stashd.service import PAGE_MAX, PATTERN_MAX
+from stashd.store.memory import MemoryStore
 from stashd.types import Limits, Principal
 from tests.support.backends import Backend
+from tests.support.clock import Clock
 from tests.support.door import DEFAULT_TTL_MS, MAX_TTL_MS, T0, Door
 
 
@@ -246,3 +252,33 @@ def test_memories_refuses_a_pattern_over_the_limit(backend: Backend) -> None:
     assert isinstance(refused, CommandError)
     assert str(PATTERN_MAX) in refused.wire
     assert str(PATTERN_MAX + 1) in refused.wire
+
+
+_KEYS = st.binary(min_size=0, max_size=4).map(lambda b: bytes(97 + c % 3 for c in b))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keys=st.sets(_KEYS, max_size=40),
+    pattern=st.text("abc*?[]^\\-", max_size=5).map(str.encode),
+    limit=st.integers(1, 7),
+)
+def test_a_pattern_listing_is_the_matching_part_of_the_whole(
+    keys: set[bytes], pattern: bytes, limit: int
+) -> None:
+    """Followed to the end, a listing with a glob gives exactly the keys SCAN's MATCH accepts."""
+    store = MemoryStore(Clock(T0))
+    for key in keys:
+        store.run(ops.Set("ns", key, b"1", T0 + 1000))
+    # "*" matches every key, the empty one included, as Redis's SCAN skips matching then.
+    every = pattern == b"*"
+    match = compile_glob(pattern).match
+    got: list[bytes] = []
+    cursor = 0
+    while True:
+        cursor, items = store.run(ops.Page("ns", cursor, limit, pattern))
+        assert len(items) <= limit
+        got += [key for key, _ in items]
+        if cursor == 0:
+            break
+    assert sorted(got) == sorted(k for k in keys if every or match(k))
