@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 import redis
 import yaml
+from yarl import URL
 
 from stashd import errors
 from stashd._version import __version__
@@ -372,6 +373,10 @@ async def test_listing_keeps_only_ids_matching_the_pattern() -> None:
                 break
             params["cursor"] = page["next_cursor"]
         assert sorted(seen) == sorted(f"task:{i}" for i in range(12))
+        # The pattern's bytes are its percent-decoded query bytes, UTF-8 or not.
+        s.store.run(Set(ALICE, b"\xffraw", b"1", START_MS + 60_000))
+        async with s.session.get(URL("/stash?pattern=%FF*", encoded=True), headers=KEY) as resp:
+            assert [m["memory_id"] for m in (await resp.json())["memories"]] == ["\ufffdraw"]
         params = {"pattern": "*" * 1025}
         async with s.session.get("/stash", params=params, headers=KEY) as resp:
             assert resp.status == 400

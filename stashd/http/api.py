@@ -47,6 +47,7 @@ from stashd.http.request import (
     if_match_version,
     integer,
     json_object,
+    query_bytes,
     query_int,
     read_body,
 )
@@ -433,8 +434,7 @@ class HttpApi:
         query = request.query
         cursor = query_int(query.get("cursor"), "cursor", 0)
         limit = query_int(query.get("limit"), "limit", PAGE_DEFAULT)
-        pattern = query.get("pattern")
-        page = self.service.page(p, cursor, limit, None if pattern is None else pattern.encode())
+        page = self.service.page(p, cursor, limit, query_bytes(request, "pattern"))
         nxt, items = await self.batcher.run(page)
         self.charge(p, op_debt(page, None))  # the entries it walked
         now = self.service.clock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -113,6 +114,17 @@ def query_int(raw: str | None, name: str, default: int) -> int:
             raise InvalidRequest("cursor must be a value returned as next_cursor", field=name)
         raise InvalidRequest(f"{name} must be a positive integer", field=name)
     return int(raw)
+
+
+def query_bytes(request: web.BaseRequest, name: str) -> bytes | None:
+    """A query parameter's bytes as sent, percent-decoded as an id in the path is; None if absent.
+
+    The decoded ``request.query`` would put U+FFFD for bytes that are not UTF-8, so a
+    pattern could not name a key written over RESP in another encoding.
+    """
+    # Latin-1 maps each byte to one character and back: the bytes come through whole.
+    pairs = parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True, encoding="latin-1")
+    return next((value.encode("latin-1") for key, value in pairs if key == name), None)
 
 
 async def read_body(
