@@ -38,13 +38,17 @@ from stashd.embedded import AsyncEmbeddedTransport, EmbeddedTransport
 from stashd.errors import BadExtend, DataAndMerge, EmptyUpdate, StashError
 from stashd.jsontext import dump_json, load_stored
 from stashd.ops import INT64_MAX
+from stashd.service import PAGE_DEFAULT
 
 if TYPE_CHECKING:
     import os
     from collections.abc import AsyncIterator, Iterator
     from types import TracebackType
 
-    from stashd.embedded import Meta
+    from stashd.batch import Batcher
+    from stashd.embedded import Info, Listed, Meta
+    from stashd.service import MemoryService
+    from stashd.types import Principal
 
 #: The longest TTL any call can send: seconds whose milliseconds still fit in 64 bits,
 #: which is what the server counts in. Larger numbers are refused before sending.
@@ -77,6 +81,32 @@ class Memory:
     ttl_remaining: int
     expires_at: datetime
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryInfo:
+    """A memory's metadata without its value: what ``stash``/``update`` return with ``with_meta``.
+
+    The fields mean what :class:`Memory`'s do; ``size`` (bytes stored) is known in a
+    listing (:meth:`Stash.memories`) and when stashing, None after an update.
+    """
+
+    id: str
+    ttl_remaining: int
+    expires_at: datetime
+    version: int
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPage:
+    """One page of :meth:`Stash.memories`: the memories, and the cursor of the next page.
+
+    ``next_cursor`` is None when the listing is done; otherwise pass it back as ``cursor``.
+    """
+
+    memories: list[MemoryInfo]
+    next_cursor: str | None
 
 
 # -- the arguments and values every mode shares ------------------------------------------
@@ -143,6 +173,42 @@ def _memory(memory_id: str, meta: Meta | None) -> Memory | None:
     return Memory(memory_id, _decode(raw), left, datetime.fromtimestamp(expires_at, UTC), version)
 
 
+def _info(memory_id: str, info: Info | None, size: int | None = None) -> MemoryInfo | None:
+    if info is None:
+        return None
+    left, expires_at, version = info
+    return MemoryInfo(memory_id, left, datetime.fromtimestamp(expires_at, UTC), version, size)
+
+
+def _page(page: tuple[int, list[Listed]]) -> MemoryPage:
+    nxt, items = page
+    memories = [
+        MemoryInfo(_text(k), left, datetime.fromtimestamp(at, UTC), version, size)
+        for k, (left, at, version), size in items
+    ]
+    return MemoryPage(memories, str(nxt) if nxt else None)
+
+
+def _cursor(cursor: str | None) -> int:
+    """A listing cursor to send: None (the start) or a ``next_cursor`` given back."""
+    if cursor is None:
+        return 0
+    if not isinstance(cursor, str):
+        msg = f"cursor must be a str (a next_cursor), got {type(cursor).__name__}"
+        raise TypeError(msg)
+    if not cursor.isdigit() or not 0 < int(cursor) <= INT64_MAX:
+        msg = "cursor must be a next_cursor a listing returned"
+        raise ValueError(msg)
+    return int(cursor)
+
+
+def _limit(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        msg = f"limit must be an int, got {type(limit).__name__}"
+        raise TypeError(msg)
+    return limit
+
+
 def _update_args(
     data: object, merge: object, extra_seconds: int | None, if_version: int | None
 ) -> tuple[bytes | None, bytes | None, int | None, int | None]:
@@ -163,6 +229,16 @@ class _Transport(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
     def stash(self, value: bytes, ttl: int | None) -> str: ...
     def recall(self, key: bytes) -> Meta | None: ...
+    def stash_info(self, value: bytes, ttl: int | None) -> tuple[str, Info]: ...
+    def update_info(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> Info | None: ...
+    def memories(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[Listed]]: ...
     def update(
         self,
         key: bytes,
@@ -184,6 +260,18 @@ class _AsyncTransport(Protocol):
     async def get(self, key: bytes) -> bytes | None: ...
     async def stash(self, value: bytes, ttl: int | None) -> str: ...
     async def recall(self, key: bytes) -> Meta | None: ...
+    async def stash_info(self, value: bytes, ttl: int | None) -> tuple[str, Info]: ...
+    async def update_info(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> Info | None: ...
+    async def memories(
+        self, cursor: int, pattern: bytes, count: int
+    ) -> tuple[int, list[Listed]]: ...
     async def update(
         self,
         key: bytes,
@@ -346,14 +434,30 @@ class Stash(_Opening):
         raw = self._t.get(_key(key))
         return default if raw is None else _decode(raw)
 
-    def stash(self, value: object, *, ttl: int | None = None) -> str:
+    @overload
+    def stash(
+        self, value: object, *, ttl: int | None = None, with_meta: Literal[False] = False
+    ) -> str: ...
+    @overload
+    def stash(
+        self, value: object, *, ttl: int | None = None, with_meta: Literal[True]
+    ) -> MemoryInfo: ...
+    def stash(self, value: object, *, ttl: int | None = None, with_meta: bool = False) -> Any:
         """Store ``value`` under a new id (8 base62 characters) and return the id.
+
+        With ``with_meta`` the answer is a :class:`MemoryInfo`: the id, the TTL given
+        (or the default), the expiry, version 1 and the size stored.
 
         Example::
 
             memory_id = stash.stash({"context": "..."}, ttl=3600)
+            stash.stash({"step": 1}, with_meta=True).expires_at
         """
-        return self._t.stash(_encode(value), _seconds(ttl, "ttl"))
+        raw = _encode(value)
+        if not with_meta:
+            return self._t.stash(raw, _seconds(ttl, "ttl"))
+        memory_id, info = self._t.stash_info(raw, _seconds(ttl, "ttl"))
+        return _info(memory_id, info, len(raw))
 
     @overload
     def recall(self, memory_id: str, *, with_meta: Literal[False] = False) -> Any: ...  # noqa: ANN401
@@ -374,6 +478,7 @@ class Stash(_Opening):
         raw = self._t.get(key)
         return None if raw is None else _decode(raw)
 
+    @overload
     def update(
         self,
         memory_id: str,
@@ -382,10 +487,33 @@ class Stash(_Opening):
         merge: object = _UNSET,
         extra_seconds: int | None = None,
         if_version: int | None = None,
-    ) -> int | None:
+        with_meta: Literal[False] = False,
+    ) -> int | None: ...
+    @overload
+    def update(
+        self,
+        memory_id: str,
+        data: object = _UNSET,
+        *,
+        merge: object = _UNSET,
+        extra_seconds: int | None = None,
+        if_version: int | None = None,
+        with_meta: Literal[True],
+    ) -> MemoryInfo | None: ...
+    def update(
+        self,
+        memory_id: str,
+        data: object = _UNSET,
+        *,
+        merge: object = _UNSET,
+        extra_seconds: int | None = None,
+        if_version: int | None = None,
+        with_meta: bool = False,
+    ) -> Any:
         """Replace (``data``) or merge-patch (``merge``, RFC 7396) the value, extend its TTL.
 
-        Returns the seconds left afterwards, or None when the id is missing or expired.
+        Returns the seconds left afterwards, or None when the id is missing or expired;
+        with ``with_meta`` a :class:`MemoryInfo` of the entry as written (its new version).
         ``extra_seconds`` is added to the time left; ``if_version`` applies the whole
         update only at that version, else Conflict (``.current``, ``.expected``) and
         nothing changes. Give at least one of data, merge, extra_seconds, and not both
@@ -397,10 +525,12 @@ class Stash(_Opening):
             stash.update(memory_id, {"done": True}, if_version=2)
         """
         data_raw, merge_raw, extend, version = _update_args(data, merge, extra_seconds, if_version)
+        key = _key(memory_id, "memory_id")
         with in_python_words():
-            return self._t.update(
-                _key(memory_id, "memory_id"), data_raw, merge_raw, extend, version
-            )
+            if with_meta:
+                info = self._t.update_info(key, data_raw, merge_raw, extend, version)
+                return _info(memory_id, info)
+            return self._t.update(key, data_raw, merge_raw, extend, version)
 
     def forget(self, *memory_ids: str) -> int:
         """Delete ids (or any keys); returns how many existed.
@@ -442,6 +572,24 @@ class Stash(_Opening):
             stash.exists("plan")  # True
         """
         return self._t.exists(_key(key))
+
+    def memories(
+        self, pattern: str = "*", *, cursor: str | None = None, limit: int = PAGE_DEFAULT
+    ) -> MemoryPage:
+        """One page of the memories (any keys) matching a glob, with their metadata, no values.
+
+        A page holds up to ``limit`` (1 to 1000) live entries; it is short before the
+        end only when the pattern matched few of the entries one page reads (the work
+        of a page is bounded, as MEMORIES says), so follow ``next_cursor`` until it is
+        None. Like SCAN, an entry present throughout is listed at least once.
+
+        Example::
+
+            page = stash.memories("task:*", limit=50)
+            [m.id for m in page.memories], page.next_cursor
+        """
+        pat = _key(pattern, "pattern")
+        return _page(self._t.memories(_cursor(cursor), pat, _limit(limit)))
 
     def keys(self, pattern: str = "*") -> Iterator[str]:
         """Iterate over the keys matching a glob pattern, a SCAN page at a time.
@@ -486,7 +634,7 @@ class AsyncStash(_Opening):
 
             self._t = AsyncRemoteTransport(target.url, target.api_key)
         else:
-            self._t = AsyncEmbeddedTransport(target.store, target.limits)
+            self._t = AsyncEmbeddedTransport.open(target.store, target.limits)
 
     def __repr__(self) -> str:
         return f"<AsyncStash {self._t.describe()}>"
@@ -528,14 +676,26 @@ class AsyncStash(_Opening):
         raw = await self._t.get(_key(key))
         return default if raw is None else _decode(raw)
 
-    async def stash(self, value: object, *, ttl: int | None = None) -> str:
+    @overload
+    async def stash(
+        self, value: object, *, ttl: int | None = None, with_meta: Literal[False] = False
+    ) -> str: ...
+    @overload
+    async def stash(
+        self, value: object, *, ttl: int | None = None, with_meta: Literal[True]
+    ) -> MemoryInfo: ...
+    async def stash(self, value: object, *, ttl: int | None = None, with_meta: bool = False) -> Any:
         """Store ``value`` under a new id and return it; see :meth:`Stash.stash`.
 
         Example::
 
             memory_id = await stash.stash({"context": "..."}, ttl=3600)
         """
-        return await self._t.stash(_encode(value), _seconds(ttl, "ttl"))
+        raw = _encode(value)
+        if not with_meta:
+            return await self._t.stash(raw, _seconds(ttl, "ttl"))
+        memory_id, info = await self._t.stash_info(raw, _seconds(ttl, "ttl"))
+        return _info(memory_id, info, len(raw))
 
     @overload
     async def recall(self, memory_id: str, *, with_meta: Literal[False] = False) -> Any: ...  # noqa: ANN401
@@ -554,6 +714,7 @@ class AsyncStash(_Opening):
         raw = await self._t.get(key)
         return None if raw is None else _decode(raw)
 
+    @overload
     async def update(
         self,
         memory_id: str,
@@ -562,7 +723,29 @@ class AsyncStash(_Opening):
         merge: object = _UNSET,
         extra_seconds: int | None = None,
         if_version: int | None = None,
-    ) -> int | None:
+        with_meta: Literal[False] = False,
+    ) -> int | None: ...
+    @overload
+    async def update(
+        self,
+        memory_id: str,
+        data: object = _UNSET,
+        *,
+        merge: object = _UNSET,
+        extra_seconds: int | None = None,
+        if_version: int | None = None,
+        with_meta: Literal[True],
+    ) -> MemoryInfo | None: ...
+    async def update(
+        self,
+        memory_id: str,
+        data: object = _UNSET,
+        *,
+        merge: object = _UNSET,
+        extra_seconds: int | None = None,
+        if_version: int | None = None,
+        with_meta: bool = False,
+    ) -> Any:
         """Replace or merge-patch the value, extend its TTL; see :meth:`Stash.update`.
 
         Example::
@@ -572,6 +755,9 @@ class AsyncStash(_Opening):
         data_raw, merge_raw, extend, version = _update_args(data, merge, extra_seconds, if_version)
         key = _key(memory_id, "memory_id")
         with in_python_words():
+            if with_meta:
+                info = await self._t.update_info(key, data_raw, merge_raw, extend, version)
+                return _info(memory_id, info)
             return await self._t.update(key, data_raw, merge_raw, extend, version)
 
     async def forget(self, *memory_ids: str) -> int:
@@ -612,6 +798,18 @@ class AsyncStash(_Opening):
         """
         return await self._t.exists(_key(key))
 
+    async def memories(
+        self, pattern: str = "*", *, cursor: str | None = None, limit: int = PAGE_DEFAULT
+    ) -> MemoryPage:
+        """One page of the memories matching a glob, with metadata; see :meth:`Stash.memories`.
+
+        Example::
+
+            page = await stash.memories("task:*")
+        """
+        pat = _key(pattern, "pattern")
+        return _page(await self._t.memories(_cursor(cursor), pat, _limit(limit)))
+
     async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
         """Iterate over matching keys a SCAN page at a time; see :meth:`Stash.keys`.
 
@@ -627,3 +825,16 @@ class AsyncStash(_Opening):
                 yield _text(raw)
             if cursor == 0:
                 return
+
+
+class ServedStash(AsyncStash):
+    """An :class:`AsyncStash` for one caller of a running daemon (its MCP door): no store.
+
+    The calls are the caller's (namespace, limits), run by the daemon's batcher and
+    marked with ``door`` in the write log; closing it leaves the daemon's store open.
+    """
+
+    def __init__(  # no mode to choose: the daemon's service is the store
+        self, service: MemoryService, batcher: Batcher, principal: Principal, door: str
+    ) -> None:
+        self._t = AsyncEmbeddedTransport.serving(service, batcher, principal, door)

@@ -23,37 +23,50 @@ from stashd.tenancy import DEFAULT_NAMESPACE
 from stashd.types import Principal
 
 if TYPE_CHECKING:
-    from stashd.ops import Op
+    from stashd.ops import Create, Op
     from stashd.store.base import Store
     from stashd.types import Entry, Limits
 
 #: What :meth:`recall` returns: the stored bytes, whole seconds left (rounded to the
 #: nearest, as RESP's WITHMETA), the expiry in whole Unix seconds, and the version.
 Meta = tuple[bytes, int, int, int]
+#: What a write's metadata is without the value (STASH and UPDATE ... WITHMETA, each
+#: entry of a MEMORIES page): whole seconds left, the expiry in Unix seconds, the version.
+Info = tuple[int, int, int]
+#: One entry of a listing page: its key, its :data:`Info` and its size in bytes.
+Listed = tuple[bytes, Info, int]
 
 #: The error after close(): the same in every mode (see stashd.remote).
 CLOSED: Final = "the client is closed"
 
 
 class Calls:
-    """The operations behind each client call, and what their results mean, in one place."""
+    """The operations behind each client call, and what their results mean, in one place.
 
-    __slots__ = ("clock", "limiter", "principal", "rate", "service", "store")
+    ``limited`` says whether the calls count against the principal's rate here; a door
+    of the daemon that admitted its request already (the MCP door) says no.
+    """
 
-    def __init__(self, store: Store, limits: Limits) -> None:
-        self.store = store
-        self.service = MemoryService(store)
-        self.clock = store.clock
+    __slots__ = ("clock", "limiter", "principal", "rate", "service")
+
+    def __init__(self, service: MemoryService, principal: Principal, *, limited: bool) -> None:
+        self.service = service
+        self.clock = service.clock
+        self.principal = principal
+        self.rate = principal.limits.rate if limited else None
+        self.limiter = LocalLimiter() if self.rate is not None else None
+
+    @classmethod
+    def embedded(cls, store: Store, limits: Limits) -> Calls:
+        """The calls of a client with a store of its own, rate limited by ``limits``."""
         # Embedded data is the default namespace: the one a RESP or HTTP client that never
         # authenticates uses, so an application and a daemon on one file share it.
-        self.principal = Principal(DEFAULT_NAMESPACE, limits)
-        self.rate = limits.rate
-        self.limiter = LocalLimiter() if limits.rate is not None else None
+        return cls(MemoryService(store), Principal(DEFAULT_NAMESPACE, limits), limited=True)
 
     def admit(self) -> None:
         """Count one call against the rate limit, as every RESP command counts."""
         if self.limiter is not None and self.rate is not None:
-            decision = self.limiter.acquire(DEFAULT_NAMESPACE, self.rate)
+            decision = self.limiter.acquire(self.principal.namespace, self.rate)
             if not decision.allowed:
                 raise RateLimited(decision.retry_after_ms)
 
@@ -72,7 +85,7 @@ class Calls:
         """TTL, EXISTS: one key's entry, whatever its kind."""
         return self.service.lookup(self.principal, key)
 
-    def stash(self, value: bytes, ttl: int | None) -> Op:
+    def stash(self, value: bytes, ttl: int | None) -> Create:
         """STASH value [EX ttl]."""
         return self.service.stash(self.principal, value, None if ttl is None else ttl * 1000)
 
@@ -94,6 +107,25 @@ class Calls:
             if_version=if_version,
         )
 
+    def update_entry(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> Op:
+        """UPDATE ... WITHMETA: the same update, its result the entry as written."""
+        return self.service.update(
+            self.principal,
+            key,
+            data=data,
+            merge=merge,
+            extend_seconds=extend or 0,
+            if_version=if_version,
+            entry=True,
+        )
+
     def forget(self, keys: list[bytes]) -> Op:
         """FORGET key [key ...]."""
         return self.service.forget(self.principal, keys)
@@ -101,6 +133,10 @@ class Calls:
     def scan(self, cursor: int, pattern: bytes, count: int) -> Op:
         """SCAN cursor MATCH pattern COUNT count."""
         return self.service.scan(self.principal, cursor, count, pattern)
+
+    def page(self, cursor: int, pattern: bytes, count: int) -> Op:
+        """MEMORIES cursor MATCH pattern COUNT count."""
+        return self.service.page(self.principal, cursor, count, pattern)
 
     def ping(self) -> Op:
         """A round trip through the store."""
@@ -117,6 +153,26 @@ class Calls:
     def ttl(self, entry: Entry | None) -> int | None:
         """TTL, None for a missing key."""
         return None if entry is None else seconds_left(entry.expires_at, self.clock())
+
+    def info(self, entry: Entry | None) -> Info | None:
+        """UPDATE ... WITHMETA."""
+        if entry is None:
+            return None
+        return seconds_left(entry.expires_at, self.clock()), entry.expires_at // 1000, entry.version
+
+    def created(self, op: Create) -> Info:
+        """STASH ... WITHMETA: a new entry's metadata, from the operation that made it."""
+        expires_at = op.expires_at
+        return seconds_left(expires_at, self.clock()), expires_at // 1000, 1
+
+    def listed(self, page: tuple[int, list[tuple[bytes, Entry]]]) -> tuple[int, list[Listed]]:
+        """MEMORIES: each entry's key, metadata and size."""
+        nxt, items = page
+        now = self.clock()
+        return nxt, [
+            (k, (seconds_left(e.expires_at, now), e.expires_at // 1000, e.version), len(e.value))
+            for k, e in items
+        ]
 
 
 def value_of(entry: Entry | None) -> bytes | None:
@@ -139,7 +195,7 @@ class EmbeddedTransport:
     """
 
     def __init__(self, store: Store, limits: Limits) -> None:
-        self.calls = Calls(store, limits)
+        self.calls = Calls.embedded(store, limits)
         self.store = store
         self._lock = threading.Lock() if store.inline or limits.rate is not None else None
         self._closed = False
@@ -175,6 +231,29 @@ class EmbeddedTransport:
     def recall(self, key: bytes) -> Meta | None:
         """The bytes with their metadata."""
         return self.calls.meta(self._run(self.calls.get(key)))
+
+    def stash_info(self, value: bytes, ttl: int | None) -> tuple[str, Info]:
+        """Store under a new id; the id and the entry's metadata."""
+        op = self.calls.stash(value, ttl)
+        key: bytes = self._run(op)
+        return key.decode(), self.calls.created(op)
+
+    def update_info(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> Info | None:
+        """Replace, merge or extend; the entry's metadata after it."""
+        return self.calls.info(
+            self._run(self.calls.update_entry(key, data, merge, extend, if_version))
+        )
+
+    def memories(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[Listed]]:
+        """One page of a listing with metadata."""
+        return self.calls.listed(self._run(self.calls.page(cursor, pattern, count)))
 
     def update(
         self,
@@ -219,24 +298,45 @@ class EmbeddedTransport:
 class AsyncEmbeddedTransport:
     """Asynchronous calls through a Batcher on the running loop: group commit, as in stashd.
 
-    It belongs to one event loop at a time, like the daemon's store does.
+    It belongs to one event loop at a time, like the daemon's store does. Made with
+    :meth:`open` it owns a store of its own; made with :meth:`serving` it is a door of a
+    running daemon, for one caller: that daemon's service and batcher, the caller's
+    namespace and limits, and writes marked with the door's name (stashd.events).
     """
 
-    def __init__(self, store: Store, limits: Limits) -> None:
-        self.calls = Calls(store, limits)
-        self.store = store
-        self.batcher = Batcher(store)
+    def __init__(
+        self, calls: Calls, batcher: Batcher, *, door: str | None, own_store: bool
+    ) -> None:
+        self.calls = calls
+        self.batcher = batcher
+        self.store = batcher.store
+        self.door = door
+        self._own_store = own_store
         # A store that answers reads on the loop (SQLite) shares one read transaction per
         # loop turn among them (Store.read_now). That suits the daemon, where every request
         # starts a new turn; but a task may call many times without yielding, and must
-        # still see what other threads and processes committed in between. So a read runs
-        # in a transaction of its own on the loop thread (Store.run), which costs no more
-        # than the sync client's reads and no thread hop.
-        self._own_read = store.inline_reads and not store.inline
+        # still see what other threads and processes committed in between. So a client's
+        # own read runs in a transaction of its own on the loop thread (Store.run), which
+        # costs no more than the sync client's reads and no thread hop.
+        store = self.store
+        self._own_read = own_store and store.inline_reads and not store.inline
         self._closed = False
+
+    @classmethod
+    def open(cls, store: Store, limits: Limits) -> AsyncEmbeddedTransport:
+        """A client's own store, in the default namespace, limited by ``limits``."""
+        transport = cls(Calls.embedded(store, limits), Batcher(store), door=None, own_store=True)
         # A file that cannot be opened fails here, on the constructing thread; the loop's
         # own connection is made on first use.
-        store.run(self.calls.ping())
+        store.run(transport.calls.ping())
+        return transport
+
+    @classmethod
+    def serving(
+        cls, service: MemoryService, batcher: Batcher, principal: Principal, door: str
+    ) -> AsyncEmbeddedTransport:
+        """One caller of a running daemon; the door rate limited its request already."""
+        return cls(Calls(service, principal, limited=False), batcher, door=door, own_store=False)
 
     def describe(self) -> str:
         """What this client talks to, for repr()."""
@@ -248,7 +348,7 @@ class AsyncEmbeddedTransport:
         self.calls.admit()  # one loop thread: the limiter needs no lock
         if self._own_read and not op.writes:
             return self.store.run(op)
-        return await self.batcher.run(op)
+        return await self.batcher.run(op, self.door)
 
     async def set(self, key: bytes, value: bytes, ttl: int | None) -> None:
         """Store ``value`` under ``key``."""
@@ -266,6 +366,28 @@ class AsyncEmbeddedTransport:
     async def recall(self, key: bytes) -> Meta | None:
         """The bytes with their metadata."""
         return self.calls.meta(await self._run(self.calls.get(key)))
+
+    async def stash_info(self, value: bytes, ttl: int | None) -> tuple[str, Info]:
+        """Store under a new id; the id and the entry's metadata."""
+        op = self.calls.stash(value, ttl)
+        key: bytes = await self._run(op)
+        return key.decode(), self.calls.created(op)
+
+    async def update_info(
+        self,
+        key: bytes,
+        data: bytes | None,
+        merge: bytes | None,
+        extend: int | None,
+        if_version: int | None,
+    ) -> Info | None:
+        """Replace, merge or extend; the entry's metadata after it."""
+        op = self.calls.update_entry(key, data, merge, extend, if_version)
+        return self.calls.info(await self._run(op))
+
+    async def memories(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[Listed]]:
+        """One page of a listing with metadata."""
+        return self.calls.listed(await self._run(self.calls.page(cursor, pattern, count)))
 
     async def update(
         self,
@@ -298,12 +420,16 @@ class AsyncEmbeddedTransport:
         return page
 
     async def aclose(self) -> None:
-        """Finish what is queued, then close the store (its worker and connections)."""
+        """Finish what is queued, then close the store (its worker and connections).
+
+        A transport :meth:`serving` a daemon closes nothing: the daemon owns its store.
+        """
         if self._closed:
             return
         self._closed = True
-        await self.batcher.drain()
-        await self.store.close()
+        if self._own_store:
+            await self.batcher.drain()
+            await self.store.close()
 
 
 def _describe(store: Store) -> str:

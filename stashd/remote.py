@@ -25,7 +25,7 @@ from stashd.embedded import CLOSED
 from stashd.errors import WIRE_CODES, StashError, StoreUnavailable, from_wire
 
 if TYPE_CHECKING:
-    from stashd.embedded import Meta
+    from stashd.embedded import Info, Listed, Meta
 
 #: Connections one client keeps open at most; a thread or task beyond that waits.
 MAX_CONNECTIONS: Final = 64
@@ -38,11 +38,6 @@ CONNECT_TIMEOUT: Final = 5.0
 REPLY_TIMEOUT: Final = 30.0
 
 _NOAUTH_TEXTS: Final = ("Authentication required.", "HELLO must be called")
-
-#: A memory's metadata as the client reports it: (ttl_remaining in whole seconds,
-#: expires_at in whole Unix seconds, version). Defined here, where the replies that
-#: carry it are read, until the client's own types give it a home.
-Info = tuple[int, int, int]
 
 
 def redact(url: str) -> str:
@@ -135,7 +130,7 @@ def _updated(reply: Any) -> Info | None:  # noqa: ANN401 - a RESP map, a flat ar
     return None if reply is None else _info(_map(reply))
 
 
-def _page(reply: Any) -> tuple[int, list[tuple[bytes, Info, int]]]:  # noqa: ANN401 - see above
+def _page(reply: Any) -> tuple[int, list[Listed]]:  # noqa: ANN401 - see above
     nxt, items = reply
     page = []
     for item in items:
@@ -256,9 +251,7 @@ class RemoteTransport:
         nxt, keys = self._call(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", count)
         return int(nxt), list(keys)
 
-    def memories(
-        self, cursor: int, pattern: bytes, count: int
-    ) -> tuple[int, list[tuple[bytes, Info, int]]]:
+    def memories(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[Listed]]:
         """MEMORIES cursor MATCH pattern COUNT count: (next cursor, [(id, info, size)])."""
         return _page(self._call(*_memories_args(cursor, pattern, count)))
 
@@ -357,9 +350,7 @@ class AsyncRemoteTransport:
         nxt, keys = await self._call(b"SCAN", cursor, b"MATCH", pattern, b"COUNT", count)
         return int(nxt), list(keys)
 
-    async def memories(
-        self, cursor: int, pattern: bytes, count: int
-    ) -> tuple[int, list[tuple[bytes, Info, int]]]:
+    async def memories(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[Listed]]:
         """MEMORIES cursor MATCH pattern COUNT count: (next cursor, [(id, info, size)])."""
         return _page(await self._call(*_memories_args(cursor, pattern, count)))
 

@@ -31,6 +31,7 @@ from stashd import (
     Conflict,
     InvalidTTL,
     Memory,
+    MemoryInfo,
     NotJSON,
     PayloadTooLarge,
     RateLimited,
@@ -38,7 +39,7 @@ from stashd import (
     StashError,
     StoreUnavailable,
 )
-from stashd.errors import DataAndMerge, EmptyUpdate, StoredNotJSON, WrongPass
+from stashd.errors import DataAndMerge, EmptyUpdate, InvalidRequest, StoredNotJSON, WrongPass
 from stashd.service import MemoryService
 from stashd.tenancy import DEFAULT_NAMESPACE
 from stashd.types import Principal
@@ -453,6 +454,54 @@ async def test_keys_pages_through_scan_and_filters_by_pattern(client: Client) ->
     assert sorted(await client.keys("task:00?")) == [f"task:00{i}" for i in range(10)]
     assert await client.keys("task:[2]4[9]") == ["task:249"]
     assert await client.keys("nothing*") == []
+
+
+async def test_writes_report_their_metadata_with_meta(client: Client) -> None:
+    """stash and update with with_meta answer the id, time left, expiry, version (and size)."""
+    stashed = await client.stash({"step": 1}, ttl=300, with_meta=True)
+    assert isinstance(stashed, MemoryInfo)
+    assert BASE62_ID.fullmatch(stashed.id)
+    assert (stashed.ttl_remaining, stashed.version, stashed.size) == (300, 1, len('{"step":1}'))
+    meta = await client.recall(stashed.id, with_meta=True)
+    assert meta.expires_at == stashed.expires_at
+    assert (await client.stash(1, with_meta=True)).ttl_remaining == DEFAULT_TTL
+    merged = await client.update(stashed.id, merge={"step": 2}, with_meta=True)
+    assert (merged.id, merged.version, merged.size) == (stashed.id, 2, None)
+    assert merged.expires_at == stashed.expires_at
+    extended = await client.update(stashed.id, extra_seconds=60, with_meta=True)
+    assert extended.version == 2
+    assert extended.expires_at == stashed.expires_at + timedelta(seconds=60)
+    assert extended.ttl_remaining in (359, 360)
+    assert await client.update("missing", {"x": 1}, with_meta=True) is None
+    with pytest.raises(Conflict):
+        await client.update(stashed.id, {"x": 1}, if_version=1, with_meta=True)
+
+
+async def test_memories_pages_with_metadata_by_pattern(client: Client) -> None:
+    """A listing a page at a time: each matching memory once, with its metadata, no values."""
+    names = [f"task:{i:03}" for i in range(130)] + ["plan", "other"]
+    for name in names:
+        await client.set(name, {"name": name}, ttl=500)
+    seen: list[MemoryInfo] = []
+    cursor = None
+    while True:
+        page = await client.memories("task:*", cursor=cursor, limit=50)
+        assert len(page.memories) <= 50
+        seen.extend(page.memories)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert sorted(m.id for m in seen) == [n for n in sorted(names) if n.startswith("task:")]
+    first = next(m for m in seen if m.id == "task:000")
+    assert (first.version, first.size) == (1, len('{"name":"task:000"}'))
+    assert first.ttl_remaining in (499, 500)
+    whole = await client.memories(limit=1000)
+    assert sorted(m.id for m in whole.memories) == sorted(names)
+    assert whole.next_cursor is None
+    with pytest.raises(InvalidRequest, match="limit must be between 1 and 1000, got 5000"):
+        await client.memories(limit=5000)
+    with pytest.raises(ValueError, match="cursor must be a next_cursor"):
+        await client.memories(cursor="not-a-cursor")
 
 
 # -- the rules, as errors with their attributes --------------------------------------------
