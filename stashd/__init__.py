@@ -15,13 +15,14 @@ The doors, each a thin translation onto the memory service:
 ``commands``     the command table: one module per family, parse then build an operation.
 ``resp``         request framing in front of hiredis, and RESP2/RESP3 reply encoding.
 ``http``         the HTTP door: the JSON API on the same service, store and batcher.
+``mcp``          the MCP door: tools and resources for agents, over stdio and at /mcp.
 ``client``       the Python API: Stash and AsyncStash, embedded or remote.
 ``clientmode``   where a client's data is: a store in this process, or a stashd.
 ``embedded``     the client's in-process door: service operations run by a local store.
 ``remote``       the client's remote door: RESP commands over redis-py, errors read back.
 ``cli``          the ``stashd`` and ``stash`` commands: entry points and serve options
                  (``cli_data``: the data commands; ``cli_keys``: keys and tiers;
-                 ``cli_exit``: how a command fails).
+                 ``cli_mcp``: the MCP server on stdio; ``cli_exit``: how a command fails).
 
 The rules, each in one place:
 
@@ -57,7 +58,7 @@ Where entries live, and the rest:
 """
 
 from stashd._version import __version__
-from stashd.client import AsyncStash, Memory, Stash
+from stashd.client import AsyncStash, Memory, MemoryInfo, MemoryPage, Stash
 from stashd.errors import (
     AuthenticationError,
     Conflict,
@@ -75,6 +76,8 @@ __all__ = [
     "Conflict",
     "InvalidTTL",
     "Memory",
+    "MemoryInfo",
+    "MemoryPage",
     "NotJSON",
     "PayloadTooLarge",
     "RateLimited",

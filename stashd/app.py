@@ -224,7 +224,12 @@ async def serve(
         if config.http:
             # One limiter for both doors: a user's RESP commands and HTTP requests share a rate.
             api = HttpApi(
-                ctx, backend=config.backend, limiter=ctx.limiter, rate_of=lambda p: p.limits.rate
+                ctx,
+                backend=config.backend,
+                limiter=ctx.limiter,
+                rate_of=lambda p: p.limits.rate,
+                mcp=config.mcp,
+                loopback=is_loopback(config.host),
             )
             http = HttpServer(api)
             try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from stashd import cli_data, cli_keys, log, outputlimit
+from stashd import cli_data, cli_keys, cli_mcp, log, outputlimit
 from stashd._version import __version__
 from stashd.cli_exit import CANNOT_LISTEN, STORE_UNAVAILABLE, USAGE, fail
 from stashd.config import (
@@ -133,6 +133,11 @@ def _serve_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyp
             help="Serve the HTTP API beside RESP. [STASH_HTTP; on]",
         ),
         click.option(
+            "--mcp/--no-mcp",
+            default=None,
+            help="Serve MCP (streamable HTTP) at /mcp of the HTTP API. [STASH_MCP; on]",
+        ),
+        click.option(
             "--allow-open",
             is_flag=True,
             default=None,
@@ -246,7 +251,7 @@ def stashd_main(**flags: Any) -> None:  # noqa: ANN401
 
 @click.group(
     name="stash",
-    commands=[*cli_data.COMMANDS, *cli_keys.COMMANDS],
+    commands=[*cli_data.COMMANDS, *cli_keys.COMMANDS, *cli_mcp.COMMANDS],
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.version_option(__version__, prog_name="stash")

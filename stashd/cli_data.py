@@ -64,7 +64,7 @@ def exit_code(exc: Exception) -> int:
 
 
 @contextlib.contextmanager
-def _reported() -> Iterator[None]:
+def reported() -> Iterator[None]:
     """Errors on stderr, one line, with the exit code of their class."""
     try:
         yield
@@ -76,7 +76,8 @@ def _reported() -> Iterator[None]:
         fail(str(exc), exit_code(exc))
 
 
-def _target_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
+def target_options(fn: Any) -> Any:  # noqa: ANN401 - click decorators are untyped
+    """--db, --url and --api-key: which store or daemon a command works on."""
     options = [
         click.option(
             "--db",
@@ -114,16 +115,20 @@ def _stash(
     command exits). A command that ``reads_only`` never creates the file or its folders:
     a missing file is exit 10 naming the path, not an empty database and "not found".
     """
-    with _reported():
-        if db is not None and (url is not None or api_key is not None):
-            msg = "--db is embedded mode, --url/--api-key remote mode: give one kind"
-            raise ValueError(msg)
-        if url is None and api_key is None and (db is not None or not remote_environment()):
-            stash = Stash("sqlite", path=db, create=not reads_only)
-        else:
-            stash = Stash(url=url, api_key=api_key)
-        with stash:
-            yield stash
+    with reported(), Stash(**target(db, url, api_key, reads_only=reads_only)) as stash:
+        yield stash
+
+
+def target(
+    db: str | None, url: str | None, api_key: str | None, *, reads_only: bool = False
+) -> dict[str, Any]:
+    """The arguments of the client (Stash or AsyncStash) that --db, --url, --api-key name."""
+    if db is not None and (url is not None or api_key is not None):
+        msg = "--db is embedded mode, --url/--api-key remote mode: give one kind"
+        raise ValueError(msg)
+    if url is None and api_key is None and (db is not None or not remote_environment()):
+        return {"backend": "sqlite", "path": db, "create": not reads_only}
+    return {"url": url, "api_key": api_key}
 
 
 def _json_arg(text: str, what: str = "value") -> Any:  # noqa: ANN401 - any JSON value
@@ -160,7 +165,7 @@ _TTL_OPTION: Final = click.option(
 @click.argument("key")
 @click.argument("value", metavar="JSON")
 @_TTL_OPTION
-@_target_options
+@target_options
 def set_(
     *, key: str, value: str, ttl: int | None, db: str | None, url: str | None, api_key: str | None
 ) -> None:
@@ -177,7 +182,7 @@ def set_(
 
 @click.command(name="get")
 @click.argument("key")
-@_target_options
+@target_options
 def get(*, key: str, db: str | None, url: str | None, api_key: str | None) -> None:
     """Print the JSON under KEY; exit 1 when it is missing or expired.
 
@@ -195,7 +200,7 @@ def get(*, key: str, db: str | None, url: str | None, api_key: str | None) -> No
 @click.command(name="stash")
 @click.argument("value", metavar="JSON")
 @_TTL_OPTION
-@_target_options
+@target_options
 def stash_(
     *, value: str, ttl: int | None, db: str | None, url: str | None, api_key: str | None
 ) -> None:
@@ -215,7 +220,7 @@ def stash_(
 @click.option(
     "--meta", is_flag=True, help="Print memory_id, data, ttl_remaining, expires_at, version."
 )
-@_target_options
+@target_options
 def recall(
     *, memory_id: str, meta: bool, db: str | None, url: str | None, api_key: str | None
 ) -> None:
@@ -266,7 +271,7 @@ CLI_WORDS: Final[dict[type[StashError], str]] = {
     metavar="N",
     help="Only if the version is N (else exit 8).",
 )
-@_target_options
+@target_options
 def update(
     *,
     memory_id: str,
@@ -302,7 +307,7 @@ def update(
 
 @click.command(name="forget")
 @click.argument("memory_ids", metavar="ID...", nargs=-1, required=True)
-@_target_options
+@target_options
 def forget(
     *, memory_ids: tuple[str, ...], db: str | None, url: str | None, api_key: str | None
 ) -> None:
@@ -318,7 +323,7 @@ def forget(
 
 @click.command(name="ttl")
 @click.argument("key")
-@_target_options
+@target_options
 def ttl(*, key: str, db: str | None, url: str | None, api_key: str | None) -> None:
     """Print the seconds KEY has left; exit 1 when it is missing or expired.
 
@@ -335,7 +340,7 @@ def ttl(*, key: str, db: str | None, url: str | None, api_key: str | None) -> No
 
 @click.command(name="ls")
 @click.argument("pattern", default="*")
-@_target_options
+@target_options
 def ls(*, pattern: str, db: str | None, url: str | None, api_key: str | None) -> None:
     """Print the keys matching a glob PATTERN, one per line, a SCAN page at a time.
 

@@ -65,6 +65,7 @@ class Config:
     auth: str = "open"  # open: any key names its namespace; keys: registered keys only
     http: bool = True  # serve the HTTP API beside RESP
     http_port: int = 8000
+    mcp: bool = True  # serve MCP at /mcp of the HTTP API
     tiers: str = ""  # TOML file overriding the tier table of strict mode
     rate_limit: str = ""  # open mode: commands per period ("600/min"); "" means no limit
     rate_burst: int = 0  # open mode: commands at once; 0 means one period's worth

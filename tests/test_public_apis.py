@@ -33,6 +33,14 @@ PUBLIC_MODULES = frozenset(
         "hiredis",
         "lupa",
         "lupa.lua51",  # lupa's documented way to pick Lua 5.1, the version Redis runs
+        # The MCP SDK's documented entry points: the package, its server (low-level Server,
+        # the streamable HTTP session manager, the transport security settings) and types.
+        "mcp",
+        "mcp.server",
+        "mcp.server.streamable_http_manager",
+        "mcp.server.transport_security",
+        "mcp.types",
+        "pydantic",  # the SDK's models and schemas; tool arguments are validated with it
         "multidict",
         "orjson",
         "platformdirs",

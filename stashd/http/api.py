@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from stashd.batch import Batcher
     from stashd.commands.connection import RemoteKeyring
     from stashd.http.protocol import Connection
+    from stashd.mcp.endpoint import McpEndpoint
     from stashd.ops import Create
     from stashd.ratelimit import Decision, Rate, RateLimiter, SharedLimiter
     from stashd.server import ServerContext
@@ -75,6 +76,15 @@ logger = log.get("stashd.http")
 DOOR: Final = "http"
 #: Paths every caller may GET without a key: the index, the health check, the contract.
 PUBLIC: Final = frozenset({"", "healthz", "openapi.yaml"})
+#: Bytes of JSON-RPC around a tool call's value: an /mcp request body may be this much
+#: larger than twice the caller's payload limit (a value sent as JSON text in a string,
+#: ``data_json``, can double by escaping). The limit itself applies to the value.
+MCP_ENVELOPE: Final = 64 * 1024
+
+
+def mcp_body_limit(max_payload: int) -> int:
+    """The largest /mcp request body a caller with this payload limit may send."""
+    return 2 * max_payload + MCP_ENVELOPE
 
 
 def _text(key: bytes) -> str:
@@ -98,6 +108,8 @@ class HttpApi:
         backend: str = "memory",
         limiter: RateLimiter | SharedLimiter | None = None,
         rate_of: Callable[[Principal], Rate | None] | None = None,
+        mcp: bool = False,
+        loopback: bool = True,
     ) -> None:
         self.service: MemoryService = ctx.service
         self.keyring: Keyring = ctx.keyring
@@ -120,6 +132,16 @@ class HttpApi:
             "update": (True, {"PATCH": self.update}),
             "forget": (True, {"DELETE": self.forget}),
         }
+        # The MCP endpoint (stashd.mcp.endpoint), when the daemon serves it. Stateless, it
+        # serves POST only: a GET would open a server stream that never carries anything
+        # (there is no session to speak on) and a DELETE ends no session, so both are the
+        # 405 the MCP specification provides for them.
+        self.mcp_endpoint: McpEndpoint | None = None
+        if mcp:
+            from stashd.mcp.endpoint import McpEndpoint  # noqa: PLC0415 - the SDK loads only if used
+
+            self.mcp_endpoint = McpEndpoint(ctx.service, batcher, loopback=loopback)
+            self.routes["mcp"] = (False, {"POST": self.mcp})
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Serve one request and write its answer; every refusal is a StashError's JSON shape.
@@ -315,14 +337,18 @@ class HttpApi:
                     principal.namespace, rate, units
                 )
 
-    async def body(self, request: web.BaseRequest, p: Principal, conn: Connection) -> bytes:
-        """The body, within the principal's payload limit.
+    async def body(
+        self, request: web.BaseRequest, p: Principal, conn: Connection, limit: int | None = None
+    ) -> bytes:
+        """The body, within ``limit`` bytes (the principal's payload limit by default).
 
         A body with a Content-Length was paid for by :meth:`admit` (it is read whole or
         refused); a chunked one's bytes are charged here, once they are known.
         """
         length = request.content_length
-        raw = await read_body(request, conn, p.limits.max_payload, length)
+        raw = await read_body(
+            request, conn, p.limits.max_payload if limit is None else limit, length
+        )
         if length is None:
             self.charge(p, body_cost(len(raw)) - body_cost(0))
         return raw
@@ -425,6 +451,15 @@ class HttpApi:
         if not removed:
             raise NotFound
         return web.Response(status=204)
+
+    async def mcp(
+        self, request: web.BaseRequest, p: Principal, _key: bytes, conn: Connection
+    ) -> web.StreamResponse:
+        """/mcp: the MCP streamable HTTP endpoint, for the caller authenticated above."""
+        endpoint = self.mcp_endpoint
+        assert endpoint is not None  # routed only when there is one
+        raw = await self.body(request, p, conn, mcp_body_limit(p.limits.max_payload))
+        return await endpoint.handle(request, p, raw)
 
     async def listing(
         self, request: web.BaseRequest, p: Principal, _key: bytes, conn: Connection

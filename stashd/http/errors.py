@@ -115,16 +115,28 @@ def reported(kind: type[StashError]) -> tuple[str, ...]:
     )
 
 
-def error_body(exc: StashError) -> tuple[int, bytes]:
-    """The status and the one JSON shape of every error: code, message, applicable fields."""
+def error_object(
+    exc: StashError, words: dict[type[StashError], str] = HTTP_WORDS
+) -> tuple[int, dict[str, Any]]:
+    """The status and the one JSON shape of every error: code, message, applicable fields.
+
+    ``words`` tells the messages that name RESP syntax in the door's own terms (the
+    HTTP API's fields by default; the MCP tools' arguments for that door).
+    """
     status, code, names = error_row(type(exc))
-    text = HTTP_WORDS.get(type(exc))
+    text = words.get(type(exc))
     message = exc.message if text is None else exc.worded(text)
     err: dict[str, Any] = {"code": code, "message": message}
     for name in names:
         value = getattr(exc, name, None)
         if value is not None:
             err[name] = list(value) if isinstance(value, tuple) else value
+    return status, err
+
+
+def error_body(exc: StashError) -> tuple[int, bytes]:
+    """The status and the JSON body of an error's HTTP answer."""
+    status, err = error_object(exc)
     return status, ENCODE({"error": err}).encode()
 
 

@@ -88,6 +88,8 @@ class HttpServer:
         self.runner: web.ServerRunner | None = None
         self.listener: Listener | None = None
         self.watchdog: asyncio.Task[None] | None = None
+        # What lives as long as the door: the MCP endpoint's transport manager.
+        self.lifetime = contextlib.AsyncExitStack()
         self.port = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -119,6 +121,9 @@ class HttpServer:
             "http", slots, lambda slot: Connection(guard, server(), slot), refusal(slots.limit)
         )
         self.port = await self.listener.start(host, port)
+        # Once bound: a port in use must fail with nothing of the endpoint left running.
+        if self.api.mcp_endpoint is not None:
+            await self.lifetime.enter_async_context(self.api.mcp_endpoint.running())
         self.watchdog = loop.create_task(guard.watch())
         return self.port
 
@@ -129,6 +134,7 @@ class HttpServer:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+        await self.lifetime.aclose()
         if self.watchdog is not None:
             self.watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
