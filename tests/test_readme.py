@@ -5,8 +5,8 @@ into a temporary directory, no ``STASH_URL``); ``python remote`` runs against a 
 this module starts for that block (``STASH_URL`` points at it, the README's port 6380 is
 replaced by its port); ``python no-run`` needs what a test cannot have, such as a host
 named stash.internal. ``console`` is a terminal session, run by test_readme_shell.py.
-``sh no-run``, ``text`` and ``toml`` are commands for other machines, layouts and
-configuration, not run. Any other fence, an unmarked one included, fails here, so a new
+``sh no-run``, ``text``, ``toml`` and ``json`` are commands for other machines, layouts
+and configuration, not run (a ``json`` block must parse). Any other fence, an unmarked one included, fails here, so a new
 example cannot go unrun by accident.
 
 A Python block that prints is followed directly by a ```text output block with what it
@@ -17,6 +17,7 @@ tests/support/readme.py (ids, clocks and ticking TTLs may differ, nothing else).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from tests.support.readme import Block, Matcher, blocks, output_after
 from tests.support.servers import StashDaemon
 
 RUN = ("python", "python remote")
-NOT_RUN = ("python no-run", "console", "sh no-run", "text", "toml")
+NOT_RUN = ("python no-run", "console", "sh no-run", "text", "toml", "json")
 
 ALL = blocks()
 PYTHON = [
@@ -56,6 +57,9 @@ def test_every_block_is_marked_and_the_quick_starts_are_there() -> None:
     assert any(kind == "python" and "Stash()" in code for kind, code in runnable)
     assert any(kind == "python remote" and "api_key=" in code for kind, code in runnable)
     assert any("AsyncStash" in code and "await" in code for _, code in runnable)
+    for block in ALL:
+        if block.info == "json":
+            json.loads(block.body)  # an agent's configuration, copied as it is
 
 
 @pytest.mark.parametrize(
