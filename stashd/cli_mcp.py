@@ -24,8 +24,10 @@ def mcp(*, db: str | None, url: str | None, api_key: str | None) -> None:
 
     Nothing but MCP is written on stdout; the server runs until the client closes stdin.
 
+    In a client's configuration:
+
     \b
-    Example (a client's configuration):
+    Example:
       {"command": "stash", "args": ["mcp"]}
       {"command": "stash", "args": ["mcp", "--url", "redis://127.0.0.1:6380"],
        "env": {"STASH_API_KEY": "..."}}

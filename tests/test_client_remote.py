@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from stashd import Stash
+from stashd.embedded import Info
 from stashd.errors import (
     Conflict,
     EmptyUpdate,
@@ -23,7 +24,6 @@ from stashd.errors import (
 )
 from stashd.remote import (
     AsyncRemoteTransport,
-    Info,
     RemoteTransport,
     redact,
     translate,

@@ -450,7 +450,12 @@ async def test_routing_errors_and_health() -> None:
     async with sidecar(keyring=StrictKeyring({})) as s:
         async with s.session.get("/healthz") as resp:
             assert resp.status == 200
-            assert await resp.json() == {"status": "ok", "version": "0.1.0", "backend": "memory"}
+            assert await resp.json() == {
+                "status": "ok",
+                "version": "0.1.0",
+                "backend": "memory",
+                "mcp": "off",  # this in-process door is built without it
+            }
         for method, path, status, allow in [
             ("GET", "/nope", 404, None),
             ("GET", "/recall", 404, None),

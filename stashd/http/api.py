@@ -40,6 +40,7 @@ from stashd.errors import (
 from stashd.http import docs
 from stashd.http.answer import ENCODE, json_response, response
 from stashd.http.errors import error_response, internal_error
+from stashd.http.mcpdoor import McpDoor
 from stashd.http.protocol import Wire
 from stashd.http.request import (
     STASH_FIELDS,
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
     from stashd.batch import Batcher
     from stashd.commands.connection import RemoteKeyring
     from stashd.http.protocol import Connection
-    from stashd.mcp.endpoint import McpEndpoint
     from stashd.ops import Create
     from stashd.ratelimit import Decision, Rate, RateLimiter, SharedLimiter
     from stashd.server import ServerContext
@@ -136,11 +136,9 @@ class HttpApi:
         # serves POST only: a GET would open a server stream that never carries anything
         # (there is no session to speak on) and a DELETE ends no session, so both are the
         # 405 the MCP specification provides for them.
-        self.mcp_endpoint: McpEndpoint | None = None
+        self.mcp_door: McpDoor | None = None
         if mcp:
-            from stashd.mcp.endpoint import McpEndpoint  # noqa: PLC0415 - the SDK loads only if used
-
-            self.mcp_endpoint = McpEndpoint(ctx.service, batcher, loopback=loopback)
+            self.mcp_door = McpDoor(ctx.service, batcher, loopback=loopback)
             self.routes["mcp"] = (False, {"POST": self.mcp})
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -357,7 +355,9 @@ class HttpApi:
     async def healthz(self) -> web.StreamResponse:
         """200 when the store runs operations; 503 (unavailable) when it does not."""
         await self.batcher.run(self.service.ping())
-        return json_response(200, {"status": "ok", "version": __version__, "backend": self.backend})
+        mcp = "off" if self.mcp_door is None else self.mcp_door.state()
+        body = {"status": "ok", "version": __version__, "backend": self.backend, "mcp": mcp}
+        return json_response(200, body)
 
     async def stash(
         self, request: web.BaseRequest, p: Principal, _key: bytes, conn: Connection
@@ -456,9 +456,10 @@ class HttpApi:
         self, request: web.BaseRequest, p: Principal, _key: bytes, conn: Connection
     ) -> web.StreamResponse:
         """/mcp: the MCP streamable HTTP endpoint, for the caller authenticated above."""
-        endpoint = self.mcp_endpoint
-        assert endpoint is not None  # routed only when there is one
+        door = self.mcp_door
+        assert door is not None  # routed only when there is one
         raw = await self.body(request, p, conn, mcp_body_limit(p.limits.max_payload))
+        endpoint = await door.endpoint()
         return await endpoint.handle(request, p, raw)
 
     async def listing(

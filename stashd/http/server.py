@@ -88,8 +88,6 @@ class HttpServer:
         self.runner: web.ServerRunner | None = None
         self.listener: Listener | None = None
         self.watchdog: asyncio.Task[None] | None = None
-        # What lives as long as the door: the MCP endpoint's transport manager.
-        self.lifetime = contextlib.AsyncExitStack()
         self.port = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -122,8 +120,8 @@ class HttpServer:
         )
         self.port = await self.listener.start(host, port)
         # Once bound: a port in use must fail with nothing of the endpoint left running.
-        if self.api.mcp_endpoint is not None:
-            await self.lifetime.enter_async_context(self.api.mcp_endpoint.running())
+        if self.api.mcp_door is not None:
+            self.api.mcp_door.start()
         self.watchdog = loop.create_task(guard.watch())
         return self.port
 
@@ -134,7 +132,8 @@ class HttpServer:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-        await self.lifetime.aclose()
+        if self.api.mcp_door is not None:
+            await self.api.mcp_door.stop()
         if self.watchdog is not None:
             self.watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

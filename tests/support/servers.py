@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import resource
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -325,6 +327,25 @@ class StashDaemon:
         wait_for_ping(self.port, self.proc)
         if self.http:
             wait_for_port(self.http_port, self.proc)
+            self._wait_for_mcp()
+
+    def _wait_for_mcp(self, timeout: float = 30.0) -> None:
+        """Block until the MCP endpoint has loaded (GET /healthz says so): a started daemon.
+
+        It loads in the background after the ports open; tests that measure the daemon
+        (its memory, its latency) start from a daemon whose every door is up.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=10) as answer:  # noqa: S310 - loopback
+                state = json.loads(answer.read())["mcp"]
+            if state != "starting":
+                assert state in ("ready", "off"), f"the MCP endpoint is {state}: {self.stderr}"
+                return
+            if time.monotonic() > deadline:
+                msg = "the MCP endpoint did not load"
+                raise RuntimeError(msg)
+            time.sleep(0.02)
 
     @property
     def http_url(self) -> str:
