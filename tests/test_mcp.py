@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import urllib.error
@@ -18,6 +19,7 @@ from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from stashd.registry import SQLiteRegistry
+from tests.support.http import sidecar, split_response
 from tests.support.servers import RedisServer, StashDaemon
 from tests.test_strict import _key
 
@@ -257,6 +259,15 @@ async def test_two_keys_see_only_their_own(daemon: StashDaemon) -> None:
         recalled = await structured(alice, "recall", memory_id=from_resp)
         assert recalled["data"] == {"via": "resp"}
         assert (await structured(bob, "recall", memory_id=from_resp))["found"] is False
+    # No key is the default namespace, the one a RESP client that never authenticates uses.
+    async with over_http(daemon) as anonymous:
+        open_id = (await structured(anonymous, "stash", data="open"))["memory_id"]
+    plain = redis.Redis(port=daemon.port)
+    try:
+        assert plain.execute_command("RECALL", open_id) == b'"open"'
+        assert plain.execute_command("RECALL", mine) is None
+    finally:
+        plain.close()
 
 
 def _post_mcp(daemon: StashDaemon, key: str | None) -> tuple[int, dict[str, str]]:
@@ -416,3 +427,19 @@ def test_a_page_that_rebinds_its_name_to_loopback_is_refused(daemon: StashDaemon
         assert answer.status_code == status, extra
     local = httpx2.post(url, json=body, headers={**headers, "Origin": "http://localhost:3000"})
     assert local.status_code == 200
+
+
+async def test_a_stalled_mcp_body_is_refused_at_the_request_deadline() -> None:
+    """The HTTP door's deadline covers /mcp: a body that stops short is refused, nothing runs."""
+    async with sidecar(request_timeout=1.0, mcp=True) as s:
+        reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
+        writer.write(
+            b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Accept: application/json, text/event-stream\r\nContent-Length: 200\r\n\r\n"
+            b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "st'
+        )
+        status, _, body = split_response(await asyncio.wait_for(reader.read(), 10))
+        assert status == 400  # at the deadline, as for any body short of its Content-Length
+        assert json.loads(body)["error"]["code"] == "incomplete_body"
+        writer.close()
+        assert s.count("") == 0

@@ -67,13 +67,14 @@ async def sidecar(
     request_timeout: float = REQUEST_TIMEOUT,
     send_timeout: float = SEND_TIMEOUT,
     events: WriteEvents | None = None,
+    mcp: bool = False,
 ) -> AsyncIterator[Sidecar]:
     """Serve the HTTP API on a free port of this loop until the block ends."""
     clock = Clock(START_MS)
     store = store or MemoryStore(clock)
     store.clock = clock
     ctx = ServerContext(MemoryService(store), keyring or OpenKeyring(LIMITS), store, events=events)
-    api = HttpApi(ctx, limiter=limiter, rate_of=rate_of)
+    api = HttpApi(ctx, limiter=limiter, rate_of=rate_of, mcp=mcp)
     server = HttpServer(api, request_timeout=request_timeout, send_timeout=send_timeout)
     port = await server.start("127.0.0.1", 0)
     url = f"http://127.0.0.1:{port}"
