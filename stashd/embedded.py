@@ -96,8 +96,10 @@ class Calls:
         merge: bytes | None,
         extend: int | None,
         if_version: int | None,
+        *,
+        entry: bool = False,
     ) -> Op:
-        """UPDATE key [DATA d | MERGE m] [EXTEND s] [IFVERSION v]."""
+        """UPDATE key [DATA d | MERGE m] [EXTEND s] [IFVERSION v] [WITHMETA: ``entry``]."""
         return self.service.update(
             self.principal,
             key,
@@ -105,25 +107,7 @@ class Calls:
             merge=merge,
             extend_seconds=extend or 0,
             if_version=if_version,
-        )
-
-    def update_entry(
-        self,
-        key: bytes,
-        data: bytes | None,
-        merge: bytes | None,
-        extend: int | None,
-        if_version: int | None,
-    ) -> Op:
-        """UPDATE ... WITHMETA: the same update, its result the entry as written."""
-        return self.service.update(
-            self.principal,
-            key,
-            data=data,
-            merge=merge,
-            extend_seconds=extend or 0,
-            if_version=if_version,
-            entry=True,
+            entry=entry,
         )
 
     def forget(self, keys: list[bytes]) -> Op:
@@ -248,7 +232,7 @@ class EmbeddedTransport:
     ) -> Info | None:
         """Replace, merge or extend; the entry's metadata after it."""
         return self.calls.info(
-            self._run(self.calls.update_entry(key, data, merge, extend, if_version))
+            self._run(self.calls.update(key, data, merge, extend, if_version, entry=True))
         )
 
     def memories(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[Listed]]:
@@ -382,7 +366,7 @@ class AsyncEmbeddedTransport:
         if_version: int | None,
     ) -> Info | None:
         """Replace, merge or extend; the entry's metadata after it."""
-        op = self.calls.update_entry(key, data, merge, extend, if_version)
+        op = self.calls.update(key, data, merge, extend, if_version, entry=True)
         return self.calls.info(await self._run(op))
 
     async def memories(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[Listed]]:
