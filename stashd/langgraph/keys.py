@@ -4,7 +4,7 @@ Thread ids, checkpoint namespaces, store namespaces and item keys are any text. 
 is its parts joined by ``:`` after each part is percent-encoded (UTF-8) outside
 ``A-Z a-z 0-9 _ . - ~``: no part can hold a ``:`` that would shift the others, and none
 holds a glob character (``* ? [ ] \``), so ``pattern(*parts)`` lists exactly the keys
-under those parts. Encoding keeps the order of ASCII names.
+under those parts.
 """
 
 from __future__ import annotations
