@@ -10,3 +10,7 @@
 (``StashStore``, ``AsyncStashStore``), :mod:`stashd.langgraph.keys` how LangGraph's
 names become Stash keys.
 """
+
+from stashd.langgraph.saver import AsyncStashSaver, StashSaver
+
+__all__ = ["AsyncStashSaver", "StashSaver"]
