@@ -31,6 +31,11 @@ PUBLIC_MODULES = frozenset(
         "click",
         "dotenv",
         "hiredis",
+        # LangGraph's documented checkpointer interface: BaseCheckpointSaver and its types,
+        # the serializer protocol, and langchain-core's RunnableConfig that it takes.
+        "langchain_core.runnables",
+        "langgraph.checkpoint.base",
+        "langgraph.checkpoint.serde.base",
         "lupa",
         "lupa.lua51",  # lupa's documented way to pick Lua 5.1, the version Redis runs
         # The MCP SDK's documented entry points: the package, its server (low-level Server,
