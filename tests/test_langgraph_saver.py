@@ -25,7 +25,7 @@ from langgraph.checkpoint.conformance.test_utils import (
 )
 from langgraph.graph import END, START, StateGraph
 
-from stashd import AsyncStash, InvalidTTL, Stash
+from stashd import AsyncStash, Conflict, InvalidTTL, Stash
 from stashd.clientmode import Embedded, choose
 from stashd.langgraph import AsyncStashSaver, StashSaver
 from stashd.langgraph.saver import next_version
@@ -263,6 +263,46 @@ def test_put_writes_all_or_none_and_kept(stash: Stash) -> None:
         ("task", "a", 1),
         ("task", "b", 2),
     ]
+
+
+class RacedStash(Stash):
+    """A memory Stash where another task's writes land just before the first versioned update.
+
+    So a put_writes loses the race for its checkpoint's version once, as it would when
+    two tasks of a super-step finish together.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("memory")
+        self.race: Any = None
+        self.conflicts = 0
+
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        race, self.race = self.race, None
+        if race is not None and kwargs.get("if_version") is not None:
+            race()
+        try:
+            return super().update(*args, **kwargs)
+        except Conflict:
+            self.conflicts += 1
+            raise
+
+
+def test_put_writes_retries_a_lost_race() -> None:
+    """Writes that lose the checkpoint's version to another task are read again, not lost."""
+    with RacedStash() as stash:
+        saver = StashSaver(stash, ttl=600)
+        stored = _put(saver, "t")
+        stash.race = lambda: saver.put_writes(stored, [("a", "other")], "other")
+        saver.put_writes(stored, [("a", "mine"), ("__interrupt__", "stop")], "mine")
+        assert stash.conflicts == 1
+        tup = saver.get_tuple(stored)
+        assert tup is not None
+        assert sorted(tup.pending_writes or []) == [
+            ("mine", "__interrupt__", "stop"),
+            ("mine", "a", "mine"),
+            ("other", "a", "other"),
+        ]
 
 
 # -- the async saver's blocking methods -----------------------------------------------

@@ -1,15 +1,9 @@
 """LangGraph checkpointers on Stash: every checkpoint of a thread expires with its thread.
 
-The file runs past 600 lines on purpose: :class:`StashSaver` and
-:class:`AsyncStashSaver` are one checkpointer, blocking and awaited. Each operation
-is written once, in ``_Flows``, as a generator of the Stash calls it needs, over the
-key layout and (de)serialisation of ``_Layout``; the two savers only run those calls
-(``_run``, ``_arun``) and wrap them in LangGraph's method names, which are most of the
-lines. They sit together so that LangGraph's interface is kept whole in one place.
-
 **Key layout.** Every key starts with ``lg`` and the thread, so one glob,
 ``pattern("lg", thread)``, finds all of a thread (parts made by
-:mod:`stashd.langgraph.keys`: thread ids, namespaces and channel names are any text):
+:mod:`stashd.langgraph.keys`: thread ids, namespaces and channel names are any text,
+and none reaches another's keys):
 
 - ``lg:<thread>:cp:<ns>:<checkpoint id>`` holds one checkpoint as one JSON document,
   ``{"checkpoint": T, "metadata": T, "parent": id, "writes": {"<task>,<idx>": W}}``,
@@ -17,30 +11,42 @@ lines. They sit together so that LangGraph's interface is kept whole in one plac
   ``W`` is ``{"task", "channel", "value": T, "path", "idx"}``: the pending writes live
   in their checkpoint's document, so they go when it goes.
 - ``lg:<thread>:bl:<ns>:<channel>:<version>`` holds one channel value ``T``, written
-  once when the version is new; a checkpoint names the versions it reads (its
+  when the version is new; a checkpoint names the versions it reads (its
   ``channel_versions``), as LangGraph's own savers do, so an unchanged channel is
   not written again.
 
 **TTL, in seconds (Stash's unit).** Every key is written with ``ttl`` (None: the
-Stash's default TTL; over its maximum the write raises Stash's InvalidTTL). Every
-write (``put``, ``put_writes``, ``copy_thread`` on its target) then extends each key
-of the thread back to the full ``ttl``, to the second, and so does ``get_tuple``
-when ``refresh_on_read`` is set. So the keys of a thread share one expiry: ``ttl``
-seconds after the last write (or refreshing read) the whole thread is gone, never
-part of it. The cost: a write lists the thread's keys (a glob over the Stash's
-namespace, paged) and extends each key that lost a second or more, so it is
-O(keys of the namespace) to list and O(keys of the thread) to extend; writes within
-the same second extend nothing. A write that comes within a second of the thread's
-expiry can find some of its keys already gone.
+Stash's default TTL; over its maximum the write raises Stash's InvalidTTL, and
+nothing is stored). Every write (``put``, ``put_writes``, ``copy_thread`` on its
+target) then extends each key of the thread back to the full ``ttl``, and so does
+``get_tuple`` when ``refresh_on_read`` is set. So the keys of a thread share one
+expiry: ``ttl`` seconds after the last write (or refreshing read) the whole thread
+goes, not part of it. Stash counts the seconds left in whole seconds, so "one
+expiry" holds to the second: the keys of a thread go within a second of one
+another, and a write in the thread's last second can find some already gone.
+The cost: every write lists the thread's keys (a glob, which walks the Stash's
+namespace a page at a time: O(keys in the namespace)) and extends each key that
+lost half a second or more (O(keys in the thread) calls; none for writes less than
+half a second apart).
 
 **Atomic writes.** ``put_writes`` reads the checkpoint's document with its version,
 keeps LangGraph's rule (a regular write, index >= 0, never replaces one already
 stored for that task and index; the special ones of ``WRITES_IDX_MAP``, negative,
 always do) and applies all its writes as one merge patch under ``if_version``: a
-concurrent writer makes the update a Conflict, and the call reads again and retries.
-All the writes of one call land, or none do. A checkpoint document is created by
-``put`` (merged into an existing one, so re-putting a checkpoint keeps its writes);
-only writes to a checkpoint never put create it, unguarded.
+concurrent writer makes the update a Conflict, and the call reads again and retries,
+instead of a read-modify-write that loses one of the two. All the writes of one
+call land, or none do. ``put`` writes the new channel values first and then the
+checkpoint that reads them, merged into its document when one exists (so a re-put
+keeps the writes); only the first write of a document is a plain set, so two
+concurrent first writes to one checkpoint (which LangGraph does not make) could
+lose one.
+
+The file runs past 600 lines on purpose: :class:`StashSaver` and
+:class:`AsyncStashSaver` are one checkpointer, blocking and awaited. Each operation
+is written once, in ``_Flows``, as a generator of the Stash calls it needs, over the
+key layout and (de)serialisation of ``_Layout``; the two savers only run those calls
+(``_run``, ``_arun``) and give them LangGraph's method names, which are most of the
+lines, kept together so that the interface stays whole in one place.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -164,7 +170,7 @@ class _Layout:
         parts[1] = target
         return keys.key(*parts)
 
-    def checkpoints(self, found: Iterator[str] | list[str]) -> list[tuple[str, str, str]]:
+    def checkpoints(self, found: Iterable[str]) -> list[tuple[str, str, str]]:
         """The ``(thread, ns, id)`` of the checkpoint keys among ``found``, newest first.
 
         Sorted by thread and namespace, then by id from newest to oldest (LangGraph's
