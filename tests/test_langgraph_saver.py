@@ -77,24 +77,45 @@ async def test_conformance_redis(redis_store: RedisServer) -> None:
         _check(await _conform_sync(stash))
 
 
-async def test_conformance_remote() -> None:
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[StashDaemon]:
+    """A stashd on the memory backend, for the savers' remote runs."""
+    with StashDaemon("--backend", "memory", "--no-http") as started:
+        yield started
+
+
+async def test_conformance_remote(daemon: StashDaemon) -> None:
     """StashSaver on a stashd over RESP, in a namespace of its own, passes every capability."""
-    with (
-        StashDaemon("--backend", "memory", "--no-http") as daemon,
-        Stash(url=f"redis://127.0.0.1:{daemon.port}", api_key="saver") as stash,
-    ):
+    with Stash(url=f"redis://127.0.0.1:{daemon.port}", api_key="saver") as stash:
         _check(await _conform_sync(stash))
+
+
+async def _conform_async(stash: AsyncStash) -> CapabilityReport:
+    @checkpointer_test(name=f"AsyncStashSaver {stash!r}")
+    async def factory() -> AsyncIterator[AsyncStashSaver]:
+        yield AsyncStashSaver(stash, ttl=600)
+
+    return await validate(factory)
 
 
 async def test_conformance_async_memory() -> None:
     """AsyncStashSaver on an embedded memory AsyncStash passes every capability."""
     async with AsyncStash("memory") as stash:
+        _check(await _conform_async(stash))
 
-        @checkpointer_test(name="AsyncStashSaver memory")
-        async def factory() -> AsyncIterator[AsyncStashSaver]:
-            yield AsyncStashSaver(stash, ttl=600)
 
-        _check(await validate(factory))
+async def test_conformance_async_redis(redis_store: RedisServer) -> None:
+    """AsyncStashSaver on the Redis backend passes every capability."""
+    redis_store.flush()
+    async with AsyncStash(backend="redis", redis_url=redis_store.url) as stash:
+        _check(await _conform_async(stash))
+
+
+async def test_conformance_async_remote(daemon: StashDaemon) -> None:
+    """AsyncStashSaver on a stashd over RESP passes every capability."""
+    url = f"redis://127.0.0.1:{daemon.port}"
+    async with AsyncStash(url=url, api_key="async-saver") as stash:
+        _check(await _conform_async(stash))
 
 
 # -- TTLs on a clock the test moves ---------------------------------------------------
