@@ -10,3 +10,6 @@
 (``StashStore``, ``AsyncStashStore``), :mod:`stashd.langgraph.keys` how LangGraph's
 names become Stash keys.
 """
+
+from stashd.langgraph.store import AsyncStashStore as AsyncStashStore
+from stashd.langgraph.store import StashStore as StashStore
