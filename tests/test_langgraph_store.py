@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langgraph.store.base import (
     GetOp,
     InvalidNamespaceError,
@@ -26,9 +28,11 @@ from stashd import AsyncStash, Stash
 from stashd.errors import InvalidTTL
 from stashd.langgraph import AsyncStashStore, StashStore
 from stashd.langgraph.keys import key as make_key
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, StashDaemon
 
-BACKENDS = ("memory", "sqlite", "redis")
+BACKENDS = ("memory", "sqlite", "redis", "remote")
+#: The remote backend's daemon settings: the tests that set a Stash's limits use these.
+DAEMON_SETTINGS = {"default_ttl": 123, "max_ttl": 3600}
 KINDS = ("sync", "async")
 
 
@@ -75,6 +79,11 @@ class Harness:
 
         return self.loop.run_until_complete(collect())
 
+    def clear(self) -> None:
+        stored = self.stored_keys()
+        if stored:
+            self.raw("forget", *stored)
+
     def close(self) -> None:
         if self.kind == "sync":
             self.stash.close()
@@ -90,6 +99,15 @@ def redis_for_store() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def daemon_for_store() -> Iterator[StashDaemon]:
+    """A stashd of this module's own (memory backend), emptied by every test that uses it."""
+    flags = ["--default-ttl", str(DAEMON_SETTINGS["default_ttl"])]
+    flags += ["--max-ttl", str(DAEMON_SETTINGS["max_ttl"])]
+    with StashDaemon("--no-http", "--backend", "memory", *flags) as daemon:
+        yield daemon
+
+
 @pytest.fixture(params=[(b, k) for b in BACKENDS for k in KINDS], ids=lambda p: f"{p[0]}-{p[1]}")
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     """A factory of harnesses on one backend and kind: ``make(ttl=..., **stash_settings)``."""
@@ -99,6 +117,9 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
         server: RedisServer = request.getfixturevalue("redis_for_store")
         server.flush()
         url = server.url
+    if backend == "remote":
+        daemon: StashDaemon = request.getfixturevalue("daemon_for_store")
+        url = f"redis://{daemon.host}:{daemon.port}"
     made: list[Harness] = []
 
     def factory(ttl: TTLConfig | None = None, **settings: Any) -> Harness:
@@ -107,14 +128,22 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
                 return cls("memory", **settings)
             if backend == "sqlite":
                 return cls(path=tmp_path / f"store{len(made)}.db", **settings)
+            if backend == "remote":
+                # The daemon's limits apply to a remote client: the ones tests ask for.
+                assert settings.items() <= DAEMON_SETTINGS.items(), settings
+                return cls(url=url)
             return cls(backend="redis", redis_url=url, **settings)
 
         harness = Harness(kind, open_stash, ttl)
+        if backend == "remote":
+            harness.clear()
         made.append(harness)
         return harness
 
     yield factory
     for harness in made:
+        if backend == "remote":
+            harness.clear()
         harness.close()
 
 
@@ -511,3 +540,68 @@ def test_supports_ttl() -> None:
     """Both classes say they honour TTLs, so LangGraph passes them through."""
     assert StashStore.supports_ttl
     assert AsyncStashStore.supports_ttl
+
+
+# -- open inputs -----------------------------------------------------------------------
+
+labels = st.text(min_size=1, max_size=8).filter(lambda t: "." not in t and "\x00" not in t)
+namespaces = (
+    st.lists(labels, min_size=1, max_size=3).map(tuple).filter(lambda ns: ns[0] != "langgraph")
+)
+values = st.fixed_dictionaries(
+    {
+        "n": st.integers(-3, 3),
+        "s": st.sampled_from(["a", "b"]),
+        "o": st.fixed_dictionaries({"x": st.integers(0, 2)}),
+    }
+)
+number_filters = st.one_of(
+    st.integers(-3, 3),
+    st.dictionaries(
+        st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte"]),
+        st.integers(-3, 3),
+        min_size=1,
+    ),
+)
+filters = st.fixed_dictionaries(
+    {},
+    optional={
+        "n": number_filters,
+        "s": st.one_of(
+            st.sampled_from(["a", "b"]),
+            st.dictionaries(
+                st.sampled_from(["$eq", "$ne"]), st.sampled_from(["a", "b"]), min_size=1
+            ),
+        ),
+        "o": st.fixed_dictionaries({"x": st.integers(0, 2)}),
+    },
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=st.lists(st.tuples(namespaces, st.text(max_size=6), values), max_size=8),
+    prefix=st.lists(labels, max_size=2).map(tuple),
+    wanted=filters,
+)
+def test_any_labels_and_filters_agree_with_in_memory_store(
+    items: list[tuple[tuple[str, ...], str, dict[str, Any]]],
+    prefix: tuple[str, ...],
+    wanted: dict[str, Any],
+) -> None:
+    """Any labels and keys come back as put; any filter selects what InMemoryStore selects."""
+    reference = InMemoryStore()
+    with Stash("memory") as stash:
+        store = StashStore(stash)
+        for ns, key, value in items:
+            store.put(ns, key, value)
+            reference.put(ns, key, value)
+        for ns, key, value in {(ns, key): (ns, key, v) for ns, key, v in items}.values():
+            got = store.get(ns, key)
+            assert got is not None
+            assert (got.namespace, got.key, got.value) == (ns, key, value)
+        assert store.list_namespaces(limit=100) == reference.list_namespaces(limit=100)
+        for search_prefix in (prefix, items[0][0][:1] if items else ()):
+            found = store.search(search_prefix, filter=wanted, limit=100)
+            expected = reference.search(search_prefix, filter=wanted, limit=100)
+            assert comparable(found) == comparable(expected)
