@@ -31,6 +31,7 @@ PUBLIC_MODULES = frozenset(
         "click",
         "dotenv",
         "hiredis",
+        "langgraph.store.base",  # LangGraph's documented BaseStore, its ops and TTLConfig
         "lupa",
         "lupa.lua51",  # lupa's documented way to pick Lua 5.1, the version Redis runs
         # The MCP SDK's documented entry points: the package, its server (low-level Server,
