@@ -294,6 +294,14 @@ def test_search_order_limit_offset(h: Harness) -> None:
     assert [i.key for p in pages for i in p] == [i.key for i in found]
 
 
+def test_search_reads_many_items(h: Harness) -> None:
+    """A search over more items than the calls kept in flight at once finds them all."""
+    h.batch([PutOp(("many",), f"k{i}", {"i": i}) for i in range(80)])
+    found = h.search(("many",), filter={"i": {"$gte": 10}}, limit=100)
+    assert sorted(i.value["i"] for i in found) == list(range(10, 80))
+    assert h.delete_namespace(("many",)) == 80
+
+
 # -- list_namespaces -------------------------------------------------------------------
 
 

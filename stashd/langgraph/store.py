@@ -57,6 +57,9 @@ __all__ = ["AsyncStashStore", "StashStore"]
 HEAD: Final = ("langgraph", "store")
 #: Keys deleted per FORGET call by :meth:`StashStore.delete_namespace`: bounds a request.
 FORGET_CHUNK: Final = 500
+#: Calls of one step an AsyncStashStore has in flight at once: a search of a large
+#: namespace reads every item, and a remote pool would open a connection per call.
+CONCURRENT_CALLS: Final = 32
 #: The filter operators, as LangGraph's InMemoryStore and PostgresStore take them.
 OPERATORS: Final = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
 
@@ -509,6 +512,12 @@ class AsyncStashStore(_Plans, BaseStore):
 
     async def _run(self, plan: Generator[_Step, Any, _T]) -> _T:
         self._loop = asyncio.get_running_loop()
+        room = asyncio.Semaphore(CONCURRENT_CALLS)
+
+        async def bounded(call: _Call) -> Any:  # noqa: ANN401 - the call's answer
+            async with room:
+                return await self._call(call)
+
         answer: Any = None
         error: Exception | None = None
         try:
@@ -517,7 +526,7 @@ class AsyncStashStore(_Plans, BaseStore):
                 error = None
                 try:
                     if isinstance(step, list):
-                        answer = list(await asyncio.gather(*(self._call(c) for c in step)))
+                        answer = list(await asyncio.gather(*(bounded(c) for c in step)))
                     else:
                         answer = await self._call(step)
                 except Exception as exc:  # noqa: BLE001 - handed to the plan, which decides
