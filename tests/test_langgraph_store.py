@@ -230,6 +230,8 @@ def test_namespace_labels_langgraph_refuses(h: Harness) -> None:
             h.put(ns, "k", {"v": 1})
     with pytest.raises(InvalidNamespaceError):
         h.batch([PutOp(("ok",), "k", {"v": 1}), GetOp(("a.b",), "k")])
+    with pytest.raises(InvalidNamespaceError, match="empty"):
+        h.batch([PutOp((), "k", {"v": 1})])
     assert h.stored_keys() == []
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from langgraph.store.base import (
     BaseStore,
     GetOp,
+    InvalidNamespaceError,
     Item,
     ListNamespacesOp,
     MatchCondition,
@@ -272,6 +273,9 @@ class _Plans:
         for op in ops:
             validate_op_namespace(op)
             if isinstance(op, PutOp):
+                if not op.namespace:  # put() checks it; a PutOp handed to batch() is not
+                    msg = "Namespace cannot be empty."
+                    raise InvalidNamespaceError(msg)
                 _refuse_index(op)
                 if op.ttl is not None:
                     _seconds(op.ttl)
