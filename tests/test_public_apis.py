@@ -36,6 +36,7 @@ PUBLIC_MODULES = frozenset(
         "langchain_core.runnables",
         "langgraph.checkpoint.base",
         "langgraph.checkpoint.serde.base",
+        "langgraph.store.base",  # LangGraph's documented BaseStore, its ops and TTLConfig
         "lupa",
         "lupa.lua51",  # lupa's documented way to pick Lua 5.1, the version Redis runs
         # The MCP SDK's documented entry points: the package, its server (low-level Server,

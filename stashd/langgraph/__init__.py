@@ -12,5 +12,6 @@ names become Stash keys.
 """
 
 from stashd.langgraph.saver import AsyncStashSaver, StashSaver
+from stashd.langgraph.store import AsyncStashStore, StashStore
 
-__all__ = ["AsyncStashSaver", "StashSaver"]
+__all__ = ["AsyncStashSaver", "AsyncStashStore", "StashSaver", "StashStore"]
