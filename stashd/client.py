@@ -225,7 +225,7 @@ def _update_args(
 
 class _Transport(Protocol):
     def describe(self) -> str: ...
-    def set(self, key: bytes, value: bytes, ttl: int | None) -> None: ...
+    def set(self, key: bytes, value: bytes, ttl: int | None, *, nx: bool = False) -> bool: ...
     def get(self, key: bytes) -> bytes | None: ...
     def stash(self, value: bytes, ttl: int | None) -> str: ...
     def recall(self, key: bytes) -> Meta | None: ...
@@ -256,7 +256,7 @@ class _Transport(Protocol):
 
 class _AsyncTransport(Protocol):
     def describe(self) -> str: ...
-    async def set(self, key: bytes, value: bytes, ttl: int | None) -> None: ...
+    async def set(self, key: bytes, value: bytes, ttl: int | None, *, nx: bool = False) -> bool: ...
     async def get(self, key: bytes) -> bytes | None: ...
     async def stash(self, value: bytes, ttl: int | None) -> str: ...
     async def recall(self, key: bytes) -> Meta | None: ...
@@ -419,6 +419,18 @@ class Stash(_Opening):
             stash.set("plan", {"step": 1, "of": 3}, ttl=600)
         """
         self._t.set(_key(key), _encode(value), _seconds(ttl, "ttl"))
+
+    def add(self, key: str, value: object, *, ttl: int | None = None) -> bool:
+        """Store ``value`` under ``key`` only if nothing live is there (SET NX); whether it was.
+
+        Of several clients adding one key at once, exactly one gets True.
+
+        Example::
+
+            stash.add("lock:report", {"owner": "me"}, ttl=30)  # True
+            stash.add("lock:report", {"owner": "you"}, ttl=30)  # False
+        """
+        return self._t.set(_key(key), _encode(value), _seconds(ttl, "ttl"), nx=True)
 
     def get(self, key: str, default: Any = None) -> Any:  # noqa: ANN401 - any JSON value
         """The value under ``key``, or ``default`` when it is missing or expired.
@@ -665,6 +677,15 @@ class AsyncStash(_Opening):
             await stash.set("plan", {"step": 1, "of": 3}, ttl=600)
         """
         await self._t.set(_key(key), _encode(value), _seconds(ttl, "ttl"))
+
+    async def add(self, key: str, value: object, *, ttl: int | None = None) -> bool:
+        """Store ``value`` under ``key`` only if nothing live is there; see :meth:`Stash.add`.
+
+        Example::
+
+            await stash.add("lock:report", {"owner": "me"}, ttl=30)  # True
+        """
+        return await self._t.set(_key(key), _encode(value), _seconds(ttl, "ttl"), nx=True)
 
     async def get(self, key: str, default: Any = None) -> Any:  # noqa: ANN401 - any JSON value
         """The value under ``key``, or ``default``; see :meth:`Stash.get`.

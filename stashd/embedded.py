@@ -71,11 +71,11 @@ class Calls:
                 raise RateLimited(decision.retry_after_ms)
 
     # -- operations ------------------------------------------------------------------
-    def set(self, key: bytes, value: bytes, ttl: int | None) -> Op:
-        """SET key value [EX ttl]."""
+    def set(self, key: bytes, value: bytes, ttl: int | None, *, nx: bool = False) -> Op:
+        """SET key value [EX ttl] [NX]."""
         service, p = self.service, self.principal
         expires_at = service.expiry(p, None if ttl is None else ttl * 1000)
-        return service.set(p, key, value, expires_at=expires_at)
+        return service.set(p, key, value, expires_at=expires_at, cond=b"NX" if nx else b"")
 
     def get(self, key: bytes) -> Op:
         """GET, RECALL: one string's entry."""
@@ -199,9 +199,10 @@ class EmbeddedTransport:
             self.calls.admit()
             return self.store.run(op)
 
-    def set(self, key: bytes, value: bytes, ttl: int | None) -> None:
-        """Store ``value`` under ``key``."""
-        self._run(self.calls.set(key, value, ttl))
+    def set(self, key: bytes, value: bytes, ttl: int | None, *, nx: bool = False) -> bool:
+        """Store ``value`` under ``key`` (with ``nx``, only where there is none); whether it was."""
+        written: tuple[bool, Entry | None] = self._run(self.calls.set(key, value, ttl, nx=nx))
+        return written[0]
 
     def get(self, key: bytes) -> bytes | None:
         """The bytes under ``key``."""
@@ -334,9 +335,11 @@ class AsyncEmbeddedTransport:
             return self.store.run(op)
         return await self.batcher.run(op, self.door)
 
-    async def set(self, key: bytes, value: bytes, ttl: int | None) -> None:
-        """Store ``value`` under ``key``."""
-        await self._run(self.calls.set(key, value, ttl))
+    async def set(self, key: bytes, value: bytes, ttl: int | None, *, nx: bool = False) -> bool:
+        """Store ``value`` under ``key`` (with ``nx``, only where there is none); whether it was."""
+        op = self.calls.set(key, value, ttl, nx=nx)
+        written: tuple[bool, Entry | None] = await self._run(op)
+        return written[0]
 
     async def get(self, key: bytes) -> bytes | None:
         """The bytes under ``key``."""

@@ -162,6 +162,11 @@ def _with_ttl(args: list[bytes | int], ttl: int | None) -> list[bytes | int]:
     return args if ttl is None else [*args, b"EX", ttl]
 
 
+def _set_args(key: bytes, value: bytes, ttl: int | None, nx: bool) -> list[bytes | int]:
+    args = _with_ttl([b"SET", key, value], ttl)
+    return [*args, b"NX"] if nx else args
+
+
 def _memories_args(cursor: int, pattern: bytes, count: int) -> list[bytes | int]:
     return [b"MEMORIES", cursor, b"MATCH", pattern, b"COUNT", count]
 
@@ -187,9 +192,9 @@ class RemoteTransport:
         except redis.RedisError as exc:
             raise translate(exc, self.where) from None
 
-    def set(self, key: bytes, value: bytes, ttl: int | None) -> None:
-        """SET key value [EX ttl]."""
-        self._call(*_with_ttl([b"SET", key, value], ttl))
+    def set(self, key: bytes, value: bytes, ttl: int | None, *, nx: bool = False) -> bool:
+        """SET key value [EX ttl] [NX]: whether it was written."""
+        return self._call(*_set_args(key, value, ttl, nx)) is not None
 
     def get(self, key: bytes) -> bytes | None:
         """GET key."""
@@ -286,9 +291,9 @@ class AsyncRemoteTransport:
         except redis.RedisError as exc:
             raise translate(exc, self.where) from None
 
-    async def set(self, key: bytes, value: bytes, ttl: int | None) -> None:
-        """SET key value [EX ttl]."""
-        await self._call(*_with_ttl([b"SET", key, value], ttl))
+    async def set(self, key: bytes, value: bytes, ttl: int | None, *, nx: bool = False) -> bool:
+        """SET key value [EX ttl] [NX]: whether it was written."""
+        return await self._call(*_set_args(key, value, ttl, nx)) is not None
 
     async def get(self, key: bytes) -> bytes | None:
         """GET key."""

@@ -456,6 +456,20 @@ async def test_keys_pages_through_scan_and_filters_by_pattern(client: Client) ->
     assert await client.keys("nothing*") == []
 
 
+async def test_add_stores_only_where_nothing_live_is(client: Client) -> None:
+    """add is SET NX: True once, False while the key lives, True again once it is gone."""
+    assert await client.add("lock", {"owner": "a"}, ttl=60) is True
+    assert await client.add("lock", {"owner": "b"}, ttl=60) is False
+    assert await client.get("lock") == {"owner": "a"}
+    assert await client.ttl("lock") in (59, 60)
+    assert await client.forget("lock") == 1
+    assert await client.add("lock", {"owner": "b"}) is True
+    assert await client.ttl("lock") in (DEFAULT_TTL - 1, DEFAULT_TTL)
+    with pytest.raises(InvalidTTL):
+        await client.add("other", 1, ttl=MAX_TTL + 1)
+    assert await client.exists("other") is False
+
+
 async def test_writes_report_their_metadata_with_meta(client: Client) -> None:
     """stash and update with with_meta answer the id, time left, expiry, version (and size)."""
     stashed = await client.stash({"step": 1}, ttl=300, with_meta=True)

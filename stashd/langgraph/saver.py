@@ -37,9 +37,9 @@ concurrent writer makes the update a Conflict, and the call reads again and retr
 instead of a read-modify-write that loses one of the two. All the writes of one
 call land, or none do. ``put`` writes the new channel values first and then the
 checkpoint that reads them, merged into its document when one exists (so a re-put
-keeps the writes); only the first write of a document is a plain set, so two
-concurrent first writes to one checkpoint (which LangGraph does not make) could
-lose one.
+keeps the writes). The first write of a document, by either, is an ``add`` (SET
+NX): LangGraph saves a step's checkpoint and its writes from different threads, and
+of two first writes one makes the document and the other merges into it.
 
 The file runs past 600 lines on purpose: :class:`StashSaver` and
 :class:`AsyncStashSaver` are one checkpointer, blocking and awaited. Each operation
@@ -340,6 +340,12 @@ class Call:
 Flow = Generator[Call, Any, T]
 
 
+#: A write that found its document made and gone again every round.
+_CONTENDED: Final = (
+    "checkpoint document changed under {attempts} attempts in a row; nothing written"
+)
+
+
 def _call(method: str, *args: Any, **kwargs: Any) -> Flow[Any]:  # noqa: ANN401 - Stash's answers
     return (yield Call(method, args, kwargs))
 
@@ -455,10 +461,17 @@ class _Flows:
         )
         for blob_key, value in blobs:
             yield from _call("set", blob_key, value, ttl=self.ttl)
-        # Merged into a document that exists, so writes stored before a re-put stay.
-        if (yield from _call("update", stored, merge=doc)) is None:
-            fresh = {k: v for k, v in doc.items() if v is not None}
-            yield from _call("set", stored, fresh, ttl=self.ttl)
+        # Merged into a document that exists, so writes stored before a re-put stay; made
+        # only where none is (add: SET NX), so a put_writes that made it meanwhile (LangGraph
+        # saves a step's writes and its checkpoint from different threads) is merged into.
+        fresh = {k: v for k, v in doc.items() if v is not None}
+        for _ in range(WRITE_ATTEMPTS):
+            if (yield from _call("update", stored, merge=doc)) is not None:
+                break
+            if (yield from _call("add", stored, fresh, ttl=self.ttl)):
+                break
+        else:  # made and gone again, round after round: the Stash is not keeping it
+            raise RuntimeError(_CONTENDED.format(attempts=WRITE_ATTEMPTS))
         yield from self.refresh(thread, stored)
         return _config(thread, config["configurable"].get("checkpoint_ns", ""), checkpoint["id"])
 
@@ -483,8 +496,13 @@ class _Flows:
             if not patch:
                 break
             if memory is None:
-                yield from _call("set", stored, {"writes": patch}, ttl=self.ttl)
-                break
+                # Made only where none is: a put (or another task's writes) that made it
+                # meanwhile sends this round back to merge into what is there.
+                if (yield from _call("add", stored, {"writes": patch}, ttl=self.ttl)):
+                    break
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise RuntimeError(_CONTENDED.format(attempts=WRITE_ATTEMPTS))
+                continue
             try:
                 yield from _call(
                     "update", stored, merge={"writes": patch}, if_version=memory.version
