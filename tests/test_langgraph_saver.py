@@ -326,6 +326,57 @@ def test_put_writes_retries_a_lost_race() -> None:
         ]
 
 
+class FirstWriteRace(Stash):
+    """A memory Stash where another write makes a document just before the first add of one.
+
+    LangGraph saves a step's checkpoint and that step's writes from different threads,
+    so either may be the first to make the checkpoint's document.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("memory")
+        self.race: Any = None
+
+    def add(self, *args: Any, **kwargs: Any) -> bool:
+        race, self.race = self.race, None
+        if race is not None:
+            race()
+        return super().add(*args, **kwargs)
+
+
+def _checkpoint() -> tuple[Checkpoint, RunnableConfig]:
+    cp: Checkpoint = generate_checkpoint(
+        channel_values={"v": 1}, channel_versions={"v": next_version(None)}
+    )
+    at: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": cp["id"]}}
+    return cp, at
+
+
+@pytest.mark.parametrize("first", ["writes", "checkpoint"])
+def test_a_checkpoint_and_its_writes_made_at_once_keep_both(first: str) -> None:
+    """Whichever makes the document first, the other merges into it: nothing is wiped."""
+    with FirstWriteRace() as stash:
+        saver = StashSaver(stash, ttl=600)
+        cp, at = _checkpoint()
+
+        def put() -> None:
+            saver.put(_cfg("t"), cp, generate_metadata(), dict(cp["channel_versions"]))
+
+        def writes() -> None:
+            saver.put_writes(at, [("__interrupt__", "stop")], "task")
+
+        if first == "writes":
+            stash.race = writes  # the writes make the document under the put's add
+            put()
+        else:
+            stash.race = put  # the checkpoint is made under the writes' add
+            writes()
+        tup = saver.get_tuple(at)
+        assert tup is not None
+        assert tup.checkpoint["id"] == cp["id"]
+        assert tup.pending_writes == [("task", "__interrupt__", "stop")]
+
+
 # -- the async saver's blocking methods -----------------------------------------------
 
 
