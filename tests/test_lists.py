@@ -11,6 +11,8 @@ import pytest
 import redis
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from stashd import lists
 from stashd.errors import PayloadTooLarge, WrongType
@@ -185,7 +187,9 @@ def test_one_push_of_several_items_serves_the_waiters_in_the_order_they_blocked(
 
 def test_a_disconnecting_blocked_client_leaves_no_waiter(daemon: StashDaemon) -> None:
     """A client that closes while blocked is no longer counted, and a later push stays."""
-    blocked = redis.Redis(port=daemon.port, socket_timeout=0.3)
+    # No retries: redis-py's default retries a timed-out command with a backoff, which
+    # would only make the test wait longer for the same answer.
+    blocked = redis.Redis(port=daemon.port, socket_timeout=0.3, retry=Retry(NoBackoff(), 0))
     other = redis.Redis(port=daemon.port)
     with pytest.raises(redis.TimeoutError):
         blocked.blpop(["gone"], 0)

@@ -40,7 +40,7 @@ def daemon(request: pytest.FixtureRequest) -> Iterator[StashDaemon]:
     where: list[str] = ["--backend", request.param]
     if request.param == "redis":
         where += ["--redis-url", request.getfixturevalue("redis_for_mcp").url]
-    with StashDaemon(*where, "--max-payload-bytes", str(PAYLOAD)) as d:
+    with StashDaemon(*where, "--max-payload-bytes", str(PAYLOAD), mcp=True) as d:
         yield d
 
 
@@ -309,7 +309,9 @@ def strict_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def test_strict_mode_refuses_before_any_session(strict_db: Path) -> None:
     """A missing or unknown key is a 401 at the door; a registered one gets its namespace."""
     secret, _, _ = _key(strict_db, "pro")
-    with StashDaemon("--auth", "keys", "--db", str(strict_db), "--backend", "memory") as daemon:
+    with StashDaemon(
+        "--auth", "keys", "--db", str(strict_db), "--backend", "memory", mcp=True
+    ) as daemon:
         for key in (None, "not-a-registered-key"):
             status, headers = _post_mcp(daemon, key)
             assert status == 401
@@ -387,7 +389,9 @@ def test_stateless_requests_need_no_session(daemon: StashDaemon) -> None:
 
 def test_the_rate_limit_covers_mcp() -> None:
     """Over HTTP a request past the caller's rate is the door's 429, before MCP runs it."""
-    with StashDaemon("--backend", "memory", "--rate-limit", "3/min", "--rate-burst", "3") as daemon:
+    with StashDaemon(
+        "--backend", "memory", "--rate-limit", "3/min", "--rate-burst", "3", mcp=True
+    ) as daemon:
         statuses = [
             _rpc(daemon, "tools/call", {"name": "stash", "arguments": {"data": n}}, "limited")
             for n in range(4)
@@ -401,7 +405,9 @@ def test_the_rate_limit_covers_mcp() -> None:
 async def test_a_tier_s_limits_apply_over_mcp(strict_db: Path) -> None:
     """A free key's TTL cap is its tier's, named in the tool error."""
     free, _, _ = _key(strict_db, "free")
-    with StashDaemon("--auth", "keys", "--db", str(strict_db), "--backend", "memory") as daemon:
+    with StashDaemon(
+        "--auth", "keys", "--db", str(strict_db), "--backend", "memory", mcp=True
+    ) as daemon:
         async with over_http(daemon, free) as session:
             text = await refused(session, "stash", data=1, ttl=10**6)
             assert "exceeds the maximum of" in text

@@ -143,7 +143,9 @@ def test_the_session_prints_what_the_readme_shows(
     with ExitStack() as stack:
         ports = {"resp": 6380, "http": 8000}
         if uses_default_ports(block) and "$ stashd" not in block.body:
-            daemon = stack.enter_context(StashDaemon())
+            daemon = stack.enter_context(
+                StashDaemon(mcp=True)
+            )  # the default daemon, as make run starts it
             ports = {"resp": daemon.port, "http": daemon.http_port}
         started = time.monotonic()
         for command, expected in steps(block):

@@ -251,6 +251,11 @@ class StashDaemon:
     SQLite file is ``stash.db`` in a temporary directory unless ``db`` names one (two
     daemons can share a file), so no test ever touches the user's data directory.
     ``fd_limit`` (soft, hard) is the open-file limit the daemon starts with.
+
+    MCP is served only when ``mcp`` is true: loading the SDK costs each daemon half a
+    second of CPU in the background, which the suite's many daemons that never speak
+    MCP would pay on every start (and tests that measure a daemon would measure).
+    With it, the daemon counts as started once the endpoint has loaded.
     """
 
     def __init__(
@@ -262,6 +267,7 @@ class StashDaemon:
         db: Path | None = None,
         fd_limit: tuple[int, int] | None = None,
         log_file: Path | None = None,
+        mcp: bool = False,
     ) -> None:
         self.port = free_port()
         # Where the daemon's log goes instead of a pipe (read at stop): a file, as a
@@ -269,6 +275,8 @@ class StashDaemon:
         self.log_file = log_file
         self.fd_limit = fd_limit
         self.http = "--no-http" not in extra
+        if self.http and not mcp:
+            extra = (*extra, "--no-mcp")
         self.http_port = free_port() if self.http else 0
         self.host = "127.0.0.1"
         self.extra = extra
