@@ -527,7 +527,7 @@ def test_sync_store_abatch() -> None:
 
 def test_async_store_blocking_methods() -> None:
     """AsyncStashStore's blocking methods run on its loop from another thread, and refuse on it."""
-    with pytest.raises(RuntimeError, match="not run on an event loop yet"):
+    with pytest.raises(RuntimeError, match="has run on an event loop yet"):
         AsyncStashStore(AsyncStash("memory")).get(("ns",), "k")
 
     async def main() -> None:

@@ -45,7 +45,7 @@ The file runs past 600 lines on purpose: :class:`StashSaver` and
 :class:`AsyncStashSaver` are one checkpointer, blocking and awaited. Each operation
 is written once, in ``_Flows``, as a generator of the Stash calls it needs, over the
 key layout and (de)serialisation of ``_Layout``; the two savers only run those calls
-(``_run``, ``_arun``) and give them LangGraph's method names, which are most of the
+(``plans.run``, ``plans.arun``) and give them LangGraph's method names, which are most of the
 lines, kept together so that the interface stays whole in one place.
 """
 
@@ -54,8 +54,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from langgraph.checkpoint.base import (
@@ -70,10 +68,13 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-from stashd.errors import Conflict, InvalidTTL, StashError
+from stashd.errors import Conflict, InvalidTTL
 from stashd.langgraph import keys
+from stashd.langgraph.plans import Plan, arun, call, run, wait_on
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.serde.base import SerializerProtocol
 
@@ -320,34 +321,20 @@ def _check_ttl(ttl: int | None) -> int | None:
     return ttl
 
 
-# -- the flows: every saver operation once, as a generator of Stash calls -------------
+# -- the flows: every saver operation once, as a plan of Stash calls ------------------
 #
-# A flow yields a ``Call`` (a Stash method and its arguments) and is sent its result, or
-# thrown the StashError it raised; the blocking and the awaited saver differ only in
-# how they run a call (``_run`` and ``_arun``). So the order of the writes, the retry
-# of a lost race and the TTL rule exist once.
+# A flow is a plan (stashd.langgraph.plans): it yields the Stash calls it needs and is
+# sent their answers, or thrown the error one raised; the blocking and the awaited
+# saver differ only in how they answer (plans.run and plans.arun). So the order of the
+# writes, the retry of a lost race and the TTL rule exist once.
 
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One call of a Stash method a flow asks for: ``keys`` is answered as a list."""
-
-    method: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-Flow = Generator[Call, Any, T]
+Flow = Plan[T]
 
 
 #: A write that found its document made and gone again every round.
 _CONTENDED: Final = (
     "checkpoint document changed under {attempts} attempts in a row; nothing written"
 )
-
-
-def _call(method: str, *args: Any, **kwargs: Any) -> Flow[Any]:  # noqa: ANN401 - Stash's answers
-    return (yield Call(method, args, kwargs))
 
 
 class _Flows:
@@ -367,24 +354,24 @@ class _Flows:
         ttl = self.ttl
         if ttl is None:
             if self.default_ttl is None:
-                self.default_ttl = yield from _call("ttl", written)
+                self.default_ttl = yield from call("ttl", written)
             ttl = self.default_ttl
         if ttl is None:
             return  # the key written is gone already, and so is its thread
         cursor: str | None = None
         while True:
-            page = yield from _call(
+            page = yield from call(
                 "memories", self.layout.thread_pattern(thread), cursor=cursor, limit=PAGE
             )
             for memory in page.memories:
                 if seconds := shortfall(ttl, memory.ttl_remaining):
                     try:
-                        yield from _call("extend", memory.id, seconds)
+                        yield from call("extend", memory.id, seconds)
                     except InvalidTTL:
                         # The seconds left are rounded: one more than the maximum can be
                         # asked for by a thread whose TTL is the maximum.
                         if seconds > 1:
-                            yield from _call("extend", memory.id, seconds - 1)
+                            yield from call("extend", memory.id, seconds - 1)
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
@@ -395,13 +382,13 @@ class _Flows:
         self, where: tuple[str, str, str], wanted: dict[str, Any] | None = None
     ) -> Flow[CheckpointTuple | None]:
         """The checkpoint at ``where`` with its values and writes, if its metadata matches."""
-        doc = yield from _call("get", self.layout.checkpoint_key(*where))
+        doc = yield from call("get", self.layout.checkpoint_key(*where))
         loaded = None if doc is None else self.layout.load(doc)
         if doc is None or loaded is None or not self.layout.matches(loaded[1], wanted):
             return None
         blobs: dict[str, Any] = {}
         for channel, stored in self.layout.blob_keys(where[0], where[1], loaded[0]).items():
-            blobs[channel] = yield from _call("get", stored)
+            blobs[channel] = yield from call("get", stored)
         return self.layout.make_tuple(where, doc, loaded, self.layout.values(blobs))
 
     def get_tuple(self, config: RunnableConfig) -> Flow[CheckpointTuple | None]:
@@ -412,7 +399,7 @@ class _Flows:
         checkpoint_id = get_checkpoint_id(config)
         if not checkpoint_id:
             found = self.layout.checkpoints(
-                (yield from _call("keys", self.layout.namespace_pattern(thread, ns)))
+                (yield from call("keys", self.layout.namespace_pattern(thread, ns)))
             )
             if not found:
                 return None
@@ -435,7 +422,7 @@ class _Flows:
             if config
             else self.layout.all_pattern()
         )
-        found = self.layout.checkpoints((yield from _call("keys", pattern)))
+        found = self.layout.checkpoints((yield from call("keys", pattern)))
         before_id = get_checkpoint_id(before) if before else None
         listed: list[CheckpointTuple] = []
         for where in self.layout.wanted(found, config, before_id):
@@ -460,15 +447,15 @@ class _Flows:
             config, checkpoint, metadata, new_versions
         )
         for blob_key, value in blobs:
-            yield from _call("set", blob_key, value, ttl=self.ttl)
+            yield from call("set", blob_key, value, ttl=self.ttl)
         # Merged into a document that exists, so writes stored before a re-put stay; made
         # only where none is (add: SET NX), so a put_writes that made it meanwhile (LangGraph
         # saves a step's writes and its checkpoint from different threads) is merged into.
         fresh = {k: v for k, v in doc.items() if v is not None}
         for _ in range(WRITE_ATTEMPTS):
-            if (yield from _call("update", stored, merge=doc)) is not None:
+            if (yield from call("update", stored, merge=doc)) is not None:
                 break
-            if (yield from _call("add", stored, fresh, ttl=self.ttl)):
+            if (yield from call("add", stored, fresh, ttl=self.ttl)):
                 break
         else:  # made and gone again, round after round: the Stash is not keeping it
             raise RuntimeError(_CONTENDED.format(attempts=WRITE_ATTEMPTS))
@@ -489,7 +476,7 @@ class _Flows:
             thread, conf.get("checkpoint_ns", ""), conf["checkpoint_id"]
         )
         for attempt in range(WRITE_ATTEMPTS):
-            memory = yield from _call("recall", stored, with_meta=True)
+            memory = yield from call("recall", stored, with_meta=True)
             patch = self.layout.writes_patch(
                 {} if memory is None else memory.data, writes, task_id, task_path
             )
@@ -498,13 +485,13 @@ class _Flows:
             if memory is None:
                 # Made only where none is: a put (or another task's writes) that made it
                 # meanwhile sends this round back to merge into what is there.
-                if (yield from _call("add", stored, {"writes": patch}, ttl=self.ttl)):
+                if (yield from call("add", stored, {"writes": patch}, ttl=self.ttl)):
                     break
                 if attempt == WRITE_ATTEMPTS - 1:
                     raise RuntimeError(_CONTENDED.format(attempts=WRITE_ATTEMPTS))
                 continue
             try:
-                yield from _call(
+                yield from call(
                     "update", stored, merge={"writes": patch}, if_version=memory.version
                 )
                 break
@@ -517,24 +504,24 @@ class _Flows:
 
     def thread_keys(self, thread: str) -> Flow[list[str]]:
         """Every key of a thread, each once."""
-        found = yield from _call("keys", self.layout.thread_pattern(thread))
+        found = yield from call("keys", self.layout.thread_pattern(thread))
         return list(dict.fromkeys(found))
 
     def delete_thread(self, thread: str) -> Flow[None]:
         """Remove every checkpoint, write and channel value of a thread."""
         found = yield from self.thread_keys(thread)
         if found:
-            yield from _call("forget", *found)
+            yield from call("forget", *found)
 
     def copy_thread(self, source: str, target: str) -> Flow[None]:
         """Copy every checkpoint, write and channel value of a thread to another."""
         copied: str | None = None
         for stored in (yield from self.thread_keys(source)):
-            value = yield from _call("get", stored)
+            value = yield from call("get", stored)
             if value is None:
                 continue
             copied = self.layout.rethread(stored, target)
-            yield from _call("set", copied, value, ttl=self.ttl)
+            yield from call("set", copied, value, ttl=self.ttl)
         if copied is not None:
             yield from self.refresh(target, copied)
 
@@ -551,7 +538,7 @@ class _Flows:
             if keep is not None and stored not in keep:
                 gone.append(stored)
                 continue
-            doc = yield from _call("get", stored)
+            doc = yield from call("get", stored)
             loaded = None if doc is None else self.layout.load(doc)
             if loaded is not None:
                 needed.update(self.layout.blob_keys(where[0], where[1], loaded[0]).values())
@@ -560,7 +547,7 @@ class _Flows:
             if parsed is not None and parsed[1] == BLOB and stored not in needed:
                 gone.append(stored)
         if gone:
-            yield from _call("forget", *gone)
+            yield from call("forget", *gone)
 
     def prune(self, thread_ids: Sequence[str], strategy: str) -> Flow[None]:
         """Keep each namespace's latest checkpoint (``keep_latest``) or none (``delete``)."""
@@ -581,52 +568,16 @@ class _Flows:
         if not runs:
             return
         touched: set[str] = set()
-        found = yield from _call("keys", self.layout.all_pattern())
+        found = yield from call("keys", self.layout.all_pattern())
         for where in self.layout.checkpoints(found):
             stored = self.layout.checkpoint_key(*where)
-            doc = yield from _call("get", stored)
+            doc = yield from call("get", stored)
             loaded = None if doc is None else self.layout.load(doc)
             if loaded is not None and dict(loaded[1]).get("run_id") in runs:
-                yield from _call("forget", stored)
+                yield from call("forget", stored)
                 touched.add(where[0])
         for thread in sorted(touched):
             yield from self.sweep(thread, None)
-
-
-def _run(stash: Stash, flow: Flow[T]) -> T:
-    """Run a flow's calls on a blocking Stash."""
-    result: Any = None
-    error: StashError | None = None
-    while True:
-        try:
-            call = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            answer = getattr(stash, call.method)(*call.args, **call.kwargs)
-            result = list(answer) if call.method == "keys" else answer
-        except StashError as exc:
-            error = exc
-
-
-async def _arun(stash: AsyncStash, flow: Flow[T]) -> T:
-    """Run a flow's calls on an AsyncStash."""
-    result: Any = None
-    error: StashError | None = None
-    while True:
-        try:
-            call = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            if call.method == "keys":
-                result = [k async for k in stash.keys(*call.args)]
-            else:
-                result = await getattr(stash, call.method)(*call.args, **call.kwargs)
-        except StashError as exc:
-            error = exc
 
 
 class _StashCheckpointer(BaseCheckpointSaver[str]):
@@ -679,7 +630,7 @@ class StashSaver(_StashCheckpointer):
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or the latest of its thread and namespace."""
-        return _run(self.stash, self._flows.get_tuple(config))
+        return run(self.stash, self._flows.get_tuple(config))
 
     def list(
         self,
@@ -690,7 +641,7 @@ class StashSaver(_StashCheckpointer):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         """Checkpoints newest first, of a thread or all, by metadata, ``before``, ``limit``."""
-        yield from _run(self.stash, self._flows.listing(config, filter, before, limit))
+        yield from run(self.stash, self._flows.listing(config, filter, before, limit))
 
     def put(
         self,
@@ -700,7 +651,7 @@ class StashSaver(_StashCheckpointer):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint and its new channel values, and extend its thread."""
-        return _run(self.stash, self._flows.put(config, checkpoint, metadata, new_versions))
+        return run(self.stash, self._flows.put(config, checkpoint, metadata, new_versions))
 
     def put_writes(
         self,
@@ -710,23 +661,23 @@ class StashSaver(_StashCheckpointer):
         task_path: str = "",
     ) -> None:
         """Store a task's writes for a checkpoint, all or none, and extend its thread."""
-        _run(self.stash, self._flows.put_writes(config, writes, task_id, task_path))
+        run(self.stash, self._flows.put_writes(config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
         """Remove every checkpoint, write and channel value of a thread."""
-        _run(self.stash, self._flows.delete_thread(thread_id))
+        run(self.stash, self._flows.delete_thread(thread_id))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy a thread's checkpoints, writes and values to another thread."""
-        _run(self.stash, self._flows.copy_thread(source_thread_id, target_thread_id))
+        run(self.stash, self._flows.copy_thread(source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Keep only each namespace's latest checkpoint (``keep_latest``), or none (``delete``)."""
-        _run(self.stash, self._flows.prune(thread_ids, strategy))
+        run(self.stash, self._flows.prune(thread_ids, strategy))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Remove the checkpoints, with their writes, of the given runs."""
-        _run(self.stash, self._flows.delete_for_runs(run_ids))
+        run(self.stash, self._flows.delete_for_runs(run_ids))
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """:meth:`get_tuple` in a worker thread."""
@@ -742,7 +693,7 @@ class StashSaver(_StashCheckpointer):
     ) -> AsyncIterator[CheckpointTuple]:
         """:meth:`list` in a worker thread, its results yielded here."""
         flow = self._flows.listing(config, filter, before, limit)
-        for item in await asyncio.to_thread(_run, self.stash, flow):
+        for item in await asyncio.to_thread(run, self.stash, flow):
             yield item
 
     async def aput(
@@ -775,7 +726,7 @@ class StashSaver(_StashCheckpointer):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """:meth:`prune` in a worker thread."""
-        await asyncio.to_thread(_run, self.stash, self._flows.prune(thread_ids, strategy))
+        await asyncio.to_thread(run, self.stash, self._flows.prune(thread_ids, strategy))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """:meth:`delete_for_runs` in a worker thread."""
@@ -789,7 +740,7 @@ class AsyncStashSaver(_StashCheckpointer):
     made on, else the one of its first async call. The blocking methods (``get_tuple``,
     ``put``, ...) run the async ones on that loop and wait, so they work from any
     other thread (a graph's sync ``invoke`` in a worker); called on the loop's own
-    thread they would wait for themselves, and raise ``asyncio.InvalidStateError``
+    thread they would wait for themselves, and raise ``RuntimeError``
     saying to use the async methods instead.
 
     Example::
@@ -820,23 +771,16 @@ class AsyncStashSaver(_StashCheckpointer):
     async def _do(self, flow: Flow[T]) -> T:
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        return await _arun(self.stash, flow)
+        return await arun(self.stash, flow)
 
     def _wait(self, flow: Flow[T], name: str) -> T:
         """Run ``flow`` on the saver's loop from another thread, and wait for it."""
-        loop = self.loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is None or running is loop or not loop.is_running():
-            flow.close()
-            raise asyncio.InvalidStateError(
-                f"AsyncStashSaver.{name} blocks, which its event loop's thread cannot do: "
-                f"use await saver.a{name}(...), or call {name} from another thread while "
-                "the saver's loop runs"
-            )
-        return asyncio.run_coroutine_threadsafe(_arun(self.stash, flow), loop).result()
+        refusal = (
+            f"AsyncStashSaver.{name} blocks, which its event loop's thread cannot do: "
+            f"use await saver.a{name}(...), or call {name} from another thread while "
+            "the saver's loop runs"
+        )
+        return wait_on(self.loop, arun(self.stash, flow), refusal)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or the latest of its thread and namespace."""

@@ -14,16 +14,16 @@ put). The item keeps its TTL in ``"ttl"``, and a read with ``refresh_ttl`` (by d
 to that TTL. A TTL over the Stash's maximum raises Stash's ``InvalidTTL``; an expired
 item is never returned, listed or counted.
 
-All the logic is written once as generators that yield the Stash calls they need
-(:class:`_Call`); :class:`StashStore` runs them on a ``Stash``, :class:`AsyncStashStore`
-awaits them on an ``AsyncStash``, running a step's independent calls concurrently.
+All the logic is written once as plans of the Stash calls they need
+(:mod:`stashd.langgraph.plans`): :class:`StashStore` runs them on a ``Stash``,
+:class:`AsyncStashStore` awaits them on an ``AsyncStash``, running a step's
+independent calls concurrently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -46,9 +46,10 @@ from langgraph.store.base import (
 from stashd.errors import Conflict
 from stashd.langgraph.keys import key as make_key
 from stashd.langgraph.keys import pattern, split
+from stashd.langgraph.plans import Call, Plan, arun, run, wait_on
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Generator, Iterable
+    from collections.abc import Coroutine, Iterable
 
     from stashd.client import AsyncStash, Memory, Stash
 
@@ -58,31 +59,16 @@ __all__ = ["AsyncStashStore", "StashStore"]
 HEAD: Final = ("langgraph", "store")
 #: Keys deleted per FORGET call by :meth:`StashStore.delete_namespace`: bounds a request.
 FORGET_CHUNK: Final = 500
-#: Calls of one step an AsyncStashStore has in flight at once: a search of a large
-#: namespace reads every item, and a remote pool would open a connection per call.
-CONCURRENT_CALLS: Final = 32
+#: What AsyncStashStore's blocking methods say where they cannot wait.
+_BLOCKING_REFUSED: Final = (
+    "AsyncStashStore's blocking methods run on the event loop it is used on, from another "
+    "thread: not before it has run on an event loop yet, nor on that event loop's thread; "
+    "await its a-methods (abatch, aget, aput, ...) or use StashStore"
+)
 #: The filter operators, as LangGraph's InMemoryStore and PostgresStore take them.
 OPERATORS: Final = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One call of the Stash API that a plan needs; the store it runs on answers it.
-
-    ``keys`` is answered as a list; an exception of a ``tolerate`` type is answered
-    as the exception instead of being raised.
-    """
-
-    method: str
-    args: tuple[object, ...] = ()
-    kwargs: dict[str, object] = field(default_factory=dict)
-    tolerate: tuple[type[Exception], ...] = ()
-
-
-#: What a plan yields: one call, or a list of independent ones answered as a list.
-_Step = _Call | list[_Call]
 
 
 # -- the rules both stores share: keys, documents, TTLs, filters, namespaces -----------
@@ -136,7 +122,7 @@ def _item(namespace: tuple[str, ...], key: str, doc: dict[str, Any]) -> Item:
     )
 
 
-def _refresh(stored: str, memory: Memory) -> _Call | None:
+def _refresh(stored: str, memory: Memory) -> Call | None:
     """The call that sets an item's time left back to its own TTL, or None when it is full.
 
     It applies only at the version read, so a put that replaced the item meanwhile (with
@@ -147,7 +133,7 @@ def _refresh(stored: str, memory: Memory) -> _Call | None:
         return None
     extra = ttl - memory.ttl_remaining
     kwargs: dict[str, object] = {"extra_seconds": extra, "if_version": memory.version}
-    return _Call("update", (stored,), kwargs, tolerate=(Conflict,))
+    return Call("update", (stored,), kwargs, tolerate=(Conflict,))
 
 
 def _number(value: object) -> bool:
@@ -263,7 +249,7 @@ class _Plans:
         # The Stash's own default TTL, once a put without any TTL has shown it.
         self._stash_default: int | None = None
 
-    def _plan_batch(self, ops: Iterable[Op]) -> Generator[_Step, Any, list[Result]]:
+    def _plan_batch(self, ops: Iterable[Op]) -> Plan[list[Result]]:
         """Reads in order, on the data as it was; then the puts, the last per item winning.
 
         That is InMemoryStore's order. Every op is checked before anything is written.
@@ -299,9 +285,9 @@ class _Plans:
             yield from self._plan_puts(list(puts.values()))
         return results
 
-    def _plan_get(self, op: GetOp) -> Generator[_Step, Any, Item | None]:
+    def _plan_get(self, op: GetOp) -> Plan[Item | None]:
         stored = _item_key(op.namespace, op.key)
-        memory: Memory | None = yield _Call("recall", (stored,), {"with_meta": True})
+        memory: Memory | None = yield Call("recall", (stored,), {"with_meta": True})
         if memory is None or not _is_document(memory.data):
             return None
         if op.refresh_ttl and (call := _refresh(stored, memory)) is not None:
@@ -310,11 +296,11 @@ class _Plans:
 
     def _plan_read_all(
         self, prefix: tuple[str, ...]
-    ) -> Generator[_Step, Any, list[tuple[str, Memory, tuple[str, ...], str]]]:
+    ) -> Plan[list[tuple[str, Memory, tuple[str, ...], str]]]:
         """Every live item under ``prefix``: its key, what recall read, namespace and key."""
-        found: list[str] = yield _Call("keys", (_under(prefix),))
+        found: list[str] = yield Call("keys", (_under(prefix),))
         stored = sorted({k for k in found if _parse_key(k) is not None})
-        calls = [_Call("recall", (k,), {"with_meta": True}) for k in stored]
+        calls = [Call("recall", (k,), {"with_meta": True}) for k in stored]
         memories: list[Memory | None] = (yield calls) if calls else []
         read = []
         for k, memory in zip(stored, memories, strict=True):
@@ -324,7 +310,7 @@ class _Plans:
                 read.append((k, memory, *parsed))
         return read
 
-    def _plan_search(self, op: SearchOp) -> Generator[_Step, Any, list[SearchItem]]:
+    def _plan_search(self, op: SearchOp) -> Plan[list[SearchItem]]:
         """Filtered items, most recently updated first (as LangGraph's SQL stores order)."""
         read = yield from self._plan_read_all(tuple(op.namespace_prefix))
         hits = []
@@ -350,9 +336,9 @@ class _Plans:
             for _, _, item in page
         ]
 
-    def _plan_list(self, op: ListNamespacesOp) -> Generator[_Step, Any, list[tuple[str, ...]]]:
+    def _plan_list(self, op: ListNamespacesOp) -> Plan[list[tuple[str, ...]]]:
         conditions = tuple(op.match_conditions or ())
-        found: list[str] = yield _Call("keys", (_under(_literal_prefix(conditions)),))
+        found: list[str] = yield Call("keys", (_under(_literal_prefix(conditions)),))
         namespaces = {parsed[0] for k in found if (parsed := _parse_key(k)) is not None}
         kept = {ns for ns in namespaces if all(_condition_holds(c, ns) for c in conditions)}
         if op.max_depth is not None:
@@ -360,18 +346,18 @@ class _Plans:
         listed = sorted(kept)
         return listed[max(op.offset, 0) : max(op.offset, 0) + max(op.limit, 0)]
 
-    def _plan_puts(self, puts: list[PutOp]) -> Generator[_Step, Any, None]:
+    def _plan_puts(self, puts: list[PutOp]) -> Plan[None]:
         deletes = [_item_key(op.namespace, op.key) for op in puts if op.value is None]
         writes = [op for op in puts if op.value is not None]
         if deletes:
-            yield _Call("forget", tuple(deletes))
+            yield Call("forget", tuple(deletes))
         if not writes:
             return
         stored = [_item_key(op.namespace, op.key) for op in writes]
         # An item written again keeps the time it was created.
-        before: list[Any] = yield [_Call("get", (k,)) for k in stored]
+        before: list[Any] = yield [Call("get", (k,)) for k in stored]
         now = _now()
-        sets: list[_Call] = []
+        sets: list[Call] = []
         for op, k, old in zip(writes, stored, before, strict=True):
             created = old["created_at"] if _is_document(old) else now
             ttl = self._default_ttl if op.ttl is None else _seconds(op.ttl)
@@ -380,31 +366,29 @@ class _Plans:
                 continue
             ttl = self._stash_default if ttl is None else ttl
             doc = _document(dict(op.value or {}), created, now, ttl)
-            sets.append(_Call("set", (k, doc), {"ttl": ttl}))
+            sets.append(Call("set", (k, doc), {"ttl": ttl}))
         if sets:
             yield sets
 
-    def _plan_learn(
-        self, stored: str, value: dict[str, Any], created: str, now: str
-    ) -> Generator[_Step, Any, None]:
+    def _plan_learn(self, stored: str, value: dict[str, Any], created: str, now: str) -> Plan[None]:
         """Write an item with the Stash's default TTL, and learn that TTL from it."""
-        yield _Call("set", (stored, _document(value, created, now, None)), {"ttl": None})
-        seconds: int | None = yield _Call("ttl", (stored,))
+        yield Call("set", (stored, _document(value, created, now, None)), {"ttl": None})
+        seconds: int | None = yield Call("ttl", (stored,))
         if seconds is None:  # gone already: there is nothing to keep the TTL with
             return
         self._stash_default = seconds
-        yield _Call("set", (stored, _document(value, created, now, seconds)), {"ttl": seconds})
+        yield Call("set", (stored, _document(value, created, now, seconds)), {"ttl": seconds})
 
-    def _plan_delete_namespace(self, prefix: tuple[str, ...]) -> Generator[_Step, Any, int]:
+    def _plan_delete_namespace(self, prefix: tuple[str, ...]) -> Plan[int]:
         prefix = tuple(prefix)
         if not prefix:
             msg = "delete_namespace needs a non-empty namespace prefix, got ()"
             raise ValueError(msg)
         validate_op_namespace(SearchOp(prefix))
-        found: list[str] = yield _Call("keys", (_under(prefix),))
+        found: list[str] = yield Call("keys", (_under(prefix),))
         stored = sorted({k for k in found if _parse_key(k) is not None})
         chunks = [stored[i : i + FORGET_CHUNK] for i in range(0, len(stored), FORGET_CHUNK)]
-        counts: list[int] = (yield [_Call("forget", tuple(c)) for c in chunks]) if chunks else []
+        counts: list[int] = (yield [Call("forget", tuple(c)) for c in chunks]) if chunks else []
         return sum(counts)
 
 
@@ -436,35 +420,9 @@ class StashStore(_Plans, BaseStore):
         super().__init__(ttl)
         self.stash = stash
 
-    def _run(self, plan: Generator[_Step, Any, _T]) -> _T:
-        answer: Any = None
-        error: Exception | None = None
-        try:
-            while True:
-                step = plan.throw(error) if error is not None else plan.send(answer)
-                error = None
-                try:
-                    if isinstance(step, list):
-                        answer = [self._call(c) for c in step]
-                    else:
-                        answer = self._call(step)
-                except Exception as exc:  # noqa: BLE001 - handed to the plan, which decides
-                    error = exc
-        except StopIteration as done:
-            result: _T = done.value
-            return result
-
-    def _call(self, call: _Call) -> Any:  # noqa: ANN401 - whatever the Stash method returns
-        try:
-            if call.method == "keys":
-                return list(self.stash.keys(*call.args))  # type: ignore[arg-type]
-            return getattr(self.stash, call.method)(*call.args, **call.kwargs)
-        except call.tolerate as exc:
-            return exc
-
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         """Run ``ops``: reads in order on the data before the batch, then its puts."""
-        return self._run(self._plan_batch(ops))
+        return run(self.stash, self._plan_batch(ops))
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """:meth:`batch` in a worker thread (a ``Stash`` is safe to share between threads)."""
@@ -480,7 +438,7 @@ class StashStore(_Plans, BaseStore):
 
             store.delete_namespace(("users", "u1"))  # 3
         """
-        return self._run(self._plan_delete_namespace(prefix))
+        return run(self.stash, self._plan_delete_namespace(prefix))
 
     async def adelete_namespace(self, prefix: tuple[str, ...]) -> int:
         """:meth:`delete_namespace` in a worker thread."""
@@ -514,38 +472,9 @@ class AsyncStashStore(_Plans, BaseStore):
         except RuntimeError:  # made outside a loop: the first awaited call tells it
             self._loop = None
 
-    async def _run(self, plan: Generator[_Step, Any, _T]) -> _T:
-        self._loop = asyncio.get_running_loop()
-        room = asyncio.Semaphore(CONCURRENT_CALLS)
-
-        async def bounded(call: _Call) -> Any:  # noqa: ANN401 - the call's answer
-            async with room:
-                return await self._call(call)
-
-        answer: Any = None
-        error: Exception | None = None
-        try:
-            while True:
-                step = plan.throw(error) if error is not None else plan.send(answer)
-                error = None
-                try:
-                    if isinstance(step, list):
-                        answer = list(await asyncio.gather(*(bounded(c) for c in step)))
-                    else:
-                        answer = await self._call(step)
-                except Exception as exc:  # noqa: BLE001 - handed to the plan, which decides
-                    error = exc
-        except StopIteration as done:
-            result: _T = done.value
-            return result
-
-    async def _call(self, call: _Call) -> Any:  # noqa: ANN401 - whatever the Stash method returns
-        try:
-            if call.method == "keys":
-                return [k async for k in self.stash.keys(*call.args)]  # type: ignore[arg-type]
-            return await getattr(self.stash, call.method)(*call.args, **call.kwargs)
-        except call.tolerate as exc:
-            return exc
+    async def _run(self, plan: Plan[_T]) -> _T:
+        self._loop = asyncio.get_running_loop()  # where the blocking methods wait
+        return await arun(self.stash, plan)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Run ``ops``: reads in order on the data before the batch, then its puts."""
@@ -569,26 +498,4 @@ class AsyncStashStore(_Plans, BaseStore):
         return self._blocking(self.adelete_namespace(prefix))
 
     def _blocking(self, work: Coroutine[Any, Any, _T]) -> _T:
-        loop = self._loop
-        problem = None
-        if loop is None or loop.is_closed():
-            problem = "it has not run on an event loop yet"
-        elif _on_loop_thread(loop):
-            problem = "this is its event loop's thread, which waiting would block"
-        if problem is not None:
-            work.close()
-            msg = (
-                f"AsyncStashStore's blocking methods cannot run here: {problem}; "
-                f"await its a-methods (abatch, aget, aput, ...) or use StashStore"
-            )
-            raise RuntimeError(msg)
-        assert loop is not None
-        return asyncio.run_coroutine_threadsafe(work, loop).result()
-
-
-def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether this thread is running ``loop`` (so waiting for it here would never end)."""
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:  # no loop runs on this thread
-        return False
+        return wait_on(self._loop, work, _BLOCKING_REFUSED)
