@@ -538,6 +538,30 @@ class Conflict(StashError):
         self._fill(current=current, expected=expected)
 
 
+class LeaseHeld(StashError):
+    """A lease claim refused because another owner holds the lease; nothing was changed.
+
+    It says for how long, never by whom (LEASE INFO tells that to whoever asks).
+    """
+
+    code = "LEASED"
+    template = (
+        "the lease is held by another owner for {retry_after_ms} ms more",
+        "the lease is held by another owner",
+    )
+    retry_after_ms: int | None
+
+    def __init__(self, retry_after_ms: int | None = None) -> None:
+        self._fill(retry_after_ms=retry_after_ms)
+
+
+class LeaseLost(StashError):
+    """A renew or release by an owner that no longer holds the lease (or not with that token)."""
+
+    code = "NOTOWNER"
+    template = "the lease is not held by this owner with this token (expired, released or taken)"
+
+
 class RateLimited(StashError):
     """Too many commands for the caller's rate; the command was not executed."""
 

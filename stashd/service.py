@@ -37,6 +37,7 @@ from stashd.jsontext import (
 )
 from stashd.ops import capped_ttl
 from stashd.scripting.cache import Scripts
+from stashd.types import Kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,12 +60,27 @@ SCAN_COUNT_MAX: Final = 1000
 #: Bytes of a KEYS/SCAN MATCH pattern. Compiling costs a few microseconds per pattern
 #: byte and matching grows with it; Redis has no cap, but no real pattern comes near.
 PATTERN_MAX: Final = 1024
+#: Bytes of a lease's owner: a worker's name or id, kept with the lease and compared on
+#: every renew and release, so it has no reason to be long.
+OWNER_MAX: Final = 256
 
 
 def check_pattern(pattern: bytes) -> None:
     """Refuse a glob pattern over PATTERN_MAX bytes (KEYS, SCAN MATCH, CONFIG GET)."""
     if len(pattern) > PATTERN_MAX:
         raise CommandError(f"pattern is {len(pattern)} bytes, the limit is {PATTERN_MAX} bytes")
+
+
+def check_owner(owner: bytes) -> None:
+    """Refuse a lease owner that is empty or over OWNER_MAX bytes."""
+    if not 1 <= len(owner) <= OWNER_MAX:
+        raise InvalidRequest(
+            f"lease owner is {len(owner)} bytes, it must be 1 to {OWNER_MAX} bytes",
+            field="owner",
+            minimum=1,
+            maximum=OWNER_MAX,
+            requested=len(owner),
+        )
 
 
 def seconds_left(expires_at: int, now: int) -> int:
@@ -503,6 +519,32 @@ class MemoryService:
             max_payload=limits.max_payload,
             clamp_ttl=limits.clamp_ttl,
         )
+
+    # -- leases ----------------------------------------------------------------------
+    def lease_claim(
+        self, p: Principal, key: bytes, owner: bytes, ttl_seconds: int
+    ) -> ops.LeaseClaim:
+        """LEASE CLAIM: ``owner`` takes ``key`` for a TTL within the caller's limits."""
+        check_owner(owner)
+        return self.for_caller(ops.LeaseClaim, p, key, owner, self.ttl_ms(p, ttl_seconds))
+
+    def lease_renew(
+        self, p: Principal, key: bytes, owner: bytes, token: int | None, ttl_seconds: int
+    ) -> ops.LeaseRenew:
+        """LEASE RENEW: the owner's lease (with ``token``, when given) gets a new TTL."""
+        check_owner(owner)
+        return self.for_caller(ops.LeaseRenew, p, key, owner, token, self.ttl_ms(p, ttl_seconds))
+
+    def lease_release(
+        self, p: Principal, key: bytes, owner: bytes, token: int | None
+    ) -> ops.LeaseRelease:
+        """LEASE RELEASE: the owner's lease (with ``token``, when given) is let go."""
+        check_owner(owner)
+        return self.for_caller(ops.LeaseRelease, p, key, owner, token)
+
+    def lease_info(self, p: Principal, key: bytes) -> ops.Get:
+        """LEASE INFO: the lease entry under ``key`` (WRONGTYPE for another kind)."""
+        return self.for_caller(ops.Get, p, key, Kind.LEASE)
 
     def page(
         self, p: Principal, cursor: int, limit: int = PAGE_DEFAULT, pattern: bytes | None = None

@@ -41,6 +41,8 @@ class Kind:
     LIST: Final = 3
     SET: Final = 4
     ZSET: Final = 5
+    #: A lease (LEASE CLAIM): its owner and fencing token, see :mod:`stashd.ops.leases`.
+    LEASE: Final = 6
 
 
 #: TYPE's answer for each kind.
@@ -50,6 +52,7 @@ KIND_NAMES: Final = {
     Kind.LIST: "list",
     Kind.SET: "set",
     Kind.ZSET: "zset",
+    Kind.LEASE: "lease",
 }
 #: SCAN TYPE's argument, lower-cased, to the kind it names.
 KIND_BY_NAME: Final = {name.encode(): kind for kind, name in KIND_NAMES.items()}

@@ -15,7 +15,7 @@ namespace), :meth:`Op.slots` and :meth:`Op.usage_read` (what it will read),
 The kinds live by family: :mod:`~stashd.ops.base` (what every operation is, and the
 rules they share), :mod:`~stashd.ops.entries` (the entries of given keys),
 :mod:`~stashd.ops.containers` (hashes, lists, sets), :mod:`~stashd.ops.moves`
-(RENAME, COPY),
+(RENAME, COPY), :mod:`~stashd.ops.leases` (LEASE),
 :mod:`~stashd.ops.namespace` (a whole namespace) and :mod:`~stashd.ops.transaction`
 (MULTI/EXEC); this package is where callers find them all.
 """
@@ -68,6 +68,15 @@ from stashd.ops.entries import (
     Update,
     UpdateEntry,
 )
+from stashd.ops.leases import (
+    TOKENS_PER_MS,
+    LeaseAnswer,
+    LeaseClaim,
+    LeaseRelease,
+    LeaseRenew,
+    LeaseState,
+    unpack_lease,
+)
 from stashd.ops.moves import Copy, Rename
 from stashd.ops.namespace import (
     Count,
@@ -91,6 +100,7 @@ __all__ = [
     "INT64_MIN",
     "KEEP",
     "NO_WORK",
+    "TOKENS_PER_MS",
     "Append",
     "Copy",
     "Count",
@@ -111,6 +121,11 @@ __all__ = [
     "Inspect",
     "InspectMany",
     "Keyspace",
+    "LeaseAnswer",
+    "LeaseClaim",
+    "LeaseRelease",
+    "LeaseRenew",
+    "LeaseState",
     "Op",
     "Page",
     "Ping",
@@ -141,5 +156,6 @@ __all__ = [
     "read_string",
     "snapshot",
     "ttl_seconds_up",
+    "unpack_lease",
     "walked_work",
 ]
