@@ -37,6 +37,7 @@ from stashd.clientmode import Embedded, Remote, choose
 from stashd.embedded import AsyncEmbeddedTransport, EmbeddedTransport
 from stashd.errors import BadExtend, DataAndMerge, EmptyUpdate, StashError
 from stashd.jsontext import dump_json, load_stored
+from stashd.leasing import AsyncLease, Lease
 from stashd.ops import INT64_MAX
 from stashd.service import PAGE_DEFAULT
 
@@ -142,6 +143,13 @@ def _seconds(value: int | None, what: str) -> int | None:
         msg = f"{what} must be at most {MAX_SECONDS} seconds (64-bit milliseconds), got {value}"
         raise ValueError(msg)
     return value
+
+
+def _lease_ttl(ttl: int) -> int:
+    """A lease's TTL: whole seconds, like every TTL of the API (its range is the server's)."""
+    seconds = _seconds(ttl, "ttl")
+    assert seconds is not None
+    return seconds
 
 
 def _version(value: int | None) -> int | None:
@@ -252,6 +260,9 @@ class _Transport(Protocol):
     def exists(self, key: bytes) -> bool: ...
     def scan(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[bytes]]: ...
     def close(self) -> None: ...
+    def lease_claim(self, key: bytes, owner: bytes, ttl: int) -> int: ...
+    def lease_renew(self, key: bytes, owner: bytes, token: int, ttl: int) -> bool: ...
+    def lease_release(self, key: bytes, owner: bytes, token: int) -> bool: ...
 
 
 class _AsyncTransport(Protocol):
@@ -285,6 +296,9 @@ class _AsyncTransport(Protocol):
     async def exists(self, key: bytes) -> bool: ...
     async def scan(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[bytes]]: ...
     async def aclose(self) -> None: ...
+    async def lease_claim(self, key: bytes, owner: bytes, ttl: int) -> int: ...
+    async def lease_renew(self, key: bytes, owner: bytes, token: int, ttl: int) -> bool: ...
+    async def lease_release(self, key: bytes, owner: bytes, token: int) -> bool: ...
 
 
 #: The errors whose RESP text names UPDATE's options, in the words of this API's
@@ -603,6 +617,22 @@ class Stash(_Opening):
         pat = _key(pattern, "pattern")
         return _page(self._t.memories(_cursor(cursor), pat, _limit(limit)))
 
+    def lease(self, key: str, *, ttl: int = 30, owner: str | None = None) -> Lease:
+        """A lease on ``key`` for ``ttl`` seconds: claimed entering ``with``, released leaving.
+
+        ``owner`` names the holder (a fresh unique name unless given); ``lease.token``
+        is the fencing token, larger than any earlier claim's of the key. Entering raises
+        LeaseHeld while another owner holds it; ``renew()`` and leaving raise LeaseLost
+        once the lease expired or was taken.
+
+        Example::
+
+            with stash.lease("task:42", ttl=30) as lease:
+                do_work(fence=lease.token)
+                lease.renew()
+        """
+        return Lease(self._t, _key(key), owner, _lease_ttl(ttl))
+
     def keys(self, pattern: str = "*") -> Iterator[str]:
         """Iterate over the keys matching a glob pattern, a SCAN page at a time.
 
@@ -830,6 +860,17 @@ class AsyncStash(_Opening):
         """
         pat = _key(pattern, "pattern")
         return _page(await self._t.memories(_cursor(cursor), pat, _limit(limit)))
+
+    def lease(self, key: str, *, ttl: int = 30, owner: str | None = None) -> AsyncLease:
+        """A lease on ``key``, used with ``async with``; see :meth:`Stash.lease`.
+
+        Example::
+
+            async with stash.lease("task:42", ttl=30) as lease:
+                await do_work(fence=lease.token)
+                await lease.renew()
+        """
+        return AsyncLease(self._t, _key(key), owner, _lease_ttl(ttl))
 
     async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
         """Iterate over matching keys a SCAN page at a time; see :meth:`Stash.keys`.

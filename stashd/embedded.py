@@ -16,14 +16,14 @@ import threading
 from typing import TYPE_CHECKING, Any, Final
 
 from stashd.batch import Batcher
-from stashd.errors import RateLimited, StoreUnavailable
+from stashd.errors import LeaseHeld, RateLimited, StoreUnavailable
 from stashd.ratelimit import LocalLimiter
 from stashd.service import MemoryService, seconds_left
 from stashd.tenancy import DEFAULT_NAMESPACE
 from stashd.types import Principal
 
 if TYPE_CHECKING:
-    from stashd.ops import Create, Op
+    from stashd.ops import Create, LeaseAnswer, Op
     from stashd.store.base import Store
     from stashd.types import Entry, Limits
 
@@ -121,6 +121,26 @@ class Calls:
     def page(self, cursor: int, pattern: bytes, count: int) -> Op:
         """MEMORIES cursor MATCH pattern COUNT count."""
         return self.service.page(self.principal, cursor, count, pattern)
+
+    def lease_claim(self, key: bytes, owner: bytes, ttl: int) -> Op:
+        """LEASE CLAIM key owner ttl."""
+        return self.service.lease_claim(self.principal, key, owner, ttl)
+
+    def lease_renew(self, key: bytes, owner: bytes, token: int, ttl: int) -> Op:
+        """LEASE RENEW key owner token ttl."""
+        return self.service.lease_renew(self.principal, key, owner, token, ttl)
+
+    def lease_release(self, key: bytes, owner: bytes, token: int) -> Op:
+        """LEASE RELEASE key owner token."""
+        return self.service.lease_release(self.principal, key, owner, token)
+
+    def claimed(self, answer: LeaseAnswer) -> int:
+        """A claim's token; LeaseHeld, saying for how long, when another owner holds it."""
+        lease = answer.lease
+        assert lease is not None, "a claim always answers with a lease"
+        if not answer.granted:
+            raise LeaseHeld(max(lease.expires_at - self.clock(), 0))
+        return lease.token
 
     def ping(self) -> Op:
         """A round trip through the store."""
@@ -269,6 +289,20 @@ class EmbeddedTransport:
         page: tuple[int, list[bytes]] = self._run(self.calls.scan(cursor, pattern, count))
         return page
 
+    def lease_claim(self, key: bytes, owner: bytes, ttl: int) -> int:
+        """Claim ``key`` for ``owner``: the fencing token, or LeaseHeld."""
+        return self.calls.claimed(self._run(self.calls.lease_claim(key, owner, ttl)))
+
+    def lease_renew(self, key: bytes, owner: bytes, token: int, ttl: int) -> bool:
+        """Renew the owner's lease; whether it was held."""
+        answer: LeaseAnswer = self._run(self.calls.lease_renew(key, owner, token, ttl))
+        return answer.granted
+
+    def lease_release(self, key: bytes, owner: bytes, token: int) -> bool:
+        """Release the owner's lease; whether it was held."""
+        answer: LeaseAnswer = self._run(self.calls.lease_release(key, owner, token))
+        return answer.granted
+
     def close(self) -> None:
         """Close every thread's connection to the file (nothing to do for memory)."""
         if self._closed:
@@ -405,6 +439,20 @@ class AsyncEmbeddedTransport:
         """One SCAN page."""
         page: tuple[int, list[bytes]] = await self._run(self.calls.scan(cursor, pattern, count))
         return page
+
+    async def lease_claim(self, key: bytes, owner: bytes, ttl: int) -> int:
+        """Claim ``key`` for ``owner``: the fencing token, or LeaseHeld."""
+        return self.calls.claimed(await self._run(self.calls.lease_claim(key, owner, ttl)))
+
+    async def lease_renew(self, key: bytes, owner: bytes, token: int, ttl: int) -> bool:
+        """Renew the owner's lease; whether it was held."""
+        answer: LeaseAnswer = await self._run(self.calls.lease_renew(key, owner, token, ttl))
+        return answer.granted
+
+    async def lease_release(self, key: bytes, owner: bytes, token: int) -> bool:
+        """Release the owner's lease; whether it was held."""
+        answer: LeaseAnswer = await self._run(self.calls.lease_release(key, owner, token))
+        return answer.granted
 
     async def aclose(self) -> None:
         """Finish what is queued, then close the store (its worker and connections).

@@ -22,7 +22,7 @@ import redis
 import redis.asyncio
 
 from stashd.embedded import CLOSED
-from stashd.errors import WIRE_CODES, StashError, StoreUnavailable, from_wire
+from stashd.errors import WIRE_CODES, LeaseHeld, StashError, StoreUnavailable, from_wire
 
 if TYPE_CHECKING:
     from stashd.embedded import Info, Listed, Meta
@@ -137,6 +137,13 @@ def _page(reply: Any) -> tuple[int, list[Listed]]:  # noqa: ANN401 - see above
         fields = _map(item)
         page.append((fields[b"memory_id"], _info(fields), int(fields[b"size"])))
     return int(nxt), page
+
+
+def _claimed(reply: int | None) -> int:
+    """LEASE CLAIM's reply: the token; nil (held by another) as LeaseHeld, as embedded."""
+    if reply is None:
+        raise LeaseHeld
+    return reply
 
 
 def _ttl(reply: int) -> int | None:
@@ -260,6 +267,18 @@ class RemoteTransport:
         """MEMORIES cursor MATCH pattern COUNT count: (next cursor, [(id, info, size)])."""
         return _page(self._call(*_memories_args(cursor, pattern, count)))
 
+    def lease_claim(self, key: bytes, owner: bytes, ttl: int) -> int:
+        """LEASE CLAIM key owner ttl: the token, or LeaseHeld."""
+        return _claimed(self._call(b"LEASE", b"CLAIM", key, owner, ttl))
+
+    def lease_renew(self, key: bytes, owner: bytes, token: int, ttl: int) -> bool:
+        """LEASE RENEW key owner token ttl: whether it was held."""
+        return bool(self._call(b"LEASE", b"RENEW", key, owner, token, ttl))
+
+    def lease_release(self, key: bytes, owner: bytes, token: int) -> bool:
+        """LEASE RELEASE key owner token: whether it was held."""
+        return bool(self._call(b"LEASE", b"RELEASE", key, owner, token))
+
     def close(self) -> None:
         """Close the pool's connections."""
         if not self._closed:
@@ -358,6 +377,18 @@ class AsyncRemoteTransport:
     async def memories(self, cursor: int, pattern: bytes, count: int) -> tuple[int, list[Listed]]:
         """MEMORIES cursor MATCH pattern COUNT count: (next cursor, [(id, info, size)])."""
         return _page(await self._call(*_memories_args(cursor, pattern, count)))
+
+    async def lease_claim(self, key: bytes, owner: bytes, ttl: int) -> int:
+        """LEASE CLAIM key owner ttl: the token, or LeaseHeld."""
+        return _claimed(await self._call(b"LEASE", b"CLAIM", key, owner, ttl))
+
+    async def lease_renew(self, key: bytes, owner: bytes, token: int, ttl: int) -> bool:
+        """LEASE RENEW key owner token ttl: whether it was held."""
+        return bool(await self._call(b"LEASE", b"RENEW", key, owner, token, ttl))
+
+    async def lease_release(self, key: bytes, owner: bytes, token: int) -> bool:
+        """LEASE RELEASE key owner token: whether it was held."""
+        return bool(await self._call(b"LEASE", b"RELEASE", key, owner, token))
 
     async def aclose(self) -> None:
         """Close the pool's connections."""

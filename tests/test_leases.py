@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import random
+import threading
 from typing import TYPE_CHECKING
 
-from stashd.errors import InvalidRequest, TTLNotPositive, WrongType
+import pytest
+import redis
+
+from stashd import AsyncStash, Stash
+from stashd.errors import InvalidRequest, LeaseHeld, TTLNotPositive, WrongType
 from stashd.ops import TOKENS_PER_MS
 from stashd.types import Kind, Quota
 from tests.support.door import MAX_TTL_MS, T0, Door
+from tests.support.servers import RedisServer, redis_nodes
 
 if TYPE_CHECKING:
     from tests.support.backends import Backend
@@ -109,3 +116,94 @@ def test_a_claim_counts_against_the_quota(backend: Backend) -> None:
     assert isinstance(door.call(b"LEASE", b"CLAIM", b"a", b"w", b"5"), int)
     refused = door.call(b"LEASE", b"CLAIM", b"b", b"w", b"5")
     assert type(refused).__name__ == "QuotaExceeded"
+
+
+def test_the_python_lease_claims_renews_and_releases() -> None:
+    """``with stash.lease(...)``: a token, LeaseHeld for another owner, released on leaving."""
+    with Stash("memory") as stash:
+        with stash.lease("task:42", ttl=30) as lease:
+            first = lease.token
+            lease.renew()
+            with pytest.raises(LeaseHeld), stash.lease("task:42", ttl=30):
+                pass
+        with stash.lease("task:42", ttl=30, owner="w2") as again:
+            assert again.token > first
+
+
+async def test_the_async_lease_claims_and_releases() -> None:
+    """``async with astash.lease(...)`` behaves as the blocking one."""
+    async with AsyncStash("memory") as stash:
+        async with stash.lease("task:1", ttl=5) as lease:
+            token = lease.token
+            other = stash.lease("task:1", ttl=5)
+            with pytest.raises(LeaseHeld):
+                await other.claim()
+        async with stash.lease("task:1", ttl=5) as lease:
+            assert lease.token > token
+
+
+def _worker(port: int, name: str, keys: list[str], check: _Ledger) -> None:
+    client = redis.Redis(port=port)
+    for key in keys:
+        token = client.execute_command("LEASE", "CLAIM", key, name, 30)
+        if token is None:
+            continue
+        check.took(key, name, token)
+        check.left(key, name)
+        assert client.execute_command("LEASE", "RELEASE", key, name, token) == 1
+    client.close()
+
+
+class _Ledger:
+    """What the workers saw: who holds each lease now, and each lease's last token."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.holder: dict[str, str] = {}
+        self.last: dict[str, int] = {}
+        self.claims = 0
+
+    def took(self, key: str, name: str, token: int) -> None:
+        with self.lock:
+            assert key not in self.holder, f"{key} held by {self.holder.get(key)} and {name}"
+            assert token > self.last.get(key, 0)
+            self.holder[key] = name
+            self.last[key] = token
+            self.claims += 1
+
+    def left(self, key: str, name: str) -> None:
+        with self.lock:
+            assert self.holder.pop(key) == name
+
+
+@pytest.mark.slow
+def test_workers_on_two_nodes_never_share_a_lease(server: RedisServer) -> None:
+    """20 workers on two nodes race for 100 leases: one holder each, tokens always grow."""
+    a, b = redis_nodes(server.url)
+    with a, b:
+        keys = [f"task:{i}" for i in range(100)]
+        ledger = _Ledger()
+        threads = []
+        for n in range(20):
+            order = keys[:]
+            random.Random(n).shuffle(order)
+            port = (a, b)[n % 2].port
+            threads.append(threading.Thread(target=_worker, args=(port, f"w{n}", order, ledger)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert ledger.claims >= len(keys)
+        # A worker whose lease expired is refused, on whichever node it asks.
+        ca, cb = redis.Redis(port=a.port), redis.Redis(port=b.port)
+        token = ca.execute_command("LEASE", "CLAIM", "short", "slow", 1)
+        while cb.pttl("short") != -2:  # noqa: ASYNC110 - waits for the expiry itself
+            pass
+        with Stash(url=f"redis://127.0.0.1:{b.port}") as stash, stash.lease("short") as lease:
+            assert lease.token > token
+            assert ca.execute_command("LEASE", "RENEW", "short", "slow", token, 5) == 0
+            assert ca.execute_command("LEASE", "RELEASE", "short", "slow", token) == 0
+            with pytest.raises(LeaseHeld), Stash(url=f"redis://127.0.0.1:{a.port}") as other:
+                other.lease("short").claim()
+        ca.close()
+        cb.close()
