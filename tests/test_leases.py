@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
-from typing import TYPE_CHECKING
+import urllib.error
+import urllib.request
+import uuid
+from typing import TYPE_CHECKING, Final
 
 import pytest
 import redis
@@ -14,7 +18,7 @@ from stashd.errors import InvalidRequest, LeaseHeld, TTLNotPositive, WrongType
 from stashd.ops import TOKENS_PER_MS
 from stashd.types import Kind, Quota
 from tests.support.door import MAX_TTL_MS, T0, Door
-from tests.support.servers import RedisServer, redis_nodes
+from tests.support.servers import RedisServer, StashDaemon, redis_nodes
 
 if TYPE_CHECKING:
     from tests.support.backends import Backend
@@ -207,3 +211,50 @@ def test_workers_on_two_nodes_never_share_a_lease(server: RedisServer) -> None:
                 other.lease("short").claim()
         ca.close()
         cb.close()
+
+
+#: A namespace of this module's own on the shared daemon.
+_KEY: Final = f"leases-{uuid.uuid4().hex}"
+
+
+def _http(url: str, method: str, body: object = None) -> tuple[int, dict[str, object]]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, method=method)  # noqa: S310 - the test's daemon
+    request.add_header("Content-Type", "application/json")
+    request.add_header("X-API-KEY", _KEY)
+    try:
+        with urllib.request.urlopen(request) as response:  # noqa: S310 - the test's daemon
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_http_door_claims_renews_and_releases(stashd_server: StashDaemon) -> None:
+    """POST, PATCH and DELETE /lease/{key}: 201 with a token, 409 while held or not owned."""
+    url = f"{stashd_server.http_url}/lease/task%3A9"
+    status, lease = _http(url, "POST", {"owner": "w1", "ttl": 30})
+    assert status == 201
+    assert (lease["owner"], lease["ttl_remaining"]) == ("w1", 30)
+    token = lease["token"]
+    status, held = _http(url, "POST", {"owner": "w2", "ttl": 30})
+    assert status == 409
+    error = held["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == "lease_held"
+    assert "w1" not in json.dumps(held)
+    status, _ = _http(url, "PATCH", {"owner": "w2", "token": token, "ttl": 60})
+    assert status == 409
+    status, renewed = _http(url, "PATCH", {"owner": "w1", "token": token, "ttl": 60})
+    assert (status, renewed["ttl_remaining"], renewed["token"]) == (200, 60, token)
+    assert _http(url, "DELETE", {"owner": "w2", "token": token})[0] == 409
+    assert _http(url, "DELETE", {"owner": "w1", "token": token})[0] == 204
+    status, info = _http(url, "GET")
+    assert (status, info["owner"], info["token"]) == (200, None, token)
+    status, again = _http(url, "POST", {"owner": "w2", "ttl": 30})
+    assert status == 201
+    assert isinstance(again["token"], int)
+    assert isinstance(token, int)
+    assert again["token"] > token
+    status, _ = _http(url, "POST", {"owner": "", "ttl": 0})
+    assert status == 422

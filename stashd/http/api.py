@@ -6,7 +6,7 @@ through the :class:`Batcher` the RESP connections share, so both doors land in t
 batches and obey the same rules. Nothing here decides what data means: this module
 decides how requests and replies look.
 
-Five fixed paths are routed by a dict (:meth:`HttpApi.handle`), after three public ones
+Six fixed paths are routed by a dict (:meth:`HttpApi.handle`), after three public ones
 that need no key (``PUBLIC``), and every answer is a ``web.Response`` the handler writes
 itself. Its ``write_eof`` waits while the client is
 behind in reading, and aiohttp stops reading a connection while 32 of its requests wait
@@ -40,6 +40,7 @@ from stashd.errors import (
 from stashd.http import docs
 from stashd.http.answer import ENCODE, json_response, response
 from stashd.http.errors import error_response, internal_error
+from stashd.http.leases import LeaseRoutes
 from stashd.http.mcpdoor import McpDoor
 from stashd.http.protocol import Wire
 from stashd.http.request import (
@@ -131,6 +132,7 @@ class HttpApi:
             "recall": (True, {"GET": self.recall}),
             "update": (True, {"PATCH": self.update}),
             "forget": (True, {"DELETE": self.forget}),
+            "lease": (True, LeaseRoutes(self, DOOR).methods()),
         }
         # The MCP endpoint (stashd.mcp.endpoint), when the daemon serves it. Stateless, it
         # serves POST only: a GET would open a server stream that never carries anything

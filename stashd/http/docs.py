@@ -24,6 +24,10 @@ ENDPOINTS: Final = (
     ("GET", "/recall/{memory_id}", "read a memory and its time left"),
     ("PATCH", "/update/{memory_id}", "replace, merge into or extend a memory"),
     ("DELETE", "/forget/{memory_id}", "delete a memory"),
+    ("POST", "/lease/{key}", "claim a lease for an owner; its fencing token"),
+    ("PATCH", "/lease/{key}", "renew the owner's lease"),
+    ("DELETE", "/lease/{key}", "release the owner's lease"),
+    ("GET", "/lease/{key}", "a lease's owner, token and time left"),
     ("GET", "/healthz", "whether the store answers; no key needed"),
     ("GET", "/openapi.yaml", "the whole contract, OpenAPI 3.1"),
 )
