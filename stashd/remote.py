@@ -139,11 +139,13 @@ def _page(reply: Any) -> tuple[int, list[Listed]]:  # noqa: ANN401 - see above
     return int(nxt), page
 
 
-def _claimed(reply: int | None) -> int:
-    """LEASE CLAIM's reply: the token; nil (held by another) as LeaseHeld, as embedded."""
-    if reply is None:
-        raise LeaseHeld
-    return reply
+def _held(pttl: int) -> LeaseHeld:
+    """A refused claim, with the time the lease has left as embedded clients say it.
+
+    CLAIM's nil says only "held"; the PTTL read after it tells for how long (none when
+    the lease ended in between).
+    """
+    return LeaseHeld(pttl if pttl >= 0 else None)
 
 
 def _ttl(reply: int) -> int | None:
@@ -269,7 +271,10 @@ class RemoteTransport:
 
     def lease_claim(self, key: bytes, owner: bytes, ttl: int) -> int:
         """LEASE CLAIM key owner ttl: the token, or LeaseHeld."""
-        return _claimed(self._call(b"LEASE", b"CLAIM", key, owner, ttl))
+        token: int | None = self._call(b"LEASE", b"CLAIM", key, owner, ttl)
+        if token is None:
+            raise _held(self._call(b"PTTL", key))
+        return token
 
     def lease_renew(self, key: bytes, owner: bytes, token: int, ttl: int) -> bool:
         """LEASE RENEW key owner token ttl: whether it was held."""
@@ -380,7 +385,10 @@ class AsyncRemoteTransport:
 
     async def lease_claim(self, key: bytes, owner: bytes, ttl: int) -> int:
         """LEASE CLAIM key owner ttl: the token, or LeaseHeld."""
-        return _claimed(await self._call(b"LEASE", b"CLAIM", key, owner, ttl))
+        token: int | None = await self._call(b"LEASE", b"CLAIM", key, owner, ttl)
+        if token is None:
+            raise _held(await self._call(b"PTTL", key))
+        return token
 
     async def lease_renew(self, key: bytes, owner: bytes, token: int, ttl: int) -> bool:
         """LEASE RENEW key owner token ttl: whether it was held."""

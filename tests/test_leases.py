@@ -128,8 +128,10 @@ def test_the_python_lease_claims_renews_and_releases() -> None:
         with stash.lease("task:42", ttl=30) as lease:
             first = lease.token
             lease.renew()
-            with pytest.raises(LeaseHeld), stash.lease("task:42", ttl=30):
+            with pytest.raises(LeaseHeld) as held, stash.lease("task:42", ttl=30):
                 pass
+            assert held.value.retry_after_ms is not None
+            assert 0 < held.value.retry_after_ms <= 30_000
         with stash.lease("task:42", ttl=30, owner="w2") as again:
             assert again.token > first
 
@@ -200,15 +202,22 @@ def test_workers_on_two_nodes_never_share_a_lease(server: RedisServer) -> None:
         assert ledger.claims >= len(keys)
         # A worker whose lease expired is refused, on whichever node it asks.
         ca, cb = redis.Redis(port=a.port), redis.Redis(port=b.port)
-        token = ca.execute_command("LEASE", "CLAIM", "short", "slow", 1)
-        while cb.pttl("short") != -2:  # noqa: ASYNC110 - waits for the expiry itself
+        token = ca.execute_command("LEASE", "CLAIM", "short", "slow", 30)
+        # The lease ends in a millisecond instead of its TTL; waiting is one PTTL or two.
+        ca.pexpire("short", 1)
+        while cb.pttl("short") != -2:
             pass
         with Stash(url=f"redis://127.0.0.1:{b.port}") as stash, stash.lease("short") as lease:
             assert lease.token > token
             assert ca.execute_command("LEASE", "RENEW", "short", "slow", token, 5) == 0
             assert ca.execute_command("LEASE", "RELEASE", "short", "slow", token) == 0
-            with pytest.raises(LeaseHeld), Stash(url=f"redis://127.0.0.1:{a.port}") as other:
+            with (
+                pytest.raises(LeaseHeld) as held,
+                Stash(url=f"redis://127.0.0.1:{a.port}") as other,
+            ):
                 other.lease("short").claim()
+            assert held.value.retry_after_ms is not None
+            assert 0 < held.value.retry_after_ms <= 30_000
         ca.close()
         cb.close()
 
