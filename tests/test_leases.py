@@ -12,11 +12,15 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stashd import AsyncStash, Stash
 from stashd.errors import InvalidRequest, LeaseHeld, TTLNotPositive, WrongType
 from stashd.ops import TOKENS_PER_MS
 from stashd.types import Kind, Quota
+from tests.support.backends import open_backend
+from tests.support.clock import Clock as ManualClock
 from tests.support.door import MAX_TTL_MS, T0, Door
 from tests.support.servers import RedisServer, StashDaemon, redis_nodes
 
@@ -267,3 +271,37 @@ def test_the_http_door_claims_renews_and_releases(stashd_server: StashDaemon) ->
     assert again["token"] > token
     status, _ = _http(url, "POST", {"owner": "", "ttl": 0})
     assert status == 422
+
+
+_STEPS = st.lists(
+    st.tuples(st.sampled_from(["claim", "renew", "release", "wait"]), st.integers(0, 2)),
+    max_size=40,
+)
+
+
+@given(steps=_STEPS)
+def test_tokens_only_grow_whatever_happens(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int]]
+) -> None:
+    """Any run of claims, renews, releases and waits by three owners: granted tokens grow."""
+    backend = open_backend("memory", ManualClock(T0), tmp_path_factory.mktemp("leases"))
+    try:
+        door = Door(backend)
+        clock = _clock(backend)
+        last = 0
+        held: dict[int, int] = {}
+        for action, who in steps:
+            owner = f"w{who}".encode()
+            if action == "wait":
+                clock.now += 700 * (who + 1)  # past a 1-second lease, or not
+            elif action == "claim":
+                token = door.call(b"LEASE", b"CLAIM", b"k", owner, b"1")
+                if token is not None:
+                    assert token > last
+                    last = token
+                    held[who] = token
+            elif who in held:
+                args = [b"LEASE", action.upper().encode(), b"k", owner, str(held[who]).encode()]
+                door.call(*args, *([b"1"] if action == "renew" else []))
+    finally:
+        backend.close()
