@@ -58,6 +58,8 @@ SAMPLES: dict[type[StashError], StashError] = {
         "Expecting value at line 1 column 1 (char 0)", line=1, column=1, position=0
     ),
     errors.Conflict: errors.Conflict(3, 2),
+    errors.LeaseHeld: errors.LeaseHeld(1500),
+    errors.LeaseLost: errors.LeaseLost(),
     errors.WrongType: errors.WrongType(),
     errors.NoScript: errors.NoScript(),
     errors.NotBusy: errors.NotBusy(),

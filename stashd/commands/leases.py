@@ -19,7 +19,7 @@ from stashd.commands.base import (
     subcommand_rows,
 )
 from stashd.errors import CommandError
-from stashd.ops import unpack_lease
+from stashd.ops import held_lease
 
 if TYPE_CHECKING:
     from stashd.ops import LeaseAnswer
@@ -71,13 +71,13 @@ def lease_release(s: Session, args: list[bytes]) -> Reply:
 
 
 def lease_info(s: Session, args: list[bytes]) -> Reply:
-    """LEASE INFO key: owner (nil once released), token and ms left; nil for no lease."""
+    """LEASE INFO key: the holder, token and ms left; nil when no one holds it."""
     clock = s.service.clock
 
     def info(entry: Entry | None) -> Reply:
-        if entry is None:
+        lease = held_lease(entry)
+        if lease is None:
             return None
-        lease = unpack_lease(entry)
         return {
             b"owner": lease.owner,
             b"token": lease.token,

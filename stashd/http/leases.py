@@ -9,13 +9,13 @@ from aiohttp import web
 from stashd.errors import InvalidRequest, LeaseHeld, LeaseLost, NotFound
 from stashd.http.answer import json_response
 from stashd.http.request import integer, json_object
-from stashd.ops import unpack_lease
+from stashd.ops import held_lease
 from stashd.service import rfc3339, seconds_left
 
 if TYPE_CHECKING:
     from stashd.http.api import HttpApi
     from stashd.http.protocol import Connection
-    from stashd.ops import LeaseAnswer
+    from stashd.ops import LeaseAnswer, LeaseState
     from stashd.types import Entry, Principal
 
 #: The fields each lease request's body may have.
@@ -67,10 +67,11 @@ class LeaseRoutes:
             "GET": self.info,
         }
 
-    def _lease(self, key: bytes, answer: LeaseAnswer, status: int) -> web.Response:
-        lease = answer.lease
-        assert lease is not None
-        owner = None if lease.owner is None else lease.owner.decode("utf-8", "replace")
+    def _lease(self, key: bytes, lease: LeaseState | None, status: int) -> web.Response:
+        """The answer that shows a held lease: its key, holder, token and TTL."""
+        assert lease is not None, "a granted claim or renew answers with the lease written"
+        assert lease.owner is not None, "a lease that is shown is held"
+        owner = lease.owner.decode("utf-8", "replace")
         return json_response(
             status,
             {
@@ -93,7 +94,7 @@ class LeaseRoutes:
             assert answer.lease is not None
             left = max(answer.lease.expires_at - self.api.service.clock(), 0)
             raise LeaseHeld(left)
-        return self._lease(key, answer, 201)
+        return self._lease(key, answer.lease, 201)
 
     async def renew(
         self, request: web.BaseRequest, p: Principal, key: bytes, conn: Connection
@@ -104,7 +105,7 @@ class LeaseRoutes:
         answer: LeaseAnswer = await self.api.batcher.run(op, self.door)
         if not answer.granted:
             raise LeaseLost
-        return self._lease(key, answer, 200)
+        return self._lease(key, answer.lease, 200)
 
     async def release(
         self, request: web.BaseRequest, p: Principal, key: bytes, conn: Connection
@@ -120,20 +121,10 @@ class LeaseRoutes:
     async def info(
         self, request: web.BaseRequest, p: Principal, key: bytes, conn: Connection
     ) -> web.StreamResponse:
-        """GET /lease/{key} -> the owner (null once released), token and TTL; 404 for none."""
+        """GET /lease/{key} -> the holder, token and TTL; 404 when no one holds it."""
         del request, conn
         entry: Entry | None = await self.api.batcher.run(self.api.service.lease_info(p, key))
-        if entry is None:
+        lease = held_lease(entry)
+        if lease is None:
             raise NotFound
-        lease = unpack_lease(entry)
-        owner = None if lease.owner is None else lease.owner.decode("utf-8", "replace")
-        return json_response(
-            200,
-            {
-                "key": key.decode("utf-8", "replace"),
-                "owner": owner,
-                "token": lease.token,
-                "ttl_remaining": seconds_left(lease.expires_at, self.api.service.clock()),
-                "expires_at": rfc3339(lease.expires_at),
-            },
-        )
+        return self._lease(key, lease, 200)

@@ -75,6 +75,7 @@ from stashd.ops.leases import (
     LeaseRelease,
     LeaseRenew,
     LeaseState,
+    held_lease,
     unpack_lease,
 )
 from stashd.ops.moves import Copy, Rename
@@ -148,6 +149,7 @@ __all__ = [
     "check_payload",
     "check_put",
     "entry_work",
+    "held_lease",
     "next_version",
     "parse_int64",
     "put_container",

@@ -69,6 +69,18 @@ def unpack_lease(entry: Entry) -> LeaseState:
     return LeaseState(owner, token, entry.expires_at)
 
 
+def held_lease(entry: Entry | None) -> LeaseState | None:
+    """The lease a LEASE INFO shows: the one held under the entry, None when free or released.
+
+    A released lease's entry stays only to keep its token for the next claim; to a
+    reader, nobody holds the key.
+    """
+    if entry is None:
+        return None
+    lease = unpack_lease(entry)
+    return None if lease.owner is None else lease
+
+
 def read_lease(view: View, ns: str, key: bytes, now: int) -> tuple[Entry | None, LeaseState | None]:
     """The live entry under ``key`` and its lease; WRONGTYPE for a key of another kind."""
     entry = read_kind(view, ns, key, now, Kind.LEASE)
