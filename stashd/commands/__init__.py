@@ -16,6 +16,7 @@ from stashd.commands import (
     keys,
     lists,
     objects,
+    pubsub,
     ranges,
     scripting,
     server,
@@ -48,6 +49,7 @@ for _family in (
     stash,
     transactions,
     scripting,
+    pubsub,
     server,
     catalog,
 ):

@@ -19,6 +19,7 @@ from stashd.errors import CommandError, NotInteger, SyntaxErr, UnknownSubcommand
 from stashd.glob import compile_glob
 from stashd.held import HeldMemory, request_bytes
 from stashd.ops import INT64_MAX, INT64_MIN, KEEP, Op, parse_int64
+from stashd.pubsub import Hub, Subscriber
 from stashd.service import check_pattern
 
 if TYPE_CHECKING:
@@ -158,6 +159,18 @@ class Session:
     nonblocking: bool = False
     # Ends a blocking wait when the connection closes, so no waiter is left behind.
     stop_waiting: Callable[[], object] | None = None
+    # The daemon's event hub, and this connection's subscriptions in it (None until the
+    # first SUBSCRIBE or where no connection can receive messages).
+    hub: Hub = field(default_factory=Hub)
+    subscriber: Subscriber | None = None
+    # Makes the connection's subscriber (its deliver writes to the socket).
+    make_subscriber: Callable[[], Subscriber] | None = None
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the connection has a channel or pattern subscription (subscribed mode)."""
+        sub = self.subscriber
+        return sub is not None and bool(sub.channels or sub.patterns)
 
     def require(self) -> Principal:
         """The principal; commands that reach data run only once one is set."""

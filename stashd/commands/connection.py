@@ -150,10 +150,12 @@ def hello(s: Session, args: list[bytes]) -> Reply:
     return answer()
 
 
-def ping(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """PING [message]."""
+def ping(s: Session, args: list[bytes]) -> Reply:
+    """PING [message]; in RESP2's subscribed mode Redis's ``pong`` push, with the message."""
     if len(args) > 2:
         raise WrongArity("ping")
+    if s.proto == 2 and s.subscribed:
+        return [b"pong", args[1] if len(args) == 2 else b""]
     return "PONG" if len(args) == 1 else args[1]
 
 
@@ -178,6 +180,8 @@ def reset(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
     s.name = None
     s.end_multi()
     s.watched.clear()
+    if s.subscriber is not None:  # out of subscribed mode, with no confirmations
+        s.hub.drop(s.subscriber)
     return "RESET"
 
 

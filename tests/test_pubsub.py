@@ -1,0 +1,220 @@
+"""Pub/sub over RESP, as redis-py's ``pubsub()`` uses it, in RESP2 and RESP3, per namespace."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.support.servers import RedisServer, StashDaemon
+
+MIB = 1024 * 1024
+WAIT = 10.0  # seconds a message may take to arrive before the test fails
+
+
+@pytest.fixture(scope="module", params=["memory", "sqlite"])
+def daemon(request: pytest.FixtureRequest) -> Iterator[StashDaemon]:
+    with StashDaemon("--backend", request.param, "--no-http") as d:
+        yield d
+
+
+def _client(port: int, proto: int, password: str | None = None) -> redis.Redis:
+    return redis.Redis(port=port, protocol=proto, password=password)
+
+
+def _next(ps: Any, timeout: float = WAIT) -> dict[str, Any]:  # noqa: ANN401 - redis-py's PubSub
+    """The next message of any type, waited for (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = ps.get_message(timeout=deadline - time.monotonic())
+        if message is not None:
+            return dict(message)
+    pytest.fail("no message arrived")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_subscribe_publish_and_patterns_as_redis_py_uses_them(
+    daemon: StashDaemon, proto: int
+) -> None:
+    """Confirmations, messages and pattern messages, in order; PUBLISH counts receivers."""
+    r = _client(daemon.port, proto)
+    ps = r.pubsub()
+    ps.subscribe("news", "alerts")
+    assert _next(ps) == {"type": "subscribe", "pattern": None, "channel": b"news", "data": 1}
+    assert _next(ps)["data"] == 2  # noqa: PLR2004 - two channels
+    ps.psubscribe("n*")
+    assert _next(ps) == {"type": "psubscribe", "pattern": None, "channel": b"n*", "data": 3}
+    other = _client(daemon.port, proto)
+    assert other.publish("news", "one") == 2  # noqa: PLR2004 - the channel and the pattern
+    assert other.publish("alerts", "two") == 1
+    assert other.publish("nobody", "three") == 1  # the pattern only
+    assert other.publish("zzz", "four") == 0
+    got = [
+        (m["type"], m["pattern"], m["channel"], m["data"]) for m in (_next(ps) for _ in range(4))
+    ]
+    assert got == [
+        ("message", None, b"news", b"one"),
+        ("pmessage", b"n*", b"news", b"one"),
+        ("message", None, b"alerts", b"two"),
+        ("pmessage", b"n*", b"nobody", b"three"),
+    ]
+    assert other.pubsub_channels() == [b"news", b"alerts"] or set(other.pubsub_channels()) == {
+        b"news",
+        b"alerts",
+    }
+    assert other.pubsub_numsub("news", "zzz") == [(b"news", 1), (b"zzz", 0)]
+    assert other.pubsub_numpat() == 1
+    ps.unsubscribe("news")
+    assert _next(ps) == {"type": "unsubscribe", "pattern": None, "channel": b"news", "data": 2}
+    ps.punsubscribe()
+    assert _next(ps)["type"] == "punsubscribe"
+    assert other.pubsub_numpat() == 0
+    ps.close()
+    other.close()
+    r.close()
+
+
+def test_a_subscribed_resp2_connection_refuses_other_commands_as_redis() -> None:
+    """The same bytes from Stash and from redis-server for a subscribed RESP2 session."""
+    script = [
+        ["SUBSCRIBE", "a", "b"],
+        ["GET", "x"],
+        ["PING"],
+        ["PING", "hi"],
+        ["PSUBSCRIBE", "h*"],
+        ["UNSUBSCRIBE", "a", "b"],  # with none named, Redis goes in its hash table's order
+        ["PUNSUBSCRIBE"],
+        ["UNSUBSCRIBE"],
+        ["PUBSUB", "NUMSUB", "a"],
+        ["PUBSUB", "NUMPAT"],
+        ["PUBSUB", "CHANNELS"],
+        ["PUBLISH", "a", "b"],
+        ["PUBSUB", "FOO"],
+        ["SUBSCRIBE"],
+        ["SUBSCRIBE", "a"],
+        ["RESET"],
+        ["PING"],
+        ["HELLO", "3"],
+        ["SUBSCRIBE", "a"],
+        ["PUBSUB", "NUMSUB", "a", "z"],
+        ["PUBLISH", "a", "hello"],
+        ["PING"],
+        ["GET", "x"],
+        ["UNSUBSCRIBE", "zz"],
+        ["QUIT"],
+    ]
+    with StashDaemon("--backend", "memory", "--no-http") as stash, RedisServer() as real:
+        ours = _transcript(stash.port, script)
+        theirs = _transcript(real.port, script)
+    # HELLO's map names the server and its version: compare everything but that reply.
+    assert _without_hello(ours) == _without_hello(theirs)
+
+
+def _transcript(port: int, script: list[list[str]]) -> bytes:
+    request = b"".join(
+        b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a.encode()) for a in c)
+        for c in script
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(request)
+        got = bytearray()
+        while chunk := sock.recv(65536):  # QUIT closes the connection after its +OK
+            got += chunk
+    return bytes(got)
+
+
+def _without_hello(data: bytes) -> bytes:
+    start = data.index(b"\r\n%") + 2  # the one map in the transcript
+    end = data.index(b"*0\r\n", start) + 4  # HELLO's map ends with its empty modules list
+    return data[:start] + data[end:]
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_another_namespace_hears_nothing(daemon: StashDaemon, proto: int) -> None:
+    """Open mode: a subscriber under one password never hears another's publishes."""
+    mine = _client(daemon.port, proto, password="tenant-a").pubsub()
+    mine.psubscribe("*")
+    assert _next(mine)["type"] == "psubscribe"
+    theirs = _client(daemon.port, proto, password="tenant-b")
+    assert theirs.publish("chat", "secret") == 0
+    assert theirs.pubsub_numpat() == 0
+    same = _client(daemon.port, proto, password="tenant-a")
+    assert same.publish("chat", "hello") == 1
+    message = _next(mine)
+    assert (message["channel"], message["data"]) == (b"chat", b"hello")
+    mine.close()
+    theirs.close()
+    same.close()
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_run_in_thread_delivers_to_handlers(daemon: StashDaemon, proto: int) -> None:
+    """redis-py's ``run_in_thread`` with a handler per channel, unchanged."""
+    r = _client(daemon.port, proto)
+    got: list[bytes] = []
+    arrived = threading.Event()
+
+    def handler(message: dict[str, Any]) -> None:
+        got.append(message["data"])
+        if len(got) == 3:  # noqa: PLR2004 - three published
+            arrived.set()
+
+    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps.subscribe(jobs=handler)
+    thread = ps.run_in_thread(sleep_time=0.01, daemon=True)
+    try:
+        deadline = time.monotonic() + WAIT
+        while r.pubsub_numsub("jobs") != [(b"jobs", 1)]:  # wait for the subscription
+            assert time.monotonic() < deadline
+        for word in (b"a", b"b", b"c"):
+            assert r.publish("jobs", word) == 1
+        assert arrived.wait(WAIT)
+        assert got == [b"a", b"b", b"c"]
+    finally:
+        thread.stop()
+        thread.join(WAIT)
+        r.close()
+
+
+def test_a_subscriber_that_never_reads_is_disconnected_past_the_limit() -> None:
+    """Past the pubsub class's hard limit the subscriber is cut; the server's memory stays bounded."""
+    with StashDaemon(
+        "--backend",
+        "memory",
+        "--no-http",
+        "--client-output-buffer-limit",
+        "pubsub 2mb 0 0",
+        log_level="info",
+    ) as d:
+        slow = socket.create_connection(("127.0.0.1", d.port))
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nfeed\r\n")
+        slow.settimeout(WAIT)
+        assert slow.recv(100).startswith(b"*3\r\n$9\r\nsubscribe")
+        publisher = redis.Redis(port=d.port)
+        before = _rss_mib(d.pid)
+        payload = b"x" * 64 * 1024
+        sent = 0
+        while publisher.publish("feed", payload) == 1:  # until the subscriber is gone
+            sent += 1
+            assert sent < 2000, "never disconnected"  # noqa: PLR2004 - 128 MiB offered
+        assert _rss_mib(d.pid) - before < 30  # noqa: PLR2004 - far below what was offered
+        assert publisher.pubsub_numsub("feed") == [(b"feed", 0)]
+        assert publisher.ping()
+        publisher.close()
+        slow.close()
+        assert d.stop() == 0
+    assert "client_output_buffer_limit_reached" in d.stderr
