@@ -24,6 +24,8 @@ _Name = tuple[str, bytes]  # (namespace, channel or pattern)
 
 MESSAGE: Final = b"message"
 PMESSAGE: Final = b"pmessage"
+KEYSPACE: Final = b"__keyspace@0__:"
+KEYEVENT: Final = b"__keyevent@0__:"
 
 
 class Subscriber:
@@ -150,6 +152,20 @@ class Hub:
                     sub.deliver(pmessage)
                     received += 1
         return received
+
+    def notify(self, ns: str, event: bytes, key: bytes) -> None:
+        """A keyspace notification, on both of Redis's channels for it in ``ns``.
+
+        ``__keyspace@0__:<key>`` carries the event's name, ``__keyevent@0__:<event>``
+        the key, as Redis publishes them (database 0: Stash has no other).
+        """
+        self.publish(ns, KEYSPACE + key, event)
+        self.publish(ns, KEYEVENT + event, key)
+
+    @property
+    def listening(self) -> bool:
+        """Whether any namespace has a subscriber at all (most writes then skip notifying)."""
+        return bool(self._listened)
 
     def has_listeners(self, ns: str) -> bool:
         """Whether anyone in ``ns`` listens at all (so notifications can be skipped cheaply)."""

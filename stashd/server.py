@@ -35,7 +35,7 @@ from stashd import log
 from stashd.admission import ClientSlots
 from stashd.batch import Batcher
 from stashd.commands import TABLE
-from stashd.commands.base import NOAUTH, Awaiting, Deferred, Session
+from stashd.commands.base import NOAUTH, Awaiting, Deferred, Session, name_writes
 from stashd.commands.pubsub import SUBSCRIBED_ALLOWED, SubscribedOnly
 from stashd.commands.transactions import CONTROL as TXN_CONTROL
 from stashd.commands.transactions import discard as discard_transaction
@@ -151,7 +151,7 @@ class ServerContext:
     def __post_init__(self) -> None:
         """Every door shares one batcher per store, so their work is grouped together."""
         if self.batcher is None:
-            self.batcher = Batcher(self.store, self.events)
+            self.batcher = Batcher(self.store, self.events, self.hub)
 
     def close_connections_of(self, key_ids: Collection[str]) -> int:
         """Close every connection authenticated with one of these (revoked) keys."""
@@ -516,7 +516,7 @@ class Connection(asyncio.Protocol):
             session.last_command = cmd.name
             before = session.principal
             try:
-                reply = cmd.handler(session, args)
+                reply = name_writes(cmd.handler(session, args), cmd.name)
             except StashError as exc:
                 reply = exc
             except Exception as exc:  # noqa: BLE001 - a bug: this command fails, not the connection

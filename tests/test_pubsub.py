@@ -218,3 +218,77 @@ def test_a_subscriber_that_never_reads_is_disconnected_past_the_limit() -> None:
         slow.close()
         assert d.stop() == 0
     assert "client_output_buffer_limit_reached" in d.stderr
+
+
+def _events(ps: Any, n: int) -> list[tuple[bytes, bytes]]:  # noqa: ANN401 - redis-py's PubSub
+    """The next ``n`` keyevent messages: (event, key)."""
+    out: list[tuple[bytes, bytes]] = []
+    for _ in range(n):
+        message = ps.get_message(timeout=WAIT)
+        assert message is not None, f"after {out}"
+        assert message["type"] == "pmessage", message
+        out.append((message["channel"].removeprefix(b"__keyevent@0__:"), message["data"]))
+    return out
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_committed_writes_are_announced_in_order(daemon: StashDaemon, proto: int) -> None:
+    """Keyspace and keyevent notifications, Redis's names, for the caller's namespace only."""
+    password = f"notify-{proto}"
+    ps = _client(daemon.port, proto, password=password).pubsub()
+    ps.psubscribe("__keyevent@0__:*")
+    assert _next(ps)["type"] == "psubscribe"
+    space = _client(daemon.port, proto, password=password).pubsub()
+    space.subscribe("__keyspace@0__:k")
+    assert _next(space)["type"] == "subscribe"
+    stranger = _client(daemon.port, proto, password=f"stranger-{proto}").pubsub()
+    stranger.psubscribe("*")
+    assert _next(stranger)["type"] == "psubscribe"
+    r = _client(daemon.port, proto, password=password)
+    r.set("k", "1")
+    r.set("k", "2", nx=True)  # nothing written: nothing announced
+    r.incrby("k", 5)
+    r.append("k", "x")
+    r.expire("k", 100)
+    r.rename("k", "k2")
+    r.delete("k2", "missing")
+    r.lpush("l", "a")
+    r.hset("h", "f", "v")
+    r.lpop("l")  # emptied: the list is deleted
+    pipe = r.pipeline(transaction=True)
+    pipe.set("t", "1")
+    pipe.delete("t")
+    pipe.execute()
+    ident = r.execute_command("STASH", '{"a": 1}')
+    r.execute_command("UPDATE", ident, "MERGE", '{"b": 2}')
+    r.execute_command("FORGET", ident)
+    assert _events(ps, 15) == [
+        (b"set", b"k"),
+        (b"incrby", b"k"),
+        (b"append", b"k"),
+        (b"expire", b"k"),
+        (b"rename_from", b"k"),
+        (b"rename_to", b"k2"),
+        (b"del", b"k2"),
+        (b"lpush", b"l"),
+        (b"hset", b"h"),
+        (b"lpop", b"l"),
+        (b"del", b"l"),
+        (b"set", b"t"),
+        (b"del", b"t"),
+        (b"stash", ident),
+        (b"update", ident),
+    ]
+    assert _events(ps, 1) == [(b"forget", ident)]
+    got = [_next(space) for _ in range(5)]
+    assert [(m["channel"], m["data"]) for m in got] == [
+        (b"__keyspace@0__:k", b"set"),
+        (b"__keyspace@0__:k", b"incrby"),
+        (b"__keyspace@0__:k", b"append"),
+        (b"__keyspace@0__:k", b"expire"),
+        (b"__keyspace@0__:k", b"rename_from"),
+    ]
+    assert stranger.get_message(timeout=0.2) is None  # a bounded look: nothing is due
+    for sub in (ps, space, stranger):
+        sub.close()
+    r.close()

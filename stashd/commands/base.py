@@ -18,7 +18,17 @@ from stashd.admission import ClientSlots
 from stashd.errors import CommandError, NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
 from stashd.glob import compile_glob
 from stashd.held import HeldMemory, request_bytes
-from stashd.ops import INT64_MAX, INT64_MIN, KEEP, Op, parse_int64
+from stashd.ops import (
+    INT64_MAX,
+    INT64_MIN,
+    KEEP,
+    Edit,
+    EditFirst,
+    EditTwo,
+    Op,
+    StoreFrom,
+    parse_int64,
+)
 from stashd.pubsub import Hub, Subscriber
 from stashd.service import check_pattern
 
@@ -201,6 +211,20 @@ class Session:
         self.multi_dirty = False
         self.held.release(self.queued_in, self.queued_bytes)
         self.queued_bytes = 0
+
+
+_CONTAINER_WRITES: Final = (Edit, EditFirst, EditTwo, StoreFrom)
+
+
+def name_writes(reply: Reply, name: str) -> Reply:
+    """A handler's reply, its container write named after the command (``name``).
+
+    The store's container operations serve every container command alike; the keyspace
+    notification of one is named by the command that made it, as Redis names them.
+    """
+    if type(reply) is Deferred and isinstance(reply.op, _CONTAINER_WRITES):
+        reply.op.event = name
+    return reply
 
 
 def look_decoded(
