@@ -26,6 +26,7 @@ MESSAGE: Final = b"message"
 PMESSAGE: Final = b"pmessage"
 KEYSPACE: Final = b"__keyspace@0__:"
 KEYEVENT: Final = b"__keyevent@0__:"
+EXPIRED: Final = b"expired"
 
 
 class Subscriber:
@@ -166,6 +167,12 @@ class Hub:
     def listening(self) -> bool:
         """Whether any namespace has a subscriber at all (most writes then skip notifying)."""
         return bool(self._listened)
+
+    def expired(self, ns: str, keys: list[bytes]) -> None:
+        """Keys a store's sweep removed because they expired: Redis's ``expired`` event."""
+        if ns in self._listened:
+            for key in keys:
+                self.notify(ns, EXPIRED, key)
 
     def has_listeners(self, ns: str) -> bool:
         """Whether anyone in ``ns`` listens at all (so notifications can be skipped cheaply)."""

@@ -292,3 +292,39 @@ def test_committed_writes_are_announced_in_order(daemon: StashDaemon, proto: int
     for sub in (ps, space, stranger):
         sub.close()
     r.close()
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_expired_arrives_without_anyone_reading_the_key(daemon: StashDaemon, proto: int) -> None:
+    """The sweep announces ``expired`` for a key nobody reads, within the stated bound."""
+    password = f"expiry-{proto}"
+    ps = _client(daemon.port, proto, password=password).pubsub()
+    ps.subscribe("__keyevent@0__:expired")
+    assert _next(ps)["type"] == "subscribe"
+    r = _client(daemon.port, proto, password=password)
+    r.set("soon", "1", px=200)
+    start = time.monotonic()
+    message = _next(ps, timeout=5.0)
+    assert (message["channel"], message["data"]) == (b"__keyevent@0__:expired", b"soon")
+    assert time.monotonic() - start < 0.2 + 1.0 + 0.5  # noqa: PLR2004 - the TTL, the bound, slack
+    ps.close()
+    r.close()
+
+
+def test_a_key_read_after_it_expired_is_announced_as_expired(daemon: StashDaemon) -> None:
+    """A read that finds the key expired before the sweep does: still one ``expired``."""
+    ps = _client(daemon.port, 3, password="expiry-read").pubsub()
+    ps.subscribe("__keyspace@0__:gone")
+    assert _next(ps)["type"] == "subscribe"
+    r = _client(daemon.port, 3, password="expiry-read")
+    r.set("gone", "1", px=1)
+    deadline = time.monotonic() + WAIT
+    while r.get("gone") is not None:  # read until it has expired: the read may remove it
+        assert time.monotonic() < deadline
+    message = _next(ps)
+    assert (message["channel"], message["data"]) == (b"__keyspace@0__:gone", b"set")
+    message = _next(ps)
+    assert (message["channel"], message["data"]) == (b"__keyspace@0__:gone", b"expired")
+    assert ps.get_message(timeout=0.3) is None  # announced once, not again by the sweep
+    ps.close()
+    r.close()
