@@ -58,7 +58,8 @@ class Hub:
         # subscription order (dicts used as ordered sets).
         self._channels: dict[_Name, dict[Subscriber, None]] = {}
         self._patterns: dict[_Name, dict[Subscriber, None]] = {}
-        self._matchers: dict[_Name, re.Pattern[bytes]] = {}
+        # Each namespace's patterns, compiled: a publish tries its own namespace's only.
+        self._matchers: dict[str, dict[bytes, re.Pattern[bytes]]] = {}
         # How many channels and patterns each namespace has subscribers on.
         self._listened: dict[str, int] = {}
 
@@ -79,7 +80,7 @@ class Hub:
         if name not in sub.patterns:
             sub.patterns[name] = None
             if name not in self._patterns:
-                self._matchers[name] = compile_glob(pattern)
+                self._matchers.setdefault(ns, {})[pattern] = compile_glob(pattern)
                 self._patterns[name] = {}
                 self._listened[ns] = self._listened.get(ns, 0) + 1
             self._patterns[name][sub] = None
@@ -115,7 +116,8 @@ class Hub:
                 del members[sub]
                 if not members:
                     del table[name]
-                    self._matchers.pop(name, None)
+                    if table is self._patterns:
+                        self._forget_matcher(*name)
                     left = self._listened[name[0]] - 1
                     if left:
                         self._listened[name[0]] = left
@@ -125,6 +127,12 @@ class Hub:
         if not replies:  # nothing to drop: one reply with no name, as Redis sends
             replies.append([kind, None, sub.count])
         return replies
+
+    def _forget_matcher(self, ns: str, pattern: bytes) -> None:
+        space = self._matchers[ns]
+        del space[pattern]
+        if not space:
+            del self._matchers[ns]
 
     def drop(self, sub: Subscriber) -> None:
         """Forget every subscription of ``sub`` (its connection closed or was reset)."""
@@ -144,11 +152,13 @@ class Hub:
             for sub in list(members):  # a delivery may disconnect a subscriber
                 sub.deliver(message)
                 received += 1
-        if self._patterns:
-            for name, subs in list(self._patterns.items()):
-                if name[0] != ns or not self._matchers[name].match(channel):
+        matchers = self._matchers.get(ns)
+        if matchers:
+            for pattern, matcher in list(matchers.items()):
+                subs = self._patterns.get((ns, pattern))
+                if not subs or not matcher.match(channel):
                     continue
-                pmessage: Message = [PMESSAGE, name[1], channel, data]
+                pmessage: Message = [PMESSAGE, pattern, channel, data]
                 for sub in list(subs):
                     sub.deliver(pmessage)
                     received += 1

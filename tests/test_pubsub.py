@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from stashd.pubsub import Hub, Subscriber
 from tests.support.servers import RedisServer, StashDaemon
 
 MIB = 1024 * 1024
@@ -340,3 +341,20 @@ def test_a_key_read_after_it_expired_is_announced_as_expired(daemon: StashDaemon
     assert ps.get_message(timeout=0.3) is None  # announced once, not again by the sweep
     ps.close()
     r.close()
+
+
+def test_the_hub_keeps_channels_and_patterns_apart() -> None:
+    """A channel and a pattern of the same text, in two namespaces: each dropped on its own."""
+    hub = Hub()
+    got: list[list[Any]] = []
+    sub = Subscriber(got.append)
+    assert hub.subscribe(sub, "a", b"n*") == 1
+    assert hub.psubscribe(sub, "a", b"n*") == 2  # noqa: PLR2004 - a channel and a pattern
+    assert hub.psubscribe(sub, "b", b"n*") == 3  # noqa: PLR2004 - and another namespace's
+    assert hub.unsubscribe(sub, "a", [b"n*"]) == [[b"unsubscribe", b"n*", 2]]
+    assert hub.publish("a", b"news", b"x") == 1
+    assert got == [[b"pmessage", b"n*", b"news", b"x"]]
+    assert hub.publish("c", b"news", b"x") == 0
+    hub.drop(sub)
+    assert not hub.listening
+    assert hub.publish("b", b"news", b"x") == 0
