@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from stashd.pubsub import Hub, Subscriber
+from tests.support.resp_client import RespClient
 from tests.support.servers import RedisServer, StashDaemon
 
 MIB = 1024 * 1024
@@ -358,3 +359,15 @@ def test_the_hub_keeps_channels_and_patterns_apart() -> None:
     hub.drop(sub)
     assert not hub.listening
     assert hub.publish("b", b"news", b"x") == 0
+
+
+def test_client_info_counts_subscriptions(daemon: StashDaemon) -> None:
+    """CLIENT INFO shows sub, psub and the P flag, as Redis does (RESP3 may ask while subscribed)."""
+    c = RespClient(daemon.port, timeout=WAIT)
+    c.call("HELLO", "3")
+    assert c.call("SUBSCRIBE", "a").render() == "[$'subscribe', $'a', :1]"
+    assert c.call("PSUBSCRIBE", "b*").render() == "[$'psubscribe', $'b*', :2]"
+    text = c.call("CLIENT", "INFO").render()
+    assert " flags=P " in text
+    assert " sub=1 psub=1 " in text
+    c.sock.close()
