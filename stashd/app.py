@@ -210,6 +210,7 @@ async def serve(
             per_address=None if is_loopback(config.host) else PER_ADDRESS
         ),
     )
+    store.expired = ctx.hub  # keys the sweep removes are announced as expired
     loop = asyncio.get_running_loop()
     server = listener(ctx)
     http: HttpServer | None = None

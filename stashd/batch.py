@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
 from stashd.errors import Busy, StashError, StoreUnavailable
+from stashd.events import notifications
 from stashd.waiters import Waiters
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from stashd.events import WriteEvents
     from stashd.ops import Op
+    from stashd.pubsub import Hub
     from stashd.store.base import Store
 
 logger = log.get("stashd.batch")
@@ -52,9 +54,13 @@ class Batcher:
     holds the clients waiting for a write to a list (BLPOP), woken once one commits.
     """
 
-    def __init__(self, store: Store, events: WriteEvents | None = None) -> None:
+    def __init__(
+        self, store: Store, events: WriteEvents | None = None, hub: Hub | None = None
+    ) -> None:
         self.store = store
         self.events = events
+        # Where committed writes are announced as keyspace notifications (None: nowhere).
+        self.hub = hub
         self.blocked = Waiters()
         self._ops: list[Op] = []
         self._waiters: list[_Waiter] = []
@@ -94,7 +100,16 @@ class Batcher:
                 self.events.note(op, result, door)
             if self.blocked:
                 self.blocked.wake(op)
+            hub = self.hub
+            if hub is not None and hub.listening:
+                self._notify(hub, op, result)
         return result
+
+    def _notify(self, hub: Hub, op: Op, result: Any) -> None:  # noqa: ANN401 - its own result
+        """Announce a committed write's keyspace notifications to its namespace, in order."""
+        for ns, event, key in notifications(op, result, self.store.clock()):
+            if hub.has_listeners(ns):
+                hub.notify(ns, event, key)
 
     def submit(
         self, ops: list[Op], done: Callable[[list[Any]], None], door: str | None = None
@@ -221,9 +236,9 @@ class Batcher:
 
     def _answer(self, ops: list[Op], results: list[Any], waiters: list[_Waiter]) -> None:
         """Note the committed writes, wake who waits on them, and hand each caller its part."""
-        events, blocked = self.events, self.blocked
+        events, blocked, hub = self.events, self.blocked, self.hub
         for start, stop, done, door in waiters:
-            if events is not None or blocked:
+            if events is not None or blocked or hub is not None:
                 for i in range(start, stop):
                     op = ops[i]
                     if op.writes and not isinstance(results[i], StashError):
@@ -231,6 +246,8 @@ class Batcher:
                             events.note(op, results[i], door)
                         if blocked:
                             blocked.wake(op)
+                        if hub is not None and hub.listening:
+                            self._notify(hub, op, results[i])
             try:
                 done(results[start:stop])
             except Exception:

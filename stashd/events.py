@@ -9,7 +9,9 @@ written) :meth:`WriteEvents.flush` renders them with one timestamp and writes th
 log stream in one call, in the same line format structlog gives every other event
 (``--log-format json`` or ``console``).
 
-What each kind of operation's event says is :data:`DESCRIBE`, one entry per kind.
+What each kind of operation's event says is :data:`DESCRIBE`, one entry per kind; the
+same entry names the write's keyspace notifications (:func:`notifications`), so a write
+is described once for the log and for subscribers.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ import asyncio
 import datetime as dt
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeAlias
 
 from stashd import ops
 from stashd.errors import StashError
 from stashd.service import seconds_left
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 #: The most events held for one flush: a turn that commits more renders and writes them
 #: at once, so the list never holds more than this many operations alive.
@@ -43,6 +45,9 @@ _PLAIN: Final = bytes(b for b in range(0x21, 0x7F) if b not in b'"\\')
 Shape = tuple[str, ...]
 #: What a write event says beyond its name and namespace: its fields and their values.
 Noted = tuple[Shape, tuple[Any, ...]]
+#: A write's keyspace notifications: (event, key) pairs, Redis's event names.
+Notices = tuple[tuple[bytes, bytes], ...]
+Notify: TypeAlias = "Callable[[Any, Any], Notices]"
 
 _KEY_TTL_SIZE: Final = ("key", "ttl_seconds", "payload_bytes")
 _ID_TTL_SIZE: Final = ("id", "ttl_seconds", "payload_bytes")
@@ -154,28 +159,129 @@ def _flush(op: Any, _: Any, __: int) -> Noted:  # noqa: ANN401
     return _REMOVED, (op.freed,)
 
 
-#: Per kind of write: its event's name and what it says.
-DESCRIBE: Final[dict[type[ops.Op], tuple[str, Callable[[Any, Any, int], Noted | None]]]] = {
-    ops.Create: ("stash_created", _create),
-    ops.Update: ("stash_updated", _update),
-    ops.UpdateEntry: ("stash_updated", _update_entry),
-    ops.Forget: ("stash_forgotten", _removing(_ID_REMOVED)),
-    ops.Set: ("key_set", _set),
-    ops.SetMany: ("key_set", _set_many),
-    ops.Delete: ("key_deleted", _removing(_KEY_REMOVED)),
-    ops.GetDel: ("key_deleted", _getdel),
-    ops.GetEx: ("key_expiry_set", _getex),
-    ops.Expire: ("key_expiry_set", _expire),
-    ops.IncrBy: ("key_incremented", _key),
-    ops.Append: ("key_appended", _append),
-    ops.Rename: ("key_renamed", _moved),
-    ops.Copy: ("key_copied", _moved),
-    ops.Flush: ("namespace_flushed", _flush),
-    ops.Edit: ("key_changed", _edited),
-    ops.EditFirst: ("key_changed", _edited),
-    ops.EditTwo: ("key_moved", _edited_two),
-    ops.StoreFrom: ("key_stored", _stored),
+# Keyspace notifications: each takes the operation and its result (which the log's
+# description has already said is a write), and gives (event, key) pairs in Redis's names.
+
+
+def _named(event: bytes) -> Notify:
+    """One notification of ``event`` on the operation's key."""
+    return lambda op, _: ((event, op.key),)
+
+
+def _set_keys(op: Any, _: Any) -> Notices:  # noqa: ANN401
+    return tuple((b"set", key) for key, _ in op.pairs)
+
+
+def _created(_: Any, key: Any) -> Notices:  # noqa: ANN401
+    return ((b"stash", key),)
+
+
+def _gone(event: bytes) -> Notify:
+    """DEL's notifications and FORGET's: one per key that was removed."""
+    return lambda op, _: tuple((event, key) for key in op.gone)
+
+
+def _renamed(op: Any, _: Any) -> Notices:  # noqa: ANN401
+    return ((b"rename_from", op.key), (b"rename_to", op.dst))
+
+
+def _copied(op: Any, _: Any) -> Notices:  # noqa: ANN401
+    return ((b"copy_to", op.dst),)
+
+
+def _container(op: Any, _: Any) -> Notices:  # noqa: ANN401
+    # Named by the command that made it; an emptied container is deleted, as Redis says.
+    event = CONTAINER_EVENTS.get(op.event, op.event).encode() or b"changed"
+    if op.written == 0:
+        return ((event, op.key), (b"del", op.key))
+    return ((event, op.key),)
+
+
+def _container_two(op: Any, _: Any) -> Notices:  # noqa: ANN401
+    event = CONTAINER_EVENTS.get(op.event, op.event).encode() or b"changed"
+    return ((event, op.key), (event, op.dst))
+
+
+def _nothing(_: Any, __: Any) -> Notices:  # noqa: ANN401
+    return ()
+
+
+#: Container commands whose keyspace event Redis names otherwise than the command.
+CONTAINER_EVENTS: Final = {
+    "hmset": "hset",
+    "hsetnx": "hset",
+    "zincrby": "zincr",
+    "zremrangebyscore": "zrembyscore",
+    "zremrangebyrank": "zrembyrank",
+    "zremrangebylex": "zrembylex",
+    "blpop": "lpop",
+    "brpop": "rpop",
+    "bzpopmin": "zpopmin",
+    "bzpopmax": "zpopmax",
+    "bzmpop": "zmpop",
 }
+
+#: Per kind of write: its log event's name, what it says, and its keyspace notifications
+#: (asked only of a write whose description is not None: one that wrote).
+DESCRIBE: Final[dict[type[ops.Op], tuple[str, Callable[[Any, Any, int], Noted | None], Notify]]] = {
+    ops.Create: ("stash_created", _create, _created),
+    ops.Update: ("stash_updated", _update, _named(b"update")),
+    ops.UpdateEntry: ("stash_updated", _update_entry, _named(b"update")),
+    ops.Forget: ("stash_forgotten", _removing(_ID_REMOVED), _gone(b"forget")),
+    ops.Set: ("key_set", _set, _named(b"set")),
+    ops.SetMany: ("key_set", _set_many, _set_keys),
+    ops.Delete: ("key_deleted", _removing(_KEY_REMOVED), _gone(b"del")),
+    ops.GetDel: ("key_deleted", _getdel, _named(b"del")),
+    ops.GetEx: ("key_expiry_set", _getex, _named(b"expire")),
+    ops.Expire: ("key_expiry_set", _expire, _named(b"expire")),
+    ops.IncrBy: ("key_incremented", _key, _named(b"incrby")),
+    ops.Append: ("key_appended", _append, _named(b"append")),
+    ops.Rename: ("key_renamed", _moved, _renamed),
+    ops.Copy: ("key_copied", _moved, _copied),
+    ops.Flush: ("namespace_flushed", _flush, _nothing),  # Redis names no key either
+    ops.Edit: ("key_changed", _edited, _container),
+    ops.EditFirst: ("key_changed", _edited, _container),
+    ops.EditTwo: ("key_moved", _edited_two, _container_two),
+    ops.StoreFrom: ("key_stored", _stored, _container),
+}
+
+
+def committed(op: ops.Op, result: Any) -> Iterator[tuple[ops.Op, Any]]:  # noqa: ANN401
+    """The writes a committed operation made, with their results.
+
+    A transaction's or a script's steps one by one (those that ran and succeeded), any
+    other operation as itself.
+    """
+    if type(op) is ops.Transaction:
+        if result is None:  # a WATCHed key changed: nothing ran
+            return
+        for inner, inner_result in zip(op.ops, result, strict=True):
+            if inner.writes and not isinstance(inner_result, StashError):
+                yield from committed(inner, inner_result)
+        return
+    if type(op) is ops.Script:
+        for step, step_result in op.ran:
+            if step is not None and step.writes and not isinstance(step_result, StashError):
+                yield from committed(step, step_result)
+        return
+    yield op, result
+
+
+def notifications(op: ops.Op, result: Any, now: int) -> Iterator[tuple[str, bytes, bytes]]:  # noqa: ANN401
+    """A committed write's keyspace notifications, (namespace, event, key), in order.
+
+    Derived from :data:`DESCRIBE`, the same table as the write's log event: a write the
+    log says nothing of (SET NX that found the key, EXPIRE of no key) notifies nothing.
+    """
+    for one, one_result in committed(op, result):
+        described = DESCRIBE.get(type(one))
+        if described is None:
+            continue
+        _, describe, notify = described
+        if describe(one, one_result, now) is not None:
+            ns = one.ns
+            for event, key in notify(one, one_result):
+                yield ns, event, key
 
 
 class WriteEvents:
@@ -196,17 +302,9 @@ class WriteEvents:
 
     def note(self, op: ops.Op, result: Any, door: str | None = None) -> None:  # noqa: ANN401
         """A committed write's event, to be written once this turn's callbacks have run."""
-        if type(op) is ops.Transaction:
-            if result is None:  # a WATCHed key changed: nothing ran
-                return
-            for inner, inner_result in zip(op.ops, result, strict=True):
-                if inner.writes and not isinstance(inner_result, StashError):
-                    self.note(inner, inner_result, door)
-            return
-        if type(op) is ops.Script:
-            for step, step_result in op.ran:
-                if step is not None and step.writes and not isinstance(step_result, StashError):
-                    self.note(step, step_result, door)
+        if type(op) is ops.Transaction or type(op) is ops.Script:
+            for one, one_result in committed(op, result):
+                self.note(one, one_result, door)
             return
         held = self._held
         held.append((op, result, door))
@@ -239,7 +337,7 @@ class WriteEvents:
             described = DESCRIBE.get(type(op))
             if described is None:
                 continue
-            name, describe = described
+            name, describe, _ = described
             noted = describe(op, result, now)
             if noted is None:
                 continue

@@ -501,6 +501,7 @@ def split_inline(line: bytes) -> list[bytes]:
 #   dict -> map (RESP2: flat array)   set/frozenset -> set (RESP2: array)
 #   StashError -> error      Verbatim -> verbatim text (RESP2: bulk)
 #   Score -> double in Redis's "%.17g" form (RESP2: bulk), for sorted-set scores only
+#   Push -> push (RESP2: array)   Replies -> each of its items, one after another
 # ---------------------------------------------------------------------------------------
 
 Reply = Any
@@ -537,6 +538,18 @@ class Score(float):
     def text(self) -> bytes:
         """The score as Redis writes it: ``inf`` and ``-inf`` for the infinities."""
         return b"%.17g" % self
+
+
+class Push(list[Any]):
+    """Out-of-band data (a pub/sub message or confirmation): RESP3 ``>``, RESP2 an array."""
+
+    __slots__ = ()
+
+
+class Replies(tuple[Any, ...]):
+    """Several replies to one request, written one after another (SUBSCRIBE a b)."""
+
+    __slots__ = ()
 
 
 class ReplyTooLarge(Exception):
@@ -603,6 +616,13 @@ def encode(value: Any, proto: int, out: bytearray, limit: int | None = None) -> 
             out += b"=%d\r\ntxt:%b\r\n" % (len(body) + 4, body)
         else:
             out += b"$%d\r\n%b\r\n" % (len(body), body)
+    elif t is Push:
+        out += (b">%d\r\n" if proto == 3 else b"*%d\r\n") % len(value)
+        for item in value:
+            encode(item, proto, out, limit)
+    elif t is Replies:
+        for item in value:
+            encode(item, proto, out, limit)
     elif value is NULL_ARRAY:
         out += NULL3 if proto == 3 else b"*-1\r\n"
     else:  # pragma: no cover - a command returned a type we never produce

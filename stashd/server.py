@@ -35,7 +35,8 @@ from stashd import log
 from stashd.admission import ClientSlots
 from stashd.batch import Batcher
 from stashd.commands import TABLE
-from stashd.commands.base import NOAUTH, Awaiting, Deferred, Session
+from stashd.commands.base import NOAUTH, Awaiting, Deferred, Session, name_writes
+from stashd.commands.pubsub import SUBSCRIBED_ALLOWED, SubscribedOnly
 from stashd.commands.transactions import CONTROL as TXN_CONTROL
 from stashd.commands.transactions import discard as discard_transaction
 from stashd.connbudget import ConnectionBudget
@@ -62,7 +63,8 @@ from stashd.errors import (
 from stashd.listener import Listener
 from stashd.listener import address as _addr
 from stashd.outputlimit import DEFAULT as DEFAULT_OUTPUT_LIMITS
-from stashd.outputlimit import OutputLimits
+from stashd.outputlimit import OutputLimit, OutputLimits
+from stashd.pubsub import Hub, Message, Subscriber
 from stashd.ratelimit import LocalLimiter, RateLimiter
 from stashd.resp import (
     MAX_ARGS,
@@ -70,6 +72,7 @@ from stashd.resp import (
     MAX_REQUEST_BYTES,
     PREAUTH_MAX_ARGS,
     PREAUTH_MAX_BULK,
+    Push,
     ReplyTooLarge,
     RequestReader,
     encode,
@@ -142,11 +145,13 @@ class ServerContext:
     output_limits: OutputLimits = field(
         default_factory=lambda: OutputLimits.parse(DEFAULT_OUTPUT_LIMITS)
     )
+    # Every channel and pattern subscription of this server's connections.
+    hub: Hub = field(default_factory=Hub)
 
     def __post_init__(self) -> None:
         """Every door shares one batcher per store, so their work is grouped together."""
         if self.batcher is None:
-            self.batcher = Batcher(self.store, self.events)
+            self.batcher = Batcher(self.store, self.events, self.hub)
 
     def close_connections_of(self, key_ids: Collection[str]) -> int:
         """Close every connection authenticated with one of these (revoked) keys."""
@@ -190,6 +195,10 @@ class Connection(asyncio.Protocol):
         # and the timer that checks them again once the soft limit's seconds are up.
         self._soft_since: float | None = None
         self._soft_timer: asyncio.TimerHandle | None = None
+        # The replies of the read being served, to which a message delivered meanwhile
+        # is added in its place, and how many bytes such messages hold there.
+        self._replies: list[Any] | None = None
+        self._pushed = 0
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -212,6 +221,8 @@ class Connection(asyncio.Protocol):
             held=ctx.service.held,
             run=ctx.batcher.run if ctx.batcher is not None else None,
             blocked=ctx.batcher.blocked if ctx.batcher is not None else None,
+            hub=ctx.hub,
+            make_subscriber=lambda: Subscriber(self._deliver),
         )
         self._apply_limits()
         ctx.connections.add(self)
@@ -225,6 +236,8 @@ class Connection(asyncio.Protocol):
             self.session.end_multi()  # a queue never sent to EXEC is let go
             if self.session.stop_waiting is not None:
                 self.session.stop_waiting()  # a blocked BLPOP leaves no waiter behind
+            if self.session.subscriber is not None:
+                self.ctx.hub.drop(self.session.subscriber)
         self.transport = None
         self._on_writable = None
         if self._auth_timer is not None:
@@ -359,6 +372,7 @@ class Connection(asyncio.Protocol):
         limiter = ctx.limiter
         rate, subject = self._rate, self._subject
         replies: list[Any] = []
+        self._replies = replies
         # (reply slot, deferred, command name) of operations waiting for a batch
         pending: list[tuple[int, Deferred, str]] = []
         proto = start_proto = session.proto
@@ -396,6 +410,7 @@ class Connection(asyncio.Protocol):
                     if not self._answer(_leading(out, start_proto, proto) + replies, close=False):
                         return
                     replies, out, start_proto = [], bytearray(), proto
+                    self._replies = replies
                     yield self._next_slice
                     if self.transport is None or self._closing:
                         return
@@ -480,6 +495,14 @@ class Connection(asyncio.Protocol):
                 if session.multi is not None:
                     session.multi_dirty = True
                 continue
+            if (
+                session.subscriber is not None
+                and session.proto == 2  # RESP3 has pushes, so any command may be sent
+                and name not in SUBSCRIBED_ALLOWED
+                and session.subscribed
+            ):
+                replies.append(SubscribedOnly(cmd.name))
+                continue
             if session.multi is not None and name not in TXN_CONTROL:
                 # Inside MULTI: checked now, run at EXEC.
                 try:
@@ -493,7 +516,7 @@ class Connection(asyncio.Protocol):
             session.last_command = cmd.name
             before = session.principal
             try:
-                reply = cmd.handler(session, args)
+                reply = name_writes(cmd.handler(session, args), cmd.name)
             except StashError as exc:
                 reply = exc
             except Exception as exc:  # noqa: BLE001 - a bug: this command fails, not the connection
@@ -598,6 +621,7 @@ class Connection(asyncio.Protocol):
             waited = self._serving is not None
             self._serving = None
             self._items = None
+            self._replies = None
             if self._close_after_batch and self.transport is not None:
                 self.transport.close()
             if waited:  # reading was paused for the wait (resuming costs a system call)
@@ -629,7 +653,7 @@ class Connection(asyncio.Protocol):
         session = self.session
         if transport is None or session is None:
             return
-        limit = self.ctx.output_limits.normal
+        limit = self._limit()
         out = bytearray()
         try:
             _encode_replies(
@@ -642,6 +666,7 @@ class Connection(asyncio.Protocol):
             # Never built whole: the encoder stopped at the limit.
             self._cut("hard", transport.get_write_buffer_size() + len(out))
             return
+        self._pushed = 0
         if out:
             transport.write(out)
         if close:
@@ -655,7 +680,7 @@ class Connection(asyncio.Protocol):
         if not buffered:  # everything sent, as for almost every reply: no limit is near
             self._soft_since = None
             return
-        limit = self.ctx.output_limits.normal
+        limit = self._limit()
         now = time.monotonic()
         if limit.soft and buffered > limit.soft:
             if self._soft_since is None:
@@ -672,6 +697,34 @@ class Connection(asyncio.Protocol):
         if broken is not None:
             self._cut(broken, buffered)
 
+    def _limit(self) -> OutputLimit:
+        """The output limit of this connection's class: ``pubsub`` while subscribed."""
+        session = self.session
+        limits = self.ctx.output_limits
+        return limits.pubsub if session is not None and session.subscribed else limits.normal
+
+    def _deliver(self, message: Message) -> None:
+        """Send a pub/sub message (a push), within the pubsub class's output limit."""
+        transport = self.transport
+        session = self.session
+        if transport is None or session is None or self._closing:
+            return
+        out = bytearray()
+        encode(Push(message), session.proto, out)
+        buffered = transport.get_write_buffer_size()
+        replies = self._replies
+        if self._items is not None and replies is not None:
+            # A read is being served: the message goes among its replies, where it
+            # arrived (after the reply of a PUBLISH to oneself, as in Redis).
+            replies.append(_Encoded(out))
+            self._pushed += len(out)
+            limit = self._limit()
+            if limit.hard and buffered + self._pushed > limit.hard:
+                self._cut("hard", buffered + self._pushed)
+            return
+        transport.write(out)
+        self._check_output(buffered + len(out))
+
     def _recheck_output(self) -> None:
         """The soft limit's seconds are up: cut the client if it is still over."""
         self._soft_timer = None
@@ -683,7 +736,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        limit = self.ctx.output_limits.normal
+        limit = self._limit()
         session = self.session
         logger.warning(
             "client_output_buffer_limit_reached",

@@ -41,6 +41,7 @@ CHAPTERS = {
     "sorted-set": "Sorted sets",
     "transactions": "Transactions",
     "scripting": "Scripting",
+    "pubsub": "Pub/sub",
     "server": "Server",
 }
 _HEADING = re.compile(r"(#{2,4}) (\S.*)")

@@ -17,6 +17,7 @@ from stashd.commands import (
     leases,
     lists,
     objects,
+    pubsub,
     ranges,
     scripting,
     server,
@@ -50,6 +51,7 @@ for _family in (
     leases,
     transactions,
     scripting,
+    pubsub,
     server,
     catalog,
 ):

@@ -18,7 +18,18 @@ from stashd.admission import ClientSlots
 from stashd.errors import CommandError, NotInteger, SyntaxErr, UnknownSubcommand, WrongArity
 from stashd.glob import compile_glob
 from stashd.held import HeldMemory, request_bytes
-from stashd.ops import INT64_MAX, INT64_MIN, KEEP, Op, parse_int64
+from stashd.ops import (
+    INT64_MAX,
+    INT64_MIN,
+    KEEP,
+    Edit,
+    EditFirst,
+    EditTwo,
+    Op,
+    StoreFrom,
+    parse_int64,
+)
+from stashd.pubsub import Hub, Subscriber
 from stashd.service import check_pattern
 
 if TYPE_CHECKING:
@@ -158,6 +169,18 @@ class Session:
     nonblocking: bool = False
     # Ends a blocking wait when the connection closes, so no waiter is left behind.
     stop_waiting: Callable[[], object] | None = None
+    # The daemon's event hub, and this connection's subscriptions in it (None until the
+    # first SUBSCRIBE or where no connection can receive messages).
+    hub: Hub = field(default_factory=Hub)
+    subscriber: Subscriber | None = None
+    # Makes the connection's subscriber (its deliver writes to the socket).
+    make_subscriber: Callable[[], Subscriber] | None = None
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the connection has a channel or pattern subscription (subscribed mode)."""
+        sub = self.subscriber
+        return sub is not None and bool(sub.channels or sub.patterns)
 
     def require(self) -> Principal:
         """The principal; commands that reach data run only once one is set."""
@@ -188,6 +211,20 @@ class Session:
         self.multi_dirty = False
         self.held.release(self.queued_in, self.queued_bytes)
         self.queued_bytes = 0
+
+
+_CONTAINER_WRITES: Final = (Edit, EditFirst, EditTwo, StoreFrom)
+
+
+def name_writes(reply: Reply, name: str) -> Reply:
+    """A handler's reply, its container write named after the command (``name``).
+
+    The store's container operations serve every container command alike; the keyspace
+    notification of one is named by the command that made it, as Redis names them.
+    """
+    if type(reply) is Deferred and isinstance(reply.op, _CONTAINER_WRITES):
+        reply.op.event = name
+    return reply
 
 
 def look_decoded(

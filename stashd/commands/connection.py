@@ -150,10 +150,12 @@ def hello(s: Session, args: list[bytes]) -> Reply:
     return answer()
 
 
-def ping(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handler signature
-    """PING [message]."""
+def ping(s: Session, args: list[bytes]) -> Reply:
+    """PING [message]; in RESP2's subscribed mode Redis's ``pong`` push, with the message."""
     if len(args) > 2:
         raise WrongArity("ping")
+    if s.proto == 2 and s.subscribed:
+        return [b"pong", args[1] if len(args) == 2 else b""]
     return "PONG" if len(args) == 1 else args[1]
 
 
@@ -178,6 +180,8 @@ def reset(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
     s.name = None
     s.end_multi()
     s.watched.clear()
+    if s.subscriber is not None:  # out of subscribed mode, with no confirmations
+        s.hub.drop(s.subscriber)
     return "RESET"
 
 
@@ -205,9 +209,13 @@ def client_info_line(s: Session) -> str:
     name = (s.name or b"").decode()
     lib = (s.lib_name or b"").decode("utf-8", "replace")
     ver = (s.lib_ver or b"").decode("utf-8", "replace")
+    sub = s.subscriber
+    channels, patterns = (0, 0) if sub is None else (len(sub.channels), len(sub.patterns))
+    flags = "P" if channels or patterns else "N"  # Redis's flag of a subscribed client
     return (
         f"id={s.client_id} addr={s.peer} laddr={s.local} fd=0 name={name} age={age} idle=0 "
-        f"flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 "
+        f"flags={flags} db=0 sub={channels} psub={patterns} ssub=0 multi=-1 qbuf=0 qbuf-free=0 "
+        "argv-mem=0 "
         f"multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r "
         f"cmd={s.last_command or 'NULL'} user=default redir=-1 resp={s.proto} "
         f"lib-name={lib} lib-ver={ver}\n"

@@ -24,6 +24,7 @@ from stashd.commands.base import (
     Session,
     help_lines,
     int_arg,
+    name_writes,
     run_subcommand,
     subcommand_rows,
 )
@@ -132,7 +133,7 @@ def _call(  # noqa: PLR0917 - the one place redis.call lands
         raise CommandError("Wrong number of args calling Redis command from script")
     if read_only and WRITE in cmd.flags:
         raise CommandError("Write commands are not allowed from read-only scripts.")
-    reply = cmd.handler(s, words)
+    reply = name_writes(cmd.handler(s, words), cmd.name)
     if type(reply) is Awaiting:
         # It needs a step awaited outside the store's atomic unit (KEYS' pages).
         raise CommandError("This Redis command is not allowed from script")

@@ -19,6 +19,7 @@ from stashd.commands.base import (
     Deferred,
     Reply,
     Session,
+    name_writes,
 )
 from stashd.errors import CommandError, StashError
 from stashd.ops import Op, Transaction, snapshot
@@ -97,7 +98,7 @@ def exec_(s: Session, args: list[bytes]) -> Reply:  # noqa: ARG001 - fixed handl
         cmd = TABLE[request[0].lower()]
         s.nonblocking = True  # BLPOP inside EXEC is LPOP, as in Redis
         try:
-            reply = cmd.handler(s, request)
+            reply = name_writes(cmd.handler(s, request), cmd.name)
         except StashError as exc:
             reply = exc
         finally:

@@ -190,7 +190,7 @@ class Edit(Op):
     the container was emptied and deleted (the write event says which).
     """
 
-    __slots__ = ("default_expires_at", "edit", "kind", "max_payload", "moved", "written")
+    __slots__ = ("default_expires_at", "edit", "event", "kind", "max_payload", "moved", "written")
     GROWS = True
     WORKS = True
 
@@ -204,6 +204,8 @@ class Edit(Op):
         max_payload: int,
     ) -> None:
         super().__init__(ns, key)
+        # Its keyspace notification's name: the command's, as Redis names them (set by it).
+        self.event = ""
         self.kind = kind
         self.edit = edit
         self.default_expires_at = default_expires_at
@@ -249,7 +251,16 @@ class EditFirst(OnKeys):
     it has run (the write event's), ``written`` as :class:`Edit`'s.
     """
 
-    __slots__ = ("default_expires_at", "edit", "keys", "kind", "max_payload", "moved", "written")
+    __slots__ = (
+        "default_expires_at",
+        "edit",
+        "event",
+        "keys",
+        "kind",
+        "max_payload",
+        "moved",
+        "written",
+    )
     GROWS = True
     WORKS = True
 
@@ -263,6 +274,8 @@ class EditFirst(OnKeys):
         max_payload: int,
     ) -> None:
         super().__init__(ns, keys[0])
+        # Its keyspace notification's name: the command's, as Redis names them (set by it).
+        self.event = ""
         self.keys = keys
         self.kind = kind
         self.edit = edit
@@ -315,6 +328,7 @@ class StoreFrom(Op):
     __slots__ = (
         "default_expires_at",
         "edit",
+        "event",
         "kind",
         "kinds",
         "max_payload",
@@ -336,6 +350,8 @@ class StoreFrom(Op):
         max_payload: int,
     ) -> None:
         super().__init__(ns, key)
+        # Its keyspace notification's name: the command's, as Redis names them (set by it).
+        self.event = ""
         self.sources = sources
         self.kinds, self.kind = kinds
         self.edit = edit
@@ -393,7 +409,7 @@ class EditTwo(Op):
     and nothing is written (Redis answers nil or 0 then, whatever the destination holds).
     """
 
-    __slots__ = ("default_expires_at", "dst", "edit", "kinds", "max_payload", "moved")
+    __slots__ = ("default_expires_at", "dst", "edit", "event", "kinds", "max_payload", "moved")
     GROWS = True
     WORKS = True
 
@@ -408,6 +424,8 @@ class EditTwo(Op):
         max_payload: int,
     ) -> None:
         super().__init__(ns, key)
+        # Its keyspace notification's name: the command's, as Redis names them (set by it).
+        self.event = ""
         self.dst = dst
         self.kinds = kinds
         self.edit = edit

@@ -258,15 +258,18 @@ class FirstIds:
 class Delete(Op):
     """DEL, UNLINK, FORGET: the result is how many live keys were removed."""
 
-    __slots__ = ("keys",)
+    __slots__ = ("gone", "keys")
 
     def __init__(self, ns: str, keys: list[bytes]) -> None:
         super().__init__(ns)
         self.keys = keys
+        self.gone: list[bytes] = []  # the keys removed, once it has run (notifications)
 
     def run(self, view: View, now: int) -> int:
         """Remove each key once."""
-        return sum(view.delete(self.ns, k, now) for k in self.keys)
+        ns = self.ns
+        self.gone = gone = [k for k in self.keys if view.delete(ns, k, now)]
+        return len(gone)
 
     def slots(self) -> list[Slot]:
         """Each key."""

@@ -9,7 +9,7 @@ operations becomes one atomic unit (a dict on the loop thread, one SQLite transa
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stashd.errors import StashError
 from stashd.types import Clock, View, wall_clock_ms
@@ -20,6 +20,19 @@ if TYPE_CHECKING:
 
 class StoreOpenError(RuntimeError):
     """A store cannot start (unwritable path, unusable file); the message says which and why."""
+
+
+class ExpiredListener(Protocol):
+    """Who hears of keys a sweep removed because they expired (the daemon's event hub)."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether anyone listens at all: a store may skip finding expired keys otherwise."""
+        ...
+
+    def expired(self, ns: str, keys: list[bytes]) -> None:
+        """Keys of ``ns`` the sweep removed, in the order it found them."""
+        ...
 
 
 class Store(abc.ABC):
@@ -33,6 +46,9 @@ class Store(abc.ABC):
 
     def __init__(self, clock: Clock = wall_clock_ms) -> None:
         self.clock = clock
+        # Told of the keys the sweep removes because they expired (keyspace
+        # notifications); None: nobody asks.
+        self.expired: ExpiredListener | None = None
 
     @abc.abstractmethod
     def run(self, op: Op) -> Any:  # noqa: ANN401 - each operation has its own result type

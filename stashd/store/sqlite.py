@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stashd import log
 from stashd.errors import StashError, StoreUnavailable
-from stashd.store.base import Store, StoreOpenError, run_each
+from stashd.store.base import ExpiredListener, Store, StoreOpenError, run_each
 from stashd.store.sqlite_usage import FILL_USAGE, creates_fit, lacks_usage
 from stashd.store.sqlite_view import OneReadView, SQLiteView, sweep_at
 from stashd.types import Clock, Entry, wall_clock_ms
@@ -161,6 +161,15 @@ _SWEEP: Final = (
     "DELETE FROM entries WHERE id IN "
     "(SELECT id FROM entries WHERE sweep_at <= ? ORDER BY sweep_at LIMIT ?)"
 )
+#: While someone listens for ``expired``: the rows expired by now, found through the
+#: expiry index up to the current window (whose rows not yet expired it passes over),
+#: deleted, and named, so each is announced within a tick of its expiry, not a window.
+_SWEEP_EXPIRED: Final = (
+    "DELETE FROM entries WHERE id IN "
+    "(SELECT id FROM entries WHERE sweep_at <= ? AND expires_at <= ? LIMIT ?) "
+    "RETURNING namespace, key"
+)
+_ANY_EXPIRED: Final = "SELECT 1 FROM entries WHERE sweep_at <= ? AND expires_at <= ? LIMIT 1"
 
 
 class _Owned:
@@ -223,6 +232,7 @@ class SQLiteStore(Store):
         self._worker: threading.Thread | None = None
         self._background_queued = False
         self._background_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint_at = 0.0
         self._unsynced = False  # commits since the last checkpoint (NORMAL only syncs there)
         self._writes_to_worker = False  # set by the worker while it restarts the log
@@ -501,6 +511,7 @@ class SQLiteStore(Store):
             return
         self._background_queued = True
         self._background_at = time.monotonic()
+        self._loop = asyncio.get_running_loop()  # where the sweep's expired keys are told
         self._put(_Job(self._background, None, None))
 
     async def close(self) -> None:
@@ -566,7 +577,15 @@ class SQLiteStore(Store):
         self._background_queued = False
         jobs = self._jobs
         try:
-            freed = _sweep(conn, self.clock(), SWEEP_ROUNDS, lambda: not jobs.empty())
+            at = self.clock()
+            listener = self.expired
+            freed = 0
+            if listener is not None and listener.listening and self._loop is not None:
+                found = _sweep_expired(conn, at, SWEEP_ROUNDS, lambda: not jobs.empty())
+                if found:
+                    freed = len(found)
+                    self._loop.call_soon_threadsafe(_announce, listener, found)
+            freed += _sweep(conn, at, SWEEP_ROUNDS, lambda: not jobs.empty())
             if freed:
                 self._unsynced = True
                 logger.debug("expired_swept", rows=freed)
@@ -653,6 +672,38 @@ def _sweep(conn: sqlite3.Connection, now: int, rounds: int, yield_now: Callable[
         if deleted < SWEEP_ROWS or yield_now():
             break
     return freed
+
+
+def _sweep_expired(
+    conn: sqlite3.Connection, now: int, rounds: int, yield_now: Callable[[], bool]
+) -> list[tuple[str, bytes]]:
+    """Delete rows expired by ``now`` as :func:`_sweep` does, naming each: (namespace, key)."""
+    found: list[tuple[str, bytes]] = []
+    window = sweep_at(now)
+    for _ in range(rounds):
+        # Look first, without the write lock: most ticks find nothing to do.
+        if conn.execute(_ANY_EXPIRED, (window, now)).fetchone() is None:
+            break
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(_SWEEP_EXPIRED, (window, now, SWEEP_ROWS)).fetchall()
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        found += rows
+        if len(rows) < SWEEP_ROWS or yield_now():
+            break
+    return found
+
+
+def _announce(listener: ExpiredListener, found: list[tuple[str, bytes]]) -> None:
+    """On the loop: tell the listener of the expired keys, by namespace, in order."""
+    by_ns: dict[str, list[bytes]] = {}
+    for ns, key in found:
+        by_ns.setdefault(ns, []).append(bytes(key))
+    for ns, keys in by_ns.items():
+        listener.expired(ns, keys)
 
 
 def _fresh_rows(ops: list[Op]) -> list[tuple[bytes, Entry]] | None:

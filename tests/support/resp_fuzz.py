@@ -314,7 +314,7 @@ class Grammar:
 
         def unknown() -> Args:
             return [
-                rng.choice((b"SUBSCRIBE", b"EVAL", b"FOO", b"", b"\x00", b"\r\n")),
+                rng.choice((b"MONITOR", b"EVAL", b"FOO", b"", b"\x00", b"\r\n")),
                 *opts(lambda: [self.junk()]),
             ]
 
