@@ -51,7 +51,7 @@ class Subscriber:
 class Hub:
     """Every subscription of one daemon, by namespace and name."""
 
-    __slots__ = ("_channels", "_listened", "_matchers", "_patterns")
+    __slots__ = ("_channels", "_listened", "_matchers", "_patterns", "_taps")
 
     def __init__(self) -> None:
         # Subscribers per (namespace, channel) and per (namespace, pattern), each in
@@ -62,6 +62,16 @@ class Hub:
         self._matchers: dict[str, dict[bytes, re.Pattern[bytes]]] = {}
         # How many channels and patterns each namespace has subscribers on.
         self._listened: dict[str, int] = {}
+        # One tap per namespace hears its keyspace events as (event, key): the watch log.
+        self._taps: dict[str, Callable[[bytes, bytes], None]] = {}
+
+    def tap(self, ns: str, hear: Callable[[bytes, bytes], None]) -> None:
+        """Have ``hear(event, key)`` called with every keyspace event of ``ns``."""
+        self._taps[ns] = hear
+
+    def untap(self, ns: str) -> None:
+        """Stop the tap of ``ns``."""
+        self._taps.pop(ns, None)
 
     def subscribe(self, sub: Subscriber, ns: str, channel: bytes) -> int:
         """Add ``channel`` to ``sub``'s subscriptions; its count afterwards."""
@@ -170,23 +180,26 @@ class Hub:
         ``__keyspace@0__:<key>`` carries the event's name, ``__keyevent@0__:<event>``
         the key, as Redis publishes them (database 0: Stash has no other).
         """
+        hear = self._taps.get(ns)
+        if hear is not None:
+            hear(event, key)
         self.publish(ns, KEYSPACE + key, event)
         self.publish(ns, KEYEVENT + event, key)
 
     @property
     def listening(self) -> bool:
         """Whether any namespace has a subscriber at all (most writes then skip notifying)."""
-        return bool(self._listened)
+        return bool(self._listened) or bool(self._taps)
 
     def expired(self, ns: str, keys: list[bytes]) -> None:
         """Keys a store's sweep removed because they expired: Redis's ``expired`` event."""
-        if ns in self._listened:
+        if ns in self._listened or ns in self._taps:
             for key in keys:
                 self.notify(ns, EXPIRED, key)
 
     def has_listeners(self, ns: str) -> bool:
         """Whether anyone in ``ns`` listens at all (so notifications can be skipped cheaply)."""
-        return ns in self._listened
+        return ns in self._listened or ns in self._taps
 
     def channels(self, ns: str, pattern: bytes | None) -> list[bytes]:
         """PUBSUB CHANNELS: the channels of ``ns`` with a subscriber, matching ``pattern``."""

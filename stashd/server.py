@@ -78,6 +78,7 @@ from stashd.resp import (
     encode,
 )
 from stashd.tenancy import AuthThrottle
+from stashd.watchlog import WatchLog
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -147,11 +148,14 @@ class ServerContext:
     )
     # Every channel and pattern subscription of this server's connections.
     hub: Hub = field(default_factory=Hub)
+    # Each watched namespace's recent keyspace events, numbered (GET /watch resumes by them).
+    watch: WatchLog = field(init=False)
 
     def __post_init__(self) -> None:
         """Every door shares one batcher per store, so their work is grouped together."""
         if self.batcher is None:
             self.batcher = Batcher(self.store, self.events, self.hub)
+        self.watch = WatchLog(self.hub)
 
     def close_connections_of(self, key_ids: Collection[str]) -> int:
         """Close every connection authenticated with one of these (revoked) keys."""

@@ -36,7 +36,9 @@ def daemon() -> Iterator[StashDaemon]:
         yield d
 
 
-@schema.parametrize()
+# GET /watch streams until the client leaves, which a generated call never does: it is
+# checked by tests/test_watch.py with a client that reads events and goes.
+@schema.exclude(operation_id="watch").parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms(case: schemathesis.Case[Any], daemon: StashDaemon) -> None:
     """Generated and mutated requests to every operation get documented, valid answers."""
@@ -45,7 +47,7 @@ def test_every_operation_conforms(case: schemathesis.Case[Any], daemon: StashDae
 
 def test_workflows_through_links(daemon: StashDaemon) -> None:
     """Stash, then recall, update and forget the new id (the spec's links), all conforming."""
-    machine = schema.as_state_machine()
+    machine = schema.exclude(operation_id="watch").as_state_machine()
 
     class Workflow(machine):  # type: ignore[valid-type,misc]
         def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ through the :class:`Batcher` the RESP connections share, so both doors land in t
 batches and obey the same rules. Nothing here decides what data means: this module
 decides how requests and replies look.
 
-Six fixed paths are routed by a dict (:meth:`HttpApi.handle`), after three public ones
+Seven fixed paths are routed by a dict (:meth:`HttpApi.handle`), after three public ones
 that need no key (``PUBLIC``), and every answer is a ``web.Response`` the handler writes
 itself. Its ``write_eof`` waits while the client is
 behind in reading, and aiohttp stops reading a connection while 32 of its requests wait
@@ -53,6 +53,7 @@ from stashd.http.request import (
     query_int,
     read_body,
 )
+from stashd.http.watch import open_stream
 from stashd.jsontext import check_stored
 from stashd.service import PAGE_DEFAULT, rfc3339, seconds_left
 
@@ -133,6 +134,7 @@ class HttpApi:
             "update": (True, {"PATCH": self.update}),
             "forget": (True, {"DELETE": self.forget}),
             "lease": (True, LeaseRoutes(self, DOOR).methods()),
+            "watch": (False, {"GET": self.watch}),
         }
         # The MCP endpoint (stashd.mcp.endpoint), when the daemon serves it. Stateless, it
         # serves POST only: a GET would open a server stream that never carries anything
@@ -463,6 +465,13 @@ class HttpApi:
         raw = await self.body(request, p, conn, mcp_body_limit(p.limits.max_payload))
         endpoint = await door.endpoint()
         return await endpoint.handle(request, p, raw)
+
+    async def watch(
+        self, request: web.BaseRequest, p: Principal, _key: bytes, conn: Connection
+    ) -> web.StreamResponse:
+        """GET /watch?pattern= -> the namespace's keyspace events as Server-Sent Events."""
+        del conn
+        return open_stream(self.ctx.watch, request, p.namespace)
 
     async def listing(
         self, request: web.BaseRequest, p: Principal, _key: bytes, conn: Connection

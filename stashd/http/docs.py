@@ -28,6 +28,7 @@ ENDPOINTS: Final = (
     ("PATCH", "/lease/{key}", "renew the owner's lease"),
     ("DELETE", "/lease/{key}", "release the owner's lease"),
     ("GET", "/lease/{key}", "a lease's owner, token and time left"),
+    ("GET", "/watch", "this namespace's key events as Server-Sent Events, resumable"),
     ("GET", "/healthz", "whether the store answers; no key needed"),
     ("GET", "/openapi.yaml", "the whole contract, OpenAPI 3.1"),
 )

@@ -129,6 +129,7 @@ class HttpServer:
         """Stop accepting, let in-flight requests finish (bounded), close connections."""
         if self.listener is not None:
             self.listener.close()
+        self.api.ctx.watch.cut_all()  # open event streams end now, not at the shutdown timeout
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
