@@ -9,6 +9,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aredis
 
+from stashd.pubsub import Hub
+from stashd.watchlog import MAX_AGE, MAX_EVENTS, RESET, WATCHER_BUFFER, Watcher, WatchLog
 from tests.support.servers import StashDaemon
 
 if TYPE_CHECKING:
@@ -152,3 +154,61 @@ async def test_a_bad_last_event_id_is_refused(daemon: StashDaemon) -> None:
     ):
         assert resp.status == 400
         assert "abc" in (await resp.json())["error"]["message"]
+
+
+class _Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _open(log: WatchLog, ns: str, last: int | None = None) -> Watcher:
+    return log.open(ns, b"*", last, lambda _w: None)
+
+
+def test_an_id_trimmed_from_the_ring_gets_reset_and_a_held_one_resumes() -> None:
+    """Past MAX_EVENTS the oldest ids fall out: resuming from them is a reset."""
+    hub, clock = Hub(), _Clock()
+    log = WatchLog(hub, clock)
+    first = _open(log, "ns")
+    ids: list[int] = []
+    for i in range(MAX_EVENTS + 5):
+        hub.notify("ns", b"set", b"k%d" % i)
+        ids += [e.id for e in first.take()]
+    assert len(ids) == MAX_EVENTS + 5
+    log.close(first)
+    stale = _open(log, "ns", ids[0])
+    assert [e.event for e in stale.take()] == [RESET]
+    held = _open(log, "ns", ids[-3])
+    assert [e.id for e in held.take()] == ids[-2:]
+
+
+def test_idle_logs_are_dropped_and_the_hub_untapped() -> None:
+    """A namespace nobody watched for MAX_AGE seconds holds nothing and is not tapped."""
+    hub, clock = Hub(), _Clock()
+    log = WatchLog(hub, clock)
+    for n in range(100):
+        watcher = _open(log, f"ns{n}")
+        hub.notify(f"ns{n}", b"set", b"k")
+        log.close(watcher)
+    assert log.logs() == 100
+    clock.now += MAX_AGE
+    log.prune()
+    assert log.logs() == 0
+    assert not hub.listening
+
+
+def test_a_watcher_past_its_buffer_is_cut() -> None:
+    """A watcher that never takes its events is cut at WATCHER_BUFFER, holding none."""
+    hub = Hub()
+    log = WatchLog(hub, _Clock())
+    watcher = _open(log, "ns")
+    for i in range(WATCHER_BUFFER + 1):
+        hub.notify("ns", b"set", b"k%d" % i)
+    assert watcher.cut
+    assert watcher.overflow
+    assert not watcher.pending
