@@ -160,9 +160,7 @@ class Calls:
 
     def info(self, entry: Entry | None) -> Info | None:
         """UPDATE ... WITHMETA."""
-        if entry is None:
-            return None
-        return seconds_left(entry.expires_at, self.clock()), entry.expires_at // 1000, entry.version
+        return None if entry is None else _info(entry, self.clock())
 
     def created(self, op: Create) -> Info:
         """STASH ... WITHMETA: a new entry's metadata, from the operation that made it."""
@@ -173,10 +171,12 @@ class Calls:
         """MEMORIES: each entry's key, metadata and size."""
         nxt, items = page
         now = self.clock()
-        return nxt, [
-            (k, (seconds_left(e.expires_at, now), e.expires_at // 1000, e.version), len(e.value))
-            for k, e in items
-        ]
+        return nxt, [(k, _info(e, now), len(e.value)) for k, e in items]
+
+
+def _info(entry: Entry, now: int) -> Info:
+    """An entry's :data:`Info` at ``now``."""
+    return seconds_left(entry.expires_at, now), entry.expires_at // 1000, entry.version
 
 
 def value_of(entry: Entry | None) -> bytes | None:

@@ -31,7 +31,7 @@ from stashd._version import __version__
 from stashd.errors import StashError
 from stashd.http.errors import error_object
 from stashd.jsontext import dump_json
-from stashd.mcp.tools import MCP_WORDS, NOT_FOUND, TOOLS, call
+from stashd.mcp.tools import MCP_WORDS, NOT_FOUND, TOOLS, call, when
 
 if TYPE_CHECKING:
     from mcp.server import ServerRequestContext
@@ -94,7 +94,7 @@ def build(stash_of: StashOf) -> Server[Any]:
             Resource(
                 uri=uri_of(m.id),
                 name=m.id,
-                description=f"expires at {m.expires_at:%Y-%m-%dT%H:%M:%SZ} "
+                description=f"expires at {when(m.expires_at)} "
                 f"({m.ttl_remaining} s left), version {m.version}",
                 mime_type="application/json",
                 size=m.size,

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from stashd.errors import BadExtend, Conflict, DataAndMerge, EmptyUpdate, NotFound, StashError
 from stashd.http.errors import error_object
 from stashd.jsontext import dump_json, load_json
-from stashd.service import PAGE_DEFAULT, PAGE_MAX
+from stashd.service import PAGE_DEFAULT, PAGE_MAX, rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -58,13 +58,14 @@ def _stamp(info: MemoryInfo) -> dict[str, Any]:
     return {
         "memory_id": info.id,
         "ttl_remaining": info.ttl_remaining,
-        "expires_at": _when(info.expires_at),
+        "expires_at": when(info.expires_at),
         "version": info.version,
     }
 
 
-def _when(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+def when(at: datetime) -> str:
+    """An expiry as every door writes it (RFC 3339 UTC to the second, service.rfc3339)."""
+    return rfc3339(int(at.timestamp()) * 1000)
 
 
 class _Args(BaseModel):
@@ -218,7 +219,7 @@ async def _stash(s: AsyncStash, args: StashArgs) -> dict[str, Any]:
     return {
         "memory_id": info.id,
         "ttl": info.ttl_remaining,
-        "expires_at": _when(info.expires_at),
+        "expires_at": when(info.expires_at),
         "version": info.version,
     }
 
@@ -235,7 +236,7 @@ async def _recall(s: AsyncStash, args: RecallArgs) -> dict[str, Any]:
         "memory_id": memory.id,
         "data": memory.data,
         "ttl_remaining": memory.ttl_remaining,
-        "expires_at": _when(memory.expires_at),
+        "expires_at": when(memory.expires_at),
         "version": memory.version,
     }
 
